@@ -1,0 +1,340 @@
+//! Every conversion between protobuf messages and domain types, with the input checks: what comes
+//! out of here is valid, and what fails names the offending field.
+
+use prost_types::Timestamp;
+
+use super::proto;
+use crate::error::Error;
+use crate::model::{
+    Customer, EpochMillis, Lane, NewNotification, Notification, NotificationId, State,
+};
+
+/// Longest customer id, in characters.
+pub const MAX_ID_LEN: usize = 128;
+/// Longest idempotency key or recipient, in bytes.
+pub const MAX_KEY_LEN: usize = 256;
+
+/// Checks a customer id: 1 to 128 of letters, digits, `-`, `_`, `.` (safe in URLs, metrics labels
+/// and log lines).
+pub fn customer_id(field: &'static str, id: &str) -> Result<(), Error> {
+    if id.is_empty() {
+        return Err(Error::invalid(field, "must not be empty"));
+    }
+    if id.len() > MAX_ID_LEN {
+        return Err(Error::invalid(
+            field,
+            format!("longer than {MAX_ID_LEN} characters"),
+        ));
+    }
+    if !id
+        .chars()
+        .all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.'))
+    {
+        return Err(Error::invalid(
+            field,
+            "may hold only letters, digits, '-', '_' and '.'",
+        ));
+    }
+    Ok(())
+}
+
+/// Checks a free-form key (idempotency key, recipient): 1 to 256 bytes, no control characters.
+fn key(field: &'static str, value: &str) -> Result<(), Error> {
+    if value.is_empty() {
+        return Err(Error::invalid(field, "must not be empty"));
+    }
+    if value.len() > MAX_KEY_LEN {
+        return Err(Error::invalid(
+            field,
+            format!("longer than {MAX_KEY_LEN} bytes"),
+        ));
+    }
+    if value.chars().any(char::is_control) {
+        return Err(Error::invalid(field, "must not contain control characters"));
+    }
+    Ok(())
+}
+
+/// Turns a `SubmitRequest` into a notification to store, checking every field.
+pub fn new_notification(
+    request: proto::SubmitRequest,
+    max_payload_bytes: usize,
+    now: EpochMillis,
+) -> Result<NewNotification, Error> {
+    customer_id("customer_id", &request.customer_id)?;
+    key("idempotency_key", &request.idempotency_key)?;
+    key("recipient", &request.recipient)?;
+    let lane = match proto::Lane::try_from(request.lane) {
+        Ok(proto::Lane::Unspecified | proto::Lane::Transactional) => Lane::Transactional,
+        Ok(proto::Lane::Bulk) => Lane::Bulk,
+        Err(_) => {
+            return Err(Error::invalid(
+                "lane",
+                format!("unknown lane {}", request.lane),
+            ));
+        }
+    };
+    if request.payload.len() > max_payload_bytes {
+        return Err(Error::invalid(
+            "payload",
+            format!(
+                "{} bytes is over the limit of {max_payload_bytes}",
+                request.payload.len()
+            ),
+        ));
+    }
+    let send_at = request.send_at.map(|t| millis("send_at", t)).transpose()?;
+    let expires_at = request
+        .expires_at
+        .map(|t| millis("expires_at", t))
+        .transpose()?;
+    if let Some(expires_at) = expires_at {
+        if expires_at <= now {
+            return Err(Error::invalid("expires_at", "is already in the past"));
+        }
+        if send_at.is_some_and(|send_at| send_at >= expires_at) {
+            return Err(Error::invalid("expires_at", "must be later than send_at"));
+        }
+    }
+    Ok(NewNotification {
+        customer_id: request.customer_id,
+        idempotency_key: request.idempotency_key,
+        recipient: request.recipient,
+        lane,
+        payload: request.payload,
+        send_at,
+        expires_at,
+    })
+}
+
+/// Checks a customer and fills in what the server decides: the id, URL and secret must be valid.
+/// An empty `signing_secret` is left empty for the caller to fill.
+pub fn customer(customer: Option<proto::Customer>) -> Result<Customer, Error> {
+    let customer = customer.ok_or_else(|| Error::invalid("customer", "is required"))?;
+    customer_id("customer.id", &customer.id)?;
+    let url = reqwest::Url::parse(&customer.webhook_url)
+        .map_err(|e| Error::invalid("customer.webhook_url", format!("not a URL: {e}")))?;
+    if !matches!(url.scheme(), "http" | "https") || url.host_str().is_none_or(str::is_empty) {
+        return Err(Error::invalid(
+            "customer.webhook_url",
+            "must be an http:// or https:// URL with a host",
+        ));
+    }
+    if !customer.signing_secret.is_empty() {
+        crate::sink::signature::decode_secret(&customer.signing_secret)
+            .map_err(|e| Error::invalid("customer.signing_secret", e.to_string()))?;
+    }
+    Ok(Customer {
+        id: customer.id,
+        webhook_url: customer.webhook_url,
+        signing_secret: customer.signing_secret,
+        max_rate_per_sec: customer.max_rate_per_sec,
+        paused: customer.paused,
+    })
+}
+
+/// Parses a notification id as clients see it (its decimal string).
+pub fn notification_id(field: &'static str, id: &str) -> Result<NotificationId, Error> {
+    match id.parse::<i64>() {
+        Ok(id) if id > 0 => Ok(NotificationId(id)),
+        _ if id.is_empty() => Err(Error::invalid(field, "must not be empty")),
+        _ => Err(Error::invalid(field, "is not a notification id")),
+    }
+}
+
+impl From<Customer> for proto::Customer {
+    fn from(c: Customer) -> Self {
+        Self {
+            id: c.id,
+            webhook_url: c.webhook_url,
+            signing_secret: c.signing_secret,
+            max_rate_per_sec: c.max_rate_per_sec,
+            paused: c.paused,
+        }
+    }
+}
+
+impl From<Notification> for proto::Notification {
+    fn from(n: Notification) -> Self {
+        let waiting = matches!(n.state, State::Pending | State::Retrying);
+        Self {
+            id: n.id.to_string(),
+            customer_id: n.customer_id,
+            idempotency_key: n.idempotency_key,
+            recipient: n.recipient,
+            lane: match n.lane {
+                Lane::Transactional => proto::Lane::Transactional,
+                Lane::Bulk => proto::Lane::Bulk,
+            } as i32,
+            payload: n.payload,
+            state: proto_state(n.state) as i32,
+            attempts: n.attempts,
+            last_error: n.last_error.unwrap_or_default(),
+            created_at: Some(timestamp(n.created_at)),
+            updated_at: Some(timestamp(n.updated_at)),
+            send_at: n.send_at.map(timestamp),
+            expires_at: n.expires_at.map(timestamp),
+            next_attempt_at: waiting.then(|| timestamp(n.due_at)),
+            delivered_at: n.delivered_at.map(timestamp),
+        }
+    }
+}
+
+fn proto_state(state: State) -> proto::State {
+    match state {
+        State::Pending => proto::State::Pending,
+        State::InFlight => proto::State::InFlight,
+        State::Delivered => proto::State::Delivered,
+        State::Retrying => proto::State::Retrying,
+        State::Failed => proto::State::Failed,
+        State::Suppressed => proto::State::Suppressed,
+        State::Expired => proto::State::Expired,
+        State::Cancelled => proto::State::Cancelled,
+    }
+}
+
+fn millis(field: &'static str, t: Timestamp) -> Result<EpochMillis, Error> {
+    if !(0..1_000_000_000).contains(&t.nanos) {
+        return Err(Error::invalid(field, "nanos must be within 0..1e9"));
+    }
+    t.seconds
+        .checked_mul(1000)
+        .and_then(|ms| ms.checked_add(i64::from(t.nanos / 1_000_000)))
+        .ok_or_else(|| Error::invalid(field, "out of range"))
+}
+
+/// An epoch-milliseconds time as a protobuf timestamp.
+pub fn timestamp(ms: EpochMillis) -> Timestamp {
+    Timestamp {
+        seconds: ms.div_euclid(1000),
+        nanos: i32::try_from(ms.rem_euclid(1000) * 1_000_000).unwrap_or(0),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn request() -> proto::SubmitRequest {
+        proto::SubmitRequest {
+            customer_id: "acme".into(),
+            idempotency_key: "k1".into(),
+            recipient: "user-1".into(),
+            payload: b"{}".to_vec(),
+            ..Default::default()
+        }
+    }
+
+    fn field_of(result: Result<NewNotification, Error>) -> &'static str {
+        match result {
+            Err(Error::InvalidArgument { field, .. }) => field,
+            other => panic!("expected InvalidArgument, got {other:?}"),
+        }
+    }
+
+    #[test]
+    fn bad_submit_fields_are_named() {
+        let check = |r: proto::SubmitRequest| field_of(new_notification(r, 16, 1_000));
+        assert_eq!(
+            check(proto::SubmitRequest {
+                customer_id: String::new(),
+                ..request()
+            }),
+            "customer_id"
+        );
+        assert_eq!(
+            check(proto::SubmitRequest {
+                customer_id: "a".repeat(129),
+                ..request()
+            }),
+            "customer_id"
+        );
+        assert_eq!(
+            check(proto::SubmitRequest {
+                idempotency_key: String::new(),
+                ..request()
+            }),
+            "idempotency_key"
+        );
+        assert_eq!(
+            check(proto::SubmitRequest {
+                recipient: "x".repeat(257),
+                ..request()
+            }),
+            "recipient"
+        );
+        assert_eq!(
+            check(proto::SubmitRequest {
+                payload: vec![0; 17],
+                ..request()
+            }),
+            "payload"
+        );
+        assert_eq!(
+            check(proto::SubmitRequest {
+                lane: 9,
+                ..request()
+            }),
+            "lane"
+        );
+        let past = Some(Timestamp {
+            seconds: 0,
+            nanos: 0,
+        });
+        assert_eq!(
+            check(proto::SubmitRequest {
+                expires_at: past,
+                ..request()
+            }),
+            "expires_at"
+        );
+    }
+
+    #[test]
+    fn valid_submit_maps_lane_and_times() {
+        let request = proto::SubmitRequest {
+            lane: proto::Lane::Bulk as i32,
+            send_at: Some(Timestamp {
+                seconds: 5,
+                nanos: 7_000_000,
+            }),
+            ..request()
+        };
+        let n = new_notification(request, 16, 1_000).unwrap();
+        assert_eq!(n.lane, Lane::Bulk);
+        assert_eq!(n.send_at, Some(5_007));
+        assert_eq!(
+            timestamp(5_007),
+            Timestamp {
+                seconds: 5,
+                nanos: 7_000_000
+            }
+        );
+    }
+
+    #[test]
+    fn webhook_urls_must_be_http() {
+        let make = |url: &str| {
+            customer(Some(proto::Customer {
+                id: "acme".into(),
+                webhook_url: url.into(),
+                ..Default::default()
+            }))
+        };
+        assert!(make("https://example.com/hook").is_ok());
+        assert!(matches!(
+            make("ftp://example.com"),
+            Err(Error::InvalidArgument {
+                field: "customer.webhook_url",
+                ..
+            })
+        ));
+        assert!(matches!(
+            make("not a url"),
+            Err(Error::InvalidArgument {
+                field: "customer.webhook_url",
+                ..
+            })
+        ));
+    }
+}

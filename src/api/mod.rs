@@ -1,0 +1,91 @@
+//! The gRPC front door: the `Dispatcher` and `Customers` services, plus the standard health and
+//! reflection services. Requests are authenticated here, validated in `convert`, and handed on.
+
+pub mod auth;
+pub mod convert;
+mod customers;
+mod dispatcher;
+
+use std::future::Future;
+use std::sync::Arc;
+
+use tokio::net::TcpListener;
+use tonic::service::interceptor::InterceptedService;
+use tonic::transport::Server;
+use tonic::transport::server::TcpIncoming;
+use tonic_health::pb::health_server::{Health, HealthServer};
+
+use crate::directory::CustomerDirectory;
+use crate::dispatch::Dispatcher;
+use crate::intake::Intake;
+use crate::store::Store;
+pub use auth::Tokens;
+
+/// The generated protobuf types, servers and clients of `floodgate.v1`.
+#[allow(clippy::all, missing_docs, unreachable_pub)]
+pub mod proto {
+    tonic::include_proto!("floodgate.v1");
+
+    /// The encoded descriptors of `floodgate.v1`, served by gRPC reflection.
+    pub const FILE_DESCRIPTOR_SET: &[u8] =
+        include_bytes!(concat!(env!("OUT_DIR"), "/floodgate_descriptor.bin"));
+}
+
+use proto::customers_server::CustomersServer;
+use proto::dispatcher_server::DispatcherServer;
+
+/// What the services share.
+#[derive(Debug, Clone)]
+pub struct ApiState {
+    pub store: Store,
+    pub intake: Intake,
+    pub directory: Arc<CustomerDirectory>,
+    pub dispatcher: Dispatcher,
+    pub tokens: Tokens,
+    /// Largest accepted payload, in bytes.
+    pub max_payload_bytes: usize,
+    /// Largest accepted gRPC message, in bytes (tonic answers OUT_OF_RANGE above it).
+    pub max_message_bytes: usize,
+}
+
+/// Could not start the gRPC server.
+#[derive(Debug, thiserror::Error)]
+pub enum ServeError {
+    #[error("cannot build the reflection service: {0}")]
+    Reflection(#[from] tonic_reflection::server::Error),
+    #[error("gRPC server failed: {0}")]
+    Transport(#[from] tonic::transport::Error),
+}
+
+/// Serves the API on `listener` until `shutdown` completes; then stops accepting calls and lets
+/// calls under way finish.
+pub async fn serve<H: Health>(
+    listener: TcpListener,
+    state: ApiState,
+    health_service: HealthServer<H>,
+    shutdown: impl Future<Output = ()>,
+) -> Result<(), ServeError> {
+    let reflection = tonic_reflection::server::Builder::configure()
+        .register_encoded_file_descriptor_set(proto::FILE_DESCRIPTOR_SET)
+        .build_v1()?;
+    let limit = state.max_message_bytes;
+    let dispatcher = InterceptedService::new(
+        DispatcherServer::new(dispatcher::DispatchService::new(state.clone()))
+            .max_decoding_message_size(limit),
+        state.tokens.dispatcher(),
+    );
+    let customers = InterceptedService::new(
+        CustomersServer::new(customers::CustomerService::new(state.clone()))
+            .max_decoding_message_size(limit),
+        state.tokens.admin_only(),
+    );
+    let incoming = TcpIncoming::from(listener).with_nodelay(Some(true));
+    Server::builder()
+        .add_service(health_service)
+        .add_service(reflection)
+        .add_service(dispatcher)
+        .add_service(customers)
+        .serve_with_incoming_shutdown(incoming, shutdown)
+        .await?;
+    Ok(())
+}

@@ -1,0 +1,215 @@
+//! Wiring: opens the store, starts intake, the dispatcher and both servers, and shuts them down in
+//! a fixed order.
+//!
+//! Shutdown order (each step bounded by `--shutdown-grace`):
+//! 1. the signal arrives; health turns NOT_SERVING;
+//! 2. the gRPC server stops accepting calls and lets calls under way finish (so every answered
+//!    submit is committed);
+//! 3. the dispatcher stops claiming and waits for deliveries under way;
+//! 4. intake writers drain their queue, the outcome writer writes the last outcomes;
+//! 5. the HTTP server stops and the database pool closes.
+//! Anything cut off by the grace period is still safe: it is in the store, and its lease returns it.
+
+use std::future::Future;
+use std::io::Write as _;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::Duration;
+
+use tokio::net::TcpListener;
+use tokio_util::sync::CancellationToken;
+use tonic_health::ServingStatus;
+
+use crate::api::{self, ApiState, Tokens};
+use crate::config::ServeConfig;
+use crate::directory::CustomerDirectory;
+use crate::dispatch::Dispatcher;
+use crate::dispatch::outcomes::OutcomeWriter;
+use crate::intake::Intake;
+use crate::sink::webhook::{WebhookSettings, WebhookSink};
+use crate::store::{self, Backend, Store, StoreOptions};
+
+/// How long customer settings are cached before being re-read (changes made on other nodes).
+const DIRECTORY_TTL: Duration = Duration::from_secs(5);
+/// The file in the data directory holding the generated admin token.
+pub const ADMIN_TOKEN_FILE: &str = "admin-token";
+
+/// The two bound sockets the server uses. Binding is the caller's job, so tests can bind port 0.
+#[derive(Debug)]
+pub struct Listeners {
+    pub grpc: TcpListener,
+    pub http: TcpListener,
+}
+
+/// Why the server could not start or stopped abnormally.
+#[derive(Debug, thiserror::Error)]
+pub enum AppError {
+    #[error(transparent)]
+    Store(#[from] store::Error),
+    #[error(transparent)]
+    WebhookClient(#[from] crate::sink::webhook::ClientError),
+    #[error(transparent)]
+    Api(#[from] api::ServeError),
+    #[error("cannot use the admin token file {path}: {source}")]
+    TokenFile {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("HTTP server failed: {0}")]
+    Http(#[source] std::io::Error),
+    #[error("a server task panicked: {0}")]
+    Join(#[from] tokio::task::JoinError),
+}
+
+/// Runs floodgate until `shutdown` completes, then shuts down in the order given above.
+pub async fn run(
+    cfg: ServeConfig,
+    listeners: Listeners,
+    shutdown: impl Future<Output = ()>,
+) -> Result<(), AppError> {
+    let store = Store::connect(
+        &cfg.database_url(),
+        &StoreOptions {
+            max_connections: cfg.db_max_connections,
+            ..StoreOptions::default()
+        },
+    )
+    .await?;
+    tracing::info!(backend = ?store.backend(), "store ready");
+    let tokens = resolve_tokens(&cfg)?;
+    let directory = Arc::new(CustomerDirectory::new(store.clone(), DIRECTORY_TTL));
+    let sink = WebhookSink::new(&WebhookSettings {
+        timeout: cfg.webhook_timeout,
+        connect_timeout: cfg.webhook_timeout.min(Duration::from_secs(5)),
+    })?;
+    let (outcomes, outcome_writer) = OutcomeWriter::spawn(store.clone());
+    let dispatcher = Dispatcher::start(
+        store.clone(),
+        directory.clone(),
+        sink,
+        outcomes,
+        cfg.dispatch_settings(),
+    )
+    .await?;
+    let writers = match store.backend() {
+        Backend::Sqlite => 1,
+        Backend::Postgres => 4,
+    };
+    let (intake, intake_writers) = Intake::spawn(store.clone(), dispatcher.clone(), writers);
+
+    let (health, health_service) = tonic_health::server::health_reporter();
+    health.set_service_status("", ServingStatus::Serving).await;
+    let state = ApiState {
+        store: store.clone(),
+        intake,
+        directory,
+        dispatcher: dispatcher.clone(),
+        tokens,
+        max_payload_bytes: cfg.max_payload_bytes,
+        max_message_bytes: cfg.max_message_bytes,
+    };
+    let stop = CancellationToken::new();
+    let grpc_addr = listeners.grpc.local_addr().ok();
+    let http_addr = listeners.http.local_addr().ok();
+    let mut grpc = tokio::spawn(api::serve(
+        listeners.grpc,
+        state,
+        health_service,
+        stop.clone().cancelled_owned(),
+    ));
+    let http = tokio::spawn(crate::http::serve(
+        listeners.http,
+        store.clone(),
+        stop.clone().cancelled_owned(),
+    ));
+    tracing::info!(grpc = ?grpc_addr, http = ?http_addr, "floodgate serving");
+
+    // 1. Wait for the signal (or for the gRPC server to fail on its own).
+    let early_exit = tokio::select! {
+        _ = shutdown => None,
+        result = &mut grpc => Some(result),
+    };
+    health
+        .set_service_status("", ServingStatus::NotServing)
+        .await;
+    stop.cancel();
+    let grace = cfg.shutdown_grace;
+    // 2. The gRPC server finishes the calls under way.
+    let grpc_result = match early_exit {
+        Some(result) => result,
+        None => match tokio::time::timeout(grace, &mut grpc).await {
+            Ok(result) => result,
+            Err(_) => {
+                tracing::warn!("gRPC calls did not finish within the grace period");
+                grpc.abort();
+                Ok(Ok(()))
+            }
+        },
+    };
+    // 3. Deliveries under way finish.
+    if !dispatcher.shutdown(grace).await {
+        tracing::warn!(
+            "deliveries did not finish within the grace period; their leases will recover them"
+        );
+    }
+    drop(dispatcher);
+    // 4. Queued submits and outcomes are written. Both writers end once their senders are gone.
+    for writer in intake_writers {
+        writer.await?;
+    }
+    outcome_writer.await?;
+    // 5. The rest.
+    http.await?.map_err(AppError::Http)?;
+    store.close().await;
+    tracing::info!("floodgate stopped");
+    grpc_result??;
+    Ok(())
+}
+
+/// The admin token: from configuration, else from the data directory, else newly generated,
+/// saved (owner-only) and printed once so the zero-config start is still locked.
+fn resolve_tokens(cfg: &ServeConfig) -> Result<Tokens, AppError> {
+    let admin = match &cfg.admin_token {
+        Some(token) => token.clone(),
+        None => load_or_generate_admin_token(&cfg.data_dir)?,
+    };
+    Ok(Tokens::new(&admin, cfg.submit_token.as_deref()))
+}
+
+fn load_or_generate_admin_token(data_dir: &Path) -> Result<String, AppError> {
+    let path = data_dir.join(ADMIN_TOKEN_FILE);
+    let token_error = |source| AppError::TokenFile {
+        path: path.clone(),
+        source,
+    };
+    match std::fs::read_to_string(&path) {
+        Ok(token) if !token.trim().is_empty() => return Ok(token.trim().to_owned()),
+        Ok(_) => {}
+        Err(err) if err.kind() == std::io::ErrorKind::NotFound => {}
+        Err(err) => return Err(token_error(err)),
+    }
+    std::fs::create_dir_all(data_dir).map_err(token_error)?;
+    let token = format!("fgadm_{}", hex(&rand::random::<[u8; 24]>()));
+    let mut file = {
+        use std::os::unix::fs::OpenOptionsExt as _;
+        std::fs::OpenOptions::new()
+            .write(true)
+            .create(true)
+            .truncate(true)
+            .mode(0o600)
+            .open(&path)
+            .map_err(token_error)?
+    };
+    writeln!(file, "{token}").map_err(token_error)?;
+    println!(
+        "Generated an admin token (saved to {}):\n\n    {token}\n",
+        path.display()
+    );
+    println!("Clients read it from there by default; pass it as `authorization: Bearer <token>`.");
+    Ok(token)
+}
+
+fn hex(bytes: &[u8]) -> String {
+    bytes.iter().map(|b| format!("{b:02x}")).collect()
+}

@@ -1,0 +1,252 @@
+//! The client subcommands (`floodgate customer|send|status`), so a person can try floodgate
+//! without writing code. They speak the same gRPC API as any service.
+
+use std::path::PathBuf;
+use std::time::Duration;
+
+use anyhow::{Context as _, Result};
+use clap::{Args, Subcommand};
+use tonic::metadata::MetadataValue;
+use tonic::service::interceptor::InterceptedService;
+use tonic::transport::{Channel, Endpoint};
+
+use crate::api::convert::timestamp;
+use crate::api::proto;
+use crate::api::proto::customers_client::CustomersClient;
+use crate::api::proto::dispatcher_client::DispatcherClient;
+use crate::app::ADMIN_TOKEN_FILE;
+use crate::model::now_millis;
+
+/// Where the server is and how to authenticate; shared by every client subcommand.
+#[derive(Debug, Clone, Args)]
+pub struct Connection {
+    /// The server's gRPC address.
+    #[arg(
+        long,
+        env = "FLOODGATE_SERVER",
+        default_value = "http://127.0.0.1:50051",
+        global = true
+    )]
+    server: String,
+    /// Bearer token [default: the admin token saved in DATA_DIR/admin-token].
+    #[arg(long, env = "FLOODGATE_TOKEN", hide_env_values = true, global = true)]
+    token: Option<String>,
+    /// Data directory to read the saved admin token from.
+    #[arg(
+        long,
+        env = "FLOODGATE_DATA_DIR",
+        default_value = "floodgate-data",
+        global = true
+    )]
+    data_dir: PathBuf,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum CustomerCommand {
+    /// Create or update a customer system; prints its signing secret.
+    Add(AddCustomerArgs),
+    /// List customer systems.
+    List(ListArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct AddCustomerArgs {
+    /// Customer id (letters, digits, '-', '_', '.').
+    id: String,
+    /// URL that receives the signed webhooks.
+    #[arg(long)]
+    webhook_url: String,
+    /// Hard ceiling in deliveries per second (0 = none).
+    #[arg(long, default_value_t = 0)]
+    max_rate: u32,
+    /// Register it paused (nothing is sent until it is updated unpaused).
+    #[arg(long)]
+    paused: bool,
+    /// Signing secret (whsec_…) [default: keep the current one, or generate one].
+    #[arg(long)]
+    signing_secret: Option<String>,
+    #[command(flatten)]
+    connection: Connection,
+}
+
+#[derive(Debug, Args)]
+pub struct ListArgs {
+    #[command(flatten)]
+    connection: Connection,
+}
+
+#[derive(Debug, Args)]
+pub struct SendArgs {
+    /// The customer system to deliver to.
+    #[arg(long)]
+    customer: String,
+    /// The user inside the customer system.
+    #[arg(long)]
+    recipient: String,
+    /// The payload (JSON recommended).
+    #[arg(long, default_value = "{}")]
+    payload: String,
+    /// Idempotency key [default: a random one].
+    #[arg(long)]
+    key: Option<String>,
+    /// Send in the bulk lane instead of transactional.
+    #[arg(long)]
+    bulk: bool,
+    /// Delay the send by this long (e.g. 30s, 5m).
+    #[arg(long, value_parser = humantime::parse_duration)]
+    send_in: Option<Duration>,
+    #[command(flatten)]
+    connection: Connection,
+}
+
+#[derive(Debug, Args)]
+pub struct StatusArgs {
+    /// The notification id `send` printed.
+    id: String,
+    #[command(flatten)]
+    connection: Connection,
+}
+
+type Authed = InterceptedService<
+    Channel,
+    Box<dyn FnMut(tonic::Request<()>) -> Result<tonic::Request<()>, tonic::Status> + Send>,
+>;
+
+impl Connection {
+    async fn channel(&self) -> Result<Authed> {
+        let token = match &self.token {
+            Some(token) => token.clone(),
+            None => {
+                let path = self.data_dir.join(ADMIN_TOKEN_FILE);
+                std::fs::read_to_string(&path)
+                    .with_context(|| {
+                        format!("no --token given and cannot read {}", path.display())
+                    })?
+                    .trim()
+                    .to_owned()
+            }
+        };
+        let header: MetadataValue<_> = format!("Bearer {token}")
+            .parse()
+            .context("the token is not valid in a header")?;
+        let channel = Endpoint::from_shared(self.server.clone())
+            .with_context(|| format!("invalid server address {:?}", self.server))?
+            .connect_timeout(Duration::from_secs(5))
+            .connect()
+            .await
+            .with_context(|| format!("cannot connect to {}", self.server))?;
+        let auth: Box<
+            dyn FnMut(tonic::Request<()>) -> Result<tonic::Request<()>, tonic::Status> + Send,
+        > = Box::new(move |mut request: tonic::Request<()>| {
+            request
+                .metadata_mut()
+                .insert("authorization", header.clone());
+            Ok(request)
+        });
+        Ok(InterceptedService::new(channel, auth))
+    }
+}
+
+/// Runs one customer subcommand.
+pub async fn customer(command: CustomerCommand) -> Result<()> {
+    match command {
+        CustomerCommand::Add(args) => {
+            let mut client = CustomersClient::new(args.connection.channel().await?);
+            let customer = proto::Customer {
+                id: args.id,
+                webhook_url: args.webhook_url,
+                signing_secret: args.signing_secret.unwrap_or_default(),
+                max_rate_per_sec: args.max_rate,
+                paused: args.paused,
+            };
+            let saved = client
+                .upsert_customer(proto::UpsertCustomerRequest {
+                    customer: Some(customer),
+                })
+                .await
+                .context("UpsertCustomer failed")?
+                .into_inner();
+            println!("customer {} -> {}", saved.id, saved.webhook_url);
+            println!("signing secret: {}", saved.signing_secret);
+        }
+        CustomerCommand::List(args) => {
+            let mut client = CustomersClient::new(args.connection.channel().await?);
+            let list = client
+                .list_customers(proto::ListCustomersRequest {})
+                .await
+                .context("ListCustomers failed")?
+                .into_inner();
+            println!("{:<24} {:>9} {:>7}  WEBHOOK", "ID", "MAX RATE", "PAUSED");
+            for c in list.customers {
+                let rate = if c.max_rate_per_sec == 0 {
+                    "-".to_owned()
+                } else {
+                    c.max_rate_per_sec.to_string()
+                };
+                println!(
+                    "{:<24} {:>9} {:>7}  {}",
+                    c.id, rate, c.paused, c.webhook_url
+                );
+            }
+        }
+    }
+    Ok(())
+}
+
+/// Submits one notification and prints its id.
+pub async fn send(args: SendArgs) -> Result<()> {
+    let mut client = DispatcherClient::new(args.connection.channel().await?);
+    let key = args
+        .key
+        .unwrap_or_else(|| format!("cli-{:016x}", rand::random::<u64>()));
+    let send_at = args.send_in.map(|delay| {
+        timestamp(now_millis().saturating_add(i64::try_from(delay.as_millis()).unwrap_or(i64::MAX)))
+    });
+    let lane = if args.bulk {
+        proto::Lane::Bulk
+    } else {
+        proto::Lane::Transactional
+    };
+    let response = client
+        .submit(proto::SubmitRequest {
+            customer_id: args.customer,
+            idempotency_key: key,
+            recipient: args.recipient,
+            lane: lane as i32,
+            payload: args.payload.into_bytes(),
+            send_at,
+            expires_at: None,
+        })
+        .await
+        .context("Submit failed")?
+        .into_inner();
+    let note = if response.duplicate {
+        " (duplicate: already accepted)"
+    } else {
+        ""
+    };
+    println!("{}{note}", response.notification_id);
+    Ok(())
+}
+
+/// Prints one notification's state.
+pub async fn status(args: StatusArgs) -> Result<()> {
+    let mut client = DispatcherClient::new(args.connection.channel().await?);
+    let n = client
+        .get_notification(proto::GetNotificationRequest {
+            notification_id: args.id,
+        })
+        .await
+        .context("GetNotification failed")?
+        .into_inner();
+    let state = proto::State::try_from(n.state).map_or("UNKNOWN", |s| s.as_str_name());
+    println!("id:        {}", n.id);
+    println!("customer:  {}", n.customer_id);
+    println!("recipient: {}", n.recipient);
+    println!("state:     {}", state.trim_start_matches("STATE_"));
+    println!("attempts:  {}", n.attempts);
+    if !n.last_error.is_empty() {
+        println!("error:     {}", n.last_error);
+    }
+    Ok(())
+}

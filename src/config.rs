@@ -1,0 +1,225 @@
+//! Command-line and environment configuration. Every server option has a flag and an env twin
+//! (`FLOODGATE_…`) with a sane default, so `floodgate serve` alone starts a working server.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::time::Duration;
+
+use clap::{Args, Parser, Subcommand, ValueEnum};
+
+use crate::dispatch::DispatchSettings;
+use crate::dispatch::retry::RetryPolicy;
+
+/// floodgate: a durable notification dispatcher that paces every customer system at the speed it
+/// can take.
+#[derive(Debug, Parser)]
+#[command(name = "floodgate", version, about)]
+pub struct Cli {
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Run the dispatcher server.
+    Serve(Box<ServeConfig>),
+    /// Register and list customer systems (admin token).
+    #[command(subcommand)]
+    Customer(crate::client::CustomerCommand),
+    /// Submit one notification.
+    Send(crate::client::SendArgs),
+    /// Show one notification's state.
+    Status(crate::client::StatusArgs),
+}
+
+/// Log line format.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum LogFormat {
+    Text,
+    Json,
+}
+
+/// Everything `floodgate serve` can be told.
+#[derive(Debug, Clone, Args)]
+pub struct ServeConfig {
+    /// Address of the gRPC API.
+    #[arg(long, env = "FLOODGATE_GRPC_ADDR", default_value = "127.0.0.1:50051")]
+    pub grpc_addr: SocketAddr,
+    /// Address of the HTTP endpoints (/healthz, /readyz).
+    #[arg(long, env = "FLOODGATE_HTTP_ADDR", default_value = "127.0.0.1:8080")]
+    pub http_addr: SocketAddr,
+    /// Directory for the SQLite database and the generated admin token.
+    #[arg(long, env = "FLOODGATE_DATA_DIR", default_value = "floodgate-data")]
+    pub data_dir: PathBuf,
+    /// Database URL: sqlite://PATH or postgres://… [default: sqlite://DATA_DIR/floodgate.db]
+    #[arg(long, env = "FLOODGATE_DATABASE_URL")]
+    pub database_url: Option<String>,
+    /// Token allowed to call everything. When neither this nor a saved one exists, one is
+    /// generated, saved as DATA_DIR/admin-token and printed once.
+    #[arg(long, env = "FLOODGATE_ADMIN_TOKEN", hide_env_values = true)]
+    pub admin_token: Option<String>,
+    /// Token allowed to call only the Dispatcher service (submit and read notifications).
+    #[arg(long, env = "FLOODGATE_SUBMIT_TOKEN", hide_env_values = true)]
+    pub submit_token: Option<String>,
+    /// Largest accepted notification payload, in bytes.
+    #[arg(long, env = "FLOODGATE_MAX_PAYLOAD_BYTES", default_value_t = 256 * 1024)]
+    pub max_payload_bytes: usize,
+    /// Largest accepted gRPC message (a whole SubmitBatch), in bytes.
+    #[arg(long, env = "FLOODGATE_MAX_MESSAGE_BYTES", default_value_t = 16 * 1024 * 1024)]
+    pub max_message_bytes: usize,
+    /// Attempts per notification (the first included) before it is FAILED.
+    #[arg(long, env = "FLOODGATE_RETRY_MAX_ATTEMPTS", default_value_t = 12)]
+    pub retry_max_attempts: u32,
+    /// Age after which a failing notification is no longer retried (e.g. 24h, 90m).
+    #[arg(long, env = "FLOODGATE_RETRY_MAX_AGE", default_value = "24h", value_parser = humantime::parse_duration)]
+    pub retry_max_age: Duration,
+    /// Backoff ceiling before the first retry; doubles per attempt, with full jitter.
+    #[arg(long, env = "FLOODGATE_RETRY_BASE_DELAY", default_value = "1s", value_parser = humantime::parse_duration)]
+    pub retry_base_delay: Duration,
+    /// Cap on a single retry backoff.
+    #[arg(long, env = "FLOODGATE_RETRY_MAX_DELAY", default_value = "10m", value_parser = humantime::parse_duration)]
+    pub retry_max_delay: Duration,
+    /// Limit for one webhook attempt (connect, send, response headers).
+    #[arg(long, env = "FLOODGATE_WEBHOOK_TIMEOUT", default_value = "10s", value_parser = humantime::parse_duration)]
+    pub webhook_timeout: Duration,
+    /// Most deliveries in flight to one customer at once.
+    #[arg(
+        long,
+        env = "FLOODGATE_MAX_IN_FLIGHT_PER_CUSTOMER",
+        default_value_t = 32
+    )]
+    pub max_in_flight_per_customer: usize,
+    /// How long a claimed notification is leased before it is presumed lost and redelivered.
+    /// Must exceed --webhook-timeout.
+    #[arg(long, env = "FLOODGATE_LEASE", default_value = "60s", value_parser = humantime::parse_duration)]
+    pub lease: Duration,
+    /// How often the store is swept for work that came due (send_at, retries) and expired leases.
+    #[arg(long, env = "FLOODGATE_SWEEP_INTERVAL", default_value = "1s", value_parser = humantime::parse_duration)]
+    pub sweep_interval: Duration,
+    /// How long deliveries under way may take to finish after SIGTERM/SIGINT.
+    #[arg(long, env = "FLOODGATE_SHUTDOWN_GRACE", default_value = "30s", value_parser = humantime::parse_duration)]
+    pub shutdown_grace: Duration,
+    /// Database connections in the pool.
+    #[arg(long, env = "FLOODGATE_DB_MAX_CONNECTIONS", default_value_t = 16)]
+    pub db_max_connections: u32,
+    /// Log format; the level is set with RUST_LOG (default info).
+    #[arg(long, env = "FLOODGATE_LOG_FORMAT", value_enum, default_value_t = LogFormat::Text)]
+    pub log_format: LogFormat,
+}
+
+/// A setting that cannot work.
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    #[error("--lease ({lease:?}) must be longer than --webhook-timeout ({timeout:?})")]
+    LeaseTooShort { lease: Duration, timeout: Duration },
+    #[error("--{0} must be at least 1")]
+    Zero(&'static str),
+    #[error("--max-payload-bytes ({payload}) must be below --max-message-bytes ({message})")]
+    PayloadOverMessage { payload: usize, message: usize },
+    #[error("--{0} must not be empty")]
+    EmptyToken(&'static str),
+}
+
+impl ServeConfig {
+    /// A configuration with every default, for tests and embedding.
+    pub fn defaults() -> Self {
+        Self::parse_from_args(std::iter::empty::<String>())
+    }
+
+    fn parse_from_args<I: IntoIterator<Item = String>>(args: I) -> Self {
+        #[derive(Parser)]
+        struct Wrapper {
+            #[command(flatten)]
+            config: ServeConfig,
+        }
+        // Every field has a default, so parsing no arguments cannot fail.
+        Wrapper::parse_from(std::iter::once("floodgate".to_owned()).chain(args)).config
+    }
+
+    /// Checks the settings against each other before anything is bound or opened.
+    pub fn validate(&self) -> Result<(), ConfigError> {
+        if self.lease <= self.webhook_timeout {
+            return Err(ConfigError::LeaseTooShort {
+                lease: self.lease,
+                timeout: self.webhook_timeout,
+            });
+        }
+        if self.retry_max_attempts == 0 {
+            return Err(ConfigError::Zero("retry-max-attempts"));
+        }
+        if self.max_in_flight_per_customer == 0 {
+            return Err(ConfigError::Zero("max-in-flight-per-customer"));
+        }
+        if self.db_max_connections == 0 {
+            return Err(ConfigError::Zero("db-max-connections"));
+        }
+        if self.max_payload_bytes >= self.max_message_bytes {
+            return Err(ConfigError::PayloadOverMessage {
+                payload: self.max_payload_bytes,
+                message: self.max_message_bytes,
+            });
+        }
+        for (flag, token) in [
+            ("admin-token", &self.admin_token),
+            ("submit-token", &self.submit_token),
+        ] {
+            if token.as_deref().is_some_and(|t| t.trim().is_empty()) {
+                return Err(ConfigError::EmptyToken(flag));
+            }
+        }
+        Ok(())
+    }
+
+    /// The database URL, defaulting to a SQLite file in the data directory.
+    pub fn database_url(&self) -> String {
+        self.database_url
+            .clone()
+            .unwrap_or_else(|| format!("sqlite://{}", self.data_dir.join("floodgate.db").display()))
+    }
+
+    /// The dispatcher's settings.
+    pub fn dispatch_settings(&self) -> DispatchSettings {
+        DispatchSettings {
+            max_in_flight_per_customer: self.max_in_flight_per_customer,
+            lease: self.lease,
+            sweep_interval: self.sweep_interval,
+            retry: RetryPolicy {
+                max_attempts: self.retry_max_attempts,
+                max_age: self.retry_max_age,
+                base_delay: self.retry_base_delay,
+                max_delay: self.retry_max_delay,
+            },
+            ..DispatchSettings::default()
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn defaults_are_valid_and_sqlite() {
+        let config = ServeConfig::defaults();
+        config.validate().unwrap();
+        assert_eq!(
+            config.database_url(),
+            "sqlite://floodgate-data/floodgate.db"
+        );
+        assert_eq!(config.dispatch_settings().retry.max_attempts, 12);
+    }
+
+    #[test]
+    fn contradictions_are_rejected() {
+        let config = ServeConfig::parse_from_args(["--lease".into(), "5s".into()]);
+        assert!(matches!(
+            config.validate(),
+            Err(ConfigError::LeaseTooShort { .. })
+        ));
+        let config = ServeConfig::parse_from_args(["--admin-token".into(), " ".into()]);
+        assert!(matches!(
+            config.validate(),
+            Err(ConfigError::EmptyToken("admin-token"))
+        ));
+    }
+}

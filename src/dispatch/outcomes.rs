@@ -1,0 +1,70 @@
+//! The outcome writer: records attempt outcomes in batches, one transaction for many deliveries,
+//! so completing a delivery costs a fraction of a database write.
+//!
+//! Losing an outcome is safe by construction: the row stays `in_flight` until its lease runs out,
+//! and is then delivered again (at least once). So after a few failed tries a batch is dropped
+//! with an error log rather than blocking deliveries forever.
+
+use std::time::Duration;
+
+use tokio::sync::mpsc;
+use tokio::task::JoinHandle;
+
+use crate::model::now_millis;
+use crate::store::{Outcome, Store};
+
+/// Most outcomes written in one transaction.
+const BATCH: usize = 1000;
+/// Outcomes that may wait for the writer before senders wait too.
+const QUEUE: usize = 16 * 1024;
+/// Tries per batch before it is left to lease recovery.
+const TRIES: u32 = 5;
+
+/// Sending side of the outcome writer; cheap to clone. The writer stops once every clone is gone,
+/// after writing what it was sent.
+#[derive(Debug, Clone)]
+pub struct OutcomeWriter {
+    tx: mpsc::Sender<Outcome>,
+}
+
+impl OutcomeWriter {
+    /// Starts the writer task.
+    pub fn spawn(store: Store) -> (Self, JoinHandle<()>) {
+        let (tx, rx) = mpsc::channel(QUEUE);
+        (Self { tx }, tokio::spawn(write_loop(store, rx)))
+    }
+
+    /// Queues one outcome for writing.
+    pub async fn record(&self, outcome: Outcome) {
+        if self.tx.send(outcome).await.is_err() {
+            tracing::error!("outcome writer has stopped; the lease will recover this notification");
+        }
+    }
+}
+
+async fn write_loop(store: Store, mut rx: mpsc::Receiver<Outcome>) {
+    let mut batch = Vec::with_capacity(BATCH);
+    while rx.recv_many(&mut batch, BATCH).await > 0 {
+        write_with_retries(&store, &batch).await;
+        batch.clear();
+    }
+}
+
+async fn write_with_retries(store: &Store, batch: &[Outcome]) {
+    for attempt in 1..=TRIES {
+        match store.record_outcomes(batch, now_millis()).await {
+            Ok(_) => return,
+            Err(err) if attempt < TRIES => {
+                tracing::warn!(error = %err, attempt, outcomes = batch.len(), "writing outcomes failed; retrying");
+                tokio::time::sleep(Duration::from_millis(100 * u64::from(attempt))).await;
+            }
+            Err(err) => {
+                tracing::error!(
+                    error = %err,
+                    outcomes = batch.len(),
+                    "giving up writing outcomes; their leases will return them for redelivery"
+                );
+            }
+        }
+    }
+}

@@ -1,0 +1,87 @@
+//! The API's error type and its one mapping to gRPC status codes.
+//!
+//! Internal details (SQL, driver messages) are logged, never sent to callers: a client sees the
+//! code and a sentence it can act on.
+
+use tonic::{Code, Status};
+
+use crate::intake::IntakeError;
+use crate::store;
+
+/// Every way an API call can fail.
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    /// Bad input; `field` names the offending request field.
+    #[error("{field}: {problem}")]
+    InvalidArgument {
+        field: &'static str,
+        problem: String,
+    },
+    #[error("{0}")]
+    NotFound(String),
+    #[error("{0}")]
+    AlreadyExists(String),
+    /// The database is unreachable or intake is stopping; nothing was stored.
+    #[error("{0}")]
+    Unavailable(String),
+    /// A fault on our side; details are in the server log.
+    #[error("internal error")]
+    Internal,
+}
+
+impl Error {
+    /// Shorthand for an `InvalidArgument` naming `field`.
+    pub fn invalid(field: &'static str, problem: impl Into<String>) -> Self {
+        Error::InvalidArgument {
+            field,
+            problem: problem.into(),
+        }
+    }
+
+    fn code(&self) -> Code {
+        match self {
+            Error::InvalidArgument { .. } => Code::InvalidArgument,
+            Error::NotFound(_) => Code::NotFound,
+            Error::AlreadyExists(_) => Code::AlreadyExists,
+            Error::Unavailable(_) => Code::Unavailable,
+            Error::Internal => Code::Internal,
+        }
+    }
+}
+
+impl From<Error> for Status {
+    fn from(err: Error) -> Self {
+        Status::new(err.code(), err.to_string())
+    }
+}
+
+impl From<store::Error> for Error {
+    fn from(err: store::Error) -> Self {
+        match err {
+            store::Error::Unavailable(_) => {
+                Error::Unavailable("database unavailable; try again".into())
+            }
+            other => {
+                tracing::error!(error = %other, "store error");
+                Error::Internal
+            }
+        }
+    }
+}
+
+impl From<IntakeError> for Error {
+    fn from(err: IntakeError) -> Self {
+        match err {
+            IntakeError::Unavailable(_) => {
+                Error::Unavailable("database unavailable; nothing was stored".into())
+            }
+            IntakeError::ShuttingDown => {
+                Error::Unavailable("server is shutting down; nothing was stored".into())
+            }
+            IntakeError::Storage(detail) => {
+                tracing::error!(error = %detail, "intake storage error");
+                Error::Internal
+            }
+        }
+    }
+}

@@ -1,0 +1,32 @@
+//! floodgate: a durable notification dispatcher that delivers to many customer systems, each at
+//! the speed it can take.
+//!
+//! # Layout
+//! Data flows one way: front door → intake → store → dispatcher → sink.
+//!
+//! - [`api`]: the gRPC front door (auth, validation, the `Dispatcher` and `Customers` services).
+//! - [`intake`]: group commit of accepted notifications.
+//! - [`store`]: the durable store (SQLite by default, PostgreSQL for many nodes).
+//! - [`directory`]: cached customer settings.
+//! - [`dispatch`]: one worker per customer system; retries; outcome recording.
+//! - [`sink`]: delivery to customer systems (signed webhooks).
+//! - [`app`]: wiring and shutdown order; [`config`]: every knob; [`client`]: the CLI client.
+//! - [`model`]: the domain words (customer, notification, lane, state).
+
+pub mod api;
+pub mod app;
+pub mod client;
+pub mod config;
+pub mod directory;
+pub mod dispatch;
+pub mod error;
+pub mod http;
+pub mod intake;
+pub mod model;
+pub mod shutdown;
+pub mod sink;
+pub mod store;
+pub mod telemetry;
+
+pub use app::{Listeners, run};
+pub use config::ServeConfig;

@@ -1,0 +1,152 @@
+//! The domain words of DESIGN.md as types: customer, notification, lane, state.
+//!
+//! These are what the store persists and the dispatcher works on; the gRPC layer converts to and from
+//! them in `api/convert.rs`, so nothing below the front door depends on protobuf.
+
+use std::fmt;
+
+/// Milliseconds since the Unix epoch: how every timestamp is stored (portable across SQLite and
+/// PostgreSQL as a plain `BIGINT`).
+pub type EpochMillis = i64;
+
+/// The current wall-clock time in epoch milliseconds.
+pub fn now_millis() -> EpochMillis {
+    let since_epoch = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap_or_default();
+    i64::try_from(since_epoch.as_millis()).unwrap_or(i64::MAX)
+}
+
+/// Which queue inside a customer a notification waits in. The discriminants are the proto numbers
+/// and the values stored in the database, so ordering by lane puts transactional first.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Lane {
+    /// The customer's own notifications (bills, one-time codes): always go first.
+    Transactional = 1,
+    /// Our own campaigns: guaranteed a minimum share, never ahead of transactional.
+    Bulk = 2,
+}
+
+impl Lane {
+    /// The value stored in the `lane` column.
+    pub fn code(self) -> i64 {
+        self as i64
+    }
+
+    /// Reads a stored `lane` column; unknown values are treated as transactional, the safe side.
+    pub fn from_code(code: i64) -> Self {
+        if code == Lane::Bulk as i64 {
+            Lane::Bulk
+        } else {
+            Lane::Transactional
+        }
+    }
+
+    /// The lane's name in webhook bodies, logs and metrics.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Lane::Transactional => "transactional",
+            Lane::Bulk => "bulk",
+        }
+    }
+}
+
+/// Where a notification is in its life (DESIGN.md "state"). Discriminants are the proto numbers and
+/// the stored values.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum State {
+    Pending = 1,
+    InFlight = 2,
+    Delivered = 3,
+    Retrying = 4,
+    Failed = 5,
+    Suppressed = 6,
+    Expired = 7,
+    Cancelled = 8,
+}
+
+impl State {
+    /// The value stored in the `state` column.
+    pub fn code(self) -> i64 {
+        self as i64
+    }
+
+    /// Reads a stored `state` column.
+    pub fn from_code(code: i64) -> Option<Self> {
+        Some(match code {
+            1 => State::Pending,
+            2 => State::InFlight,
+            3 => State::Delivered,
+            4 => State::Retrying,
+            5 => State::Failed,
+            6 => State::Suppressed,
+            7 => State::Expired,
+            8 => State::Cancelled,
+            _ => return None,
+        })
+    }
+}
+
+/// A notification's server-assigned id. Exposed to clients (and in `webhook-id`) as its decimal
+/// string; ids grow with time, so "newest first" is "highest id first".
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct NotificationId(pub i64);
+
+impl fmt::Display for NotificationId {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        self.0.fmt(f)
+    }
+}
+
+/// A downstream customer system and how to deliver to it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Customer {
+    pub id: String,
+    pub webhook_url: String,
+    /// Standard Webhooks secret, `whsec_<base64>`.
+    pub signing_secret: String,
+    /// Hard ceiling in deliveries per second; 0 means none.
+    pub max_rate_per_sec: u32,
+    /// A paused customer is sent nothing; its notifications wait in the store.
+    pub paused: bool,
+}
+
+/// A notification as accepted at the front door, before it has an id.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct NewNotification {
+    pub customer_id: String,
+    pub idempotency_key: String,
+    pub recipient: String,
+    pub lane: Lane,
+    pub payload: Vec<u8>,
+    pub send_at: Option<EpochMillis>,
+    pub expires_at: Option<EpochMillis>,
+}
+
+impl NewNotification {
+    /// True when `other` asks for the same delivery: what makes a repeated idempotency key a
+    /// harmless duplicate rather than a conflict.
+    pub fn same_content(&self, recipient: &str, lane: Lane, payload: &[u8]) -> bool {
+        self.recipient == recipient && self.lane == lane && self.payload == payload
+    }
+}
+
+/// A stored notification with everything a reader may ask about.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Notification {
+    pub id: NotificationId,
+    pub customer_id: String,
+    pub idempotency_key: String,
+    pub recipient: String,
+    pub lane: Lane,
+    pub payload: Vec<u8>,
+    pub state: State,
+    pub attempts: u32,
+    pub last_error: Option<String>,
+    pub created_at: EpochMillis,
+    pub updated_at: EpochMillis,
+    pub send_at: Option<EpochMillis>,
+    pub expires_at: Option<EpochMillis>,
+    pub due_at: EpochMillis,
+    pub delivered_at: Option<EpochMillis>,
+}

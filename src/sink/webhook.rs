@@ -1,0 +1,281 @@
+//! Webhook delivery per the Standard Webhooks spec: a signed JSON POST to the customer's URL.
+//!
+//! One pooled HTTP client serves every customer; each attempt has its own timeout. The answer is
+//! classified here (2xx delivered; 408, 429, 5xx, timeouts and connection errors retryable;
+//! anything else permanent) and nowhere else.
+
+use std::time::Duration;
+
+use base64::Engine as _;
+use base64::engine::general_purpose::STANDARD;
+use reqwest::StatusCode;
+use reqwest::header::{CONTENT_TYPE, HeaderMap, RETRY_AFTER};
+use serde::Serialize;
+use serde_json::value::RawValue;
+
+use super::SinkError;
+use super::signature;
+use crate::model::{Customer, now_millis};
+use crate::store::Claimed;
+
+/// How much of an error response's body is kept in `last_error`.
+const ERROR_BODY_LIMIT: usize = 200;
+/// How much of any response body is read (and then discarded) so the connection can be reused.
+const DRAIN_LIMIT: usize = 64 * 1024;
+
+/// Settings of the shared HTTP client.
+#[derive(Debug, Clone)]
+pub struct WebhookSettings {
+    /// Limit for one attempt, from connecting to the end of the response headers.
+    pub timeout: Duration,
+    /// Limit for establishing a connection (part of `timeout`).
+    pub connect_timeout: Duration,
+}
+
+/// Could not build the HTTP client (for example, no TLS roots).
+#[derive(Debug, thiserror::Error)]
+#[error("cannot build the webhook HTTP client: {0}")]
+pub struct ClientError(#[from] reqwest::Error);
+
+/// Delivers notifications as Standard Webhooks.
+#[derive(Debug, Clone)]
+pub struct WebhookSink {
+    client: reqwest::Client,
+}
+
+/// The JSON body every webhook carries.
+#[derive(Serialize)]
+struct Body<'a> {
+    id: String,
+    customer_id: &'a str,
+    recipient: &'a str,
+    lane: &'static str,
+    /// The submitted payload: embedded as JSON when it is JSON, else a base64 string.
+    payload: Payload<'a>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    payload_encoding: Option<&'static str>,
+    created_at_ms: i64,
+    attempt: u32,
+}
+
+#[derive(Serialize)]
+#[serde(untagged)]
+enum Payload<'a> {
+    Json(&'a RawValue),
+    Base64(String),
+}
+
+impl WebhookSink {
+    /// Builds the pooled client. Redirects are not followed: a webhook goes where it was registered.
+    pub fn new(settings: &WebhookSettings) -> Result<Self, ClientError> {
+        let client = reqwest::Client::builder()
+            .timeout(settings.timeout)
+            .connect_timeout(settings.connect_timeout)
+            .redirect(reqwest::redirect::Policy::none())
+            .pool_idle_timeout(Duration::from_secs(60))
+            .tcp_nodelay(true)
+            .user_agent(concat!("floodgate/", env!("CARGO_PKG_VERSION")))
+            .build()?;
+        Ok(Self { client })
+    }
+
+    /// Makes one delivery attempt of `notification` to `customer`'s webhook.
+    pub async fn deliver(
+        &self,
+        customer: &Customer,
+        notification: &Claimed,
+    ) -> Result<(), SinkError> {
+        let key = signature::decode_secret(&customer.signing_secret).map_err(|e| {
+            SinkError::Permanent {
+                reason: e.to_string(),
+            }
+        })?;
+        let msg_id = notification.id.to_string();
+        let body = render_body(notification);
+        let timestamp = now_millis() / 1000;
+        let response = self
+            .client
+            .post(&customer.webhook_url)
+            .header(CONTENT_TYPE, "application/json")
+            .header("webhook-id", &msg_id)
+            .header("webhook-timestamp", timestamp.to_string())
+            .header(
+                "webhook-signature",
+                signature::sign(&key, &msg_id, timestamp, &body),
+            )
+            .body(body)
+            .send()
+            .await
+            .map_err(classify_transport_error)?;
+        let status = response.status();
+        let retry_after = retry_after(response.headers());
+        let text = read_bounded(response).await;
+        classify_status(status, retry_after, &text)
+    }
+}
+
+/// The webhook body for one notification.
+fn render_body(notification: &Claimed) -> Vec<u8> {
+    let payload = serde_json::from_slice::<&RawValue>(&notification.payload);
+    let (payload, payload_encoding) = match payload {
+        Ok(json) => (Payload::Json(json), None),
+        Err(_) => (
+            Payload::Base64(STANDARD.encode(&notification.payload)),
+            Some("base64"),
+        ),
+    };
+    let body = Body {
+        id: notification.id.to_string(),
+        customer_id: &notification.customer_id,
+        recipient: &notification.recipient,
+        lane: notification.lane.as_str(),
+        payload,
+        payload_encoding,
+        created_at_ms: notification.created_at,
+        attempt: notification.attempts,
+    };
+    // Serializing plain strings and numbers into a Vec cannot fail.
+    serde_json::to_vec(&body).unwrap_or_default()
+}
+
+fn classify_transport_error(err: reqwest::Error) -> SinkError {
+    let reason = if err.is_timeout() {
+        "timed out waiting for the webhook".to_owned()
+    } else if err.is_connect() {
+        format!("cannot connect to the webhook: {}", root_cause(&err))
+    } else if err.is_builder() {
+        return SinkError::Permanent {
+            reason: format!("invalid webhook request: {}", root_cause(&err)),
+        };
+    } else {
+        format!("webhook request failed: {}", root_cause(&err))
+    };
+    SinkError::Retryable {
+        reason,
+        retry_after: None,
+    }
+}
+
+/// The innermost error message: reqwest's own text ("error sending request") says little.
+fn root_cause(err: &(dyn std::error::Error + 'static)) -> String {
+    let mut cause = err;
+    while let Some(next) = cause.source() {
+        cause = next;
+    }
+    cause.to_string()
+}
+
+fn classify_status(
+    status: StatusCode,
+    retry_after: Option<Duration>,
+    body: &str,
+) -> Result<(), SinkError> {
+    if status.is_success() {
+        return Ok(());
+    }
+    let reason = if body.is_empty() {
+        format!("HTTP {status}")
+    } else {
+        format!("HTTP {status}: {body}")
+    };
+    let retryable = status == StatusCode::REQUEST_TIMEOUT
+        || status == StatusCode::TOO_MANY_REQUESTS
+        || status.is_server_error();
+    Err(if retryable {
+        SinkError::Retryable {
+            reason,
+            retry_after,
+        }
+    } else {
+        SinkError::Permanent { reason }
+    })
+}
+
+/// `Retry-After` as delay-seconds or an HTTP date.
+fn retry_after(headers: &HeaderMap) -> Option<Duration> {
+    let value = headers.get(RETRY_AFTER)?.to_str().ok()?.trim();
+    if let Ok(seconds) = value.parse::<u64>() {
+        return Some(Duration::from_secs(seconds));
+    }
+    let at = httpdate::parse_http_date(value).ok()?;
+    Some(
+        at.duration_since(std::time::SystemTime::now())
+            .unwrap_or_default(),
+    )
+}
+
+/// Reads up to [`DRAIN_LIMIT`] bytes of the body (so the connection returns to the pool) and
+/// keeps the first [`ERROR_BODY_LIMIT`] characters for error messages.
+async fn read_bounded(mut response: reqwest::Response) -> String {
+    let mut kept = Vec::new();
+    let mut read = 0;
+    while let Ok(Some(chunk)) = response.chunk().await {
+        if kept.len() < ERROR_BODY_LIMIT {
+            kept.extend_from_slice(&chunk[..chunk.len().min(ERROR_BODY_LIMIT - kept.len())]);
+        }
+        read += chunk.len();
+        if read >= DRAIN_LIMIT {
+            break;
+        }
+    }
+    String::from_utf8_lossy(&kept).trim().to_owned()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::model::{Lane, NotificationId};
+
+    fn claimed(payload: &[u8]) -> Claimed {
+        Claimed {
+            id: NotificationId(7),
+            claim: 1,
+            attempts: 1,
+            customer_id: "acme".into(),
+            recipient: "user-1".into(),
+            lane: Lane::Bulk,
+            payload: payload.to_vec(),
+            created_at: 1000,
+            expires_at: None,
+        }
+    }
+
+    #[test]
+    fn json_payloads_are_embedded_and_others_base64() {
+        let body: serde_json::Value =
+            serde_json::from_slice(&render_body(&claimed(br#"{"a":1}"#))).unwrap();
+        assert_eq!(body["payload"]["a"], 1);
+        assert_eq!(body["lane"], "bulk");
+        assert_eq!(body["id"], "7");
+        let body: serde_json::Value =
+            serde_json::from_slice(&render_body(&claimed(b"\xff\x00"))).unwrap();
+        assert_eq!(body["payload"], "/wA=");
+        assert_eq!(body["payload_encoding"], "base64");
+    }
+
+    #[test]
+    fn statuses_are_classified() {
+        assert_eq!(classify_status(StatusCode::NO_CONTENT, None, ""), Ok(()));
+        for code in [408, 429, 500, 503] {
+            let status = StatusCode::from_u16(code).unwrap();
+            assert!(matches!(
+                classify_status(status, None, ""),
+                Err(SinkError::Retryable { .. })
+            ));
+        }
+        for code in [301, 400, 404, 410] {
+            let status = StatusCode::from_u16(code).unwrap();
+            assert!(matches!(
+                classify_status(status, None, "no"),
+                Err(SinkError::Permanent { .. })
+            ));
+        }
+    }
+
+    #[test]
+    fn retry_after_reads_seconds() {
+        let mut headers = HeaderMap::new();
+        headers.insert(RETRY_AFTER, "7".parse().unwrap());
+        assert_eq!(retry_after(&headers), Some(Duration::from_secs(7)));
+    }
+}

@@ -1,0 +1,66 @@
+//! Customer rows: where and how fast to deliver for each customer system.
+
+use sqlx::Row;
+use sqlx::any::AnyRow;
+
+use super::{Error, Store};
+use crate::model::{Customer, EpochMillis};
+
+const COLUMNS: &str = "id, webhook_url, signing_secret, max_rate_per_sec, paused";
+
+impl Store {
+    /// Creates the customer or replaces its settings (keeping its creation time).
+    pub async fn upsert_customer(
+        &self,
+        customer: &Customer,
+        now: EpochMillis,
+    ) -> Result<(), Error> {
+        sqlx::query(
+            "INSERT INTO customers \
+               (id, webhook_url, signing_secret, max_rate_per_sec, paused, created_at, updated_at) \
+             VALUES ($1, $2, $3, $4, $5, $6, $6) \
+             ON CONFLICT (id) DO UPDATE SET webhook_url = excluded.webhook_url, \
+               signing_secret = excluded.signing_secret, \
+               max_rate_per_sec = excluded.max_rate_per_sec, paused = excluded.paused, \
+               updated_at = excluded.updated_at",
+        )
+        .bind(customer.id.as_str())
+        .bind(customer.webhook_url.as_str())
+        .bind(customer.signing_secret.as_str())
+        .bind(i64::from(customer.max_rate_per_sec))
+        .bind(i64::from(customer.paused))
+        .bind(now)
+        .execute(&self.write)
+        .await?;
+        Ok(())
+    }
+
+    /// One customer by id.
+    pub async fn get_customer(&self, id: &str) -> Result<Option<Customer>, Error> {
+        let sql = format!("SELECT {COLUMNS} FROM customers WHERE id = $1");
+        let row = sqlx::query(&sql)
+            .bind(id)
+            .fetch_optional(&self.read)
+            .await?;
+        row.as_ref().map(customer_from_row).transpose()
+    }
+
+    /// Every customer, ordered by id.
+    pub async fn list_customers(&self) -> Result<Vec<Customer>, Error> {
+        let sql = format!("SELECT {COLUMNS} FROM customers ORDER BY id");
+        let rows = sqlx::query(&sql).fetch_all(&self.read).await?;
+        rows.iter().map(customer_from_row).collect()
+    }
+}
+
+fn customer_from_row(row: &AnyRow) -> Result<Customer, Error> {
+    let rate: i64 = row.try_get("max_rate_per_sec")?;
+    Ok(Customer {
+        id: row.try_get("id")?,
+        webhook_url: row.try_get("webhook_url")?,
+        signing_secret: row.try_get("signing_secret")?,
+        max_rate_per_sec: u32::try_from(rate)
+            .map_err(|_| Error::Corrupt(format!("max_rate_per_sec {rate} out of range")))?,
+        paused: row.try_get::<i64, _>("paused")? != 0,
+    })
+}
