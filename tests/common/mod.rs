@@ -1,0 +1,432 @@
+//! Test harness: the real server on port 0 with a temporary database (SQLite, or a fresh
+//! PostgreSQL database when `DATABASE_URL` is set), real local HTTP receivers, and gRPC clients.
+#![allow(dead_code, unreachable_pub)] // each test binary uses a different part of the harness
+
+use std::net::SocketAddr;
+use std::sync::atomic::{AtomicU16, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use axum::Router;
+use axum::body::Bytes;
+use axum::extract::State;
+use axum::http::{HeaderMap, StatusCode};
+use axum::routing::post;
+use floodgate::ServeConfig;
+use floodgate::api::proto;
+use floodgate::api::proto::customers_client::CustomersClient;
+use floodgate::api::proto::dispatcher_client::DispatcherClient;
+use tokio::net::TcpListener;
+use tokio::sync::{Notify, oneshot};
+use tokio::task::JoinHandle;
+use tonic::service::interceptor::InterceptedService;
+use tonic::transport::Channel;
+
+pub const ADMIN_TOKEN: &str = "test-admin-token";
+pub const SUBMIT_TOKEN: &str = "test-submit-token";
+
+/// Which database a test runs on.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Backend {
+    Sqlite,
+    Postgres,
+}
+
+/// Runs the same async test body on SQLite and on PostgreSQL (skipped, with a message, when
+/// `DATABASE_URL` is not set).
+#[macro_export]
+macro_rules! on_both_backends {
+    ($name:ident) => {
+        mod $name {
+            #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+            async fn sqlite() {
+                super::$name(crate::common::Backend::Sqlite).await;
+            }
+            #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+            async fn postgres() {
+                if crate::common::postgres_url().is_none() {
+                    eprintln!(
+                        "skipped: DATABASE_URL is not set, so the PostgreSQL variant did not run"
+                    );
+                    return;
+                }
+                super::$name(crate::common::Backend::Postgres).await;
+            }
+        }
+    };
+}
+
+/// The PostgreSQL server to create test databases on, from `DATABASE_URL`.
+pub fn postgres_url() -> Option<String> {
+    std::env::var("DATABASE_URL")
+        .ok()
+        .filter(|url| url.starts_with("postgres"))
+}
+
+/// A database for one test: a SQLite file in a temporary directory, or a fresh PostgreSQL
+/// database that is dropped afterwards.
+pub struct TestDb {
+    pub url: String,
+    pub dir: tempfile::TempDir,
+    postgres: Option<(String, String)>, // (admin url, database name)
+}
+
+impl TestDb {
+    pub async fn new(backend: Backend) -> Self {
+        let dir = tempfile::tempdir().unwrap();
+        match backend {
+            Backend::Sqlite => Self {
+                url: format!("sqlite://{}", dir.path().join("floodgate.db").display()),
+                dir,
+                postgres: None,
+            },
+            Backend::Postgres => {
+                use sqlx::Connection as _;
+                let admin = postgres_url().expect("DATABASE_URL");
+                let name = format!(
+                    "fg_test_{}_{:08x}",
+                    std::process::id(),
+                    rand::random::<u32>()
+                );
+                let mut conn = sqlx::PgConnection::connect(&admin).await.unwrap();
+                sqlx::query(&format!("CREATE DATABASE {name}"))
+                    .execute(&mut conn)
+                    .await
+                    .unwrap();
+                let mut url = reqwest::Url::parse(&admin).unwrap();
+                url.set_path(&name);
+                Self {
+                    url: url.to_string(),
+                    dir,
+                    postgres: Some((admin, name)),
+                }
+            }
+        }
+    }
+
+    /// Counts rows of `notifications`, straight from the database.
+    pub async fn notification_rows(&self) -> i64 {
+        use sqlx::Connection as _;
+        sqlx::any::install_default_drivers();
+        let mut conn = sqlx::AnyConnection::connect(&self.url).await.unwrap();
+        sqlx::query_scalar::<_, i64>("SELECT COUNT(*) FROM notifications")
+            .fetch_one(&mut conn)
+            .await
+            .unwrap()
+    }
+}
+
+impl Drop for TestDb {
+    fn drop(&mut self) {
+        let Some((admin, name)) = self.postgres.take() else {
+            return;
+        };
+        // Drop cannot await: use a short-lived runtime on its own thread.
+        let _ = std::thread::spawn(move || {
+            let runtime = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+                .unwrap();
+            runtime.block_on(async {
+                use sqlx::Connection as _;
+                if let Ok(mut conn) = sqlx::PgConnection::connect(&admin).await {
+                    let _ = sqlx::query(&format!("DROP DATABASE IF EXISTS {name} WITH (FORCE)"))
+                        .execute(&mut conn)
+                        .await;
+                }
+            });
+        })
+        .join();
+    }
+}
+
+/// The server configuration tests use: fast retries and sweeps, known tokens.
+pub fn test_config(db: &TestDb) -> ServeConfig {
+    let mut cfg = ServeConfig::defaults();
+    cfg.data_dir = db.dir.path().to_owned();
+    cfg.database_url = Some(db.url.clone());
+    cfg.admin_token = Some(ADMIN_TOKEN.into());
+    cfg.submit_token = Some(SUBMIT_TOKEN.into());
+    cfg.retry_base_delay = Duration::from_millis(50);
+    cfg.retry_max_delay = Duration::from_millis(400);
+    cfg.sweep_interval = Duration::from_millis(100);
+    cfg.webhook_timeout = Duration::from_secs(2);
+    cfg.lease = Duration::from_secs(5);
+    cfg.max_payload_bytes = 1024;
+    cfg
+}
+
+/// floodgate running in this process.
+pub struct TestServer {
+    pub grpc_url: String,
+    pub http_addr: SocketAddr,
+    stop: Option<oneshot::Sender<()>>,
+    task: Option<JoinHandle<Result<(), floodgate::app::AppError>>>,
+}
+
+impl TestServer {
+    pub async fn start(cfg: ServeConfig) -> Self {
+        let grpc = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let http = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let grpc_url = format!("http://{}", grpc.local_addr().unwrap());
+        let http_addr = http.local_addr().unwrap();
+        let (stop, stopped) = oneshot::channel::<()>();
+        let listeners = floodgate::Listeners { grpc, http };
+        let task = tokio::spawn(floodgate::run(cfg, listeners, async {
+            let _ = stopped.await;
+        }));
+        Self {
+            grpc_url,
+            http_addr,
+            stop: Some(stop),
+            task: Some(task),
+        }
+    }
+
+    pub async fn dispatcher(&self) -> DispatcherClient<Authed> {
+        self.dispatcher_with(Some(ADMIN_TOKEN)).await
+    }
+
+    pub async fn dispatcher_with(&self, token: Option<&str>) -> DispatcherClient<Authed> {
+        DispatcherClient::new(connect(&self.grpc_url, token).await)
+    }
+
+    pub async fn customers(&self) -> CustomersClient<Authed> {
+        self.customers_with(Some(ADMIN_TOKEN)).await
+    }
+
+    pub async fn customers_with(&self, token: Option<&str>) -> CustomersClient<Authed> {
+        CustomersClient::new(connect(&self.grpc_url, token).await)
+    }
+
+    /// Graceful shutdown; returns what `run` returned.
+    pub async fn stop(mut self) -> Result<(), floodgate::app::AppError> {
+        let _ = self.stop.take().unwrap().send(());
+        self.task.take().unwrap().await.unwrap()
+    }
+}
+
+impl Drop for TestServer {
+    fn drop(&mut self) {
+        if let Some(stop) = self.stop.take() {
+            let _ = stop.send(());
+        }
+    }
+}
+
+pub type Authed = InterceptedService<Channel, TokenInterceptor>;
+
+/// Adds `authorization: Bearer <token>` to every call (or nothing, to test its absence).
+#[derive(Clone)]
+pub struct TokenInterceptor(Option<String>);
+
+impl tonic::service::Interceptor for TokenInterceptor {
+    fn call(
+        &mut self,
+        mut request: tonic::Request<()>,
+    ) -> Result<tonic::Request<()>, tonic::Status> {
+        if let Some(token) = &self.0 {
+            let value = format!("Bearer {token}").parse().unwrap();
+            request.metadata_mut().insert("authorization", value);
+        }
+        Ok(request)
+    }
+}
+
+/// A gRPC channel to `url`, retrying while the server starts.
+pub async fn connect(url: &str, token: Option<&str>) -> Authed {
+    let endpoint = Channel::from_shared(url.to_owned()).unwrap();
+    for _ in 0..100 {
+        if let Ok(channel) = endpoint.connect().await {
+            return InterceptedService::new(channel, TokenInterceptor(token.map(str::to_owned)));
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    panic!("cannot connect to {url}");
+}
+
+/// Registers a customer and returns it as saved (with its signing secret).
+pub async fn add_customer(grpc_url: &str, id: &str, webhook_url: &str) -> proto::Customer {
+    let customer = proto::Customer {
+        id: id.into(),
+        webhook_url: webhook_url.into(),
+        ..Default::default()
+    };
+    CustomersClient::new(connect(grpc_url, Some(ADMIN_TOKEN)).await)
+        .upsert_customer(proto::UpsertCustomerRequest {
+            customer: Some(customer),
+        })
+        .await
+        .unwrap()
+        .into_inner()
+}
+
+/// A submit request with a small JSON payload.
+pub fn submit_request(customer: &str, key: &str, recipient: &str) -> proto::SubmitRequest {
+    proto::SubmitRequest {
+        customer_id: customer.into(),
+        idempotency_key: key.into(),
+        recipient: recipient.into(),
+        lane: proto::Lane::Transactional as i32,
+        payload: format!(r#"{{"key":"{key}"}}"#).into_bytes(),
+        send_at: None,
+        expires_at: None,
+    }
+}
+
+/// Polls a notification until it reaches `state`, or panics after `timeout`.
+pub async fn wait_for_state(
+    client: &mut DispatcherClient<Authed>,
+    id: &str,
+    state: proto::State,
+    timeout: Duration,
+) -> proto::Notification {
+    let deadline = tokio::time::Instant::now() + timeout;
+    loop {
+        let n = client
+            .get_notification(proto::GetNotificationRequest {
+                notification_id: id.into(),
+            })
+            .await
+            .unwrap()
+            .into_inner();
+        if n.state == state as i32 {
+            return n;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "notification {id} never reached {state:?}; last: {n:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+/// One webhook request as a receiver saw it.
+#[derive(Debug, Clone)]
+pub struct Delivery {
+    pub webhook_id: String,
+    pub timestamp: i64,
+    pub signature: String,
+    pub body: Vec<u8>,
+}
+
+impl Delivery {
+    pub fn json(&self) -> serde_json::Value {
+        serde_json::from_slice(&self.body).unwrap()
+    }
+
+    pub fn verifies_with(&self, secret: &str) -> bool {
+        floodgate::sink::signature::verify(
+            secret,
+            &self.webhook_id,
+            self.timestamp,
+            &self.body,
+            &self.signature,
+        )
+    }
+}
+
+/// A real HTTP server standing in for a customer system: records every webhook and answers with
+/// the status it is set to, after an optional delay.
+pub struct Receiver {
+    pub url: String,
+    pub addr: SocketAddr,
+    state: Arc<ReceiverState>,
+    task: JoinHandle<()>,
+}
+
+#[derive(Default)]
+struct ReceiverState {
+    received: Mutex<Vec<Delivery>>,
+    status: AtomicU16,
+    delay_ms: AtomicU64,
+    arrived: Notify,
+}
+
+impl Receiver {
+    pub async fn start() -> Self {
+        Self::start_on("127.0.0.1:0".parse().unwrap()).await
+    }
+
+    pub async fn start_on(addr: SocketAddr) -> Self {
+        let listener = TcpListener::bind(addr).await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let state = Arc::new(ReceiverState::default());
+        state.status.store(200, Ordering::SeqCst);
+        let app = Router::new()
+            .route("/hook", post(receive))
+            .with_state(state.clone());
+        let task = tokio::spawn(async move {
+            let _ = axum::serve(listener, app).await;
+        });
+        Self {
+            url: format!("http://{addr}/hook"),
+            addr,
+            state,
+            task,
+        }
+    }
+
+    /// The status every later request is answered with.
+    pub fn set_status(&self, status: u16) {
+        self.state.status.store(status, Ordering::SeqCst);
+    }
+
+    /// A delay before each answer (a slow customer system).
+    pub fn set_delay(&self, delay: Duration) {
+        self.state
+            .delay_ms
+            .store(delay.as_millis() as u64, Ordering::SeqCst);
+    }
+
+    pub fn received(&self) -> Vec<Delivery> {
+        self.state.received.lock().unwrap().clone()
+    }
+
+    /// Waits until at least `count` webhooks arrived (whatever they were answered).
+    pub async fn wait_for(&self, count: usize, timeout: Duration) -> Vec<Delivery> {
+        let deadline = tokio::time::Instant::now() + timeout;
+        loop {
+            let notified = self.state.arrived.notified();
+            let received = self.received();
+            if received.len() >= count {
+                return received;
+            }
+            if tokio::time::timeout_at(deadline, notified).await.is_err() {
+                panic!("expected {count} webhooks, got {}", self.received().len());
+            }
+        }
+    }
+}
+
+impl Drop for Receiver {
+    fn drop(&mut self) {
+        self.task.abort();
+    }
+}
+
+async fn receive(
+    State(state): State<Arc<ReceiverState>>,
+    headers: HeaderMap,
+    body: Bytes,
+) -> StatusCode {
+    let header = |name: &str| {
+        headers
+            .get(name)
+            .and_then(|v| v.to_str().ok())
+            .unwrap_or_default()
+            .to_owned()
+    };
+    let delay = state.delay_ms.load(Ordering::SeqCst);
+    if delay > 0 {
+        tokio::time::sleep(Duration::from_millis(delay)).await;
+    }
+    state.received.lock().unwrap().push(Delivery {
+        webhook_id: header("webhook-id"),
+        timestamp: header("webhook-timestamp").parse().unwrap_or_default(),
+        signature: header("webhook-signature"),
+        body: body.to_vec(),
+    });
+    state.arrived.notify_waiters();
+    StatusCode::from_u16(state.status.load(Ordering::SeqCst)).unwrap()
+}

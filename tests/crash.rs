@@ -1,0 +1,206 @@
+//! The real binary, killed: SIGKILL with deliveries in flight loses nothing; SIGTERM drains and
+//! exits 0.
+
+mod common;
+
+use std::collections::HashSet;
+use std::net::SocketAddr;
+use std::process::{Child, Command, Stdio};
+use std::time::Duration;
+
+use common::{ADMIN_TOKEN, Backend, Receiver, TestDb, add_customer, connect, submit_request};
+use floodgate::api::proto;
+use floodgate::api::proto::dispatcher_client::DispatcherClient;
+
+/// The floodgate binary serving `db` on fixed ports (so a restart is reachable at the same place).
+struct Process {
+    grpc: SocketAddr,
+    child: Option<Child>,
+}
+
+impl Process {
+    fn start(db: &TestDb, grpc: SocketAddr, http: SocketAddr) -> Self {
+        let child = Command::new(env!("CARGO_BIN_EXE_floodgate"))
+            .arg("serve")
+            .args([
+                "--grpc-addr",
+                &grpc.to_string(),
+                "--http-addr",
+                &http.to_string(),
+            ])
+            .args([
+                "--data-dir",
+                &db.dir.path().display().to_string(),
+                "--database-url",
+                &db.url,
+            ])
+            .args(["--admin-token", ADMIN_TOKEN])
+            .args([
+                "--retry-base-delay",
+                "50ms",
+                "--retry-max-delay",
+                "200ms",
+                "--sweep-interval",
+                "100ms",
+            ])
+            .args([
+                "--webhook-timeout",
+                "2s",
+                "--lease",
+                "3s",
+                "--shutdown-grace",
+                "10s",
+            ])
+            .env("RUST_LOG", "warn")
+            .stdout(Stdio::null())
+            .spawn()
+            .expect("start floodgate");
+        Self {
+            grpc,
+            child: Some(child),
+        }
+    }
+
+    fn url(&self) -> String {
+        format!("http://{}", self.grpc)
+    }
+
+    fn kill(&mut self) {
+        let mut child = self.child.take().unwrap();
+        child.kill().unwrap(); // SIGKILL
+        child.wait().unwrap();
+    }
+
+    fn terminate(&mut self) -> std::process::ExitStatus {
+        let mut child = self.child.take().unwrap();
+        let status = Command::new("kill")
+            .args(["-TERM", &child.id().to_string()])
+            .status()
+            .unwrap();
+        assert!(status.success());
+        for _ in 0..300 {
+            if let Some(status) = child.try_wait().unwrap() {
+                return status;
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        child.kill().unwrap();
+        panic!("floodgate did not exit within 15 s of SIGTERM");
+    }
+}
+
+impl Drop for Process {
+    fn drop(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+}
+
+fn free_addr() -> SocketAddr {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+}
+
+async fn submit_all(url: &str, customer: &str, count: usize) -> Vec<String> {
+    let mut client = DispatcherClient::new(connect(url, Some(ADMIN_TOKEN)).await);
+    let requests = (0..count)
+        .map(|i| submit_request(customer, &format!("n{i}"), "u"))
+        .collect();
+    client
+        .submit_batch(proto::SubmitBatchRequest { requests })
+        .await
+        .unwrap()
+        .into_inner()
+        .results
+        .into_iter()
+        .map(|r| match r.outcome {
+            Some(proto::submit_result::Outcome::Accepted(a)) => a.notification_id,
+            other => panic!("not accepted: {other:?}"),
+        })
+        .collect()
+}
+
+async fn sigkill_with_deliveries_in_flight_loses_nothing(backend: Backend) {
+    let db = TestDb::new(backend).await;
+    let receiver = Receiver::start().await;
+    receiver.set_delay(Duration::from_millis(100)); // slow enough that the kill lands mid-flight
+    let (grpc, http) = (free_addr(), free_addr());
+    let mut process = Process::start(&db, grpc, http);
+    add_customer(&process.url(), "acme", &receiver.url).await;
+    let accepted = submit_all(&process.url(), "acme", 300).await;
+
+    receiver.wait_for(40, Duration::from_secs(20)).await;
+    process.kill();
+    let before_restart = receiver.received().len();
+    let process = Process::start(&db, grpc, http);
+
+    let wanted: HashSet<String> = accepted.iter().cloned().collect();
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(60);
+    loop {
+        let received = receiver.received();
+        let seen: HashSet<String> = received.iter().map(|d| d.webhook_id.clone()).collect();
+        if wanted.is_subset(&seen) {
+            let duplicates = received.len() - seen.len();
+            eprintln!(
+                "{backend:?}: {} accepted, {before_restart} webhooks before SIGKILL, all {} arrived after restart, {duplicates} duplicate deliveries",
+                accepted.len(),
+                wanted.len()
+            );
+            break;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "{} of {} accepted notifications never arrived",
+            wanted.difference(&seen).count(),
+            wanted.len()
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    drop(process);
+}
+on_both_backends!(sigkill_with_deliveries_in_flight_loses_nothing);
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sigterm_finishes_deliveries_under_way_and_exits_zero() {
+    let db = TestDb::new(Backend::Sqlite).await;
+    let receiver = Receiver::start().await;
+    receiver.set_delay(Duration::from_millis(500));
+    let (grpc, http) = (free_addr(), free_addr());
+    let mut process = Process::start(&db, grpc, http);
+    add_customer(&process.url(), "acme", &receiver.url).await;
+    let accepted = submit_all(&process.url(), "acme", 5).await;
+    tokio::time::sleep(Duration::from_millis(200)).await; // the five are now in flight
+
+    let status = process.terminate();
+    assert!(status.success(), "exit status {status:?}");
+    let delivered: HashSet<String> = receiver
+        .received()
+        .into_iter()
+        .map(|d| d.webhook_id)
+        .collect();
+    assert_eq!(
+        delivered,
+        accepted.iter().cloned().collect(),
+        "in-flight deliveries finished before exit"
+    );
+
+    // Their outcomes were recorded: after a restart, all five read DELIVERED and none is resent.
+    let process = Process::start(&db, grpc, http);
+    let mut client = DispatcherClient::new(connect(&process.url(), Some(ADMIN_TOKEN)).await);
+    for id in &accepted {
+        let n = client
+            .get_notification(proto::GetNotificationRequest {
+                notification_id: id.clone(),
+            })
+            .await
+            .unwrap()
+            .into_inner();
+        assert_eq!(n.state, proto::State::Delivered as i32);
+    }
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    assert_eq!(receiver.received().len(), 5);
+}

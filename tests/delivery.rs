@@ -1,0 +1,307 @@
+//! End to end over real gRPC and real HTTP: submit → stored → delivered (signed), duplicates,
+//! retries, permanent failures, scheduling and the inbox. Every test runs on SQLite and on
+//! PostgreSQL (when `DATABASE_URL` is set).
+
+mod common;
+
+use std::collections::HashSet;
+use std::time::Duration;
+
+use common::{
+    Backend, Receiver, TestDb, TestServer, add_customer, submit_request, test_config,
+    wait_for_state,
+};
+use floodgate::api::convert::timestamp;
+use floodgate::api::proto::{self, State};
+use floodgate::model::now_millis;
+
+const WAIT: Duration = Duration::from_secs(15);
+
+async fn submit_is_delivered_signed(backend: Backend) {
+    let db = TestDb::new(backend).await;
+    let server = TestServer::start(test_config(&db)).await;
+    let receiver = Receiver::start().await;
+    let customer = add_customer(&server.grpc_url, "acme", &receiver.url).await;
+    assert!(customer.signing_secret.starts_with("whsec_"));
+
+    let mut client = server.dispatcher().await;
+    let mut request = submit_request("acme", "order-1", "user-7");
+    request.lane = proto::Lane::Bulk as i32;
+    let accepted = client.submit(request).await.unwrap().into_inner();
+    assert!(!accepted.duplicate);
+
+    let delivered = receiver.wait_for(1, WAIT).await;
+    let webhook = &delivered[0];
+    assert_eq!(webhook.webhook_id, accepted.notification_id);
+    assert!(
+        webhook.verifies_with(&customer.signing_secret),
+        "signature must verify"
+    );
+    let body = webhook.json();
+    assert_eq!(body["id"], accepted.notification_id.as_str());
+    assert_eq!(body["customer_id"], "acme");
+    assert_eq!(body["recipient"], "user-7");
+    assert_eq!(body["lane"], "bulk");
+    assert_eq!(body["payload"]["key"], "order-1");
+
+    let n = wait_for_state(
+        &mut client,
+        &accepted.notification_id,
+        State::Delivered,
+        WAIT,
+    )
+    .await;
+    assert_eq!(n.attempts, 1);
+    assert!(n.delivered_at.is_some());
+    server.stop().await.unwrap();
+}
+on_both_backends!(submit_is_delivered_signed);
+
+async fn duplicate_key_is_delivered_once(backend: Backend) {
+    let db = TestDb::new(backend).await;
+    let server = TestServer::start(test_config(&db)).await;
+    let receiver = Receiver::start().await;
+    add_customer(&server.grpc_url, "acme", &receiver.url).await;
+    let client = server.dispatcher().await;
+
+    // Twenty copies at the same instant: exactly one is new, all get the same id.
+    let calls = (0..20).map(|_| {
+        let mut client = client.clone();
+        async move {
+            client
+                .submit(submit_request("acme", "same-key", "u"))
+                .await
+                .unwrap()
+                .into_inner()
+        }
+    });
+    let answers = futures_join_all(calls).await;
+    let ids: HashSet<_> = answers.iter().map(|a| a.notification_id.clone()).collect();
+    assert_eq!(ids.len(), 1, "one id for one key: {answers:?}");
+    assert_eq!(answers.iter().filter(|a| !a.duplicate).count(), 1);
+
+    // The same key with other content is a conflict, not a duplicate.
+    let mut changed = submit_request("acme", "same-key", "u");
+    changed.payload = b"{\"other\":true}".to_vec();
+    let conflict = client.clone().submit(changed).await.unwrap_err();
+    assert_eq!(conflict.code(), tonic::Code::AlreadyExists);
+
+    receiver.wait_for(1, WAIT).await;
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    assert_eq!(receiver.received().len(), 1, "delivered exactly once");
+    assert_eq!(db.notification_rows().await, 1);
+    server.stop().await.unwrap();
+}
+on_both_backends!(duplicate_key_is_delivered_once);
+
+async fn receiver_down_is_retried_until_it_is_back(backend: Backend) {
+    let db = TestDb::new(backend).await;
+    let server = TestServer::start(test_config(&db)).await;
+    // Reserve a port, then leave it closed: connections are refused until the receiver starts.
+    let addr = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap();
+    add_customer(&server.grpc_url, "acme", &format!("http://{addr}/hook")).await;
+    let mut client = server.dispatcher().await;
+    let id = client
+        .submit(submit_request("acme", "k", "u"))
+        .await
+        .unwrap()
+        .into_inner()
+        .notification_id;
+
+    let retrying = wait_for_state(&mut client, &id, State::Retrying, WAIT).await;
+    assert!(
+        retrying.last_error.contains("connect"),
+        "last error: {}",
+        retrying.last_error
+    );
+    tokio::time::sleep(Duration::from_millis(600)).await;
+
+    let receiver = Receiver::start_on(addr).await;
+    receiver.wait_for(1, WAIT).await;
+    let n = wait_for_state(&mut client, &id, State::Delivered, WAIT).await;
+    assert!(n.attempts >= 2, "took {} attempts", n.attempts);
+    server.stop().await.unwrap();
+}
+on_both_backends!(receiver_down_is_retried_until_it_is_back);
+
+async fn server_errors_are_retried_and_client_errors_fail_at_once(backend: Backend) {
+    let db = TestDb::new(backend).await;
+    let mut cfg = test_config(&db);
+    cfg.retry_max_attempts = 3;
+    let server = TestServer::start(cfg).await;
+    let flaky = Receiver::start().await;
+    flaky.set_status(503);
+    let rejecting = Receiver::start().await;
+    rejecting.set_status(400);
+    add_customer(&server.grpc_url, "flaky", &flaky.url).await;
+    add_customer(&server.grpc_url, "strict", &rejecting.url).await;
+    let mut client = server.dispatcher().await;
+
+    let strict_id = client
+        .submit(submit_request("strict", "k", "u"))
+        .await
+        .unwrap()
+        .into_inner()
+        .notification_id;
+    let failed = wait_for_state(&mut client, &strict_id, State::Failed, WAIT).await;
+    assert_eq!(failed.attempts, 1, "a 400 is not retried");
+    assert!(
+        failed.last_error.contains("400"),
+        "reason kept: {}",
+        failed.last_error
+    );
+
+    let flaky_id = client
+        .submit(submit_request("flaky", "k", "u"))
+        .await
+        .unwrap()
+        .into_inner()
+        .notification_id;
+    let failed = wait_for_state(&mut client, &flaky_id, State::Failed, WAIT).await;
+    assert_eq!(failed.attempts, 3, "retried up to the budget");
+    assert!(
+        failed.last_error.contains("503"),
+        "reason kept: {}",
+        failed.last_error
+    );
+    assert_eq!(flaky.received().len(), 3);
+    server.stop().await.unwrap();
+}
+on_both_backends!(server_errors_are_retried_and_client_errors_fail_at_once);
+
+async fn send_at_waits_and_expired_is_never_sent(backend: Backend) {
+    let db = TestDb::new(backend).await;
+    let server = TestServer::start(test_config(&db)).await;
+    let receiver = Receiver::start().await;
+    add_customer(&server.grpc_url, "acme", &receiver.url).await;
+    let mut client = server.dispatcher().await;
+
+    let mut later = submit_request("acme", "later", "u");
+    later.send_at = Some(timestamp(now_millis() + 1500));
+    let later_id = client
+        .submit(later)
+        .await
+        .unwrap()
+        .into_inner()
+        .notification_id;
+    tokio::time::sleep(Duration::from_millis(700)).await;
+    assert!(receiver.received().is_empty(), "sent before send_at");
+    wait_for_state(&mut client, &later_id, State::Delivered, WAIT).await;
+
+    // Due after it expires: ends EXPIRED and never reaches the receiver.
+    let mut doomed = submit_request("acme", "doomed", "u");
+    doomed.send_at = Some(timestamp(now_millis() + 400));
+    doomed.expires_at = Some(timestamp(now_millis() + 450));
+    let doomed_id = client
+        .submit(doomed)
+        .await
+        .unwrap()
+        .into_inner()
+        .notification_id;
+    // Pause the customer so the send time passes the expiry before anything is claimed.
+    let mut paused = add_customer(&server.grpc_url, "acme", &receiver.url).await;
+    paused.paused = true;
+    server
+        .customers()
+        .await
+        .upsert_customer(proto::UpsertCustomerRequest {
+            customer: Some(paused.clone()),
+        })
+        .await
+        .unwrap();
+    tokio::time::sleep(Duration::from_millis(700)).await;
+    paused.paused = false;
+    server
+        .customers()
+        .await
+        .upsert_customer(proto::UpsertCustomerRequest {
+            customer: Some(paused),
+        })
+        .await
+        .unwrap();
+    wait_for_state(&mut client, &doomed_id, State::Expired, WAIT).await;
+    assert!(
+        receiver
+            .received()
+            .iter()
+            .all(|d| d.webhook_id != doomed_id)
+    );
+    server.stop().await.unwrap();
+}
+on_both_backends!(send_at_waits_and_expired_is_never_sent);
+
+async fn batch_and_inbox(backend: Backend) {
+    let db = TestDb::new(backend).await;
+    let server = TestServer::start(test_config(&db)).await;
+    let receiver = Receiver::start().await;
+    add_customer(&server.grpc_url, "acme", &receiver.url).await;
+    let mut client = server.dispatcher().await;
+
+    let mut requests: Vec<_> = (0..5)
+        .map(|i| submit_request("acme", &format!("b{i}"), "inbox-user"))
+        .collect();
+    requests.push(submit_request("nobody", "x", "inbox-user")); // unknown customer
+    requests.push(submit_request("acme", "b0", "inbox-user")); // duplicate inside the batch
+    let results = client
+        .submit_batch(proto::SubmitBatchRequest { requests })
+        .await
+        .unwrap()
+        .into_inner()
+        .results;
+    assert_eq!(results.len(), 7);
+    let accepted = |i: usize| match &results[i].outcome {
+        Some(proto::submit_result::Outcome::Accepted(a)) => a.clone(),
+        other => panic!("item {i}: {other:?}"),
+    };
+    match &results[5].outcome {
+        Some(proto::submit_result::Outcome::Error(e)) => {
+            assert_eq!(e.code, tonic::Code::NotFound as i32)
+        }
+        other => panic!("item 5: {other:?}"),
+    }
+    assert!(accepted(6).duplicate);
+    assert_eq!(accepted(6).notification_id, accepted(0).notification_id);
+
+    receiver.wait_for(5, WAIT).await;
+    // Newest first, two per page.
+    let mut seen = Vec::new();
+    let mut token = String::new();
+    loop {
+        let page = client
+            .list_notifications(proto::ListNotificationsRequest {
+                customer_id: "acme".into(),
+                recipient: "inbox-user".into(),
+                page_size: 2,
+                page_token: token,
+            })
+            .await
+            .unwrap()
+            .into_inner();
+        seen.extend(page.notifications.into_iter().map(|n| n.id));
+        if page.next_page_token.is_empty() {
+            break;
+        }
+        token = page.next_page_token;
+    }
+    let expected: Vec<_> = (0..5).rev().map(|i| accepted(i).notification_id).collect();
+    assert_eq!(seen, expected);
+    server.stop().await.unwrap();
+}
+on_both_backends!(batch_and_inbox);
+
+async fn futures_join_all<F: std::future::Future + Send + 'static>(
+    futures: impl Iterator<Item = F>,
+) -> Vec<F::Output>
+where
+    F::Output: Send + 'static,
+{
+    let handles: Vec<_> = futures.map(tokio::spawn).collect();
+    let mut outputs = Vec::with_capacity(handles.len());
+    for handle in handles {
+        outputs.push(handle.await.unwrap());
+    }
+    outputs
+}
