@@ -8,6 +8,7 @@
 //! 3. the dispatcher stops claiming and waits for deliveries under way;
 //! 4. intake writers drain their queue, the outcome writer writes the last outcomes;
 //! 5. the HTTP server stops and the database pool closes.
+//!
 //! Anything cut off by the grace period is still safe: it is in the store, and its lease returns it.
 
 use std::future::Future;

@@ -6,7 +6,8 @@ use std::time::Duration;
 
 use anyhow::{Context as _, Result};
 use clap::{Args, Subcommand};
-use tonic::metadata::MetadataValue;
+use tonic::metadata::{Ascii, MetadataValue};
+use tonic::service::Interceptor;
 use tonic::service::interceptor::InterceptedService;
 use tonic::transport::{Channel, Endpoint};
 
@@ -107,10 +108,23 @@ pub struct StatusArgs {
     connection: Connection,
 }
 
-type Authed = InterceptedService<
-    Channel,
-    Box<dyn FnMut(tonic::Request<()>) -> Result<tonic::Request<()>, tonic::Status> + Send>,
->;
+type Authed = InterceptedService<Channel, BearerToken>;
+
+/// Adds `authorization: Bearer <token>` to every call.
+#[derive(Debug, Clone)]
+pub struct BearerToken(MetadataValue<Ascii>);
+
+impl Interceptor for BearerToken {
+    fn call(
+        &mut self,
+        mut request: tonic::Request<()>,
+    ) -> Result<tonic::Request<()>, tonic::Status> {
+        request
+            .metadata_mut()
+            .insert("authorization", self.0.clone());
+        Ok(request)
+    }
+}
 
 impl Connection {
     async fn channel(&self) -> Result<Authed> {
@@ -126,7 +140,7 @@ impl Connection {
                     .to_owned()
             }
         };
-        let header: MetadataValue<_> = format!("Bearer {token}")
+        let header: MetadataValue<Ascii> = format!("Bearer {token}")
             .parse()
             .context("the token is not valid in a header")?;
         let channel = Endpoint::from_shared(self.server.clone())
@@ -135,15 +149,7 @@ impl Connection {
             .connect()
             .await
             .with_context(|| format!("cannot connect to {}", self.server))?;
-        let auth: Box<
-            dyn FnMut(tonic::Request<()>) -> Result<tonic::Request<()>, tonic::Status> + Send,
-        > = Box::new(move |mut request: tonic::Request<()>| {
-            request
-                .metadata_mut()
-                .insert("authorization", header.clone());
-            Ok(request)
-        });
-        Ok(InterceptedService::new(channel, auth))
+        Ok(InterceptedService::new(channel, BearerToken(header)))
     }
 }
 

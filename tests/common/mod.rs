@@ -40,17 +40,17 @@ macro_rules! on_both_backends {
         mod $name {
             #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
             async fn sqlite() {
-                super::$name(crate::common::Backend::Sqlite).await;
+                super::$name($crate::common::Backend::Sqlite).await;
             }
             #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
             async fn postgres() {
-                if crate::common::postgres_url().is_none() {
+                if $crate::common::postgres_url().is_none() {
                     eprintln!(
                         "skipped: DATABASE_URL is not set, so the PostgreSQL variant did not run"
                     );
                     return;
                 }
-                super::$name(crate::common::Backend::Postgres).await;
+                super::$name($crate::common::Backend::Postgres).await;
             }
         }
     };
