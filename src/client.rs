@@ -170,7 +170,7 @@ pub async fn customer(command: CustomerCommand) -> Result<()> {
                     customer: Some(customer),
                 })
                 .await
-                .context("UpsertCustomer failed")?
+                .map_err(|status| rpc_error("UpsertCustomer", &status))?
                 .into_inner();
             println!("customer {} -> {}", saved.id, saved.webhook_url);
             println!("signing secret: {}", saved.signing_secret);
@@ -180,7 +180,7 @@ pub async fn customer(command: CustomerCommand) -> Result<()> {
             let list = client
                 .list_customers(proto::ListCustomersRequest {})
                 .await
-                .context("ListCustomers failed")?
+                .map_err(|status| rpc_error("ListCustomers", &status))?
                 .into_inner();
             println!("{:<24} {:>9} {:>7}  WEBHOOK", "ID", "MAX RATE", "PAUSED");
             for c in list.customers {
@@ -224,7 +224,7 @@ pub async fn send(args: SendArgs) -> Result<()> {
             expires_at: None,
         })
         .await
-        .context("Submit failed")?
+        .map_err(|status| rpc_error("Submit", &status))?
         .into_inner();
     let note = if response.duplicate {
         " (duplicate: already accepted)"
@@ -243,7 +243,7 @@ pub async fn status(args: StatusArgs) -> Result<()> {
             notification_id: args.id,
         })
         .await
-        .context("GetNotification failed")?
+        .map_err(|status| rpc_error("GetNotification", &status))?
         .into_inner();
     let state = proto::State::try_from(n.state).map_or("UNKNOWN", |s| s.as_str_name());
     println!("id:        {}", n.id);
@@ -255,4 +255,9 @@ pub async fn status(args: StatusArgs) -> Result<()> {
         println!("error:     {}", n.last_error);
     }
     Ok(())
+}
+
+/// A failed call as one line: what was asked, the gRPC code and the server's message.
+fn rpc_error(call: &str, status: &tonic::Status) -> anyhow::Error {
+    anyhow::anyhow!("{call} failed: {:?}: {}", status.code(), status.message())
 }

@@ -30,6 +30,8 @@ pub enum Command {
     Send(crate::client::SendArgs),
     /// Show one notification's state.
     Status(crate::client::StatusArgs),
+    /// Run a small webhook receiver that prints and verifies what arrives (for trying floodgate).
+    Receive(crate::receiver::ReceiveArgs),
 }
 
 /// Log line format.

@@ -10,7 +10,8 @@
 //! - [`directory`]: cached customer settings.
 //! - [`dispatch`]: one worker per customer system; retries; outcome recording.
 //! - [`sink`]: delivery to customer systems (signed webhooks).
-//! - [`app`]: wiring and shutdown order; [`config`]: every knob; [`client`]: the CLI client.
+//! - [`app`]: wiring and shutdown order; [`config`]: every knob; [`client`]: the CLI client;
+//!   [`receiver`]: a webhook receiver for trying floodgate out.
 //! - [`model`]: the domain words (customer, notification, lane, state).
 
 pub mod api;
@@ -23,6 +24,7 @@ pub mod error;
 pub mod http;
 pub mod intake;
 pub mod model;
+pub mod receiver;
 pub mod shutdown;
 pub mod sink;
 pub mod store;

@@ -3,7 +3,7 @@
 use anyhow::{Context as _, Result};
 use clap::Parser as _;
 use floodgate::config::{Cli, Command, ServeConfig};
-use floodgate::{Listeners, client, shutdown, telemetry};
+use floodgate::{Listeners, client, receiver, shutdown, telemetry};
 use tokio::net::TcpListener;
 
 #[tokio::main]
@@ -13,6 +13,7 @@ async fn main() -> Result<()> {
         Command::Customer(command) => client::customer(command).await,
         Command::Send(args) => client::send(args).await,
         Command::Status(args) => client::status(args).await,
+        Command::Receive(args) => receiver::run(args).await,
     }
 }
 
