@@ -43,22 +43,35 @@ pub async fn run(args: ReceiveArgs) -> Result<()> {
     if let Some(secret) = &args.secret {
         signature::decode_secret(secret).context("--secret")?;
     }
-    let settings = Arc::new(Settings { secret: args.secret, status });
-    let app = Router::new()
-        .fallback(post(receive))
-        .with_state(settings);
+    let settings = Arc::new(Settings {
+        secret: args.secret,
+        status,
+    });
+    let app = Router::new().fallback(post(receive)).with_state(settings);
     let listener = tokio::net::TcpListener::bind(args.listen)
         .await
         .with_context(|| format!("cannot listen on {}", args.listen))?;
-    println!("receiving webhooks on http://{}/ (Ctrl-C to stop)", args.listen);
+    println!(
+        "receiving webhooks on http://{}/ (Ctrl-C to stop)",
+        args.listen
+    );
     axum::serve(listener, app)
         .with_graceful_shutdown(crate::shutdown::signal())
         .await
         .context("receiver failed")
 }
 
-async fn receive(State(settings): State<Arc<Settings>>, headers: HeaderMap, body: Bytes) -> StatusCode {
-    let header = |name: &str| headers.get(name).and_then(|v| v.to_str().ok()).unwrap_or_default();
+async fn receive(
+    State(settings): State<Arc<Settings>>,
+    headers: HeaderMap,
+    body: Bytes,
+) -> StatusCode {
+    let header = |name: &str| {
+        headers
+            .get(name)
+            .and_then(|v| v.to_str().ok())
+            .unwrap_or_default()
+    };
     let id = header("webhook-id");
     let timestamp: i64 = header("webhook-timestamp").parse().unwrap_or_default();
     let verdict = match &settings.secret {
@@ -67,7 +80,9 @@ async fn receive(State(settings): State<Arc<Settings>>, headers: HeaderMap, body
             println!("webhook {id}: REFUSED, timestamp {timestamp} is too far from now");
             return StatusCode::BAD_REQUEST;
         }
-        Some(secret) if signature::verify(secret, id, timestamp, &body, header("webhook-signature")) => {
+        Some(secret)
+            if signature::verify(secret, id, timestamp, &body, header("webhook-signature")) =>
+        {
             "signature verified".to_owned()
         }
         Some(_) => {
@@ -75,6 +90,9 @@ async fn receive(State(settings): State<Arc<Settings>>, headers: HeaderMap, body
             return StatusCode::UNAUTHORIZED;
         }
     };
-    println!("webhook {id} ({verdict}): {}", String::from_utf8_lossy(&body));
+    println!(
+        "webhook {id} ({verdict}): {}",
+        String::from_utf8_lossy(&body)
+    );
     settings.status
 }

@@ -274,3 +274,57 @@ async fn health_and_reflection_are_served() {
     assert_eq!(ready.status(), 200);
     server.stop().await.unwrap();
 }
+
+/// With the database unreachable (the network to it cut), submits fail with UNAVAILABLE and
+/// nothing is stored; once it is reachable again, submits succeed. PostgreSQL only: the cut is a
+/// real TCP proxy between floodgate and the database that the test severs.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn database_outage_is_unavailable_and_acknowledges_nothing() {
+    if common::postgres_url().is_none() {
+        eprintln!("skipped: DATABASE_URL is not set, so the database outage test did not run");
+        return;
+    }
+    let db = TestDb::new(Backend::Postgres).await;
+    let mut url = reqwest::Url::parse(&db.url).unwrap();
+    let upstream = format!("{}:{}", url.host_str().unwrap(), url.port().unwrap_or(5432));
+    let proxy = common::TcpProxy::start(upstream).await;
+    url.set_port(Some(proxy.addr.port())).unwrap();
+    let mut cfg = test_config(&db);
+    cfg.database_url = Some(url.to_string());
+    let server = TestServer::start(cfg).await;
+    let receiver = Receiver::start().await;
+    add_customer(&server.grpc_url, "acme", &receiver.url).await;
+    let mut client = server.dispatcher().await;
+    client
+        .submit(submit_request("acme", "before", "u"))
+        .await
+        .unwrap();
+
+    proxy.cut();
+    let status = client
+        .submit(submit_request("acme", "during", "u"))
+        .await
+        .unwrap_err();
+    assert_eq!(status.code(), Code::Unavailable, "{status:?}");
+
+    proxy.restore();
+    let mut recovered = false;
+    for _ in 0..50 {
+        if client
+            .submit(submit_request("acme", "after", "u"))
+            .await
+            .is_ok()
+        {
+            recovered = true;
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+    }
+    assert!(recovered, "submits work again once the database is back");
+    assert_eq!(
+        db.notification_rows().await,
+        2,
+        "the refused submit left no row"
+    );
+    server.stop().await.unwrap();
+}

@@ -49,15 +49,31 @@ pub enum Error {
 
 impl From<sqlx::Error> for Error {
     fn from(err: sqlx::Error) -> Self {
-        match err {
+        let unreachable = match &err {
             sqlx::Error::PoolTimedOut
             | sqlx::Error::PoolClosed
             | sqlx::Error::Io(_)
             | sqlx::Error::Tls(_)
-            | sqlx::Error::WorkerCrashed => Error::Unavailable(err),
-            other => Error::Database(other),
+            | sqlx::Error::WorkerCrashed => true,
+            sqlx::Error::Database(db) => db.code().is_some_and(|code| is_unavailable_code(&code)),
+            _ => false,
+        };
+        if unreachable {
+            Error::Unavailable(err)
+        } else {
+            Error::Database(err)
         }
     }
+}
+
+/// Database error codes that mean "cannot serve you now", not "your query is wrong":
+/// PostgreSQL connection exceptions (08…), insufficient resources (53…, e.g. too many
+/// connections), operator intervention (57P01–57P03: shutdown, cannot connect now), and SQLite's
+/// BUSY/LOCKED (5, 6) once the busy timeout has run out.
+fn is_unavailable_code(code: &str) -> bool {
+    code.starts_with("08")
+        || code.starts_with("53")
+        || matches!(code, "57P01" | "57P02" | "57P03" | "5" | "6")
 }
 
 /// Which database is behind the store.
@@ -259,6 +275,16 @@ mod tests {
     fn placeholders_number_rows_in_order() {
         assert_eq!(values_placeholders(2, 3, 1), "($1, $2, $3), ($4, $5, $6)");
         assert_eq!(values_placeholders(2, 2, 2), "($2, $3), ($4, $5)");
+    }
+
+    #[test]
+    fn outage_codes_are_unavailable() {
+        for code in ["08006", "53300", "57P01", "5"] {
+            assert!(is_unavailable_code(code), "{code}");
+        }
+        for code in ["23505", "42P01", "1"] {
+            assert!(!is_unavailable_code(code), "{code}");
+        }
     }
 
     #[test]

@@ -430,3 +430,57 @@ async fn receive(
     state.arrived.notify_waiters();
     StatusCode::from_u16(state.status.load(Ordering::SeqCst)).unwrap()
 }
+
+/// A TCP proxy that can be cut (every connection dropped, new ones refused) and restored: a
+/// network outage between floodgate and its database, for real.
+pub struct TcpProxy {
+    pub addr: SocketAddr,
+    upstream: String,
+    cut: Arc<std::sync::atomic::AtomicBool>,
+    connections: Arc<Mutex<Vec<JoinHandle<()>>>>,
+}
+
+impl TcpProxy {
+    pub async fn start(upstream: String) -> Self {
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let proxy = Self {
+            addr: listener.local_addr().unwrap(),
+            upstream,
+            cut: Arc::default(),
+            connections: Arc::default(),
+        };
+        let (upstream, cut, connections) = (
+            proxy.upstream.clone(),
+            proxy.cut.clone(),
+            proxy.connections.clone(),
+        );
+        tokio::spawn(async move {
+            while let Ok((mut inbound, _)) = listener.accept().await {
+                if cut.load(Ordering::SeqCst) {
+                    continue; // dropped at once: the client sees its connection closed
+                }
+                let upstream = upstream.clone();
+                let task = tokio::spawn(async move {
+                    if let Ok(mut outbound) = tokio::net::TcpStream::connect(upstream).await {
+                        let _ = tokio::io::copy_bidirectional(&mut inbound, &mut outbound).await;
+                    }
+                });
+                connections.lock().unwrap().push(task);
+            }
+        });
+        proxy
+    }
+
+    /// Drops every open connection and refuses new ones.
+    pub fn cut(&self) {
+        self.cut.store(true, Ordering::SeqCst);
+        for task in self.connections.lock().unwrap().drain(..) {
+            task.abort();
+        }
+    }
+
+    /// Lets connections through again.
+    pub fn restore(&self) {
+        self.cut.store(false, Ordering::SeqCst);
+    }
+}
