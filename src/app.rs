@@ -48,6 +48,8 @@ pub enum AppError {
     #[error(transparent)]
     Store(#[from] store::Error),
     #[error(transparent)]
+    Dispatch(#[from] crate::dispatch::StartError),
+    #[error(transparent)]
     WebhookClient(#[from] crate::sink::webhook::ClientError),
     #[error(transparent)]
     Api(#[from] api::ServeError),

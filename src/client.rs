@@ -101,6 +101,18 @@ pub struct SendArgs {
 }
 
 #[derive(Debug, Args)]
+pub struct TopArgs {
+    /// Refresh interval.
+    #[arg(long, default_value = "1s", value_parser = humantime::parse_duration)]
+    interval: Duration,
+    /// Print the table once and exit (for scripts).
+    #[arg(long)]
+    once: bool,
+    #[command(flatten)]
+    connection: Connection,
+}
+
+#[derive(Debug, Args)]
 pub struct StatusArgs {
     /// The notification id `send` printed.
     id: String,
@@ -260,4 +272,79 @@ pub async fn status(args: StatusArgs) -> Result<()> {
 /// A failed call as one line: what was asked, the gRPC code and the server's message.
 fn rpc_error(call: &str, status: &tonic::Status) -> anyhow::Error {
     anyhow::anyhow!("{call} failed: {:?}: {}", status.code(), status.message())
+}
+
+/// A live table of every customer system's delivery figures, refreshed until Ctrl-C.
+pub async fn top(args: TopArgs) -> Result<()> {
+    let mut client = CustomersClient::new(args.connection.channel().await?);
+    loop {
+        let mut stats = client
+            .list_customer_stats(proto::ListCustomerStatsRequest {})
+            .await
+            .map_err(|status| rpc_error("ListCustomerStats", &status))?
+            .into_inner()
+            .stats;
+        stats.sort_by(|a, b| {
+            b.delivered_per_sec
+                .total_cmp(&a.delivered_per_sec)
+                .then(a.customer_id.cmp(&b.customer_id))
+        });
+        if !args.once {
+            print!("\x1b[2J\x1b[H"); // clear the screen, cursor home
+        }
+        print!("{}", render_top(&stats));
+        if args.once {
+            return Ok(());
+        }
+        tokio::select! {
+            _ = tokio::time::sleep(args.interval) => {}
+            _ = tokio::signal::ctrl_c() => return Ok(()),
+        }
+    }
+}
+
+fn render_top(stats: &[proto::CustomerStats]) -> String {
+    use std::fmt::Write as _;
+    let mut out = format!(
+        "{:<20} {:<12} {:>6} {:>9} {:>9} {:>8} {:>8} {:>6} {:>6} {:>10} {:>10} {:<9}\n",
+        "CUSTOMER",
+        "TIER",
+        "LIMIT",
+        "RATE/s",
+        "DELIV/s",
+        "RTT p50",
+        "RTT p99",
+        "ERR%",
+        "INFLT",
+        "BACKLOG-T",
+        "BACKLOG-B",
+        "CIRCUIT"
+    );
+    for s in stats {
+        let tier = proto::Tier::try_from(s.tier)
+            .map_or("?", |t| t.as_str_name())
+            .trim_start_matches("TIER_")
+            .to_lowercase();
+        let circuit = proto::CircuitState::try_from(s.circuit)
+            .map_or("?", |c| c.as_str_name())
+            .trim_start_matches("CIRCUIT_STATE_")
+            .to_lowercase();
+        let _ = writeln!(
+            out,
+            "{:<20} {:<12} {:>6} {:>9.1} {:>9.1} {:>6.1}ms {:>6.1}ms {:>5.1}% {:>6} {:>10} {:>10} {:<9}",
+            s.customer_id,
+            tier,
+            s.concurrency_limit,
+            s.pacing_rate,
+            s.delivered_per_sec,
+            s.rtt_p50_ms,
+            s.rtt_p99_ms,
+            s.error_rate * 100.0,
+            s.in_flight,
+            s.backlog_transactional,
+            s.backlog_bulk,
+            circuit
+        );
+    }
+    out
 }

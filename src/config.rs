@@ -8,6 +8,7 @@ use std::time::Duration;
 use clap::{Args, Parser, Subcommand, ValueEnum};
 
 use crate::dispatch::DispatchSettings;
+use crate::dispatch::controller::ControllerSettings;
 use crate::dispatch::retry::RetryPolicy;
 
 /// floodgate: a durable notification dispatcher that paces every customer system at the speed it
@@ -30,6 +31,8 @@ pub enum Command {
     Send(crate::client::SendArgs),
     /// Show one notification's state.
     Status(crate::client::StatusArgs),
+    /// A live table of every customer system: tier, limit, rate, RTT, errors, backlog.
+    Top(crate::client::TopArgs),
     /// Run a small webhook receiver that prints and verifies what arrives (for trying floodgate).
     Receive(crate::receiver::ReceiveArgs),
 }
@@ -84,13 +87,25 @@ pub struct ServeConfig {
     /// Limit for one webhook attempt (connect, send, response headers).
     #[arg(long, env = "FLOODGATE_WEBHOOK_TIMEOUT", default_value = "10s", value_parser = humantime::parse_duration)]
     pub webhook_timeout: Duration,
-    /// Most deliveries in flight to one customer at once.
+    /// Hard cap on any customer's concurrency limit (the controller moves below it).
     #[arg(
         long,
         env = "FLOODGATE_MAX_IN_FLIGHT_PER_CUSTOMER",
-        default_value_t = 32
+        default_value_t = 1000
     )]
     pub max_in_flight_per_customer: usize,
+    /// Rate (deliveries/s) at or above which a customer is in the fast tier.
+    #[arg(long, env = "FLOODGATE_TIER_FAST", default_value_t = 100.0)]
+    pub tier_fast: f64,
+    /// Rate (deliveries/s) at or above which a customer is in the medium tier (below: slow).
+    #[arg(long, env = "FLOODGATE_TIER_MEDIUM", default_value_t = 10.0)]
+    pub tier_medium: f64,
+    /// Share of a customer's sends guaranteed to the bulk lane while transactional work waits.
+    #[arg(long, env = "FLOODGATE_BULK_SHARE", default_value_t = 0.1)]
+    pub bulk_share: f64,
+    /// How long a customer actor with nothing to do stays alive before stopping.
+    #[arg(long, env = "FLOODGATE_IDLE_TIMEOUT", default_value = "60s", value_parser = humantime::parse_duration)]
+    pub idle_timeout: Duration,
     /// How long a claimed notification is leased before it is presumed lost and redelivered.
     /// Must exceed --webhook-timeout.
     #[arg(long, env = "FLOODGATE_LEASE", default_value = "60s", value_parser = humantime::parse_duration)]
@@ -120,6 +135,10 @@ pub enum ConfigError {
     PayloadOverMessage { payload: usize, message: usize },
     #[error("--{0} must not be empty")]
     EmptyToken(&'static str),
+    #[error("--bulk-share ({0}) must be at least 0 and below 1")]
+    BulkShare(f64),
+    #[error("tier thresholds must satisfy 0 < --tier-medium ({medium}) < --tier-fast ({fast})")]
+    Tiers { fast: f64, medium: f64 },
 }
 
 impl ServeConfig {
@@ -152,6 +171,15 @@ impl ServeConfig {
         if self.max_in_flight_per_customer == 0 {
             return Err(ConfigError::Zero("max-in-flight-per-customer"));
         }
+        if !(0.0..1.0).contains(&self.bulk_share) {
+            return Err(ConfigError::BulkShare(self.bulk_share));
+        }
+        if !(self.tier_medium > 0.0 && self.tier_fast > self.tier_medium) {
+            return Err(ConfigError::Tiers {
+                fast: self.tier_fast,
+                medium: self.tier_medium,
+            });
+        }
         if self.db_max_connections == 0 {
             return Err(ConfigError::Zero("db-max-connections"));
         }
@@ -181,8 +209,16 @@ impl ServeConfig {
 
     /// The dispatcher's settings.
     pub fn dispatch_settings(&self) -> DispatchSettings {
+        let defaults = DispatchSettings::default();
         DispatchSettings {
-            max_in_flight_per_customer: self.max_in_flight_per_customer,
+            controller: ControllerSettings {
+                max_limit: self.max_in_flight_per_customer as f64,
+                fast_threshold: self.tier_fast,
+                medium_threshold: self.tier_medium,
+                ..defaults.controller
+            },
+            bulk_share: self.bulk_share,
+            idle_timeout: self.idle_timeout,
             lease: self.lease,
             sweep_interval: self.sweep_interval,
             retry: RetryPolicy {
@@ -191,7 +227,7 @@ impl ServeConfig {
                 base_delay: self.retry_base_delay,
                 max_delay: self.retry_max_delay,
             },
-            ..DispatchSettings::default()
+            ..defaults
         }
     }
 }

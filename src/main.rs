@@ -13,6 +13,7 @@ async fn main() -> Result<()> {
         Command::Customer(command) => client::customer(command).await,
         Command::Send(args) => client::send(args).await,
         Command::Status(args) => client::status(args).await,
+        Command::Top(args) => client::top(args).await,
         Command::Receive(args) => receiver::run(args).await,
     }
 }

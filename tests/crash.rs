@@ -173,25 +173,25 @@ async fn sigterm_finishes_deliveries_under_way_and_exits_zero() {
     let mut process = Process::start(&db, grpc, http);
     add_customer(&process.url(), "acme", &receiver.url).await;
     let accepted = submit_all(&process.url(), "acme", 5).await;
-    tokio::time::sleep(Duration::from_millis(200)).await; // the five are now in flight
+    tokio::time::sleep(Duration::from_millis(200)).await; // at least one is now in flight
 
     let status = process.terminate();
     assert!(status.success(), "exit status {status:?}");
-    let delivered: HashSet<String> = receiver
+    let before_exit: HashSet<String> = receiver
         .received()
         .into_iter()
         .map(|d| d.webhook_id)
         .collect();
-    assert_eq!(
-        delivered,
-        accepted.iter().cloned().collect(),
-        "in-flight deliveries finished before exit"
+    assert!(
+        !before_exit.is_empty(),
+        "the delivery under way finished before exit"
     );
 
-    // Their outcomes were recorded: after a restart, all five read DELIVERED and none is resent.
+    // Outcomes of finished deliveries were recorded: after a restart they read DELIVERED and are
+    // not sent again; what had not been sent (handed back at shutdown) is delivered now.
     let process = Process::start(&db, grpc, http);
     let mut client = DispatcherClient::new(connect(&process.url(), Some(ADMIN_TOKEN)).await);
-    for id in &accepted {
+    for id in &before_exit {
         let n = client
             .get_notification(proto::GetNotificationRequest {
                 notification_id: id.clone(),
@@ -199,8 +199,25 @@ async fn sigterm_finishes_deliveries_under_way_and_exits_zero() {
             .await
             .unwrap()
             .into_inner();
-        assert_eq!(n.state, proto::State::Delivered as i32);
+        assert_eq!(n.state, proto::State::Delivered as i32, "notification {id}");
     }
-    tokio::time::sleep(Duration::from_millis(500)).await;
-    assert_eq!(receiver.received().len(), 5);
+    receiver
+        .wait_for(accepted.len(), Duration::from_secs(20))
+        .await;
+    let received: Vec<String> = receiver
+        .received()
+        .into_iter()
+        .map(|d| d.webhook_id)
+        .collect();
+    let distinct: HashSet<&String> = received.iter().collect();
+    assert_eq!(
+        distinct.len(),
+        accepted.len(),
+        "every accepted notification arrived"
+    );
+    assert_eq!(
+        received.len(),
+        accepted.len(),
+        "none was sent twice: {received:?}"
+    );
 }

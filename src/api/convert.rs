@@ -4,6 +4,8 @@
 use prost_types::Timestamp;
 
 use super::proto;
+use crate::dispatch::CustomerStats;
+use crate::dispatch::controller::{Circuit, Tier};
 use crate::error::Error;
 use crate::model::{
     Customer, EpochMillis, Lane, NewNotification, Notification, NotificationId, State,
@@ -177,6 +179,61 @@ impl From<Notification> for proto::Notification {
             next_attempt_at: waiting.then(|| timestamp(n.due_at)),
             delivered_at: n.delivered_at.map(timestamp),
         }
+    }
+}
+
+/// A customer's stats: live figures from its actor when one runs (else idle), plus its backlog.
+pub fn customer_stats(
+    customer: &Customer,
+    live: Option<CustomerStats>,
+    backlog: (u64, u64),
+) -> proto::CustomerStats {
+    let idle = proto::CustomerStats {
+        customer_id: customer.id.clone(),
+        tier: if customer.paused {
+            proto::Tier::Paused
+        } else {
+            proto::Tier::Idle
+        } as i32,
+        circuit: proto::CircuitState::Closed as i32,
+        backlog_transactional: backlog.0,
+        backlog_bulk: backlog.1,
+        ..Default::default()
+    };
+    let Some(live) = live else { return idle };
+    let millis = |d: Option<std::time::Duration>| d.map_or(0.0, |d| d.as_secs_f64() * 1000.0);
+    let change = live.last_tier_change.clone();
+    proto::CustomerStats {
+        tier: proto_tier(live.tier) as i32,
+        concurrency_limit: u32::try_from(live.limit).unwrap_or(u32::MAX),
+        pacing_rate: live.rate,
+        delivered_per_sec: live.delivered_per_sec,
+        rtt_p50_ms: millis(live.rtt_p50),
+        rtt_p99_ms: millis(live.rtt_p99),
+        error_rate: live.error_rate,
+        in_flight: u32::try_from(live.in_flight).unwrap_or(u32::MAX),
+        circuit: match live.circuit {
+            Circuit::Closed => proto::CircuitState::Closed,
+            Circuit::Open => proto::CircuitState::Open,
+            Circuit::HalfOpen => proto::CircuitState::HalfOpen,
+        } as i32,
+        last_tier_change_at: change.as_ref().map(|c| timestamp(c.0)),
+        last_tier_change_from: change.as_ref().map_or(0, |c| proto_tier(c.1) as i32),
+        last_tier_change_to: change.as_ref().map_or(0, |c| proto_tier(c.2) as i32),
+        last_tier_change_reason: change.map(|c| c.3).unwrap_or_default(),
+        delivered_total: live.delivered_total,
+        failed_total: live.failed_total,
+        ..idle
+    }
+}
+
+fn proto_tier(tier: Tier) -> proto::Tier {
+    match tier {
+        Tier::Fast => proto::Tier::Fast,
+        Tier::Medium => proto::Tier::Medium,
+        Tier::Slow => proto::Tier::Slow,
+        Tier::Paused => proto::Tier::Paused,
+        Tier::CircuitOpen => proto::Tier::CircuitOpen,
     }
 }
 

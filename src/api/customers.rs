@@ -6,7 +6,10 @@ use super::proto;
 use super::proto::customers_server::Customers;
 use super::{ApiState, convert};
 use crate::error::Error;
-use crate::model::now_millis;
+use std::collections::HashMap;
+
+use crate::dispatch::CustomerStats;
+use crate::model::{Customer, now_millis};
 use crate::sink::signature;
 
 pub(super) struct CustomerService {
@@ -43,12 +46,7 @@ impl Customers for CustomerService {
             .await
             .map_err(Error::from)?;
         tracing::info!(customer_id = %customer.id, paused = customer.paused, max_rate_per_sec = customer.max_rate_per_sec, "customer saved");
-        let customer = self.state.directory.put(customer);
-        if !customer.paused {
-            // It may have been resumed, or re-pointed at a working URL: let queued work move.
-            self.state.dispatcher.wake(&customer.id);
-        }
-        Ok(Response::new(customer.as_ref().clone().into()))
+        Ok(Response::new(self.save(customer).await?))
     }
 
     async fn get_customer(
@@ -80,5 +78,101 @@ impl Customers for CustomerService {
         Ok(Response::new(proto::ListCustomersResponse {
             customers: customers.into_iter().map(Into::into).collect(),
         }))
+    }
+
+    async fn get_customer_stats(
+        &self,
+        request: Request<proto::GetCustomerStatsRequest>,
+    ) -> Result<Response<proto::CustomerStats>, Status> {
+        let customer = self.existing(&request.into_inner().customer_id).await?;
+        Ok(Response::new(self.stats_of(&customer).await?))
+    }
+
+    async fn list_customer_stats(
+        &self,
+        _request: Request<proto::ListCustomerStatsRequest>,
+    ) -> Result<Response<proto::ListCustomerStatsResponse>, Status> {
+        let customers = self
+            .state
+            .store
+            .list_customers()
+            .await
+            .map_err(Error::from)?;
+        let mut live: HashMap<String, CustomerStats> = self
+            .state
+            .dispatcher
+            .all_stats()
+            .await
+            .into_iter()
+            .map(|s| (s.customer_id.clone(), s))
+            .collect();
+        let mut stats = Vec::with_capacity(customers.len());
+        for customer in &customers {
+            let backlog = self
+                .state
+                .store
+                .backlog(&customer.id)
+                .await
+                .map_err(Error::from)?;
+            stats.push(convert::customer_stats(
+                customer,
+                live.remove(&customer.id),
+                backlog,
+            ));
+        }
+        Ok(Response::new(proto::ListCustomerStatsResponse { stats }))
+    }
+
+    async fn pause_customer(
+        &self,
+        request: Request<proto::PauseCustomerRequest>,
+    ) -> Result<Response<proto::Customer>, Status> {
+        let mut customer = self.existing(&request.into_inner().customer_id).await?;
+        customer.paused = true;
+        Ok(Response::new(self.save(customer).await?))
+    }
+
+    async fn resume_customer(
+        &self,
+        request: Request<proto::ResumeCustomerRequest>,
+    ) -> Result<Response<proto::Customer>, Status> {
+        let mut customer = self.existing(&request.into_inner().customer_id).await?;
+        customer.paused = false;
+        Ok(Response::new(self.save(customer).await?))
+    }
+}
+
+impl CustomerService {
+    /// A registered customer, or `NOT_FOUND`.
+    async fn existing(&self, id: &str) -> Result<Customer, Error> {
+        convert::customer_id("customer_id", id)?;
+        self.state
+            .store
+            .get_customer(id)
+            .await?
+            .ok_or_else(|| Error::NotFound(format!("customer {id:?} not found")))
+    }
+
+    /// Stores the settings, then tells this node's directory and the customer's actor at once.
+    async fn save(&self, customer: Customer) -> Result<proto::Customer, Error> {
+        self.state
+            .store
+            .upsert_customer(&customer, now_millis())
+            .await?;
+        tracing::info!(
+            customer_id = %customer.id,
+            paused = customer.paused,
+            max_rate_per_sec = customer.max_rate_per_sec,
+            "customer saved"
+        );
+        let customer = self.state.directory.put(customer);
+        self.state.dispatcher.customer_updated(customer.clone());
+        Ok(customer.as_ref().clone().into())
+    }
+
+    async fn stats_of(&self, customer: &Customer) -> Result<proto::CustomerStats, Error> {
+        let live = self.state.dispatcher.stats(&customer.id).await;
+        let backlog = self.state.store.backlog(&customer.id).await?;
+        Ok(convert::customer_stats(customer, live, backlog))
     }
 }

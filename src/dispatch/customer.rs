@@ -1,270 +1,345 @@
-//! One customer's worker: claims that customer's due notifications in small batches and delivers
-//! them, never more than its in-flight limit at once and never faster than its `max_rate_per_sec`.
+//! One customer system's actor: it claims that customer's due notifications into a small window,
+//! sends them as fast as its controller permits, and feeds every attempt's outcome back to the
+//! controller.
 //!
-//! The worker holds only what it has claimed (at most its in-flight limit), so a customer with a
-//! million queued notifications costs no more memory than one with ten: the backlog stays in the
-//! store. Transactional notifications are claimed before bulk ones.
+//! The window holds at most the controller's limit plus a small prefetch per lane, refilled from
+//! the store as deliveries finish, so a customer with a million queued notifications costs no
+//! more memory than one with ten. Sends run in their own tasks (`delivery.rs`); the actor only
+//! decides. When it has had nothing to do for a while, it asks the supervisor to let it stop.
 
 use std::sync::Arc;
-use std::sync::atomic::Ordering;
 use std::time::Duration;
 
-use tokio::sync::{OwnedSemaphorePermit, Semaphore};
+use ractor::{Actor, ActorProcessingErr, ActorRef};
 use tokio::time::Instant;
 use tracing::Instrument as _;
 
-use super::{Dispatcher, Wake};
+use super::Context;
+use super::controller::{Controller, Permit, Signal};
+use super::delivery;
+use super::lanes::LaneWindow;
+use super::messages::{AttemptReport, CustomerMsg, CustomerStats, SupervisorMsg};
+use super::stats::DeliveryStats;
 use crate::model::{Customer, Lane, now_millis};
-use crate::sink::SinkError;
-use crate::store::{Claimed, Outcome, OutcomeKind};
+use crate::store::{self, Claimed, Outcome, OutcomeKind};
 
-/// How long to back off after the store fails, before claiming again.
-const STORE_ERROR_PAUSE: Duration = Duration::from_secs(1);
+/// How long to wait before claiming again after the store failed.
+const STORE_RETRY: Duration = Duration::from_secs(1);
+/// The shortest wait a tick is scheduled for (so a "wait until now" can't spin).
+const MIN_TICK: Duration = Duration::from_millis(1);
 
-/// The per-customer delivery loop (see the module docs).
-pub(super) struct CustomerWorker {
-    dispatcher: Dispatcher,
-    customer_id: String,
-    wake: Arc<Wake>,
-    /// One permit per delivery that may be in flight.
-    slots: Arc<Semaphore>,
-    pacer: Pacer,
+/// The actor (stateless; its state is [`CustomerState`]).
+pub(super) struct CustomerActor;
+
+/// What an actor starts from. Everything else comes back from the store.
+pub(super) struct CustomerArgs {
+    pub(super) ctx: Arc<Context>,
+    pub(super) customer: Arc<Customer>,
+    pub(super) supervisor: ActorRef<SupervisorMsg>,
 }
 
-impl CustomerWorker {
-    pub(super) fn new(dispatcher: Dispatcher, customer_id: String, wake: Arc<Wake>) -> Self {
-        let slots = Arc::new(Semaphore::new(
-            dispatcher.inner.settings.max_in_flight_per_customer.max(1),
-        ));
-        Self {
-            dispatcher,
-            customer_id,
-            wake,
-            slots,
-            pacer: Pacer::default(),
-        }
+pub(super) struct CustomerState {
+    ctx: Arc<Context>,
+    customer: Arc<Customer>,
+    supervisor: ActorRef<SupervisorMsg>,
+    controller: Controller,
+    window: LaneWindow,
+    /// Lanes whose last claim found nothing more due (reset by every wake).
+    drained: [bool; 2],
+    in_flight: usize,
+    /// When the next scheduled tick fires, if one is scheduled.
+    tick_at: Option<Instant>,
+    /// Wakes received; the supervisor compares it with wakes sent before letting the actor stop.
+    wakes_seen: u64,
+    idle_since: Option<Instant>,
+    stats: DeliveryStats,
+}
+
+impl Actor for CustomerActor {
+    type Msg = CustomerMsg;
+    type State = CustomerState;
+    type Arguments = CustomerArgs;
+
+    async fn pre_start(
+        &self,
+        _myself: ActorRef<CustomerMsg>,
+        args: CustomerArgs,
+    ) -> Result<CustomerState, ActorProcessingErr> {
+        let now = Instant::now();
+        let settings = &args.ctx.settings;
+        let mut controller = Controller::new(
+            settings.controller.clone(),
+            now,
+            ceiling(&args.customer),
+            None,
+        );
+        controller.set_paused(args.customer.paused, now);
+        Ok(CustomerState {
+            window: LaneWindow::new(settings.bulk_share),
+            controller,
+            drained: [false; 2],
+            in_flight: 0,
+            tick_at: None,
+            wakes_seen: 0,
+            idle_since: None,
+            stats: DeliveryStats::new(now),
+            ctx: args.ctx,
+            customer: args.customer,
+            supervisor: args.supervisor,
+        })
     }
 
-    pub(super) async fn run(mut self) {
-        let span = tracing::info_span!("customer_worker", customer_id = %self.customer_id);
-        async move {
-            tracing::debug!("worker started");
-            while self.step().await {}
-            tracing::debug!("worker stopped");
+    async fn handle(
+        &self,
+        myself: ActorRef<CustomerMsg>,
+        message: CustomerMsg,
+        state: &mut CustomerState,
+    ) -> Result<(), ActorProcessingErr> {
+        match message {
+            CustomerMsg::Wake => {
+                state.wakes_seen += 1;
+                state.drained = [false; 2];
+            }
+            CustomerMsg::Tick => state.tick_at = None,
+            CustomerMsg::Done(report) => state.finish(report),
+            CustomerMsg::Settings(customer) => state.apply(customer),
+            CustomerMsg::Stats(reply) => {
+                let _ = reply.send(Some(state.snapshot()));
+                return Ok(());
+            }
+            CustomerMsg::IdleCheck => {
+                state.check_idle(&myself);
+                return Ok(());
+            }
+            CustomerMsg::Crash => panic!("injected panic in customer actor {}", state.customer.id),
         }
-        .instrument(span)
-        .await;
+        state.pump(&myself).await;
+        Ok(())
     }
 
-    /// One round: claim what may be sent now and start it. Returns false when the worker should end.
-    async fn step(&mut self) -> bool {
-        let stop = self.dispatcher.inner.stop.clone();
-        if stop.is_cancelled() {
-            return false;
-        }
-        self.wake.pending.store(false, Ordering::Release);
-        let customer = match self.dispatcher.inner.directory.get(&self.customer_id).await {
-            Ok(Some(customer)) => customer,
-            Ok(None) => return !self.dispatcher.retire(&self.customer_id, &self.wake),
-            Err(err) => {
-                tracing::warn!(error = %err, "cannot read customer settings");
-                return self.pause(STORE_ERROR_PAUSE).await;
+    async fn post_stop(
+        &self,
+        _myself: ActorRef<CustomerMsg>,
+        state: &mut CustomerState,
+    ) -> Result<(), ActorProcessingErr> {
+        state.hand_back().await;
+        Ok(())
+    }
+}
+
+impl CustomerState {
+    /// Claims what may be sent soon and sends what the controller permits now.
+    async fn pump(&mut self, myself: &ActorRef<CustomerMsg>) {
+        if !self.customer.paused {
+            if let Err(err) = self.refill().await {
+                tracing::warn!(customer_id = %self.customer.id, error = %err, "claim failed; retrying shortly");
+                self.schedule_tick(myself, Instant::now() + STORE_RETRY);
             }
-        };
-        if customer.paused {
-            return self.wait_for_work().await;
+            self.send_ready(myself).await;
         }
-        let slots = tokio::select! {
-            _ = stop.cancelled() => return false,
-            slots = self.free_slots(&customer) => slots,
-        };
-        let claimed = match self.claim(slots.len()).await {
-            Ok(claimed) => claimed,
-            Err(err) => {
-                tracing::warn!(error = %err, "claim failed");
-                return self.pause(STORE_ERROR_PAUSE).await;
-            }
-        };
-        if claimed.is_empty() {
-            drop(slots);
-            return self.wait_for_work().await;
-        }
-        for (notification, slot) in claimed.into_iter().zip(slots) {
-            self.start_delivery(&customer, notification, slot).await;
-        }
-        true
+        self.note_idle(myself);
     }
 
-    /// Waits for at least one free delivery slot, then takes as many as are free, up to one
-    /// second's worth at the customer's rate ceiling (so claimed rows don't wait long in memory).
-    async fn free_slots(&self, customer: &Customer) -> Vec<OwnedSemaphorePermit> {
-        let want = match customer.max_rate_per_sec {
-            0 => usize::MAX,
-            rate => usize::try_from(rate).unwrap_or(usize::MAX),
-        };
-        let Ok(first) = self.slots.clone().acquire_owned().await else {
-            return Vec::new(); // the semaphore is never closed
-        };
-        let mut slots = vec![first];
-        while slots.len() < want {
-            match self.slots.clone().try_acquire_owned() {
-                Ok(slot) => slots.push(slot),
-                Err(_) => break,
+    /// Tops up each lane's window when it runs low: up to what may be sent now plus a prefetch,
+    /// in one claim per lane (a batch, not a row at a time).
+    async fn refill(&mut self) -> Result<(), store::Error> {
+        let limit = self.controller.limit();
+        let prefetch = self.ctx.settings.prefetch.max(limit / 2);
+        let target = limit.saturating_sub(self.in_flight) + prefetch;
+        for (index, lane) in [Lane::Transactional, Lane::Bulk].into_iter().enumerate() {
+            let held = self.window.len(lane);
+            if self.drained[index] || held > target / 2 {
+                continue;
             }
-        }
-        slots
-    }
-
-    /// Claims up to `limit` due notifications: transactional first, bulk with what is left.
-    async fn claim(&self, limit: usize) -> Result<Vec<Claimed>, crate::store::Error> {
-        let inner = &self.dispatcher.inner;
-        let now = now_millis();
-        let lease_until =
-            now.saturating_add(i64::try_from(inner.settings.lease.as_millis()).unwrap_or(i64::MAX));
-        let mut claimed = Vec::with_capacity(limit);
-        for lane in [Lane::Transactional, Lane::Bulk] {
-            let room = limit - claimed.len();
-            if room == 0 {
-                break;
-            }
-            claimed.extend(
-                inner
-                    .store
-                    .claim(&self.customer_id, lane, room, now, lease_until)
-                    .await?,
+            let wanted = target - held;
+            let now = now_millis();
+            let lease_until = now.saturating_add(
+                i64::try_from(self.ctx.settings.lease.as_millis()).unwrap_or(i64::MAX),
             );
+            let claimed = self
+                .ctx
+                .store
+                .claim(&self.customer.id, lane, wanted, now, lease_until)
+                .await?;
+            self.drained[index] = claimed.len() < wanted;
+            self.window.extend(claimed);
         }
-        Ok(claimed)
+        Ok(())
     }
 
-    /// Paces and spawns one delivery; the slot is released when the attempt's outcome is queued.
-    async fn start_delivery(
-        &mut self,
-        customer: &Arc<Customer>,
-        notification: Claimed,
-        slot: OwnedSemaphorePermit,
-    ) {
-        let inner = &self.dispatcher.inner;
-        if notification.expires_at.is_some_and(|at| at <= now_millis()) {
-            inner
-                .outcomes
-                .record(outcome(&notification, OutcomeKind::Expired))
-                .await;
-            return;
+    /// Starts as many deliveries as the controller permits right now.
+    async fn send_ready(&mut self, myself: &ActorRef<CustomerMsg>) {
+        loop {
+            if self.window.is_empty() {
+                return;
+            }
+            let now = Instant::now();
+            match self.controller.permit(now, self.in_flight) {
+                Permit::Send => {
+                    let Some(notification) = self.window.next() else {
+                        return;
+                    };
+                    if notification.expires_at.is_some_and(|at| at <= now_millis()) {
+                        self.expire(notification).await;
+                        continue;
+                    }
+                    self.controller.on_send(now, self.in_flight);
+                    self.in_flight += 1;
+                    self.start_delivery(myself, notification);
+                }
+                Permit::WaitUntil(at) => {
+                    // At the limit, the next finished delivery pumps again; otherwise wake at `at`.
+                    if self.in_flight < self.controller.limit()
+                        || self.controller.paused_until().is_some()
+                    {
+                        self.schedule_tick(myself, at);
+                    }
+                    return;
+                }
+            }
         }
-        self.pacer.wait(customer.max_rate_per_sec).await;
+    }
+
+    fn start_delivery(&self, myself: &ActorRef<CustomerMsg>, notification: Claimed) {
         let span = tracing::info_span!(
             "delivery",
             customer_id = %notification.customer_id,
             notification_id = %notification.id,
             attempt = notification.attempts,
         );
-        let task = deliver(
-            self.dispatcher.clone(),
-            customer.clone(),
+        let task = delivery::deliver(
+            self.ctx.clone(),
+            myself.clone(),
+            self.customer.clone(),
             notification,
-            slot,
         );
-        inner.tasks.spawn(task.instrument(span));
+        self.ctx.tasks.spawn(task.instrument(span));
     }
 
-    /// Sleeps until woken or idle for too long; an idle worker with nothing in flight exits.
-    async fn wait_for_work(&self) -> bool {
-        let inner = &self.dispatcher.inner;
-        let woken = tokio::select! {
-            _ = inner.stop.cancelled() => return false,
-            _ = self.wake.notify.notified() => true,
-            _ = tokio::time::sleep(inner.settings.idle_timeout) => false,
+    async fn expire(&self, notification: Claimed) {
+        let outcome = Outcome {
+            id: notification.id,
+            claim: notification.claim,
+            kind: OutcomeKind::Expired,
         };
-        let idle =
-            self.slots.available_permits() == inner.settings.max_in_flight_per_customer.max(1);
-        woken || !idle || !self.dispatcher.retire(&self.customer_id, &self.wake)
+        self.ctx.outcomes.record(outcome).await;
     }
 
-    async fn pause(&self, pause: Duration) -> bool {
-        tokio::select! {
-            _ = self.dispatcher.inner.stop.cancelled() => false,
-            _ = tokio::time::sleep(pause) => true,
+    /// Feeds a finished attempt to the controller and the stats.
+    fn finish(&mut self, report: AttemptReport) {
+        let now = Instant::now();
+        self.in_flight = self.in_flight.saturating_sub(1);
+        let delivered = matches!(report.signal, Signal::Success);
+        let error = !matches!(report.signal, Signal::Success | Signal::Rejected);
+        self.stats.record(now, report.rtt, delivered, error);
+        if report.failed {
+            self.stats.record_failed();
+        }
+        self.controller.observe(now, report.rtt, report.signal);
+        for change in self.controller.take_tier_changes() {
+            tracing::info!(
+                customer_id = %self.customer.id,
+                from = change.from.as_str(),
+                to = change.to.as_str(),
+                reason = %change.reason,
+                "tier changed"
+            );
         }
     }
-}
 
-/// Makes one attempt and queues its outcome.
-async fn deliver(
-    dispatcher: Dispatcher,
-    customer: Arc<Customer>,
-    notification: Claimed,
-    _slot: OwnedSemaphorePermit,
-) {
-    let inner = &dispatcher.inner;
-    let kind = match inner.sink.deliver(&customer, &notification).await {
-        Ok(()) => {
-            tracing::debug!("delivered");
-            OutcomeKind::Delivered
-        }
-        Err(SinkError::Permanent { reason }) => {
-            tracing::info!(error = %reason, "delivery failed permanently");
-            OutcomeKind::Failed { error: reason }
-        }
-        Err(SinkError::Retryable {
-            reason,
-            retry_after,
-        }) => {
-            tracing::info!(error = %reason, "delivery attempt failed; will retry");
-            inner.settings.retry.after_retryable(
-                notification.attempts,
-                notification.created_at,
-                now_millis(),
-                retry_after,
-                &reason,
-                rand::random::<f64>(),
-            )
-        }
-    };
-    inner.outcomes.record(outcome(&notification, kind)).await;
-}
-
-fn outcome(notification: &Claimed, kind: OutcomeKind) -> Outcome {
-    Outcome {
-        id: notification.id,
-        claim: notification.claim,
-        kind,
+    fn apply(&mut self, customer: Arc<Customer>) {
+        let now = Instant::now();
+        self.controller.set_ceiling(ceiling(&customer));
+        self.controller.set_paused(customer.paused, now);
+        self.customer = customer;
+        self.drained = [false; 2];
     }
-}
 
-/// Spaces sends evenly at the customer's rate ceiling, with no bursts.
-#[derive(Debug, Default)]
-struct Pacer {
-    next: Option<Instant>,
-}
-
-impl Pacer {
-    async fn wait(&mut self, rate_per_sec: u32) {
-        if rate_per_sec == 0 {
-            self.next = None;
+    fn schedule_tick(&mut self, myself: &ActorRef<CustomerMsg>, at: Instant) {
+        let now = Instant::now();
+        let at = at.max(now + MIN_TICK);
+        if self.tick_at.is_some_and(|scheduled| scheduled <= at) {
             return;
         }
-        let interval = Duration::from_secs(1) / rate_per_sec;
+        self.tick_at = Some(at);
+        myself.send_after(at - now, || CustomerMsg::Tick);
+    }
+
+    /// Starts the idle clock when there is nothing left to do.
+    fn note_idle(&mut self, myself: &ActorRef<CustomerMsg>) {
+        let idle = self.in_flight == 0
+            && self.window.is_empty()
+            && (self.customer.paused || self.drained == [true; 2]);
+        if !idle {
+            self.idle_since = None;
+        } else if self.idle_since.is_none() {
+            self.idle_since = Some(Instant::now());
+            myself.send_after(self.ctx.settings.idle_timeout, || CustomerMsg::IdleCheck);
+        }
+    }
+
+    /// Asks the supervisor to stop this actor if it has been idle for the whole timeout.
+    fn check_idle(&self, myself: &ActorRef<CustomerMsg>) {
+        let Some(since) = self.idle_since else { return };
+        let timeout = self.ctx.settings.idle_timeout;
+        let idle_for = since.elapsed();
+        if idle_for < timeout {
+            myself.send_after(timeout - idle_for, || CustomerMsg::IdleCheck);
+            return;
+        }
+        let _ = self.supervisor.send_message(SupervisorMsg::Retire {
+            customer_id: self.customer.id.clone(),
+            wakes_seen: self.wakes_seen,
+        });
+    }
+
+    /// Returns claimed-but-unsent notifications to the store so they need not wait for their lease.
+    async fn hand_back(&mut self) {
+        let unsent: Vec<_> = self
+            .window
+            .drain()
+            .into_iter()
+            .map(|n| (n.id, n.claim))
+            .collect();
+        if unsent.is_empty() {
+            return;
+        }
+        if let Err(err) = self.ctx.store.release_claims(&unsent, now_millis()).await {
+            tracing::warn!(customer_id = %self.customer.id, error = %err, "could not hand back claims; their leases will");
+        }
+    }
+
+    fn snapshot(&mut self) -> CustomerStats {
         let now = Instant::now();
-        let at = self.next.map_or(now, |next| next.max(now));
-        self.next = Some(at + interval);
-        tokio::time::sleep_until(at).await;
+        let controller = self.controller.snapshot();
+        let wall_clock = |at: Instant| {
+            now_millis() - i64::try_from(now.saturating_duration_since(at).as_millis()).unwrap_or(0)
+        };
+        CustomerStats {
+            customer_id: self.customer.id.clone(),
+            tier: controller.tier,
+            limit: controller.limit,
+            rate: controller.rate,
+            delivered_per_sec: self.stats.delivered_per_sec(now),
+            rtt_p50: self.stats.rtt_quantile(now, 0.5),
+            rtt_p99: self.stats.rtt_quantile(now, 0.99),
+            error_rate: self.stats.error_rate(now),
+            in_flight: self.in_flight,
+            window: [
+                self.window.len(Lane::Transactional),
+                self.window.len(Lane::Bulk),
+            ],
+            circuit: controller.circuit,
+            last_tier_change: controller
+                .last_tier_change
+                .map(|change| (wall_clock(change.at), change.from, change.to, change.reason)),
+            delivered_total: self.stats.delivered_total,
+            failed_total: self.stats.failed_total,
+        }
     }
 }
 
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[tokio::test(start_paused = true)]
-    async fn pacer_spaces_sends_at_the_rate() {
-        let mut pacer = Pacer::default();
-        let start = Instant::now();
-        for _ in 0..11 {
-            pacer.wait(10).await;
-        }
-        assert_eq!(start.elapsed(), Duration::from_secs(1));
-        pacer.wait(0).await;
-        assert_eq!(start.elapsed(), Duration::from_secs(1));
-    }
+/// The customer's rate ceiling as the controller takes it.
+fn ceiling(customer: &Customer) -> Option<f64> {
+    (customer.max_rate_per_sec > 0).then(|| f64::from(customer.max_rate_per_sec))
 }

@@ -1,43 +1,64 @@
-//! Dispatch: from stored notifications to delivery attempts, one worker per customer system.
+//! Dispatch: from stored notifications to delivery attempts, one actor per customer system.
 //!
-//! The [`Dispatcher`] keeps a registry of running customer workers. Intake wakes a customer's
-//! worker after each commit; a periodic sweep wakes customers whose work came due in the store
-//! (a future `send_at`, a retry backoff) and recovers expired leases. A worker that stays idle
-//! exits; the next wake starts a new one. Because every customer has its own worker, its own
-//! in-flight limit and its own pacing, one customer's slow endpoint never delays another.
+//! A ractor supervisor owns one [`customer`] actor per customer system with work. Each actor
+//! holds a bounded window of claimed notifications, paces itself with its own AIMD
+//! [`controller`] (measured round-trip time and errors, not configuration), and sends
+//! transactional notifications first while bulk keeps a guaranteed share ([`lanes`]).
+//!
+//! Intake wakes a customer's actor after each commit. A periodic sweep wakes customers whose
+//! work came due in the store (a future `send_at`, a retry backoff) and recovers expired leases.
+//! The [`Dispatcher`] handle is what the rest of the program holds.
 
+pub mod controller;
 mod customer;
+mod delivery;
+mod lanes;
+mod messages;
 pub mod outcomes;
 pub mod retry;
+mod stats;
+mod supervisor;
 
-use std::collections::HashMap;
-use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 use std::time::Duration;
 
-use tokio::sync::Notify;
+use ractor::{Actor, ActorRef};
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
 use crate::directory::CustomerDirectory;
-use crate::model::now_millis;
+use crate::model::{Customer, now_millis};
 use crate::sink::webhook::WebhookSink;
 use crate::store::{Backend, Store};
+use controller::ControllerSettings;
+pub use messages::CustomerStats;
+use messages::{CustomerMsg, SupervisorMsg};
 use outcomes::OutcomeWriter;
 use retry::RetryPolicy;
+
+/// How long a stats request may take before it is answered with nothing.
+const STATS_TIMEOUT: Duration = Duration::from_secs(2);
 
 /// Tunables of the dispatcher. Every field has a documented default (see `Default`).
 #[derive(Debug, Clone)]
 pub struct DispatchSettings {
-    /// Most deliveries in flight to one customer at once. Default 32.
-    pub max_in_flight_per_customer: usize,
+    /// The per-customer controller's settings.
+    pub controller: ControllerSettings,
+    /// Share of a customer's sends guaranteed to the bulk lane while both lanes have work.
+    /// Default 0.1 (10%).
+    pub bulk_share: f64,
+    /// Notifications claimed beyond what may be sent at once, per lane (at least; half the
+    /// limit when that is more). Default 4.
+    pub prefetch: usize,
     /// How long a claim is leased; a claim older than this is presumed dead and redelivered.
     /// Must exceed the webhook timeout. Default 60 s.
     pub lease: Duration,
     /// How often the store is swept for work that came due and for expired leases. Default 1 s.
     pub sweep_interval: Duration,
-    /// A worker with nothing to do for this long exits. Default 60 s.
+    /// An actor with nothing to do for this long stops. Default 60 s.
     pub idle_timeout: Duration,
+    /// Cap on the restart backoff of a failing actor. Default 30 s.
+    pub restart_backoff_max: Duration,
     /// What happens after a failed attempt.
     pub retry: RetryPolicy,
 }
@@ -45,54 +66,59 @@ pub struct DispatchSettings {
 impl Default for DispatchSettings {
     fn default() -> Self {
         Self {
-            max_in_flight_per_customer: 32,
+            controller: ControllerSettings::default(),
+            bulk_share: 0.1,
+            prefetch: 4,
             lease: Duration::from_secs(60),
             sweep_interval: Duration::from_secs(1),
             idle_timeout: Duration::from_secs(60),
+            restart_backoff_max: Duration::from_secs(30),
             retry: RetryPolicy::default(),
         }
     }
 }
 
-/// Handle to the running dispatcher; cheap to clone.
-#[derive(Debug, Clone)]
-pub struct Dispatcher {
-    inner: Arc<Inner>,
-}
-
+/// What every actor and delivery task shares.
 #[derive(Debug)]
-struct Inner {
+struct Context {
     store: Store,
     directory: Arc<CustomerDirectory>,
     sink: WebhookSink,
     outcomes: OutcomeWriter,
     settings: DispatchSettings,
-    workers: Mutex<HashMap<String, Arc<Wake>>>,
-    /// Cancelled at shutdown: workers stop claiming; deliveries under way finish.
-    stop: CancellationToken,
-    /// Every worker and delivery task, so shutdown can wait for them.
+    /// Every delivery task and the sweep, so shutdown can wait for them.
     tasks: TaskTracker,
 }
 
-/// How a sleeping worker is woken. `pending` closes the race between a wake and a worker that has
-/// just decided to exit: the worker re-checks it under the registry lock before leaving.
-#[derive(Debug, Default)]
-struct Wake {
-    notify: Notify,
-    pending: AtomicBool,
+/// Could not start the dispatcher.
+#[derive(Debug, thiserror::Error)]
+pub enum StartError {
+    #[error(transparent)]
+    Store(#[from] crate::store::Error),
+    #[error("cannot start the supervisor actor: {0}")]
+    Spawn(#[from] ractor::SpawnErr),
+}
+
+/// Handle to the running dispatcher; cheap to clone.
+#[derive(Debug, Clone)]
+pub struct Dispatcher {
+    supervisor: ActorRef<SupervisorMsg>,
+    ctx: Arc<Context>,
+    /// Stops the sweep at shutdown.
+    stop: CancellationToken,
 }
 
 impl Dispatcher {
-    /// Starts the dispatcher and its sweep. On SQLite (one node, file locked) every claim left
-    /// in flight by a previous process is released at once; on PostgreSQL, other nodes may still
-    /// hold their claims, so only expired leases are recovered.
+    /// Starts the supervisor and the sweep. On SQLite (one node, file locked) every claim left in
+    /// flight by a previous process is released at once; on PostgreSQL other nodes may still hold
+    /// theirs, so only expired leases are recovered.
     pub async fn start(
         store: Store,
         directory: Arc<CustomerDirectory>,
         sink: WebhookSink,
         outcomes: OutcomeWriter,
         settings: DispatchSettings,
-    ) -> Result<Self, crate::store::Error> {
+    ) -> Result<Self, StartError> {
         if store.backend() == Backend::Sqlite {
             let released = store.release_leases(i64::MAX, now_millis()).await?;
             if released > 0 {
@@ -102,76 +128,109 @@ impl Dispatcher {
                 );
             }
         }
+        let ctx = Arc::new(Context {
+            store,
+            directory,
+            sink,
+            outcomes,
+            settings,
+            tasks: TaskTracker::new(),
+        });
+        let (supervisor, _) =
+            supervisor::Supervisor::spawn(None, supervisor::Supervisor, ctx.clone()).await?;
         let dispatcher = Self {
-            inner: Arc::new(Inner {
-                store,
-                directory,
-                sink,
-                outcomes,
-                settings,
-                workers: Mutex::new(HashMap::new()),
-                stop: CancellationToken::new(),
-                tasks: TaskTracker::new(),
-            }),
+            supervisor,
+            ctx,
+            stop: CancellationToken::new(),
         };
-        dispatcher
-            .inner
-            .tasks
-            .spawn(dispatcher.clone().sweep_loop());
+        dispatcher.ctx.tasks.spawn(dispatcher.clone().sweep_loop());
         Ok(dispatcher)
     }
 
-    /// Tells `customer_id`'s worker there may be new work, starting one if none is running.
+    /// Tells the customer's actor there may be new work, starting one if none is running.
     pub fn wake(&self, customer_id: &str) {
-        if self.inner.stop.is_cancelled() {
-            return;
-        }
-        let mut workers = self.workers();
-        if let Some(wake) = workers.get(customer_id) {
-            wake.pending.store(true, Ordering::Release);
-            wake.notify.notify_one();
-            return;
-        }
-        let wake = Arc::new(Wake::default());
-        workers.insert(customer_id.to_owned(), wake.clone());
-        let worker = customer::CustomerWorker::new(self.clone(), customer_id.to_owned(), wake);
-        self.inner.tasks.spawn(worker.run());
+        let _ = self
+            .supervisor
+            .send_message(SupervisorMsg::Wake(customer_id.to_owned()));
     }
 
-    /// Stops claiming new work and waits up to `grace` for deliveries under way to finish.
-    /// Returns false if the grace period ran out first (their leases will recover them).
+    /// Passes changed customer settings (rate ceiling, paused) to its actor, and wakes it.
+    pub fn customer_updated(&self, customer: Arc<Customer>) {
+        let id = customer.id.clone();
+        let _ = self
+            .supervisor
+            .send_message(SupervisorMsg::Settings(customer));
+        self.wake(&id);
+    }
+
+    /// The customer's current stats, or `None` when no actor is running for it (it is idle).
+    pub async fn stats(&self, customer_id: &str) -> Option<CustomerStats> {
+        let id = customer_id.to_owned();
+        match self
+            .supervisor
+            .call(|reply| SupervisorMsg::Stats(id, reply), Some(STATS_TIMEOUT))
+            .await
+        {
+            Ok(ractor::rpc::CallResult::Success(stats)) => stats,
+            _ => None,
+        }
+    }
+
+    /// Stats of every customer with a running actor.
+    pub async fn all_stats(&self) -> Vec<CustomerStats> {
+        let actors = match self
+            .supervisor
+            .call(SupervisorMsg::Actors, Some(STATS_TIMEOUT))
+            .await
+        {
+            Ok(ractor::rpc::CallResult::Success(actors)) => actors,
+            _ => return Vec::new(),
+        };
+        let mut all = Vec::with_capacity(actors.len());
+        for actor in actors {
+            if let Ok(ractor::rpc::CallResult::Success(Some(stats))) =
+                actor.call(CustomerMsg::Stats, Some(STATS_TIMEOUT)).await
+            {
+                all.push(stats);
+            }
+        }
+        all.sort_by(|a, b| a.customer_id.cmp(&b.customer_id));
+        all
+    }
+
+    /// Test hook: makes the customer's actor panic, to exercise supervision.
+    #[doc(hidden)]
+    pub fn inject_panic(&self, customer_id: &str) {
+        let _ = self
+            .supervisor
+            .send_message(SupervisorMsg::Crash(customer_id.to_owned()));
+    }
+
+    /// Stops claiming (every actor hands its unsent window back to the store) and waits up to
+    /// `grace` for deliveries under way. Returns false if the grace period ran out first (their
+    /// leases will recover them).
     pub async fn shutdown(&self, grace: Duration) -> bool {
-        self.inner.stop.cancel();
-        self.inner.tasks.close();
-        tokio::time::timeout(grace, self.inner.tasks.wait())
+        self.stop.cancel();
+        let drained = self
+            .supervisor
+            .call(SupervisorMsg::Drain, Some(grace))
+            .await;
+        if !matches!(drained, Ok(ractor::rpc::CallResult::Success(()))) {
+            tracing::warn!("customer actors did not all stop within the grace period");
+        }
+        let _ = self.supervisor.stop_and_wait(None, Some(grace)).await;
+        self.ctx.tasks.close();
+        tokio::time::timeout(grace, self.ctx.tasks.wait())
             .await
             .is_ok()
     }
 
-    /// Removes a worker that is about to exit, unless a wake arrived meanwhile (then it stays).
-    fn retire(&self, customer_id: &str, wake: &Wake) -> bool {
-        let mut workers = self.workers();
-        if wake.pending.load(Ordering::Acquire) && !self.inner.stop.is_cancelled() {
-            return false;
-        }
-        workers.remove(customer_id);
-        true
-    }
-
-    fn workers(&self) -> std::sync::MutexGuard<'_, HashMap<String, Arc<Wake>>> {
-        // Only single map operations happen under this lock, so a poisoned map is still whole.
-        self.inner
-            .workers
-            .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner)
-    }
-
     async fn sweep_loop(self) {
-        let mut tick = tokio::time::interval(self.inner.settings.sweep_interval);
+        let mut tick = tokio::time::interval(self.ctx.settings.sweep_interval);
         tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         loop {
             tokio::select! {
-                _ = self.inner.stop.cancelled() => return,
+                _ = self.stop.cancelled() => return,
                 _ = tick.tick() => self.sweep().await,
             }
         }
@@ -179,12 +238,12 @@ impl Dispatcher {
 
     async fn sweep(&self) {
         let now = now_millis();
-        match self.inner.store.release_leases(now, now).await {
+        match self.ctx.store.release_leases(now, now).await {
             Ok(0) => {}
             Ok(released) => tracing::warn!(released, "recovered claims whose lease expired"),
             Err(err) => tracing::warn!(error = %err, "lease recovery failed"),
         }
-        match self.inner.store.customers_with_due_work(now).await {
+        match self.ctx.store.customers_with_due_work(now).await {
             Ok(customers) => customers.iter().for_each(|id| self.wake(id)),
             Err(err) => tracing::warn!(error = %err, "sweep for due work failed"),
         }

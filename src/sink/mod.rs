@@ -15,10 +15,25 @@ pub enum SinkError {
     #[error("{reason}")]
     Retryable {
         reason: String,
+        /// Why, as the controller needs to know it (overload and timeouts mean "slow down").
+        cause: RetryCause,
         /// What the customer system asked for with `Retry-After`, if anything.
         retry_after: Option<Duration>,
     },
     /// Trying again cannot help: other 4xx, redirects, a malformed customer setting.
     #[error("{reason}")]
     Permanent { reason: String },
+}
+
+/// What kind of retryable failure an attempt met.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum RetryCause {
+    /// 429 or 503: the customer system says it is overloaded.
+    Overload,
+    /// The attempt timed out, or the customer answered 408.
+    Timeout,
+    /// Connecting failed or the connection broke.
+    Connection,
+    /// Any other 5xx.
+    ServerError,
 }

@@ -13,8 +13,8 @@ use reqwest::header::{CONTENT_TYPE, HeaderMap, RETRY_AFTER};
 use serde::Serialize;
 use serde_json::value::RawValue;
 
-use super::SinkError;
 use super::signature;
+use super::{RetryCause, SinkError};
 use crate::model::{Customer, now_millis};
 use crate::store::Claimed;
 
@@ -139,19 +139,29 @@ fn render_body(notification: &Claimed) -> Vec<u8> {
 }
 
 fn classify_transport_error(err: reqwest::Error) -> SinkError {
-    let reason = if err.is_timeout() {
-        "timed out waiting for the webhook".to_owned()
+    let (cause, reason) = if err.is_timeout() {
+        (
+            RetryCause::Timeout,
+            "timed out waiting for the webhook".to_owned(),
+        )
     } else if err.is_connect() {
-        format!("cannot connect to the webhook: {}", root_cause(&err))
+        (
+            RetryCause::Connection,
+            format!("cannot connect to the webhook: {}", root_cause(&err)),
+        )
     } else if err.is_builder() {
         return SinkError::Permanent {
             reason: format!("invalid webhook request: {}", root_cause(&err)),
         };
     } else {
-        format!("webhook request failed: {}", root_cause(&err))
+        (
+            RetryCause::Connection,
+            format!("webhook request failed: {}", root_cause(&err)),
+        )
     };
     SinkError::Retryable {
         reason,
+        cause,
         retry_after: None,
     }
 }
@@ -178,16 +188,16 @@ fn classify_status(
     } else {
         format!("HTTP {status}: {body}")
     };
-    let retryable = status == StatusCode::REQUEST_TIMEOUT
-        || status == StatusCode::TOO_MANY_REQUESTS
-        || status.is_server_error();
-    Err(if retryable {
-        SinkError::Retryable {
-            reason,
-            retry_after,
-        }
-    } else {
-        SinkError::Permanent { reason }
+    let cause = match status {
+        StatusCode::TOO_MANY_REQUESTS | StatusCode::SERVICE_UNAVAILABLE => RetryCause::Overload,
+        StatusCode::REQUEST_TIMEOUT => RetryCause::Timeout,
+        s if s.is_server_error() => RetryCause::ServerError,
+        _ => return Err(SinkError::Permanent { reason }),
+    };
+    Err(SinkError::Retryable {
+        reason,
+        cause,
+        retry_after,
     })
 }
 

@@ -289,6 +289,57 @@ impl Store {
         Ok(result.rows_affected())
     }
 
+    /// Hands claimed-but-unsent notifications back: pending again, due now, attempt not counted.
+    /// Only claims still held (same token, still in flight) are released.
+    pub async fn release_claims(
+        &self,
+        claims: &[(NotificationId, i64)],
+        now: EpochMillis,
+    ) -> Result<u64, Error> {
+        let mut released = 0;
+        let mut tx = self.write.begin().await?;
+        for chunk in claims.chunks(STATEMENT_ROWS) {
+            let sql = format!(
+                "UPDATE notifications \
+                 SET state = {pending}, attempts = attempts - 1, due_at = $1, lease_until = NULL, updated_at = $1 \
+                 FROM (VALUES {values}) AS held \
+                 WHERE notifications.id = held.column1 AND notifications.claim = held.column2 \
+                   AND notifications.state = {in_flight}",
+                pending = State::Pending.code(),
+                in_flight = State::InFlight.code(),
+                values = values_placeholders(chunk.len(), 2, 2),
+            );
+            let mut query = sqlx::query(&sql).bind(now);
+            for (id, claim) in chunk {
+                query = query.bind(id.0).bind(*claim);
+            }
+            released += query.execute(&mut *tx).await?.rows_affected();
+        }
+        tx.commit().await?;
+        Ok(released)
+    }
+
+    /// Notifications waiting (pending or retrying) for one customer, per lane:
+    /// `(transactional, bulk)`.
+    pub async fn backlog(&self, customer_id: &str) -> Result<(u64, u64), Error> {
+        let rows = sqlx::query(
+            "SELECT lane, COUNT(*) FROM notifications \
+             WHERE customer_id = $1 AND state IN (1, 4) GROUP BY lane",
+        )
+        .bind(customer_id)
+        .fetch_all(&self.read)
+        .await?;
+        let mut backlog = (0, 0);
+        for row in rows {
+            let count = u64::try_from(row.try_get::<i64, _>(1)?).unwrap_or(0);
+            match Lane::from_code(row.try_get(0)?) {
+                Lane::Transactional => backlog.0 = count,
+                Lane::Bulk => backlog.1 = count,
+            }
+        }
+        Ok(backlog)
+    }
+
     /// Ids of the unpaused customers that have at least one notification due by `now`.
     pub async fn customers_with_due_work(&self, now: EpochMillis) -> Result<Vec<String>, Error> {
         let ready = |lane: Lane| {

@@ -15,3 +15,5 @@ pub fn init(format: LogFormat) -> Result<(), Box<dyn std::error::Error + Send + 
         LogFormat::Json => builder.json().try_init(),
     }
 }
+
+pub mod latency;

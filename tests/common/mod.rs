@@ -341,6 +341,18 @@ struct ReceiverState {
     status: AtomicU16,
     delay_ms: AtomicU64,
     arrived: Notify,
+    capacity: Mutex<Option<Capacity>>,
+    rejected: AtomicU64,
+}
+
+/// A capacity model: `workers` requests served at once, each taking `service`; up to `queue`
+/// more wait their turn (their round trip grows); beyond that the answer is 503 at once.
+#[derive(Clone)]
+struct Capacity {
+    workers: Arc<tokio::sync::Semaphore>,
+    service: Duration,
+    admitted: Arc<AtomicU64>,
+    limit: u64,
 }
 
 impl Receiver {
@@ -377,6 +389,22 @@ impl Receiver {
         self.state
             .delay_ms
             .store(delay.as_millis() as u64, Ordering::SeqCst);
+    }
+
+    /// Serves like a system of fixed capacity: `workers` concurrent requests taking `service`
+    /// each (capacity = workers / service per second), a wait queue of `queue`, 503 beyond.
+    pub fn set_capacity(&self, workers: usize, service: Duration, queue: usize) {
+        *self.state.capacity.lock().unwrap() = Some(Capacity {
+            workers: Arc::new(tokio::sync::Semaphore::new(workers)),
+            service,
+            admitted: Arc::default(),
+            limit: (workers + queue) as u64,
+        });
+    }
+
+    /// Requests answered 503 because the capacity model was full.
+    pub fn rejected(&self) -> u64 {
+        self.state.rejected.load(Ordering::SeqCst)
     }
 
     pub fn received(&self) -> Vec<Delivery> {
@@ -420,6 +448,18 @@ async fn receive(
     let delay = state.delay_ms.load(Ordering::SeqCst);
     if delay > 0 {
         tokio::time::sleep(Duration::from_millis(delay)).await;
+    }
+    let capacity = state.capacity.lock().unwrap().clone();
+    if let Some(capacity) = capacity {
+        if capacity.admitted.fetch_add(1, Ordering::SeqCst) >= capacity.limit {
+            capacity.admitted.fetch_sub(1, Ordering::SeqCst);
+            state.rejected.fetch_add(1, Ordering::SeqCst);
+            return StatusCode::SERVICE_UNAVAILABLE;
+        }
+        let permit = capacity.workers.acquire().await.unwrap();
+        tokio::time::sleep(capacity.service).await;
+        drop(permit);
+        capacity.admitted.fetch_sub(1, Ordering::SeqCst);
     }
     state.received.lock().unwrap().push(Delivery {
         webhook_id: header("webhook-id"),
@@ -483,4 +523,48 @@ impl TcpProxy {
     pub fn restore(&self) {
         self.cut.store(false, Ordering::SeqCst);
     }
+}
+
+/// A customer system that is dead in the worst way: it accepts connections and never answers.
+/// Returns its webhook URL; the listener lives as long as the returned task.
+pub async fn hanging_endpoint() -> (String, JoinHandle<()>) {
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let url = format!("http://{}/hook", listener.local_addr().unwrap());
+    let task = tokio::spawn(async move {
+        let mut held = Vec::new();
+        while let Ok((socket, _)) = listener.accept().await {
+            held.push(socket); // never read, never answered
+        }
+    });
+    (url, task)
+}
+
+/// Submits `count` notifications for `customer` in `lane`, in batches, and returns their ids.
+pub async fn submit_many(
+    client: &mut DispatcherClient<Authed>,
+    customer: &str,
+    lane: proto::Lane,
+    prefix: &str,
+    count: usize,
+) -> Vec<String> {
+    let mut ids = Vec::with_capacity(count);
+    for start in (0..count).step_by(1000) {
+        let requests = (start..count.min(start + 1000))
+            .map(|i| proto::SubmitRequest {
+                lane: lane as i32,
+                ..submit_request(customer, &format!("{prefix}-{i}"), "u")
+            })
+            .collect();
+        let results = client
+            .submit_batch(proto::SubmitBatchRequest { requests })
+            .await
+            .unwrap()
+            .into_inner()
+            .results;
+        ids.extend(results.into_iter().map(|r| match r.outcome {
+            Some(proto::submit_result::Outcome::Accepted(a)) => a.notification_id,
+            other => panic!("not accepted: {other:?}"),
+        }));
+    }
+    ids
 }
