@@ -66,6 +66,9 @@ pub struct AddCustomerArgs {
     /// Signing secret (whsec_…) [default: keep the current one, or generate one].
     #[arg(long)]
     signing_secret: Option<String>,
+    /// Tier the controller starts this customer in (fast, medium, slow) [default: fast].
+    #[arg(long, value_parser = ["fast", "medium", "slow"])]
+    start_tier: Option<String>,
     #[command(flatten)]
     connection: Connection,
 }
@@ -176,6 +179,12 @@ pub async fn customer(command: CustomerCommand) -> Result<()> {
                 signing_secret: args.signing_secret.unwrap_or_default(),
                 max_rate_per_sec: args.max_rate,
                 paused: args.paused,
+                start_tier: match args.start_tier.as_deref() {
+                    Some("fast") => proto::Tier::Fast,
+                    Some("medium") => proto::Tier::Medium,
+                    Some("slow") => proto::Tier::Slow,
+                    _ => proto::Tier::Unspecified,
+                } as i32,
             };
             let saved = client
                 .upsert_customer(proto::UpsertCustomerRequest {

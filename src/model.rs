@@ -109,6 +109,34 @@ pub struct Customer {
     pub max_rate_per_sec: u32,
     /// A paused customer is sent nothing; its notifications wait in the store.
     pub paused: bool,
+    /// Where the controller starts this customer; `None` starts fast.
+    pub start_tier: Option<StartTier>,
+}
+
+/// A configured starting speed tier. Discriminants are the proto `Tier` numbers and the stored
+/// values.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum StartTier {
+    Fast = 1,
+    Medium = 2,
+    Slow = 3,
+}
+
+impl StartTier {
+    /// The value stored in the `start_tier` column.
+    pub fn code(self) -> i64 {
+        self as i64
+    }
+
+    /// Reads a stored `start_tier` column (unknown values: no start tier).
+    pub fn from_code(code: i64) -> Option<Self> {
+        match code {
+            1 => Some(StartTier::Fast),
+            2 => Some(StartTier::Medium),
+            3 => Some(StartTier::Slow),
+            _ => None,
+        }
+    }
 }
 
 /// A notification as accepted at the front door, before it has an id.

@@ -150,3 +150,88 @@ async fn a_bulk_flood_does_not_delay_transactional_notifications() {
     );
     server.stop().await.unwrap();
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn pause_resume_start_tier_and_stats_over_the_api() {
+    let db = TestDb::new(Backend::Sqlite).await;
+    let server = TestServer::start(test_config(&db)).await;
+    let receiver = Receiver::start().await;
+    let mut customers = server.customers().await;
+    let customer = proto::Customer {
+        id: "fragile".into(),
+        webhook_url: receiver.url.clone(),
+        start_tier: proto::Tier::Slow as i32,
+        ..Default::default()
+    };
+    let saved = customers
+        .upsert_customer(proto::UpsertCustomerRequest {
+            customer: Some(customer),
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(saved.start_tier, proto::Tier::Slow as i32);
+    let paused = customers
+        .pause_customer(proto::PauseCustomerRequest {
+            customer_id: "fragile".into(),
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    assert!(paused.paused);
+
+    let mut client = server.dispatcher().await;
+    submit_many(&mut client, "fragile", Lane::Transactional, "p", 5).await;
+    tokio::time::sleep(Duration::from_millis(600)).await;
+    assert!(
+        receiver.received().is_empty(),
+        "a paused customer is sent nothing"
+    );
+    let stats = customers
+        .get_customer_stats(proto::GetCustomerStatsRequest {
+            customer_id: "fragile".into(),
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(stats.backlog_transactional, 5, "{stats:?}");
+    assert_eq!(stats.tier, proto::Tier::Paused as i32, "{stats:?}");
+
+    customers
+        .resume_customer(proto::ResumeCustomerRequest {
+            customer_id: "fragile".into(),
+        })
+        .await
+        .unwrap();
+    receiver.wait_for(5, Duration::from_secs(10)).await;
+    let stats = customers
+        .get_customer_stats(proto::GetCustomerStatsRequest {
+            customer_id: "fragile".into(),
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(stats.backlog_transactional, 0);
+    assert_eq!(
+        stats.tier,
+        proto::Tier::Slow as i32,
+        "started in the configured tier: {stats:?}"
+    );
+    assert_eq!(stats.delivered_total, 5);
+
+    let all = customers
+        .list_customer_stats(proto::ListCustomerStatsRequest {})
+        .await
+        .unwrap()
+        .into_inner()
+        .stats;
+    assert_eq!(all.len(), 1);
+    let status = customers
+        .get_customer_stats(proto::GetCustomerStatsRequest {
+            customer_id: "ghost".into(),
+        })
+        .await
+        .unwrap_err();
+    assert_eq!(status.code(), tonic::Code::NotFound);
+    server.stop().await.unwrap();
+}

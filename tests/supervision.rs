@@ -24,6 +24,7 @@ async fn register(store: &Store, id: &str, url: &str) {
         signing_secret: generate_secret(),
         max_rate_per_sec: 0,
         paused: false,
+        start_tier: None,
     };
     store
         .upsert_customer(&customer, now_millis())

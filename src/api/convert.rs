@@ -7,6 +7,7 @@ use super::proto;
 use crate::dispatch::CustomerStats;
 use crate::dispatch::controller::{Circuit, Tier};
 use crate::error::Error;
+use crate::model::StartTier;
 use crate::model::{
     Customer, EpochMillis, Lane, NewNotification, Notification, NotificationId, State,
 };
@@ -126,12 +127,25 @@ pub fn customer(customer: Option<proto::Customer>) -> Result<Customer, Error> {
         crate::sink::signature::decode_secret(&customer.signing_secret)
             .map_err(|e| Error::invalid("customer.signing_secret", e.to_string()))?;
     }
+    let start_tier = match proto::Tier::try_from(customer.start_tier) {
+        Ok(proto::Tier::Unspecified) => None,
+        Ok(proto::Tier::Fast) => Some(StartTier::Fast),
+        Ok(proto::Tier::Medium) => Some(StartTier::Medium),
+        Ok(proto::Tier::Slow) => Some(StartTier::Slow),
+        _ => {
+            return Err(Error::invalid(
+                "customer.start_tier",
+                "must be TIER_FAST, TIER_MEDIUM or TIER_SLOW",
+            ));
+        }
+    };
     Ok(Customer {
         id: customer.id,
         webhook_url: customer.webhook_url,
         signing_secret: customer.signing_secret,
         max_rate_per_sec: customer.max_rate_per_sec,
         paused: customer.paused,
+        start_tier,
     })
 }
 
@@ -152,6 +166,11 @@ impl From<Customer> for proto::Customer {
             signing_secret: c.signing_secret,
             max_rate_per_sec: c.max_rate_per_sec,
             paused: c.paused,
+            start_tier: c.start_tier.map_or(proto::Tier::Unspecified, |t| match t {
+                StartTier::Fast => proto::Tier::Fast,
+                StartTier::Medium => proto::Tier::Medium,
+                StartTier::Slow => proto::Tier::Slow,
+            }) as i32,
         }
     }
 }
@@ -223,6 +242,7 @@ pub fn customer_stats(
         last_tier_change_reason: change.map(|c| c.3).unwrap_or_default(),
         delivered_total: live.delivered_total,
         failed_total: live.failed_total,
+        tier_changes_total: live.tier_changes_total,
         ..idle
     }
 }

@@ -148,7 +148,8 @@ pub struct ControllerSettings {
     pub rtt_ewma_alpha: f64,
     /// Weight of a queue-free window's mean RTT in the baseline (an EWMA). Queue-free windows are
     /// those run at or below `drain` × the measured capacity (the trough after every decrease),
-    /// and slow start before the first congestion. Default 0.25: a few cycles to follow a change.
+    /// at one attempt at a time, and in slow start before the first congestion. Default 0.25: a
+    /// few cycles to follow a change.
     pub baseline_weight: f64,
     /// Weight of any other clear window whose mean RTT is clearly below the baseline (by the same
     /// tolerance and noise allowance as congestion). Default 0.05: a system that got faster is
@@ -769,29 +770,47 @@ impl Controller {
         self.breaker.run = [0; 4];
         let secs = rtt.as_secs_f64().max(MIN_RTT_SECS);
         self.rtt.record(secs, self.settings.rtt_ewma_alpha);
-        if started.is_some_and(|at| at >= self.window.start) {
+        if started.is_some_and(|at| at >= self.counted_since()) {
             self.window.samples = self.window.samples.saturating_add(1);
             self.window.rtt_sum += secs;
             self.judge_window(now);
         }
     }
 
-    /// Decides the window once it is full: congested or clear. (Deciding earlier on a clear
-    /// rise was tried; with noisy RTTs its false alarms cost more than its speed gained.)
+    /// Which successes a window counts. In slow start, only attempts sent since the window
+    /// opened, so each doubling is judged on its own effect. After it, every attempt sent since
+    /// the last decrease: counting only attempts sent within the window would keep the quick
+    /// completions and drop the slow stragglers, biasing every mean low when RTTs are
+    /// heavy-tailed (vector counts every response in the window, for the same reason).
+    fn counted_since(&self) -> Instant {
+        if self.slow_start {
+            self.window.start
+        } else {
+            self.last_decrease
+        }
+    }
+
+    /// Decides the window: congested as soon as `window_min_samples` show it (the noise allowance
+    /// for that few samples is wide, so only a clear rise qualifies: a large limit over a system
+    /// that lost most of its capacity reacts in a few round trips, not a few seconds); clear only
+    /// once the window is full.
     fn judge_window(&mut self, now: Instant) {
         let samples = self.window.samples;
-        if samples < self.samples_needed() {
+        let full = samples >= self.samples_needed();
+        if samples < self.settings.window_min_samples.max(1) {
             return;
         }
         let mean = self.window.mean();
         let Some(baseline) = self.rtt.baseline else {
-            self.first_baseline(mean);
-            self.window_clear(now, mean, mean);
+            if full {
+                self.first_baseline(mean);
+                self.window_clear(now, mean, mean);
+            }
             return;
         };
         if self.congested(mean, baseline, samples) {
             self.window_congested(now, mean, baseline);
-        } else {
+        } else if full {
             self.window_clear(now, mean, baseline);
         }
     }
@@ -850,12 +869,12 @@ impl Controller {
     }
 
     /// The current limit is one the customer system takes without queueing: slow start before
-    /// any congestion, or at most `drain` × the measured capacity.
+    /// any congestion, at most `drain` × the measured capacity, or one attempt at a time.
     fn queue_free(&self) -> bool {
-        match self.capacity {
-            None => true,
-            Some(capacity) => self.limit <= capacity * self.settings.drain * 1.001,
-        }
+        self.concurrency() <= 1.0
+            || self
+                .capacity
+                .is_none_or(|capacity| self.limit <= capacity * self.settings.drain * 1.001)
     }
 
     fn window_congested(&mut self, now: Instant, mean: f64, baseline: f64) {
@@ -1503,7 +1522,8 @@ mod tests {
             .ok()
             .and_then(|v| v.parse().ok())
             .unwrap_or(0.5);
-        let system = System::new(c, 50 * MS, c, j);
+        let mut system = System::new(c, 50 * MS, c, j);
+        system.exponential = std::env::var("E").is_ok();
         let mut sim = Sim::new(system, ControllerSettings::default(), None);
         let mut t = Duration::ZERO;
         let until: u64 = std::env::var("T")
@@ -1556,7 +1576,11 @@ mod tests {
     #[test]
     fn limit_follows_a_capacity_drop() {
         let service = 50 * MS;
-        let mut sim = Sim::new(System::new(50, service, 50, 0.2), ControllerSettings::default(), None);
+        let mut sim = Sim::new(
+            System::new(50, service, 50, 0.2),
+            ControllerSettings::default(),
+            None,
+        );
         sim.run_until(30 * SEC);
         let before = mean(&sim.limits_between(20 * SEC, 30 * SEC));
         // Half the system's pods die: 10 workers and a queue of 10 remain.
@@ -1566,24 +1590,24 @@ mod tests {
         let followed_at = sim
             .limits
             .iter()
-            .find(|(at, limit)| *at >= 30 * SEC && *limit < 12)
+            .find(|(at, limit)| *at >= 30 * SEC && *limit <= 12)
             .map(|(at, _)| *at - 30 * SEC);
         let after = sim.limits_between(40 * SEC, 60 * SEC);
         let (goodput, overload) = sim.goodput(40, 60);
         let (_, overload_drop) = sim.goodput(30, 40);
         eprintln!(
-            "C 50→10: limit {before:.1} before; below 12 after {followed_at:?}; then mean {:.1} \
-             (max {}), {:.0}% of samples below 12; goodput {:.1}% of capacity; overload answers \
+            "C 50→10: limit {before:.1} before; within ±20% of 10 after {followed_at:?}; then \
+             mean {:.1} (max {}), {:.0}% of samples within ±20%; goodput {:.1}% of capacity; overload answers \
              {:.2}% in the 10 s after the drop, {:.2}% after",
             mean(&after),
             after.iter().max().copied().unwrap_or(0),
-            share_within(&after, 0.0, 11.999) * 100.0,
+            share_within(&after, 8.0, 12.0) * 100.0,
             goodput / (10.0 / service.as_secs_f64()) * 100.0,
             overload_drop * 100.0,
             overload * 100.0,
         );
         assert!(followed_at.is_some_and(|at| at <= 10 * SEC));
-        assert!(share_within(&after, 0.0, 11.999) >= 0.9);
+        assert!(share_within(&after, 8.0, 12.0) >= 0.9);
         assert!((mean(&after) - 10.0).abs() <= 2.0);
     }
 
@@ -1594,13 +1618,25 @@ mod tests {
         assert_eq!(c.permit(t0, 0), Permit::Send);
         c.on_send(t0, 0);
         let t = t0 + 100 * MS;
-        c.observe(t, 100 * MS, Signal::Overload { retry_after: Some(7 * SEC) });
+        c.observe(
+            t,
+            100 * MS,
+            Signal::Overload {
+                retry_after: Some(7 * SEC),
+            },
+        );
         assert_eq!(c.paused_until(), Some(t + 7 * SEC));
         for offset in [Duration::ZERO, SEC, 6 * SEC, 7 * SEC - MS] {
             assert_eq!(c.permit(t + offset, 0), Permit::WaitUntil(t + 7 * SEC));
         }
         // A shorter Retry-After later does not shorten the pause.
-        c.observe(t + SEC, 10 * MS, Signal::Overload { retry_after: Some(SEC) });
+        c.observe(
+            t + SEC,
+            10 * MS,
+            Signal::Overload {
+                retry_after: Some(SEC),
+            },
+        );
         assert_eq!(c.permit(t + 2 * SEC, 0), Permit::WaitUntil(t + 7 * SEC));
         assert_eq!(c.permit(t + 7 * SEC, 0), Permit::Send);
         c.on_send(t + 7 * SEC, 0);
@@ -1621,7 +1657,10 @@ mod tests {
         assert_eq!(c.tier(), Tier::CircuitOpen);
         let changes = c.take_tier_changes();
         assert_eq!(changes.len(), 1);
-        assert_eq!(changes[0].reason, "circuit opened after 5 consecutive connection errors");
+        assert_eq!(
+            changes[0].reason,
+            "circuit opened after 5 consecutive connection errors"
+        );
 
         // Cool-down: nothing, whatever the limit.
         let reopen = t + settings.circuit_cooldown;
@@ -1654,7 +1693,11 @@ mod tests {
         assert_eq!(c.limit(), 1);
         assert_ne!(c.tier(), Tier::CircuitOpen);
         let changes = c.take_tier_changes();
-        assert!(changes[0].reason.starts_with("circuit closed after a successful probe"));
+        assert!(
+            changes[0]
+                .reason
+                .starts_with("circuit closed after a successful probe")
+        );
         assert_eq!(c.permit(reopen + 50 * MS, 0), Permit::Send);
     }
 
@@ -1708,7 +1751,11 @@ mod tests {
         let t0 = Instant::now();
         let mut c = Controller::new(ControllerSettings::default(), t0, None, None);
         for i in 0..20u32 {
-            let signal = if i % 4 == 3 { Signal::Success } else { Signal::ConnectionError };
+            let signal = if i % 4 == 3 {
+                Signal::Success
+            } else {
+                Signal::ConnectionError
+            };
             c.observe(t0 + (i + 1) * MS, MS, signal);
         }
         assert_eq!(c.circuit(), Circuit::Closed);
@@ -1721,7 +1768,11 @@ mod tests {
 
     #[test]
     fn tiers_do_not_flap_on_a_noisy_rtt() {
-        let mut sim = Sim::new(noisy_system_near_fast_threshold(10), ControllerSettings::default(), None);
+        let mut sim = Sim::new(
+            noisy_system_near_fast_threshold(10),
+            ControllerSettings::default(),
+            None,
+        );
         let mut rates = (f64::MAX, 0.0_f64);
         let mut t = Duration::ZERO;
         while t < 300 * SEC {
@@ -1738,9 +1789,15 @@ mod tests {
             rates.0,
             rates.1,
             changes.len(),
-            changes.iter().map(|c| (c.at - sim.t0, c.to, c.reason.as_str())).collect::<Vec<_>>()
+            changes
+                .iter()
+                .map(|c| (c.at - sim.t0, c.to, c.reason.as_str()))
+                .collect::<Vec<_>>()
         );
-        assert!(rates.0 < 100.0 && rates.1 > 100.0, "the rate should straddle the threshold");
+        assert!(
+            rates.0 < 100.0 && rates.1 > 100.0,
+            "the rate should straddle the threshold"
+        );
         assert!(changes.len() <= 2, "tiers flapped");
     }
 
@@ -1756,7 +1813,9 @@ mod tests {
         sim.system.workers = 3;
         sim.run_until(120 * SEC);
         let changes = sim.controller.take_tier_changes();
-        let demoted = changes.first().map(|c| (c.at - sim.t0, c.to, c.reason.clone()));
+        let demoted = changes
+            .first()
+            .map(|c| (c.at - sim.t0, c.to, c.reason.clone()));
         eprintln!("drop to 30/s at 60 s: {demoted:?}");
         let (at, to, reason) = demoted.unwrap_or((Duration::MAX, Tier::Fast, String::new()));
         assert_eq!(to, Tier::Medium);
@@ -1770,16 +1829,25 @@ mod tests {
         assert_eq!(sim.controller.tier(), Tier::Medium, "promoted too early");
         sim.run_until(200 * SEC);
         let changes = sim.controller.take_tier_changes();
-        let promoted = changes.first().map(|c| (c.at - sim.t0, c.to, c.reason.clone()));
+        let promoted = changes
+            .first()
+            .map(|c| (c.at - sim.t0, c.to, c.reason.clone()));
         eprintln!("recovery to 300/s at 120 s: {promoted:?}");
         let (at, to, _) = promoted.unwrap_or((Duration::MAX, Tier::Medium, String::new()));
         assert_eq!(to, Tier::Fast);
-        assert!(at <= 120 * SEC + settings.promote_after + 10 * SEC, "promotion took {at:?}");
+        assert!(
+            at <= 120 * SEC + settings.promote_after + 10 * SEC,
+            "promotion took {at:?}"
+        );
     }
 
     #[test]
     fn rejected_never_moves_anything() {
-        let mut sim = Sim::new(System::new(20, 50 * MS, 20, 0.2), ControllerSettings::default(), None);
+        let mut sim = Sim::new(
+            System::new(20, 50 * MS, 20, 0.2),
+            ControllerSettings::default(),
+            None,
+        );
         sim.run_until(10 * SEC);
         let now = sim.t0 + 10 * SEC;
         let c = &mut sim.controller;
@@ -1787,11 +1855,23 @@ mod tests {
         for i in 0..(c.settings.circuit_failures - 1) {
             c.observe(now + i * MS, 3 * SEC, Signal::ConnectionError);
         }
-        let before = (c.limit, c.rate(), c.circuit(), c.tier(), c.snapshot().error_rate);
+        let before = (
+            c.limit,
+            c.rate(),
+            c.circuit(),
+            c.tier(),
+            c.snapshot().error_rate,
+        );
         for i in 0..1000u32 {
             c.observe(now + SEC + i * MS, (i % 7 + 1) * 100 * MS, Signal::Rejected);
         }
-        let after = (c.limit, c.rate(), c.circuit(), c.tier(), c.snapshot().error_rate);
+        let after = (
+            c.limit,
+            c.rate(),
+            c.circuit(),
+            c.tier(),
+            c.snapshot().error_rate,
+        );
         assert_eq!(before, after);
         // ...and Rejected did not reset the run either: one more failure opens it.
         c.observe(now + 3 * SEC, MS, Signal::ConnectionError);
@@ -1801,7 +1881,12 @@ mod tests {
     #[test]
     fn rejected_probe_frees_the_probe_slot_but_keeps_the_circuit_half_open() {
         let t0 = Instant::now();
-        let mut c = Controller::new(ControllerSettings::default(), t0, None, Some(Tier::CircuitOpen));
+        let mut c = Controller::new(
+            ControllerSettings::default(),
+            t0,
+            None,
+            Some(Tier::CircuitOpen),
+        );
         assert_eq!(c.circuit(), Circuit::Open);
         let reopen = t0 + c.settings.circuit_cooldown;
         assert_eq!(c.permit(reopen, 0), Permit::Send);
@@ -1814,7 +1899,11 @@ mod tests {
     #[test]
     fn ceiling_is_respected() {
         let ceiling = 500.0;
-        let mut sim = Sim::new(System::new(200, 50 * MS, 200, 0.2), ControllerSettings::default(), Some(ceiling));
+        let mut sim = Sim::new(
+            System::new(200, 50 * MS, 200, 0.2),
+            ControllerSettings::default(),
+            Some(ceiling),
+        );
         let mut max_rate = 0.0_f64;
         let mut max_limit = 0;
         let mut t = Duration::ZERO;
@@ -1845,7 +1934,11 @@ mod tests {
 
     #[test]
     fn slow_start_doubles_until_the_first_congestion() {
-        let mut sim = Sim::new(System::new(200, 50 * MS, 200, 0.0), ControllerSettings::default(), None);
+        let mut sim = Sim::new(
+            System::new(200, 50 * MS, 200, 0.0),
+            ControllerSettings::default(),
+            None,
+        );
         let mut seen = vec![sim.controller.limit()];
         while sim.controller.slow_start {
             let t = sim.now + 10 * MS;
@@ -1872,7 +1965,10 @@ mod tests {
         assert_eq!(slow.limit(), 1);
         let paused = Controller::new(s.clone(), t0, None, Some(Tier::Paused));
         assert_eq!(paused.tier(), Tier::Paused);
-        assert!(matches!(paused.permit(t0 + 3600 * SEC, 0), Permit::WaitUntil(_)));
+        assert!(matches!(
+            paused.permit(t0 + 3600 * SEC, 0),
+            Permit::WaitUntil(_)
+        ));
         let none = Controller::new(s, t0, None, None);
         assert_eq!((none.tier(), none.limit()), (Tier::Fast, 1));
     }
@@ -1880,8 +1976,17 @@ mod tests {
     #[test]
     fn slow_start_tier_keeps_its_pace_and_climbs() {
         // Configured slow (2/s) on a system that takes 20 × 50 ms = 400/s.
-        let mut sim = Sim::new(System::new(20, 50 * MS, 20, 0.2), ControllerSettings::default(), None);
-        sim.controller = Controller::new(ControllerSettings::default(), sim.t0, None, Some(Tier::Slow));
+        let mut sim = Sim::new(
+            System::new(20, 50 * MS, 20, 0.2),
+            ControllerSettings::default(),
+            None,
+        );
+        sim.controller = Controller::new(
+            ControllerSettings::default(),
+            sim.t0,
+            None,
+            Some(Tier::Slow),
+        );
         sim.run_until(2 * SEC);
         let early: u64 = sim.seconds.iter().map(|s| s.ok).sum();
         sim.run_until(120 * SEC);
@@ -1905,7 +2010,11 @@ mod tests {
         c.set_paused(false, t0 + 2 * SEC);
         assert_ne!(c.tier(), Tier::Paused);
         assert_eq!(c.permit(t0 + 2 * SEC, 0), Permit::Send);
-        let reasons: Vec<String> = c.take_tier_changes().into_iter().map(|c| c.reason).collect();
+        let reasons: Vec<String> = c
+            .take_tier_changes()
+            .into_iter()
+            .map(|c| c.reason)
+            .collect();
         assert_eq!(reasons[0], "paused by operator");
         assert!(reasons[1].starts_with("resumed by operator"));
     }
@@ -1925,7 +2034,14 @@ mod tests {
 
     #[test]
     fn tier_names() {
-        let names = [Tier::Fast, Tier::Medium, Tier::Slow, Tier::Paused, Tier::CircuitOpen].map(Tier::as_str);
+        let names = [
+            Tier::Fast,
+            Tier::Medium,
+            Tier::Slow,
+            Tier::Paused,
+            Tier::CircuitOpen,
+        ]
+        .map(Tier::as_str);
         assert_eq!(names, ["fast", "medium", "slow", "paused", "circuit_open"]);
     }
 }

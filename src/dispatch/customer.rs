@@ -15,12 +15,12 @@ use tokio::time::Instant;
 use tracing::Instrument as _;
 
 use super::Context;
-use super::controller::{Controller, Permit, Signal};
+use super::controller::{Controller, Permit, Signal, Tier};
 use super::delivery;
 use super::lanes::LaneWindow;
 use super::messages::{AttemptReport, CustomerMsg, CustomerStats, SupervisorMsg};
 use super::stats::DeliveryStats;
-use crate::model::{Customer, Lane, now_millis};
+use crate::model::{Customer, Lane, StartTier, now_millis};
 use crate::store::{self, Claimed, Outcome, OutcomeKind};
 
 /// How long to wait before claiming again after the store failed.
@@ -67,11 +67,16 @@ impl Actor for CustomerActor {
     ) -> Result<CustomerState, ActorProcessingErr> {
         let now = Instant::now();
         let settings = &args.ctx.settings;
+        let start_tier = args.customer.start_tier.map(|tier| match tier {
+            StartTier::Fast => Tier::Fast,
+            StartTier::Medium => Tier::Medium,
+            StartTier::Slow => Tier::Slow,
+        });
         let mut controller = Controller::new(
             settings.controller.clone(),
             now,
             ceiling(&args.customer),
-            None,
+            start_tier,
         );
         controller.set_paused(args.customer.paused, now);
         Ok(CustomerState {
@@ -237,6 +242,7 @@ impl CustomerState {
         }
         self.controller.observe(now, report.rtt, report.signal);
         for change in self.controller.take_tier_changes() {
+            self.stats.tier_changes_total += 1;
             tracing::info!(
                 customer_id = %self.customer.id,
                 from = change.from.as_str(),
@@ -335,6 +341,7 @@ impl CustomerState {
                 .map(|change| (wall_clock(change.at), change.from, change.to, change.reason)),
             delivered_total: self.stats.delivered_total,
             failed_total: self.stats.failed_total,
+            tier_changes_total: self.stats.tier_changes_total,
         }
     }
 }

@@ -82,4 +82,6 @@ pub struct CustomerStats {
     /// Totals since the actor started.
     pub delivered_total: u64,
     pub failed_total: u64,
+    /// Tier changes since the actor started (each is also logged with its reason).
+    pub tier_changes_total: u64,
 }

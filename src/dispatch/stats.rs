@@ -29,6 +29,7 @@ pub(super) struct DeliveryStats {
     /// Totals since the actor started.
     pub(super) delivered_total: u64,
     pub(super) failed_total: u64,
+    pub(super) tier_changes_total: u64,
 }
 
 impl DeliveryStats {
@@ -40,6 +41,7 @@ impl DeliveryStats {
             rtt: LatencyWindow::new(Duration::from_secs(WINDOW_SECS as u64)),
             delivered_total: 0,
             failed_total: 0,
+            tier_changes_total: 0,
         }
     }
 

@@ -4,9 +4,9 @@ use sqlx::Row;
 use sqlx::any::AnyRow;
 
 use super::{Error, Store};
-use crate::model::{Customer, EpochMillis};
+use crate::model::{Customer, EpochMillis, StartTier};
 
-const COLUMNS: &str = "id, webhook_url, signing_secret, max_rate_per_sec, paused";
+const COLUMNS: &str = "id, webhook_url, signing_secret, max_rate_per_sec, paused, start_tier";
 
 impl Store {
     /// Creates the customer or replaces its settings (keeping its creation time).
@@ -17,11 +17,12 @@ impl Store {
     ) -> Result<(), Error> {
         sqlx::query(
             "INSERT INTO customers \
-               (id, webhook_url, signing_secret, max_rate_per_sec, paused, created_at, updated_at) \
-             VALUES ($1, $2, $3, $4, $5, $6, $6) \
+               (id, webhook_url, signing_secret, max_rate_per_sec, paused, start_tier, created_at, updated_at) \
+             VALUES ($1, $2, $3, $4, $5, $7, $6, $6) \
              ON CONFLICT (id) DO UPDATE SET webhook_url = excluded.webhook_url, \
                signing_secret = excluded.signing_secret, \
                max_rate_per_sec = excluded.max_rate_per_sec, paused = excluded.paused, \
+               start_tier = excluded.start_tier, \
                updated_at = excluded.updated_at",
         )
         .bind(customer.id.as_str())
@@ -30,6 +31,7 @@ impl Store {
         .bind(i64::from(customer.max_rate_per_sec))
         .bind(i64::from(customer.paused))
         .bind(now)
+        .bind(customer.start_tier.map(StartTier::code))
         .execute(&self.write)
         .await?;
         Ok(())
@@ -62,5 +64,8 @@ fn customer_from_row(row: &AnyRow) -> Result<Customer, Error> {
         max_rate_per_sec: u32::try_from(rate)
             .map_err(|_| Error::Corrupt(format!("max_rate_per_sec {rate} out of range")))?,
         paused: row.try_get::<i64, _>("paused")? != 0,
+        start_tier: row
+            .try_get::<Option<i64>, _>("start_tier")?
+            .and_then(StartTier::from_code),
     })
 }
