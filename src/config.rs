@@ -9,6 +9,7 @@ use clap::{Args, Parser, Subcommand, ValueEnum};
 
 use crate::dispatch::DispatchSettings;
 use crate::dispatch::controller::ControllerSettings;
+use crate::dispatch::policy::{Policy, PolicySettings};
 use crate::dispatch::retry::RetryPolicy;
 
 /// floodgate: a durable notification dispatcher that paces every customer system at the speed it
@@ -100,6 +101,17 @@ pub struct ServeConfig {
     /// Rate (deliveries/s) at or above which a customer is in the medium tier (below: slow).
     #[arg(long, env = "FLOODGATE_TIER_MEDIUM", default_value_t = 10.0)]
     pub tier_medium: f64,
+    /// Pacing policy: `adaptive` (the controller), or a baseline for side-by-side load tests:
+    /// `fixed` (every customer at --fixed-rate) or `static-tiers` (each customer at its start
+    /// tier's rate from --tier-rates).
+    #[arg(long, env = "FLOODGATE_POLICY", value_enum, default_value_t = Policy::Adaptive)]
+    pub policy: Policy,
+    /// `fixed` policy: deliveries/s for every customer.
+    #[arg(long, env = "FLOODGATE_FIXED_RATE", default_value_t = 100.0)]
+    pub fixed_rate: f64,
+    /// `static-tiers` policy: deliveries/s of the fast, medium and slow tiers.
+    #[arg(long, env = "FLOODGATE_TIER_RATES", value_delimiter = ',', num_args = 3, default_values_t = [1000.0, 100.0, 10.0])]
+    pub tier_rates: Vec<f64>,
     /// Share of a customer's sends guaranteed to the bulk lane while transactional work waits.
     #[arg(long, env = "FLOODGATE_BULK_SHARE", default_value_t = 0.1)]
     pub bulk_share: f64,
@@ -135,6 +147,8 @@ pub enum ConfigError {
     PayloadOverMessage { payload: usize, message: usize },
     #[error("--{0} must not be empty")]
     EmptyToken(&'static str),
+    #[error("--fixed-rate and the three --tier-rates must be positive")]
+    Rates,
     #[error("--bulk-share ({0}) must be at least 0 and below 1")]
     BulkShare(f64),
     #[error("tier thresholds must satisfy 0 < --tier-medium ({medium}) < --tier-fast ({fast})")]
@@ -170,6 +184,12 @@ impl ServeConfig {
         }
         if self.max_in_flight_per_customer == 0 {
             return Err(ConfigError::Zero("max-in-flight-per-customer"));
+        }
+        if self.fixed_rate <= 0.0
+            || self.tier_rates.len() != 3
+            || self.tier_rates.iter().any(|r| *r <= 0.0)
+        {
+            return Err(ConfigError::Rates);
         }
         if !(0.0..1.0).contains(&self.bulk_share) {
             return Err(ConfigError::BulkShare(self.bulk_share));
@@ -216,6 +236,17 @@ impl ServeConfig {
                 fast_threshold: self.tier_fast,
                 medium_threshold: self.tier_medium,
                 ..defaults.controller
+            },
+            policy: PolicySettings {
+                policy: self.policy,
+                fixed_rate: self.fixed_rate,
+                tier_rates: [0, 1, 2].map(|i| {
+                    self.tier_rates
+                        .get(i)
+                        .copied()
+                        .unwrap_or(defaults.policy.tier_rates[i])
+                }),
+                max_in_flight: self.max_in_flight_per_customer,
             },
             bulk_share: self.bulk_share,
             idle_timeout: self.idle_timeout,

@@ -8,7 +8,7 @@ use std::net::SocketAddr;
 use std::process::{Child, Command, Stdio};
 use std::time::Duration;
 
-use common::{ADMIN_TOKEN, Backend, Receiver, TestDb, add_customer, connect, submit_request};
+use common::{ADMIN_TOKEN, Backend, Receiver, TestDb, add_customer, connect, submit_many};
 use floodgate::api::proto;
 use floodgate::api::proto::dispatcher_client::DispatcherClient;
 
@@ -107,21 +107,14 @@ fn free_addr() -> SocketAddr {
 
 async fn submit_all(url: &str, customer: &str, count: usize) -> Vec<String> {
     let mut client = DispatcherClient::new(connect(url, Some(ADMIN_TOKEN)).await);
-    let requests = (0..count)
-        .map(|i| submit_request(customer, &format!("n{i}"), "u"))
-        .collect();
-    client
-        .submit_batch(proto::SubmitBatchRequest { requests })
-        .await
-        .unwrap()
-        .into_inner()
-        .results
-        .into_iter()
-        .map(|r| match r.outcome {
-            Some(proto::submit_result::Outcome::Accepted(a)) => a.notification_id,
-            other => panic!("not accepted: {other:?}"),
-        })
-        .collect()
+    submit_many(
+        &mut client,
+        customer,
+        proto::Lane::Transactional,
+        "n",
+        count,
+    )
+    .await
 }
 
 async fn sigkill_with_deliveries_in_flight_loses_nothing(backend: Backend) {

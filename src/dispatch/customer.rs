@@ -15,12 +15,13 @@ use tokio::time::Instant;
 use tracing::Instrument as _;
 
 use super::Context;
-use super::controller::{Controller, Permit, Signal, Tier};
+use super::controller::{Permit, Signal};
 use super::delivery;
 use super::lanes::LaneWindow;
 use super::messages::{AttemptReport, CustomerMsg, CustomerStats, SupervisorMsg};
+use super::policy::Pacing;
 use super::stats::DeliveryStats;
-use crate::model::{Customer, Lane, StartTier, now_millis};
+use crate::model::{Customer, Lane, now_millis};
 use crate::store::{self, Claimed, Outcome, OutcomeKind};
 
 /// How long to wait before claiming again after the store failed.
@@ -42,7 +43,8 @@ pub(super) struct CustomerState {
     ctx: Arc<Context>,
     customer: Arc<Customer>,
     supervisor: ActorRef<SupervisorMsg>,
-    controller: Controller,
+    /// The controller (or, under a baseline policy, a fixed pace).
+    controller: Pacing,
     window: LaneWindow,
     /// Lanes whose last claim found nothing more due (reset by every wake).
     drained: [bool; 2],
@@ -67,16 +69,12 @@ impl Actor for CustomerActor {
     ) -> Result<CustomerState, ActorProcessingErr> {
         let now = Instant::now();
         let settings = &args.ctx.settings;
-        let start_tier = args.customer.start_tier.map(|tier| match tier {
-            StartTier::Fast => Tier::Fast,
-            StartTier::Medium => Tier::Medium,
-            StartTier::Slow => Tier::Slow,
-        });
-        let mut controller = Controller::new(
-            settings.controller.clone(),
+        let mut controller = Pacing::new(
+            &settings.policy,
+            &settings.controller,
             now,
             ceiling(&args.customer),
-            start_tier,
+            args.customer.start_tier,
         );
         controller.set_paused(args.customer.paused, now);
         Ok(CustomerState {

@@ -15,6 +15,7 @@ mod delivery;
 mod lanes;
 mod messages;
 pub mod outcomes;
+pub mod policy;
 pub mod retry;
 mod stats;
 mod supervisor;
@@ -34,6 +35,7 @@ use controller::ControllerSettings;
 pub use messages::CustomerStats;
 use messages::{CustomerMsg, SupervisorMsg};
 use outcomes::OutcomeWriter;
+use policy::PolicySettings;
 use retry::RetryPolicy;
 
 /// How long a stats request may take before it is answered with nothing.
@@ -44,6 +46,8 @@ const STATS_TIMEOUT: Duration = Duration::from_secs(2);
 pub struct DispatchSettings {
     /// The per-customer controller's settings.
     pub controller: ControllerSettings,
+    /// Which pacing policy actors use (adaptive, or a baseline for load tests).
+    pub policy: PolicySettings,
     /// Share of a customer's sends guaranteed to the bulk lane while both lanes have work.
     /// Default 0.1 (10%).
     pub bulk_share: f64,
@@ -67,6 +71,7 @@ impl Default for DispatchSettings {
     fn default() -> Self {
         Self {
             controller: ControllerSettings::default(),
+            policy: PolicySettings::default(),
             bulk_share: 0.1,
             prefetch: 4,
             lease: Duration::from_secs(60),

@@ -217,26 +217,14 @@ impl Store {
         let (delivered, others): (Vec<&Outcome>, Vec<&Outcome>) = outcomes
             .iter()
             .partition(|o| o.kind == OutcomeKind::Delivered);
-        let mut applied = 0;
+        let delivered: Vec<(NotificationId, i64)> =
+            delivered.iter().map(|o| (o.id, o.claim)).collect();
         let mut tx = self.write.begin().await?;
-        for chunk in delivered.chunks(STATEMENT_ROWS) {
-            let sql = format!(
-                "UPDATE notifications \
-                 SET state = {delivered}, delivered_at = $1, updated_at = $1, lease_until = NULL, \
-                     last_error = NULL \
-                 FROM (VALUES {values}) AS done \
-                 WHERE notifications.id = done.column1 AND notifications.claim = done.column2 \
-                   AND notifications.state = {in_flight}",
-                delivered = State::Delivered.code(),
-                in_flight = State::InFlight.code(),
-                values = values_placeholders(chunk.len(), 2, 2),
-            );
-            let mut query = sqlx::query(&sql).bind(now);
-            for outcome in chunk {
-                query = query.bind(outcome.id.0).bind(outcome.claim);
-            }
-            applied += query.execute(&mut *tx).await?.rows_affected();
-        }
+        let set_delivered = format!(
+            "state = {}, delivered_at = $1, updated_at = $1, lease_until = NULL, last_error = NULL",
+            State::Delivered.code()
+        );
+        let mut applied = update_held(&mut tx, &delivered, &set_delivered, now).await?;
         for outcome in others {
             let (state, due_at, error) = match &outcome.kind {
                 OutcomeKind::Retry { due_at, error } => {
@@ -296,25 +284,12 @@ impl Store {
         claims: &[(NotificationId, i64)],
         now: EpochMillis,
     ) -> Result<u64, Error> {
-        let mut released = 0;
         let mut tx = self.write.begin().await?;
-        for chunk in claims.chunks(STATEMENT_ROWS) {
-            let sql = format!(
-                "UPDATE notifications \
-                 SET state = {pending}, attempts = attempts - 1, due_at = $1, lease_until = NULL, updated_at = $1 \
-                 FROM (VALUES {values}) AS held \
-                 WHERE notifications.id = held.column1 AND notifications.claim = held.column2 \
-                   AND notifications.state = {in_flight}",
-                pending = State::Pending.code(),
-                in_flight = State::InFlight.code(),
-                values = values_placeholders(chunk.len(), 2, 2),
-            );
-            let mut query = sqlx::query(&sql).bind(now);
-            for (id, claim) in chunk {
-                query = query.bind(id.0).bind(*claim);
-            }
-            released += query.execute(&mut *tx).await?.rows_affected();
-        }
+        let set_pending = format!(
+            "state = {}, attempts = attempts - 1, due_at = $1, lease_until = NULL, updated_at = $1",
+            State::Pending.code()
+        );
+        let released = update_held(&mut tx, claims, &set_pending, now).await?;
         tx.commit().await?;
         Ok(released)
     }
@@ -392,6 +367,33 @@ impl Store {
             .await?;
         rows.iter().map(notification_from_row).collect()
     }
+}
+
+/// Applies `set` (an SQL `SET` list that may use `$1` for `now`) to every row still in flight
+/// under one of `claims` — the compare-and-set on the claim token — in multi-row statements.
+async fn update_held(
+    tx: &mut sqlx::Transaction<'_, sqlx::Any>,
+    claims: &[(NotificationId, i64)],
+    set: &str,
+    now: EpochMillis,
+) -> Result<u64, Error> {
+    let mut updated = 0;
+    for chunk in claims.chunks(STATEMENT_ROWS) {
+        let sql = format!(
+            "UPDATE notifications SET {set} \
+             FROM (VALUES {values}) AS held \
+             WHERE notifications.id = held.column1 AND notifications.claim = held.column2 \
+               AND notifications.state = {in_flight}",
+            values = values_placeholders(chunk.len(), 2, 2),
+            in_flight = State::InFlight.code(),
+        );
+        let mut query = sqlx::query(&sql).bind(now);
+        for (id, claim) in chunk {
+            query = query.bind(id.0).bind(*claim);
+        }
+        updated += query.execute(&mut **tx).await?.rows_affected();
+    }
+    Ok(updated)
 }
 
 /// For a key that was already stored: is the new request the same delivery (duplicate) or a
