@@ -30,7 +30,7 @@ pub(super) async fn deliver(
             (OutcomeKind::Delivered, Signal::Success)
         }
         Err(SinkError::Permanent { reason }) => {
-            tracing::info!(error = %reason, "delivery failed permanently");
+            tracing::debug!(error = %reason, "delivery failed permanently");
             (OutcomeKind::Failed { error: reason }, Signal::Rejected)
         }
         Err(SinkError::Retryable {
@@ -38,7 +38,7 @@ pub(super) async fn deliver(
             cause,
             retry_after,
         }) => {
-            tracing::info!(error = %reason, "delivery attempt failed");
+            tracing::debug!(error = %reason, "delivery attempt failed");
             let kind = ctx.settings.retry.after_retryable(
                 notification.attempts,
                 notification.created_at,

@@ -101,7 +101,7 @@ impl Store {
                 "INSERT INTO notifications ({INSERT_COLUMNS}) VALUES {} \
                  ON CONFLICT (customer_id, idempotency_key) DO NOTHING \
                  RETURNING id, customer_id, idempotency_key",
-                values_placeholders(chunk.len(), INSERT_COLUMN_COUNT, 1)
+                values_placeholders(self.backend, chunk.len(), INSERT_COLUMN_COUNT)
             );
             let mut query = sqlx::query(&sql);
             for &i in chunk {
@@ -221,10 +221,10 @@ impl Store {
             delivered.iter().map(|o| (o.id, o.claim)).collect();
         let mut tx = self.write.begin().await?;
         let set_delivered = format!(
-            "state = {}, delivered_at = $1, updated_at = $1, lease_until = NULL, last_error = NULL",
+            "state = {}, delivered_at = {now}, updated_at = {now}, lease_until = NULL, last_error = NULL",
             State::Delivered.code()
         );
-        let mut applied = update_held(&mut tx, &delivered, &set_delivered, now).await?;
+        let mut applied = update_held(&mut tx, self.backend, &delivered, &set_delivered).await?;
         for outcome in others {
             let (state, due_at, error) = match &outcome.kind {
                 OutcomeKind::Retry { due_at, error } => {
@@ -286,10 +286,10 @@ impl Store {
     ) -> Result<u64, Error> {
         let mut tx = self.write.begin().await?;
         let set_pending = format!(
-            "state = {}, attempts = attempts - 1, due_at = $1, lease_until = NULL, updated_at = $1",
+            "state = {}, attempts = attempts - 1, due_at = {now}, lease_until = NULL, updated_at = {now}",
             State::Pending.code()
         );
-        let released = update_held(&mut tx, claims, &set_pending, now).await?;
+        let released = update_held(&mut tx, self.backend, claims, &set_pending).await?;
         tx.commit().await?;
         Ok(released)
     }
@@ -369,13 +369,13 @@ impl Store {
     }
 }
 
-/// Applies `set` (an SQL `SET` list that may use `$1` for `now`) to every row still in flight
-/// under one of `claims` — the compare-and-set on the claim token — in multi-row statements.
+/// Applies `set` (an SQL `SET` list without parameters) to every row still in flight under one
+/// of `claims` — the compare-and-set on the claim token — in multi-row statements.
 async fn update_held(
     tx: &mut sqlx::Transaction<'_, sqlx::Any>,
+    backend: Backend,
     claims: &[(NotificationId, i64)],
     set: &str,
-    now: EpochMillis,
 ) -> Result<u64, Error> {
     let mut updated = 0;
     for chunk in claims.chunks(STATEMENT_ROWS) {
@@ -384,10 +384,10 @@ async fn update_held(
              FROM (VALUES {values}) AS held \
              WHERE notifications.id = held.column1 AND notifications.claim = held.column2 \
                AND notifications.state = {in_flight}",
-            values = values_placeholders(chunk.len(), 2, 2),
+            values = values_placeholders(backend, chunk.len(), 2),
             in_flight = State::InFlight.code(),
         );
-        let mut query = sqlx::query(&sql).bind(now);
+        let mut query = sqlx::query(&sql);
         for (id, claim) in chunk {
             query = query.bind(id.0).bind(*claim);
         }
