@@ -117,8 +117,10 @@ async fn next_batch(rx: &Mutex<mpsc::Receiver<Job>>) -> Option<Vec<Job>> {
 fn wake_customers(dispatcher: &Dispatcher, items: &[NewNotification], results: &[Inserted]) {
     let mut woken = HashSet::new();
     for (item, result) in items.iter().zip(results) {
-        if matches!(result, Inserted::New(_)) && woken.insert(item.customer_id.as_str()) {
-            dispatcher.wake(&item.customer_id);
+        if matches!(result, Inserted::New(_))
+            && woken.insert((item.customer_id.as_str(), item.lane))
+        {
+            dispatcher.wake_lane(&item.customer_id, item.lane);
         }
     }
 }

@@ -42,6 +42,14 @@ impl Lane {
         }
     }
 
+    /// The lane's position in per-lane arrays (transactional 0, bulk 1).
+    pub fn index(self) -> usize {
+        match self {
+            Lane::Transactional => 0,
+            Lane::Bulk => 1,
+        }
+    }
+
     /// The lane's name in webhook bodies, logs and metrics.
     pub fn as_str(self) -> &'static str {
         match self {

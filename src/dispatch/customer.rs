@@ -46,8 +46,10 @@ pub(super) struct CustomerState {
     /// The controller (or, under a baseline policy, a fixed pace).
     controller: Pacing,
     window: LaneWindow,
-    /// Lanes whose last claim found nothing more due (reset by every wake).
+    /// Lanes whose last claim found nothing more due (reset by a wake for that lane).
     drained: [bool; 2],
+    /// A claim task is under way (at most one at a time).
+    claiming: bool,
     in_flight: usize,
     /// When the next scheduled tick fires, if one is scheduled.
     tick_at: Option<Instant>,
@@ -81,6 +83,7 @@ impl Actor for CustomerActor {
             window: LaneWindow::new(settings.bulk_share),
             controller,
             drained: [false; 2],
+            claiming: false,
             in_flight: 0,
             tick_at: None,
             wakes_seen: 0,
@@ -99,11 +102,14 @@ impl Actor for CustomerActor {
         state: &mut CustomerState,
     ) -> Result<(), ActorProcessingErr> {
         match message {
-            CustomerMsg::Wake => {
+            CustomerMsg::Wake(lanes) => {
                 state.wakes_seen += 1;
-                state.drained = [false; 2];
+                for (drained, woken) in state.drained.iter_mut().zip(lanes) {
+                    *drained &= !woken;
+                }
             }
             CustomerMsg::Tick => state.tick_at = None,
+            CustomerMsg::Claimed(result) => state.claimed(&myself, result),
             CustomerMsg::Done(report) => state.finish(report),
             CustomerMsg::Settings(customer) => state.apply(customer),
             CustomerMsg::Stats(reply) => {
@@ -134,40 +140,65 @@ impl CustomerState {
     /// Claims what may be sent soon and sends what the controller permits now.
     async fn pump(&mut self, myself: &ActorRef<CustomerMsg>) {
         if !self.customer.paused {
-            if let Err(err) = self.refill().await {
-                tracing::warn!(customer_id = %self.customer.id, error = %err, "claim failed; retrying shortly");
-                self.schedule_tick(myself, Instant::now() + STORE_RETRY);
-            }
+            self.start_claim(myself);
             self.send_ready(myself).await;
         }
         self.note_idle(myself);
     }
 
-    /// Tops up each lane's window when it runs low: up to what may be sent now plus a prefetch,
-    /// in one claim per lane (a batch, not a row at a time).
-    async fn refill(&mut self) -> Result<(), store::Error> {
+    /// Starts topping up lanes that run low (up to what may be sent now plus a prefetch, one
+    /// claim per lane: a batch, not a row at a time). The claim runs in its own task and comes
+    /// back as [`CustomerMsg::Claimed`]: a claim may wait its turn for the database's write
+    /// connection, and meanwhile the actor keeps recording finished attempts and sending.
+    fn start_claim(&mut self, myself: &ActorRef<CustomerMsg>) {
+        if self.claiming {
+            return;
+        }
         let limit = self.controller.limit();
         let prefetch = self.ctx.settings.prefetch.max(limit / 2);
         let target = limit.saturating_sub(self.in_flight) + prefetch;
-        for (index, lane) in [Lane::Transactional, Lane::Bulk].into_iter().enumerate() {
-            let held = self.window.len(lane);
-            if self.drained[index] || held > target / 2 {
-                continue;
-            }
-            let wanted = target - held;
-            let now = now_millis();
-            let lease_until = now.saturating_add(
-                i64::try_from(self.ctx.settings.lease.as_millis()).unwrap_or(i64::MAX),
-            );
-            let claimed = self
-                .ctx
-                .store
-                .claim(&self.customer.id, lane, wanted, now, lease_until)
-                .await?;
-            self.drained[index] = claimed.len() < wanted;
-            self.window.extend(claimed);
+        let wanted: Vec<(Lane, usize)> = [Lane::Transactional, Lane::Bulk]
+            .into_iter()
+            .filter(|lane| !self.drained[lane.index()] && self.window.len(*lane) <= target / 2)
+            .map(|lane| (lane, target - self.window.len(lane)))
+            .collect();
+        if wanted.is_empty() {
+            return;
         }
-        Ok(())
+        self.claiming = true;
+        let task = claim(
+            self.ctx.clone(),
+            myself.clone(),
+            self.customer.id.clone(),
+            wanted,
+        );
+        self.ctx.tasks.spawn(task);
+    }
+
+    /// Takes a finished claim into the window.
+    fn claimed(
+        &mut self,
+        myself: &ActorRef<CustomerMsg>,
+        result: Result<Vec<LaneClaim>, store::Error>,
+    ) {
+        self.claiming = false;
+        match result {
+            Ok(lanes) => {
+                for LaneClaim {
+                    lane,
+                    wanted,
+                    claimed,
+                } in lanes
+                {
+                    self.drained[lane.index()] = claimed.len() < wanted;
+                    self.window.extend(claimed);
+                }
+            }
+            Err(err) => {
+                tracing::warn!(customer_id = %self.customer.id, error = %err, "claim failed; retrying shortly");
+                self.schedule_tick(myself, Instant::now() + STORE_RETRY);
+            }
+        }
     }
 
     /// Starts as many deliveries as the controller permits right now.
@@ -272,6 +303,7 @@ impl CustomerState {
     /// Starts the idle clock when there is nothing left to do.
     fn note_idle(&mut self, myself: &ActorRef<CustomerMsg>) {
         let idle = self.in_flight == 0
+            && !self.claiming
             && self.window.is_empty()
             && (self.customer.paused || self.drained == [true; 2]);
         if !idle {
@@ -340,6 +372,61 @@ impl CustomerState {
             delivered_total: self.stats.delivered_total,
             failed_total: self.stats.failed_total,
             tier_changes_total: self.stats.tier_changes_total,
+        }
+    }
+}
+
+/// What one lane's claim asked for and got.
+pub(super) struct LaneClaim {
+    lane: Lane,
+    wanted: usize,
+    claimed: Vec<Claimed>,
+}
+
+/// Claims for `customer_id` in each lane and reports back. If the actor is gone by then (it
+/// stopped or failed), the claims are handed straight back rather than left to their lease.
+async fn claim(
+    ctx: Arc<Context>,
+    actor: ActorRef<CustomerMsg>,
+    customer_id: String,
+    wanted: Vec<(Lane, usize)>,
+) {
+    let now = now_millis();
+    let lease_until =
+        now.saturating_add(i64::try_from(ctx.settings.lease.as_millis()).unwrap_or(i64::MAX));
+    let mut lanes = Vec::with_capacity(wanted.len());
+    let mut result = Ok(());
+    for (lane, count) in wanted {
+        match ctx
+            .store
+            .claim(&customer_id, lane, count, now, lease_until)
+            .await
+        {
+            Ok(claimed) => lanes.push(LaneClaim {
+                lane,
+                wanted: count,
+                claimed,
+            }),
+            Err(err) => {
+                result = Err(err);
+                break;
+            }
+        }
+    }
+    // Whatever was claimed before a failure is kept: the actor sends it.
+    let report = match result {
+        Err(err) if lanes.is_empty() => Err(err),
+        _ => Ok(lanes),
+    };
+    if let Err(ractor::MessagingErr::SendErr(CustomerMsg::Claimed(Ok(lanes)))) =
+        actor.send_message(CustomerMsg::Claimed(report))
+    {
+        let held: Vec<_> = lanes
+            .iter()
+            .flat_map(|l| l.claimed.iter().map(|n| (n.id, n.claim)))
+            .collect();
+        if let Err(err) = ctx.store.release_claims(&held, now_millis()).await {
+            tracing::warn!(customer_id, error = %err, "could not hand back claims; their leases will");
         }
     }
 }

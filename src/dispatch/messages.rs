@@ -10,8 +10,8 @@ use crate::model::{Customer, EpochMillis};
 
 /// Messages to the supervisor.
 pub(super) enum SupervisorMsg {
-    /// A customer may have new due work: wake its actor, starting one if needed.
-    Wake(String),
+    /// A customer may have new due work in these lanes: wake its actor, starting one if needed.
+    Wake(String, Lanes),
     /// A customer's settings changed: pass them to its actor.
     Settings(Arc<Customer>),
     /// An actor has been idle; it may stop if no wake has been sent to it since it last saw one.
@@ -33,10 +33,12 @@ pub(super) enum SupervisorMsg {
 
 /// Messages to a customer actor.
 pub(super) enum CustomerMsg {
-    /// New work may be due in the store.
-    Wake,
+    /// New work may be due in the store, in these lanes.
+    Wake(Lanes),
     /// A pacing or retry-after wait has passed.
     Tick,
+    /// A claim task finished.
+    Claimed(Result<Vec<super::customer::LaneClaim>, crate::store::Error>),
     /// A delivery attempt finished.
     Done(AttemptReport),
     /// The customer's settings changed.
@@ -48,6 +50,13 @@ pub(super) enum CustomerMsg {
     /// Test hook: panic.
     Crash,
 }
+
+/// Which lanes a wake concerns, indexed like [`Lane::index`](crate::model::Lane::index).
+/// Waking only the lanes that got work saves a claim on an empty lane per wake.
+pub(super) type Lanes = [bool; 2];
+
+/// Every lane: for wakes that don't know (the sweep, settings changes, new actors).
+pub(super) const ALL_LANES: Lanes = [true; 2];
 
 /// What a delivery task tells its actor about one attempt.
 #[derive(Debug)]

@@ -28,12 +28,12 @@ use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
 use crate::directory::CustomerDirectory;
-use crate::model::{Customer, now_millis};
+use crate::model::{Customer, Lane, now_millis};
 use crate::sink::webhook::WebhookSink;
 use crate::store::{Backend, Store};
 use controller::ControllerSettings;
 pub use messages::CustomerStats;
-use messages::{CustomerMsg, SupervisorMsg};
+use messages::{ALL_LANES, CustomerMsg, Lanes, SupervisorMsg};
 use outcomes::OutcomeWriter;
 use policy::PolicySettings;
 use retry::RetryPolicy;
@@ -154,9 +154,20 @@ impl Dispatcher {
 
     /// Tells the customer's actor there may be new work, starting one if none is running.
     pub fn wake(&self, customer_id: &str) {
+        self.send_wake(customer_id, ALL_LANES);
+    }
+
+    /// Like [`wake`](Self::wake), for new work in one lane only.
+    pub fn wake_lane(&self, customer_id: &str, lane: Lane) {
+        let mut lanes = [false; 2];
+        lanes[lane.index()] = true;
+        self.send_wake(customer_id, lanes);
+    }
+
+    fn send_wake(&self, customer_id: &str, lanes: Lanes) {
         let _ = self
             .supervisor
-            .send_message(SupervisorMsg::Wake(customer_id.to_owned()));
+            .send_message(SupervisorMsg::Wake(customer_id.to_owned(), lanes));
     }
 
     /// Passes changed customer settings (rate ceiling, paused) to its actor, and wakes it.

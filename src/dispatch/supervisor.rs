@@ -15,7 +15,7 @@ use tokio::time::Instant;
 
 use super::Context;
 use super::customer::{CustomerActor, CustomerArgs};
-use super::messages::{CustomerMsg, SupervisorMsg};
+use super::messages::{ALL_LANES, CustomerMsg, Lanes, SupervisorMsg};
 
 /// First restart delay after a failure; doubles per consecutive failure.
 const RESTART_BASE: Duration = Duration::from_millis(100);
@@ -70,7 +70,9 @@ impl Actor for Supervisor {
         state: &mut SupervisorState,
     ) -> Result<(), ActorProcessingErr> {
         match message {
-            SupervisorMsg::Wake(customer_id) => state.wake(&myself, customer_id).await,
+            SupervisorMsg::Wake(customer_id, lanes) => {
+                state.wake(&myself, customer_id, lanes).await
+            }
             SupervisorMsg::Settings(customer) => {
                 if let Some(child) = state.children.get(&customer.id) {
                     let _ = child.actor.send_message(CustomerMsg::Settings(customer));
@@ -84,7 +86,7 @@ impl Actor for Supervisor {
                 if let Some(failures) = state.failures.get_mut(&customer_id) {
                     failures.restart_pending = false;
                 }
-                state.wake(&myself, customer_id).await;
+                state.wake(&myself, customer_id, ALL_LANES).await;
             }
             SupervisorMsg::Stats(customer_id, reply) => match state.children.get(&customer_id) {
                 // The actor answers the caller directly.
@@ -134,13 +136,13 @@ impl Actor for Supervisor {
 
 impl SupervisorState {
     /// Wakes the customer's actor, starting one unless a restart is already scheduled.
-    async fn wake(&mut self, myself: &ActorRef<SupervisorMsg>, customer_id: String) {
+    async fn wake(&mut self, myself: &ActorRef<SupervisorMsg>, customer_id: String, lanes: Lanes) {
         if self.draining {
             return;
         }
         if let Some(child) = self.children.get_mut(&customer_id) {
             child.wakes_sent += 1;
-            let _ = child.actor.send_message(CustomerMsg::Wake);
+            let _ = child.actor.send_message(CustomerMsg::Wake(lanes));
             return;
         }
         if self
@@ -166,7 +168,7 @@ impl SupervisorState {
         match CustomerActor::spawn_linked(None, CustomerActor, args, myself.get_cell()).await {
             Ok((actor, _)) => {
                 tracing::debug!(customer_id = %customer_id, actor_id = %actor.get_id(), "customer actor started");
-                let _ = actor.send_message(CustomerMsg::Wake);
+                let _ = actor.send_message(CustomerMsg::Wake(ALL_LANES));
                 self.by_actor.insert(actor.get_id(), customer_id.clone());
                 self.children.insert(
                     customer_id,

@@ -3,7 +3,7 @@
 use sqlx::Row;
 use sqlx::any::AnyRow;
 
-use super::{Error, Store};
+use super::{Durability, Error, Store};
 use crate::model::{Customer, EpochMillis, StartTier};
 
 const COLUMNS: &str = "id, webhook_url, signing_secret, max_rate_per_sec, paused, start_tier";
@@ -32,7 +32,7 @@ impl Store {
         .bind(i64::from(customer.paused))
         .bind(now)
         .bind(customer.start_tier.map(StartTier::code))
-        .execute(&self.write)
+        .execute(&mut *self.writer(Durability::Durable).await?)
         .await?;
         Ok(())
     }

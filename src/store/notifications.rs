@@ -8,7 +8,9 @@ use std::collections::HashMap;
 use sqlx::Row;
 use sqlx::any::AnyRow;
 
-use super::{Backend, Error, Store, values_placeholders};
+use sqlx::Connection as _;
+
+use super::{Backend, Durability, Error, Store, values_placeholders};
 use crate::model::{EpochMillis, Lane, NewNotification, Notification, NotificationId, State};
 
 /// Rows per multi-row statement: one statement per row costs ~25 µs more than batching
@@ -94,7 +96,8 @@ impl Store {
             });
         }
 
-        let mut tx = self.write.begin().await?;
+        let mut conn = self.writer(Durability::Durable).await?;
+        let mut tx = conn.begin().await?;
         let mut new_ids: HashMap<(String, String), i64> = HashMap::with_capacity(unique.len());
         for chunk in unique.chunks(STATEMENT_ROWS) {
             let sql = format!(
@@ -182,7 +185,7 @@ impl Store {
             .bind(customer_id)
             .bind(lane.code())
             .bind(i64::try_from(limit).unwrap_or(i64::MAX))
-            .fetch_all(&self.write)
+            .fetch_all(&mut *self.writer(Durability::Relaxed).await?)
             .await?;
         let mut claimed = Vec::with_capacity(rows.len());
         for row in rows {
@@ -219,7 +222,8 @@ impl Store {
             .partition(|o| o.kind == OutcomeKind::Delivered);
         let delivered: Vec<(NotificationId, i64)> =
             delivered.iter().map(|o| (o.id, o.claim)).collect();
-        let mut tx = self.write.begin().await?;
+        let mut conn = self.writer(Durability::Relaxed).await?;
+        let mut tx = conn.begin().await?;
         let set_delivered = format!(
             "state = {}, delivered_at = {now}, updated_at = {now}, lease_until = NULL, last_error = NULL",
             State::Delivered.code()
@@ -272,7 +276,7 @@ impl Store {
         let result = sqlx::query(&sql)
             .bind(now)
             .bind(lease_ended_by)
-            .execute(&self.write)
+            .execute(&mut *self.writer(Durability::Relaxed).await?)
             .await?;
         Ok(result.rows_affected())
     }
@@ -284,7 +288,8 @@ impl Store {
         claims: &[(NotificationId, i64)],
         now: EpochMillis,
     ) -> Result<u64, Error> {
-        let mut tx = self.write.begin().await?;
+        let mut conn = self.writer(Durability::Relaxed).await?;
+        let mut tx = conn.begin().await?;
         let set_pending = format!(
             "state = {}, attempts = attempts - 1, due_at = {now}, lease_until = NULL, updated_at = {now}",
             State::Pending.code()
