@@ -1,11 +1,13 @@
 //! Talking to floodgate as any service does: gRPC connections carrying the bearer token, and the
 //! customer registration every experiment starts with.
 
+use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::{Context as _, Result};
 use floodgate::api::proto;
 use floodgate::api::proto::customers_client::CustomersClient;
+use tokio::task::JoinSet;
 use tonic::metadata::{Ascii, MetadataValue};
 use tonic::service::Interceptor;
 use tonic::service::interceptor::InterceptedService;
@@ -50,32 +52,70 @@ pub(crate) async fn connect(url: &str, token: &str) -> Result<AuthedChannel> {
     Ok(InterceptedService::new(channel, Bearer(header)))
 }
 
-/// Creates (or replaces) the customers `ids`, all pointing at `webhook_url`. Registering them
-/// `paused` keeps the dispatcher idle, so a run measures intake alone.
+/// A fresh admin token for a server started for one run.
+pub(crate) fn random_admin_token() -> String {
+    format!("fgload_{:032x}", rand::random::<u128>())
+}
+
+/// Succeeds once the server answers a real call: its ports accept connections at once, but calls
+/// are answered only once the store is open and migrated.
+pub(crate) async fn answers_calls(url: &str, token: &str) -> Result<()> {
+    let mut customers = CustomersClient::new(connect(url, token).await?);
+    customers
+        .list_customers(proto::ListCustomersRequest {})
+        .await
+        .context("ListCustomers failed")?;
+    Ok(())
+}
+
+/// UpsertCustomer calls in flight at once while registering: thousands of customers register in
+/// seconds instead of one commit's round trip each, in turn.
+const REGISTER_CONCURRENCY: usize = 16;
+
+/// Creates (or replaces) the customers `ids`, customer `i` pointing at `webhooks[i % len]` (so
+/// several receivers share the customers evenly). Registering them `paused` keeps the dispatcher
+/// idle, so a run measures intake alone.
 pub(crate) async fn register_customers(
     channel: &AuthedChannel,
     ids: &[String],
-    webhook_url: &str,
+    webhooks: &[&str],
     paused: bool,
 ) -> Result<()> {
-    let mut customers = CustomersClient::new(channel.clone());
-    for id in ids {
-        let customer = proto::Customer {
+    anyhow::ensure!(!webhooks.is_empty(), "no webhook URL to register");
+    let customers: Vec<proto::Customer> = ids
+        .iter()
+        .enumerate()
+        .map(|(i, id)| proto::Customer {
             id: id.clone(),
-            webhook_url: webhook_url.to_owned(),
+            webhook_url: webhooks[i % webhooks.len()].to_owned(),
             paused,
             // No rate ceiling, a generated secret, the default start tier: the load test
             // measures floodgate's own defaults.
             ..proto::Customer::default()
-        };
-        customers
-            .upsert_customer(proto::UpsertCustomerRequest {
-                customer: Some(customer),
-            })
-            .await
-            .with_context(|| {
-                format!("UpsertCustomer {id} failed (is the token an admin token?)")
-            })?;
+        })
+        .collect();
+    let customers = Arc::new(customers);
+    let mut workers = JoinSet::new();
+    for worker in 0..REGISTER_CONCURRENCY.min(ids.len()) {
+        let mut client = CustomersClient::new(channel.clone());
+        let customers = customers.clone();
+        workers.spawn(async move {
+            for customer in customers.iter().skip(worker).step_by(REGISTER_CONCURRENCY) {
+                let id = customer.id.clone();
+                client
+                    .upsert_customer(proto::UpsertCustomerRequest {
+                        customer: Some(customer.clone()),
+                    })
+                    .await
+                    .with_context(|| {
+                        format!("UpsertCustomer {id} failed (is the token an admin token?)")
+                    })?;
+            }
+            anyhow::Ok(())
+        });
+    }
+    while let Some(done) = workers.join_next().await {
+        done.context("a registering task panicked")??;
     }
     Ok(())
 }

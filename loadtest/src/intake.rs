@@ -1,55 +1,32 @@
 //! The `intake` experiment: how many notifications/s floodgate accepts, and how long each call
 //! takes, with `Submit` or `SubmitBatch`.
 //!
-//! Callers are independent loops, each with one call in flight. Closed loop (the default), a
-//! caller sends its next call as soon as the previous one is answered: that finds the ceiling.
-//! Open loop (`--rate`), each caller follows a fixed schedule and latency is measured from the
-//! *scheduled* send time, so a slow answer cannot hide the calls it delayed (no coordinated
-//! omission): that gives honest percentiles below the ceiling.
+//! Closed loop (the default) finds the ceiling; open loop (`--rate`) gives honest percentiles
+//! below it (see [`crate::caller`]).
 //!
 //! A call counts if it completes inside the measured window (after the warmup); the last calls,
 //! still under way when the window closes, are awaited but not counted.
 
-mod caller;
-
 use std::path::PathBuf;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::Ordering;
 use std::time::Duration;
 
 use anyhow::{Context as _, Result, ensure};
+use clap::Args;
 use clap::builder::RangedU64ValueParser;
-use clap::{Args, ValueEnum};
 use floodgate::api::proto::dispatcher_client::DispatcherClient;
-use tokio::task::JoinHandle;
 use tokio::time::Instant;
 
+use crate::caller::{self, Live, Mode, Plan, Tally, Window, count_between, positive_rate};
 use crate::client::{self, AuthedChannel};
+use crate::interrupt::unless_interrupted;
 use crate::receiver::Receiver;
 use crate::report::{self, Latency, Summary};
 use crate::server::Server;
-use caller::{Live, Plan, Tally, Window};
 
 /// Registered as the webhook of paused customers: never called, but the URL must be valid.
 const UNUSED_WEBHOOK: &str = "http://127.0.0.1:9/unused";
-
-/// Which RPC carries the notifications.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
-pub(crate) enum Mode {
-    /// One notification per `Dispatcher.Submit` call.
-    Submit,
-    /// `--batch-size` notifications per `Dispatcher.SubmitBatch` call.
-    Batch,
-}
-
-impl Mode {
-    fn name(self) -> &'static str {
-        match self {
-            Mode::Submit => "submit",
-            Mode::Batch => "batch",
-        }
-    }
-}
 
 /// Options of `floodgate-loadtest intake`.
 #[derive(Debug, Args)]
@@ -107,13 +84,6 @@ pub(crate) struct IntakeArgs {
     json: Option<PathBuf>,
 }
 
-fn positive_rate(value: &str) -> Result<f64, String> {
-    match value.parse::<f64>() {
-        Ok(rate) if rate.is_finite() && rate > 0.0 => Ok(rate),
-        _ => Err(format!("{value:?} is not a positive number of calls/s")),
-    }
-}
-
 /// Runs the experiment and prints its summary.
 pub(crate) async fn run(args: IntakeArgs) -> Result<()> {
     ensure!(
@@ -147,7 +117,7 @@ pub(crate) async fn run(args: IntakeArgs) -> Result<()> {
             (Some(server), target)
         }
     };
-    let measured = measure(&args, &target, receiver.as_ref()).await;
+    let measured = unless_interrupted(measure(&args, &target, receiver.as_ref())).await;
     // Stop everything even when the measurement failed: the scratch database must go. The
     // receiver goes last, because floodgate's shutdown waits for deliveries under way.
     let stopped = match server {
@@ -182,7 +152,7 @@ async fn measure(
     let admin = client::connect(&target.url, &target.token).await?;
     let customers: Vec<String> = (0..args.customers).map(|i| format!("load-{i}")).collect();
     let webhook = receiver.map_or(UNUSED_WEBHOOK, Receiver::url);
-    client::register_customers(&admin, &customers, webhook, !args.deliver).await?;
+    client::register_customers(&admin, &customers, &[webhook], !args.deliver).await?;
     let channels = connect_channels(args, target).await?;
 
     let plan = Arc::new(Plan::new(
@@ -230,7 +200,7 @@ async fn measure(
     if args.deliver {
         // The receiver goes away with this process: pause the customers again, so a --target
         // server does not retry their backlog against a closed port for the next day.
-        client::register_customers(&admin, &customers, webhook, true).await?;
+        client::register_customers(&admin, &customers, &[webhook], true).await?;
     }
 
     let secs = args.duration.as_secs_f64();
@@ -301,14 +271,4 @@ async fn show_progress(live: &Live, start: Instant, window: Window) {
         }
         (last_at, last_accepted) = (now, accepted);
     }
-}
-
-/// Counts what `counter` gains inside the window.
-fn count_between(counter: Arc<AtomicU64>, window: Window) -> JoinHandle<u64> {
-    tokio::spawn(async move {
-        tokio::time::sleep_until(window.from).await;
-        let before = counter.load(Ordering::Relaxed);
-        tokio::time::sleep_until(window.until).await;
-        counter.load(Ordering::Relaxed) - before
-    })
 }

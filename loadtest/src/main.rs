@@ -1,14 +1,32 @@
 //! `floodgate-loadtest`: measures floodgate under load, one subcommand per experiment.
 //!
 //! # Layout
+//! Experiments, one module each:
 //! - [`intake`]: the `intake` subcommand — how many notifications/s the front door accepts.
+//! - [`deliver`]: the `deliver` subcommand — end-to-end throughput: accepted and delivered per
+//!   second, submit-to-arrival latency, backlog and drain time.
+//! - [`memory`]: the `memory` subcommand — a floodgate process's RSS with a huge backlog for one
+//!   slow customer, or with many idle customer actors.
+//!
+//! What they share:
+//! - [`caller`]: the submitting callers — open- or closed-loop pacing, what each call sends
+//!   (optionally stamped with its send time, optionally a fixed total), per-caller tallies.
 //! - [`server`]: floodgate started in-process on a scratch database, so a run needs nothing set up.
+//! - [`database`]: the run's database — SQLite by default, or a scratch PostgreSQL database.
 //! - [`client`]: connections to floodgate (the bearer token) and customer registration.
-//! - [`receiver`]: an always-200 webhook receiver, for runs that also deliver.
-//! - [`report`]: latency percentiles, the progress line and the final summary (text and JSON).
+//! - [`receiver`]: webhook receivers answering 200 — at once, or one request at a time slowly.
+//! - [`arrivals`]: what the receivers saw — each webhook id once, duplicates, end-to-end latency.
+//! - [`report`]: latency percentiles, the progress line and the intake summary (text and JSON).
+//! - [`interrupt`]: Ctrl-C and SIGTERM end a run through its normal cleanup.
 
+mod arrivals;
+mod caller;
 mod client;
+mod database;
+mod deliver;
 mod intake;
+mod interrupt;
+mod memory;
 mod receiver;
 mod report;
 mod server;
@@ -29,6 +47,12 @@ struct Cli {
 enum Command {
     /// Measure how many notifications/s floodgate accepts (Submit or SubmitBatch).
     Intake(Box<intake::IntakeArgs>),
+    /// Measure end-to-end delivery: notifications/s accepted and delivered to always-200
+    /// receivers in the same run, and the latency from submit to arrival.
+    Deliver(Box<deliver::DeliverArgs>),
+    /// Measure a floodgate process's resident memory with a huge backlog for one slow customer,
+    /// or with many idle customer actors.
+    Memory(Box<memory::MemoryArgs>),
 }
 
 #[tokio::main]
@@ -44,5 +68,7 @@ async fn main() -> Result<()> {
         .context("cannot set up logging")?;
     match cli.command {
         Command::Intake(args) => intake::run(*args).await,
+        Command::Deliver(args) => deliver::run(*args).await,
+        Command::Memory(args) => memory::run(*args).await,
     }
 }

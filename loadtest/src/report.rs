@@ -150,8 +150,8 @@ pub(crate) fn print(summary: &Summary) {
     }
 }
 
-/// Writes the summary as pretty JSON to `path`.
-pub(crate) fn write_json(path: &Path, summary: &Summary) -> Result<()> {
+/// Writes a summary (any experiment's) as pretty JSON to `path`.
+pub(crate) fn write_json(path: &Path, summary: &impl Serialize) -> Result<()> {
     let json = serde_json::to_vec_pretty(summary).context("cannot encode the summary")?;
     std::fs::write(path, json).with_context(|| format!("cannot write {}", path.display()))
 }

@@ -1,21 +1,19 @@
-//! floodgate started in-process for one run: a fresh data directory, a fresh database, a random
-//! admin token and ports chosen by the kernel — so runs never see each other's rows, and a run
-//! needs nothing set up beforehand.
+//! floodgate started in-process for one run: a fresh data directory, a fresh database (see
+//! [`crate::database`]), a random admin token and ports chosen by the kernel — so runs never see
+//! each other's rows, and a run needs nothing set up beforehand.
 
 use std::time::Duration;
 
 use anyhow::{Context as _, Result, bail};
-use floodgate::api::proto;
-use floodgate::api::proto::customers_client::CustomersClient;
 use floodgate::app::AppError;
 use floodgate::{Listeners, ServeConfig};
-use sqlx::{Connection as _, Executor as _, PgConnection};
 use tempfile::TempDir;
 use tokio::net::TcpListener;
 use tokio::sync::oneshot;
 use tokio::task::JoinHandle;
 
 use crate::client;
+use crate::database::RunDatabase;
 
 /// Short, so the run ends promptly; every answered submit is committed before the gRPC server
 /// returns, whatever the grace.
@@ -29,7 +27,7 @@ pub(crate) struct Server {
     backend: &'static str,
     stop: oneshot::Sender<()>,
     task: JoinHandle<Result<(), AppError>>,
-    scratch: Option<ScratchDatabase>,
+    database: Option<RunDatabase>,
     /// Holds the SQLite file and the lock beside it; removed when the run ends.
     _data_dir: TempDir,
 }
@@ -39,46 +37,32 @@ impl Server {
     /// in the temporary data directory; a PostgreSQL URL gets a scratch database created beside
     /// the one it names (dropped again by [`Server::stop`]); any other URL is used as given.
     pub(crate) async fn start(database_url: Option<&str>) -> Result<Self> {
-        let scratch = match database_url {
-            Some(url) if is_postgres(url) => Some(ScratchDatabase::create(url).await?),
-            _ => None,
-        };
-        let url = match &scratch {
-            Some(scratch) => Some(scratch.url.clone()),
-            None => database_url.map(str::to_owned),
-        };
-        match Self::launch(url).await {
+        let database = RunDatabase::prepare(database_url).await?;
+        match Self::launch(database.url().map(str::to_owned), database.backend()).await {
             Ok(mut server) => {
-                server.scratch = scratch;
+                server.database = Some(database);
                 Ok(server)
             }
             Err(err) => {
-                if let Some(scratch) = scratch {
-                    scratch.drop_quietly().await;
-                }
+                database.release_quietly().await;
                 Err(err)
             }
         }
     }
 
     /// Starts floodgate on `database_url` (its default, SQLite in the data directory, if `None`).
-    async fn launch(database_url: Option<String>) -> Result<Self> {
+    async fn launch(database_url: Option<String>, backend: &'static str) -> Result<Self> {
         let data_dir = tempfile::Builder::new()
             .prefix("floodgate-load-")
             .tempdir()
             .context("cannot create a temporary data directory")?;
-        let admin_token = format!("fgload_{:032x}", rand::random::<u128>());
+        let admin_token = client::random_admin_token();
         let mut cfg = ServeConfig::defaults();
         cfg.data_dir = data_dir.path().to_owned();
         cfg.database_url = database_url;
         cfg.admin_token = Some(admin_token.clone());
         cfg.shutdown_grace = SHUTDOWN_GRACE;
         cfg.validate().context("invalid server configuration")?;
-        let backend = if is_postgres(&cfg.database_url()) {
-            "PostgreSQL"
-        } else {
-            "SQLite"
-        };
 
         let grpc = TcpListener::bind("127.0.0.1:0")
             .await
@@ -98,7 +82,7 @@ impl Server {
         // The ports accept connections at once, but calls are answered only once the store is
         // open and migrated: wait for a real call, or for the server to give up.
         tokio::select! {
-            ready = answers_calls(&grpc_url, &admin_token) => {
+            ready = client::answers_calls(&grpc_url, &admin_token) => {
                 ready.context("the in-process floodgate does not answer")?;
             }
             ended = &mut task => {
@@ -114,7 +98,7 @@ impl Server {
             backend,
             stop,
             task,
-            scratch: None,
+            database: None,
             _data_dir: data_dir,
         })
     }
@@ -141,78 +125,9 @@ impl Server {
             Ok(result) => result.context("the in-process floodgate stopped with an error"),
             Err(err) => Err(err).context("the in-process floodgate panicked"),
         };
-        if let Some(scratch) = self.scratch {
-            scratch.drop().await?;
+        if let Some(database) = self.database {
+            database.release().await?;
         }
         result
-    }
-}
-
-async fn answers_calls(url: &str, token: &str) -> Result<()> {
-    let mut customers = CustomersClient::new(client::connect(url, token).await?);
-    customers
-        .list_customers(proto::ListCustomersRequest {})
-        .await
-        .context("ListCustomers failed")?;
-    Ok(())
-}
-
-fn is_postgres(url: &str) -> bool {
-    url.starts_with("postgres://") || url.starts_with("postgresql://")
-}
-
-/// A database created for one run, so every run starts from empty tables and leaves nothing
-/// behind.
-#[derive(Debug)]
-struct ScratchDatabase {
-    /// The URL given on the command line: where the scratch database is created from and
-    /// dropped from (a database cannot drop itself).
-    admin_url: String,
-    name: String,
-    url: String,
-}
-
-impl ScratchDatabase {
-    async fn create(admin_url: &str) -> Result<Self> {
-        // Only hex digits after a fixed prefix: safe to splice into the statement unquoted.
-        let name = format!("fg_load_{:016x}", rand::random::<u64>());
-        let mut url = url::Url::parse(admin_url)
-            .with_context(|| format!("invalid database URL {admin_url:?}"))?;
-        url.set_path(&format!("/{name}"));
-        let mut conn = PgConnection::connect(admin_url)
-            .await
-            .with_context(|| format!("cannot connect to {admin_url}"))?;
-        conn.execute(format!("CREATE DATABASE {name}").as_str())
-            .await
-            .with_context(|| format!("cannot create the scratch database {name}"))?;
-        let _ = conn.close().await;
-        eprintln!("created scratch database {name}");
-        Ok(Self {
-            admin_url: admin_url.to_owned(),
-            name,
-            url: url.into(),
-        })
-    }
-
-    async fn drop(self) -> Result<()> {
-        let mut conn = PgConnection::connect(&self.admin_url)
-            .await
-            .with_context(|| {
-                format!("cannot connect to {} to drop {}", self.admin_url, self.name)
-            })?;
-        // FORCE: a pool connection floodgate failed to close must not keep the database alive.
-        conn.execute(format!("DROP DATABASE IF EXISTS {} WITH (FORCE)", self.name).as_str())
-            .await
-            .with_context(|| format!("cannot drop the scratch database {}", self.name))?;
-        let _ = conn.close().await;
-        Ok(())
-    }
-
-    /// Drops the database after a failed start, where the start's error is the one to report.
-    async fn drop_quietly(self) {
-        let name = self.name.clone();
-        if let Err(err) = self.drop().await {
-            eprintln!("warning: scratch database {name} is left behind: {err:#}");
-        }
     }
 }

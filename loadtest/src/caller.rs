@@ -1,6 +1,12 @@
-//! One caller of the `intake` experiment: what it sends, how it paces itself, and what it
+//! The callers every experiment runs: what a call sends, how a caller paces itself, and what it
 //! records. Each caller keeps its own tally, merged at the end, so callers share nothing hot
-//! but three counters for the progress line.
+//! but a few counters for the progress line.
+//!
+//! Callers are independent loops, each with one call in flight. Closed loop (no schedule), a
+//! caller sends its next call as soon as the previous one is answered: that finds the ceiling.
+//! Open loop ([`schedule`]), each caller follows a fixed schedule and latency is measured from the
+//! *scheduled* send time, so a slow answer cannot hide the calls it delayed (no coordinated
+//! omission): that gives honest percentiles below the ceiling.
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
@@ -8,14 +14,41 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
 use anyhow::{Context as _, Result};
+use clap::ValueEnum;
 use floodgate::api::proto;
 use floodgate::api::proto::dispatcher_client::DispatcherClient;
 use floodgate::api::proto::submit_result::Outcome;
 use hdrhistogram::Histogram;
+use tokio::task::JoinHandle;
 use tokio::time::{Instant, Interval, MissedTickBehavior};
 
-use super::Mode;
 use crate::client::AuthedChannel;
+
+/// Which RPC carries the notifications.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub(crate) enum Mode {
+    /// One notification per `Dispatcher.Submit` call.
+    Submit,
+    /// `--batch-size` notifications per `Dispatcher.SubmitBatch` call.
+    Batch,
+}
+
+impl Mode {
+    pub(crate) fn name(self) -> &'static str {
+        match self {
+            Mode::Submit => "submit",
+            Mode::Batch => "batch",
+        }
+    }
+}
+
+/// Parses a `--rate`: a finite number above zero.
+pub(crate) fn positive_rate(value: &str) -> Result<f64, String> {
+    match value.parse::<f64>() {
+        Ok(rate) if rate.is_finite() && rate > 0.0 => Ok(rate),
+        _ => Err(format!("{value:?} is not a positive rate")),
+    }
+}
 
 /// Recipients cycled through, so the inbox index sees realistic fan-out rather than one hot key.
 const RECIPIENTS: u64 = 10_000;
@@ -23,7 +56,7 @@ const RECIPIENTS: u64 = 10_000;
 /// Caller `i`'s open-loop ticker: `rate` calls/s in total over `callers` callers, the callers'
 /// phases staggered evenly so the total is smooth. `Burst`: a caller that fell behind catches up
 /// at once instead of dropping its missed sends, so slow answers never lower the offered rate.
-pub(super) fn schedule(start: Instant, rate: f64, callers: usize, i: usize) -> Result<Interval> {
+pub(crate) fn schedule(start: Instant, rate: f64, callers: usize, i: usize) -> Result<Interval> {
     let period = Duration::try_from_secs_f64(callers as f64 / rate)
         .ok()
         .filter(|period| !period.is_zero())
@@ -34,37 +67,68 @@ pub(super) fn schedule(start: Instant, rate: f64, callers: usize, i: usize) -> R
     Ok(ticker)
 }
 
-/// A JSON object of `bytes` bytes (or the smallest such object, if `bytes` is smaller).
-fn json_payload(bytes: usize) -> Vec<u8> {
-    const HEAD: &str = r#"{"loadtest":true,"pad":""#;
+/// The JSON object every payload is: `head`, then padding up to `bytes` bytes (or none, if the
+/// object is already that long).
+fn json_payload(head: &str, bytes: usize) -> Vec<u8> {
+    const PAD: &str = r#""pad":""#;
     const TAIL: &str = r#""}"#;
-    let pad = bytes.saturating_sub(HEAD.len() + TAIL.len());
-    format!("{HEAD}{}{TAIL}", "x".repeat(pad)).into_bytes()
+    let pad = bytes.saturating_sub(head.len() + PAD.len() + TAIL.len());
+    format!("{head}{PAD}{}{TAIL}", "x".repeat(pad)).into_bytes()
+}
+
+/// The fixed start of an unstamped payload.
+const PLAIN_HEAD: &str = r#"{"loadtest":true,"#;
+
+/// The payload of a stamped notification: when it was (due to be) sent, in µs since `epoch`, as
+/// `{"t_us":…}`, so a receiver can take the end-to-end latency from the webhook alone.
+pub(crate) fn stamped_payload(epoch: Instant, sent: Instant, bytes: usize) -> Vec<u8> {
+    let t_us = micros(sent.saturating_duration_since(epoch));
+    json_payload(&format!(r#"{{"t_us":{t_us},"#), bytes)
 }
 
 /// When counting happens: calls completed in `from..until` count; none start after `until`.
 #[derive(Debug, Clone, Copy)]
-pub(super) struct Window {
-    pub(super) from: Instant,
-    pub(super) until: Instant,
+pub(crate) struct Window {
+    pub(crate) from: Instant,
+    pub(crate) until: Instant,
+}
+
+/// Counts what `counter` gains inside the window, in the background.
+pub(crate) fn count_between(counter: Arc<AtomicU64>, window: Window) -> JoinHandle<u64> {
+    tokio::spawn(async move {
+        tokio::time::sleep_until(window.from).await;
+        let before = counter.load(Ordering::Relaxed);
+        tokio::time::sleep_until(window.until).await;
+        counter.load(Ordering::Relaxed) - before
+    })
+}
+
+/// What goes into each payload.
+enum Payload {
+    /// The same bytes every time: cheapest, for measuring intake alone.
+    Fixed(Vec<u8>),
+    /// Each payload carries its send time (see [`stamped_payload`]).
+    Stamped { epoch: Instant, bytes: usize },
 }
 
 /// What every call sends. Notification `n` (numbered across all callers) goes to customer
 /// `n mod customers`, with the key `<run>-<n>`: unique across callers and across runs.
-pub(super) struct Plan {
+pub(crate) struct Plan {
     mode: Mode,
     batch_size: usize,
     /// Makes the keys unique across runs against the same database (`--target`).
     run_id: String,
     customers: Vec<String>,
-    payload: Vec<u8>,
+    payload: Payload,
+    /// Notifications to send in all; `None` sends until the window closes.
+    total: Option<u64>,
     /// The number of the next notification.
     next: AtomicU64,
 }
 
 impl Plan {
     /// A plan for `customers`, with `batch_size` ignored in submit mode.
-    pub(super) fn new(
+    pub(crate) fn new(
         mode: Mode,
         batch_size: usize,
         customers: Vec<String>,
@@ -75,42 +139,85 @@ impl Plan {
             batch_size,
             run_id: format!("{:08x}", rand::random::<u32>()),
             customers,
-            payload: json_payload(payload_bytes),
+            payload: Payload::Fixed(json_payload(PLAIN_HEAD, payload_bytes)),
+            total: None,
             next: AtomicU64::new(0),
         }
     }
 
-    /// The payload's actual size (never below the JSON skeleton).
-    pub(super) fn payload_bytes(&self) -> usize {
-        self.payload.len()
+    /// Stamps every payload with its send time, in µs since `epoch` (see [`stamped_payload`]);
+    /// for runs that measure latency up to the webhook's arrival.
+    pub(crate) fn stamped(mut self, epoch: Instant) -> Self {
+        let bytes = self.payload_bytes();
+        self.payload = Payload::Stamped { epoch, bytes };
+        self
     }
 
-    pub(super) fn batch_size(&self) -> usize {
+    /// Stops after `total` notifications (the last call may carry fewer than a batch); for runs
+    /// that fill the store with a fixed amount rather than load it for a time.
+    pub(crate) fn limited(mut self, total: u64) -> Self {
+        self.total = Some(total);
+        self
+    }
+
+    /// The payload's size (never below the JSON skeleton).
+    pub(crate) fn payload_bytes(&self) -> usize {
+        match &self.payload {
+            Payload::Fixed(payload) => payload.len(),
+            Payload::Stamped { bytes, .. } => *bytes,
+        }
+    }
+
+    pub(crate) fn batch_size(&self) -> usize {
         match self.mode {
             Mode::Submit => 1,
             Mode::Batch => self.batch_size,
         }
     }
 
-    fn request(&self, n: u64) -> proto::SubmitRequest {
+    /// Notifications handed to calls so far: the offered load, as sent.
+    pub(crate) fn issued(&self) -> u64 {
+        let next = self.next.load(Ordering::Relaxed);
+        self.total.map_or(next, |total| next.min(total))
+    }
+
+    fn request(&self, n: u64, sent: Instant) -> proto::SubmitRequest {
         let customer = (n % self.customers.len() as u64) as usize;
+        let payload = match &self.payload {
+            Payload::Fixed(payload) => payload.clone(),
+            Payload::Stamped { epoch, bytes } => stamped_payload(*epoch, sent, *bytes),
+        };
         proto::SubmitRequest {
             customer_id: self.customers[customer].clone(),
             idempotency_key: format!("{}-{n}", self.run_id),
             recipient: format!("user-{}", n % RECIPIENTS),
             lane: proto::Lane::Transactional as i32,
-            payload: self.payload.clone(),
+            payload,
             send_at: None,
             expires_at: None,
         }
     }
 
-    /// Makes one call and sorts out its answer.
-    async fn call(&self, client: &mut DispatcherClient<AuthedChannel>) -> CallResult {
+    /// The numbers of the next call's notifications, or `None` once the total is sent.
+    fn take(&self) -> Option<std::ops::Range<u64>> {
         let size = self.batch_size() as u64;
         let first = self.next.fetch_add(size, Ordering::Relaxed);
-        match self.mode {
-            Mode::Submit => match client.submit(self.request(first)).await {
+        match self.total {
+            Some(total) if first >= total => None,
+            Some(total) => Some(first..(first + size).min(total)),
+            None => Some(first..first + size),
+        }
+    }
+
+    /// Makes one call, due at `sent`, and sorts out its answer; `None` once the total is sent.
+    async fn call(
+        &self,
+        client: &mut DispatcherClient<AuthedChannel>,
+        sent: Instant,
+    ) -> Option<CallResult> {
+        let numbers = self.take()?;
+        let result = match self.mode {
+            Mode::Submit => match client.submit(self.request(numbers.start, sent)).await {
                 Ok(answer) if answer.get_ref().duplicate => {
                     CallResult::answered(0, vec!["duplicate".into()])
                 }
@@ -118,13 +225,14 @@ impl Plan {
                 Err(status) => CallResult::failed(status.code()),
             },
             Mode::Batch => {
-                let requests = (first..first + size).map(|n| self.request(n)).collect();
+                let size = numbers.end - numbers.start;
+                let requests = numbers.map(|n| self.request(n, sent)).collect();
                 let answer = match client
                     .submit_batch(proto::SubmitBatchRequest { requests })
                     .await
                 {
                     Ok(answer) => answer.into_inner(),
-                    Err(status) => return CallResult::failed(status.code()),
+                    Err(status) => return Some(CallResult::failed(status.code())),
                 };
                 let mut accepted = 0;
                 let mut errors = Vec::new();
@@ -145,7 +253,8 @@ impl Plan {
                 }
                 CallResult::answered(accepted, errors)
             }
-        }
+        };
+        Some(result)
     }
 }
 
@@ -179,24 +288,24 @@ impl CallResult {
 
 /// Running totals for the progress line, warmup included; shared by every caller.
 #[derive(Debug, Default)]
-pub(super) struct Live {
-    pub(super) accepted: AtomicU64,
-    pub(super) errors: AtomicU64,
+pub(crate) struct Live {
+    pub(crate) accepted: AtomicU64,
+    pub(crate) errors: AtomicU64,
     /// The slowest call since the last progress line, in µs: shows stalls as they happen.
-    pub(super) max_latency_us: AtomicU64,
+    pub(crate) max_latency_us: AtomicU64,
 }
 
 /// One caller's measurements inside the window; merged at the end, so callers never contend on a
 /// shared histogram.
-pub(super) struct Tally {
-    pub(super) latency: Histogram<u64>,
-    pub(super) calls: u64,
-    pub(super) accepted: u64,
-    pub(super) errors: BTreeMap<String, u64>,
+pub(crate) struct Tally {
+    pub(crate) latency: Histogram<u64>,
+    pub(crate) calls: u64,
+    pub(crate) accepted: u64,
+    pub(crate) errors: BTreeMap<String, u64>,
 }
 
 impl Tally {
-    pub(super) fn new(empty: Histogram<u64>) -> Self {
+    pub(crate) fn new(empty: Histogram<u64>) -> Self {
         Self {
             latency: empty,
             calls: 0,
@@ -216,7 +325,7 @@ impl Tally {
         }
     }
 
-    pub(super) fn merge(&mut self, other: Tally) -> Result<()> {
+    pub(crate) fn merge(&mut self, other: Tally) -> Result<()> {
         self.latency
             .add(&other.latency)
             .context("cannot merge latency histograms")?;
@@ -229,8 +338,9 @@ impl Tally {
     }
 }
 
-/// One caller: a loop of calls, one at a time, until the window closes.
-pub(super) async fn run(
+/// One caller: a loop of calls, one at a time, until the window closes or the plan's total is
+/// sent.
+pub(crate) async fn run(
     mut client: DispatcherClient<AuthedChannel>,
     plan: Arc<Plan>,
     live: Arc<Live>,
@@ -246,7 +356,9 @@ pub(super) async fn run(
         if Instant::now() >= window.until {
             return tally;
         }
-        let result = plan.call(&mut client).await;
+        let Some(result) = plan.call(&mut client, scheduled).await else {
+            return tally;
+        };
         let done = Instant::now();
         let latency = done - scheduled;
         live.accepted.fetch_add(result.accepted, Ordering::Relaxed);
@@ -270,17 +382,28 @@ mod tests {
 
     #[test]
     fn payloads_have_the_asked_size_and_are_json() {
+        let smallest = json_payload(PLAIN_HEAD, 0).len();
         for size in [0, 40, 200, 4096] {
-            let payload = json_payload(size);
-            assert_eq!(payload.len(), size.max(json_payload(0).len()));
+            let payload = json_payload(PLAIN_HEAD, size);
+            assert_eq!(payload.len(), size.max(smallest));
             serde_json::from_slice::<serde_json::Value>(&payload).unwrap();
         }
     }
 
     #[test]
+    fn stamped_payloads_carry_the_send_time() {
+        let epoch = Instant::now();
+        let payload = stamped_payload(epoch, epoch + Duration::from_millis(1500), 200);
+        assert_eq!(payload.len(), 200);
+        let json: serde_json::Value = serde_json::from_slice(&payload).unwrap();
+        assert_eq!(json["t_us"], 1_500_000);
+    }
+
+    #[test]
     fn notifications_go_round_robin_with_unique_keys() {
+        let now = Instant::now();
         let plan = Plan::new(Mode::Batch, 3, vec!["a".into(), "b".into()], 50);
-        let requests: Vec<_> = (0..5).map(|n| plan.request(n)).collect();
+        let requests: Vec<_> = (0..5).map(|n| plan.request(n, now)).collect();
         let customers: Vec<_> = requests.iter().map(|r| r.customer_id.as_str()).collect();
         assert_eq!(customers, ["a", "b", "a", "b", "a"]);
         let keys: std::collections::HashSet<_> =
@@ -291,6 +414,16 @@ mod tests {
             Plan::new(Mode::Submit, 3, vec!["a".into()], 50).batch_size(),
             1
         );
+    }
+
+    #[test]
+    fn a_limited_plan_stops_at_its_total() {
+        let plan = Plan::new(Mode::Batch, 4, vec!["a".into()], 50).limited(10);
+        assert_eq!(plan.take(), Some(0..4));
+        assert_eq!(plan.take(), Some(4..8));
+        assert_eq!(plan.take(), Some(8..10));
+        assert_eq!(plan.take(), None);
+        assert_eq!(plan.issued(), 10);
     }
 
     #[tokio::test]

@@ -1,0 +1,196 @@
+//! What a `deliver` run prints: a progress line every second (stderr, so stdout holds only the
+//! summary), the final summary as text, and the same summary as JSON.
+
+use std::collections::BTreeMap;
+use std::sync::atomic::Ordering;
+use std::time::Duration;
+
+use serde::Serialize;
+
+use crate::arrivals::Arrivals;
+use crate::caller::Live;
+use crate::report::Latency;
+
+/// Everything a run measured, and the settings that produced it.
+#[derive(Debug, Clone, Serialize)]
+pub(super) struct Summary {
+    /// The in-process floodgate and its database.
+    pub(super) server: String,
+    pub(super) customers: usize,
+    pub(super) receivers: usize,
+    pub(super) callers: usize,
+    pub(super) batch_size: usize,
+    pub(super) payload_bytes: usize,
+    /// `--rate`: notifications/s on the schedule.
+    pub(super) offered_per_sec: f64,
+    pub(super) warmup_secs: f64,
+    pub(super) duration_secs: f64,
+    /// SubmitBatch calls completed inside the measured window (errors included).
+    pub(super) calls: u64,
+    /// Notifications newly accepted by calls completed inside the window.
+    pub(super) accepted: u64,
+    pub(super) accepted_per_sec: f64,
+    /// Notifications that first arrived at a receiver inside the window.
+    pub(super) delivered: u64,
+    pub(super) delivered_per_sec: f64,
+    /// SubmitBatch latency from each call's scheduled time, inside the window.
+    pub(super) submit_latency: Latency,
+    /// From the send time stamped in the payload to the first arrival, for notifications sent
+    /// after the warmup that had arrived by the end (after the drain, with `--drain`).
+    pub(super) end_to_end: Latency,
+    /// Notifications the schedule called for, warmup included.
+    pub(super) offered_total: u64,
+    /// Notifications handed to calls, warmup included: below `offered_total` when the callers
+    /// fell behind the schedule.
+    pub(super) sent_total: u64,
+    /// Notifications accepted, warmup included.
+    pub(super) accepted_total: u64,
+    /// Notifications arrived when the offering stopped (each once).
+    pub(super) delivered_total: u64,
+    /// Accepted but not arrived when the offering stopped.
+    pub(super) backlog_at_end: u64,
+    /// Arrivals of a webhook id that had already arrived (by the end of the run).
+    pub(super) duplicates: u64,
+    /// Arrivals without a `webhook-id`, which cannot be counted once (should be 0).
+    pub(super) without_id: u64,
+    /// Submit errors by kind: a gRPC code for failed calls, `item <code>` for rejected items.
+    pub(super) errors: BTreeMap<String, u64>,
+    /// `--drain` only.
+    pub(super) drain: Option<Drain>,
+}
+
+/// How the drain went.
+#[derive(Debug, Clone, Serialize)]
+pub(super) struct Drain {
+    /// Everything accepted arrived before --drain-timeout.
+    pub(super) drained: bool,
+    /// From the end of the offering until the last arrival (or the timeout).
+    pub(super) secs: f64,
+    /// Accepted but not arrived when the drain ended.
+    pub(super) backlog_left: u64,
+}
+
+/// What one progress line shows.
+#[derive(Debug, Clone, Copy)]
+pub(super) struct Progress {
+    elapsed: Duration,
+    /// `warmup`, `drain`, or empty while measuring.
+    phase: &'static str,
+    /// Notifications the schedule called for so far.
+    offered: u64,
+    accepted: u64,
+    delivered: u64,
+    /// First arrivals per second since the previous line.
+    delivered_rate: f64,
+    duplicates: u64,
+    errors: u64,
+}
+
+impl Progress {
+    /// Reads the live counters; `elapsed` is since the callers started.
+    pub(super) fn read(
+        offered: u64,
+        live: &Live,
+        arrivals: &Arrivals,
+        elapsed: Duration,
+        phase: &'static str,
+        delivered_rate: f64,
+    ) -> Self {
+        Self {
+            elapsed,
+            phase,
+            offered,
+            accepted: live.accepted.load(Ordering::Relaxed),
+            delivered: arrivals.unique(),
+            delivered_rate,
+            duplicates: arrivals.duplicates(),
+            errors: live.errors.load(Ordering::Relaxed),
+        }
+    }
+
+    /// Prints the line to stderr.
+    pub(super) fn print(&self) {
+        eprintln!(
+            "[{:>5.1}s] {:<6} offered {:>9}  accepted {:>9}  delivered {:>9} {:>8.0}/s  backlog {:>8}  dup {}  errors {}",
+            self.elapsed.as_secs_f64(),
+            self.phase,
+            self.offered,
+            self.accepted,
+            self.delivered,
+            self.delivered_rate,
+            self.accepted.saturating_sub(self.delivered),
+            self.duplicates,
+            self.errors
+        );
+    }
+}
+
+/// Prints the summary to stdout.
+pub(super) fn print(s: &Summary) {
+    println!();
+    println!("server:        {}", s.server);
+    println!(
+        "setup:         {} customers on {} always-200 receivers; {} callers, SubmitBatch of {}, {}-byte payloads",
+        s.customers, s.receivers, s.callers, s.batch_size, s.payload_bytes
+    );
+    println!(
+        "load:          open loop, {:.0} notifications/s offered",
+        s.offered_per_sec
+    );
+    println!(
+        "duration:      {:.1}s measured after {:.1}s warmup",
+        s.duration_secs, s.warmup_secs
+    );
+    println!(
+        "accepted/s:    {:.0} ({} notifications, {} calls)",
+        s.accepted_per_sec, s.accepted, s.calls
+    );
+    println!(
+        "delivered/s:   {:.0} ({} first arrivals)",
+        s.delivered_per_sec, s.delivered
+    );
+    print_latency("submit:", &s.submit_latency, "calls");
+    print_latency("end-to-end:", &s.end_to_end, "notifications");
+    println!(
+        "offering end:  {} offered, {} sent, {} accepted, {} arrived, backlog {}",
+        s.offered_total, s.sent_total, s.accepted_total, s.delivered_total, s.backlog_at_end
+    );
+    match &s.drain {
+        Some(d) if d.drained => println!("drain:         everything arrived in {:.2}s", d.secs),
+        Some(d) => println!(
+            "drain:         timed out after {:.1}s with {} not arrived",
+            d.secs, d.backlog_left
+        ),
+        None if s.backlog_at_end > 0 => println!(
+            "drain:         not waited for (--drain); end-to-end omits the {} still on their way",
+            s.backlog_at_end
+        ),
+        None => {}
+    }
+    println!(
+        "duplicates:    {}{}",
+        s.duplicates,
+        if s.without_id > 0 {
+            format!(" ({} arrivals without a webhook-id)", s.without_id)
+        } else {
+            String::new()
+        }
+    );
+    if s.errors.is_empty() {
+        println!("errors:        none");
+    } else {
+        let errors: Vec<String> = s.errors.iter().map(|(k, n)| format!("{k} {n}")).collect();
+        println!("errors:        {}", errors.join(", "));
+    }
+}
+
+fn print_latency(label: &str, l: &Latency, what: &str) {
+    if l.samples == 0 {
+        println!("{label:<14} no {what} to time");
+        return;
+    }
+    println!(
+        "{label:<14} p50 {:.2}  p99 {:.2}  p99.9 {:.2}  max {:.2}  mean {:.2} ms  ({} {what})",
+        l.p50_ms, l.p99_ms, l.p999_ms, l.max_ms, l.mean_ms, l.samples
+    );
+}

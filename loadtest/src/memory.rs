@@ -1,0 +1,247 @@
+//! The `memory` experiment: the resident memory of a floodgate *process*, in the two situations
+//! that could make it grow without bound — a huge backlog for one slow customer (does floodgate
+//! hold the backlog in memory, or only a bounded window of it?) and many customers whose actors
+//! are alive but idle (what does one actor cost?).
+//!
+//! floodgate runs as a child process from a release binary (see [`process`]), so the figures are
+//! its own and not mixed with the load generator's, and its allocator behaves as in service. Both
+//! scenarios register customers, submit with SubmitBatch (see [`submit_all`]) and read `VmRSS`
+//! and `VmHWM` from `/proc/<pid>/status`; each scenario is a module.
+//!
+//! RSS counts what the allocator holds, not what floodgate uses: memory freed after a burst is
+//! often kept for reuse, so figures after a burst are upper bounds of what the steady state needs.
+
+mod backlog;
+mod idle_actors;
+mod process;
+
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::sync::atomic::Ordering;
+use std::time::Duration;
+
+use anyhow::{Context as _, Result, ensure};
+use clap::builder::RangedU64ValueParser;
+use clap::{Args, ValueEnum};
+use floodgate::api::proto;
+use floodgate::api::proto::dispatcher_client::DispatcherClient;
+use serde::Serialize;
+use tokio::time::Instant;
+
+use crate::caller::{self, Live, Mode, Plan, Tally, Window};
+use crate::interrupt::unless_interrupted;
+use crate::report;
+use process::Floodgate;
+
+/// How long to let floodgate settle (startup, a burst's tail, the outcome writer) before a
+/// reading that should show a steady state.
+const SETTLE: Duration = Duration::from_secs(2);
+/// An upper bound on submitting, only to bound a run against a stalled server (each stalled call
+/// already fails after the client's call timeout).
+const SUBMIT_LIMIT: Duration = Duration::from_secs(3600);
+
+/// Which situation to measure.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+enum Scenario {
+    /// One slow customer (one request at a time, --slow-delay each) with a --backlog of
+    /// notifications, observed while it is delivered to.
+    Backlog,
+    /// --customers customers with one delivered notification each, their actors alive but idle.
+    IdleActors,
+}
+
+/// Options of `floodgate-loadtest memory`.
+#[derive(Debug, Args)]
+pub(crate) struct MemoryArgs {
+    /// The situation to measure.
+    #[arg(long, value_enum)]
+    scenario: Scenario,
+    /// The floodgate binary to run (build it with `cargo build --release`).
+    #[arg(long, default_value = "target/release/floodgate")]
+    floodgate_bin: PathBuf,
+    /// Database for floodgate. A PostgreSQL URL gets a fresh scratch database created beside the
+    /// one named and dropped afterwards; any other URL is used as given.
+    /// [default: SQLite in a fresh temporary directory]
+    #[arg(long)]
+    database_url: Option<String>,
+    /// backlog: notifications submitted for the slow customer.
+    #[arg(long, default_value_t = 1_000_000, value_parser = RangedU64ValueParser::<u64>::new().range(1..))]
+    backlog: u64,
+    /// backlog: how long to watch memory while the slow customer is delivered to.
+    #[arg(long, default_value = "20s", value_parser = humantime::parse_duration)]
+    observe: Duration,
+    /// backlog: how long the slow receiver takes per request, one request at a time (100ms is
+    /// 10 deliveries/s).
+    #[arg(long, default_value = "100ms", value_parser = humantime::parse_duration)]
+    slow_delay: Duration,
+    /// idle-actors: customers, each sent one notification.
+    #[arg(long, default_value_t = 10_000, value_parser = RangedU64ValueParser::<usize>::new().range(1..=1_000_000))]
+    customers: usize,
+    /// idle-actors: longest to wait for every notification to arrive.
+    #[arg(long, default_value = "5m", value_parser = humantime::parse_duration)]
+    deliver_timeout: Duration,
+    /// Concurrent SubmitBatch callers while submitting, each with one call in flight.
+    #[arg(long, default_value_t = 4, value_parser = RangedU64ValueParser::<usize>::new().range(1..=1000))]
+    callers: usize,
+    /// Notifications per SubmitBatch call (floodgate takes at most 1,000).
+    #[arg(long, default_value_t = 1000, value_parser = RangedU64ValueParser::<usize>::new().range(1..=1000))]
+    batch_size: usize,
+    /// Size of each notification's JSON payload, in bytes.
+    #[arg(long, default_value_t = 200)]
+    payload_bytes: usize,
+    /// Also write the summary as JSON to this file.
+    #[arg(long)]
+    json: Option<PathBuf>,
+}
+
+/// Runs the chosen scenario against a fresh floodgate process, stops it, and prints the summary.
+pub(crate) async fn run(args: MemoryArgs) -> Result<()> {
+    ensure!(
+        args.floodgate_bin.is_file(),
+        "{} not found: build floodgate first with `cargo build --release` in the workspace root, \
+         or pass --floodgate-bin",
+        args.floodgate_bin.display()
+    );
+    let extra_args: &[&str] = match args.scenario {
+        Scenario::Backlog => &[],
+        // Actors that stay alive however long the run takes: their memory is what is measured.
+        Scenario::IdleActors => &["--idle-timeout", "10m"],
+    };
+    let floodgate = Floodgate::start(
+        &args.floodgate_bin,
+        args.database_url.as_deref(),
+        extra_args,
+    )
+    .await?;
+    let json = args.json.as_deref();
+    let measured = unless_interrupted(async {
+        match args.scenario {
+            Scenario::Backlog => {
+                let summary = backlog::run(&args, &floodgate).await?;
+                Ok(finish(&summary, backlog::print, json))
+            }
+            Scenario::IdleActors => {
+                let summary = idle_actors::run(&args, &floodgate).await?;
+                Ok(finish(&summary, idle_actors::print, json))
+            }
+        }
+    })
+    .await;
+    // Stopped whatever happened, so neither the process nor a scratch database outlives the run.
+    let stopped = floodgate.stop().await;
+    match measured {
+        Ok(finished) => {
+            stopped?;
+            finished
+        }
+        Err(err) => {
+            if let Err(stop_err) = stopped {
+                eprintln!("warning: {stop_err:#}");
+            }
+            Err(err)
+        }
+    }
+}
+
+/// Prints a scenario's summary and writes its JSON.
+fn finish<S: Serialize>(summary: &S, print: fn(&S), json: Option<&Path>) -> Result<()> {
+    print(summary);
+    match json {
+        Some(path) => report::write_json(path, summary),
+        None => Ok(()),
+    }
+}
+
+/// Submits `total` notifications round-robin over `customers` with SubmitBatch, closed loop from
+/// `--callers` callers (as fast as floodgate takes them), printing progress and floodgate's RSS
+/// every second. Returns how many were accepted; errors are reported and counted, not fatal.
+async fn submit_all(
+    args: &MemoryArgs,
+    floodgate: &Floodgate,
+    customers: Vec<String>,
+    total: u64,
+) -> Result<Submitted> {
+    let channel = floodgate.connect().await?;
+    let plan = Arc::new(
+        Plan::new(Mode::Batch, args.batch_size, customers, args.payload_bytes).limited(total),
+    );
+    let live = Arc::new(Live::default());
+    let start = Instant::now();
+    let window = Window {
+        from: start,
+        until: start + SUBMIT_LIMIT,
+    };
+    let empty = report::new_histogram()?;
+    let callers: Vec<_> = (0..args.callers)
+        .map(|_| {
+            tokio::spawn(caller::run(
+                DispatcherClient::new(channel.clone()),
+                plan.clone(),
+                live.clone(),
+                window,
+                None,
+                Tally::new(empty.clone()),
+            ))
+        })
+        .collect();
+    let mut done = tokio::spawn(async move {
+        let mut total = Tally::new(empty);
+        for caller in callers {
+            total.merge(caller.await.context("a caller panicked")?)?;
+        }
+        anyhow::Ok(total)
+    });
+
+    let mut ticker =
+        tokio::time::interval_at(start + Duration::from_secs(1), Duration::from_secs(1));
+    let mut last = 0;
+    let tally = loop {
+        tokio::select! {
+            ended = &mut done => break ended.context("the submitting task panicked")??,
+            now = ticker.tick() => {
+                let accepted = live.accepted.load(Ordering::Relaxed);
+                eprintln!(
+                    "[{:>5.1}s] submit  accepted {accepted:>9} / {total}  {:>7}/s  rss {:>7.1} MiB  errors {}",
+                    (now - start).as_secs_f64(),
+                    accepted - last,
+                    floodgate.memory()?.rss_mib(),
+                    live.errors.load(Ordering::Relaxed),
+                );
+                last = accepted;
+            }
+        }
+    };
+    let secs = start.elapsed().as_secs_f64();
+    if !tally.errors.is_empty() {
+        let errors: Vec<String> = tally
+            .errors
+            .iter()
+            .map(|(k, n)| format!("{k} {n}"))
+            .collect();
+        eprintln!("warning: submit errors: {}", errors.join(", "));
+    }
+    eprintln!(
+        "submitted: {} of {total} accepted in {secs:.1}s ({:.0}/s)",
+        tally.accepted,
+        tally.accepted as f64 / secs
+    );
+    Ok(Submitted {
+        accepted: tally.accepted,
+        secs,
+        errors: tally.errors.values().sum(),
+    })
+}
+
+/// `TIER_SLOW` for a tier number, or the number if floodgate knows tiers this build does not.
+fn tier_name(tier: i32) -> String {
+    proto::Tier::try_from(tier).map_or_else(|_| tier.to_string(), |t| t.as_str_name().to_owned())
+}
+
+/// What [`submit_all`] did.
+#[derive(Debug, Clone, Copy, Serialize)]
+struct Submitted {
+    accepted: u64,
+    secs: f64,
+    /// Failed calls and rejected items.
+    errors: u64,
+}
