@@ -65,6 +65,41 @@ pub enum AppError {
     Join(#[from] tokio::task::JoinError),
 }
 
+/// Why `floodgate serve` failed: set-up problems the operator can fix, or the server's own error.
+#[derive(Debug, thiserror::Error)]
+pub enum ServeError {
+    #[error("cannot set up logging: {0}")]
+    Logging(String),
+    #[error("invalid configuration: {0}")]
+    Config(#[from] crate::config::ConfigError),
+    #[error("cannot listen on {flag} {addr}: {source}")]
+    Bind {
+        flag: &'static str,
+        addr: std::net::SocketAddr,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("floodgate stopped with an error: {0}")]
+    App(#[from] AppError),
+}
+
+/// `floodgate serve`: sets up logging, binds the configured addresses and runs until SIGINT or
+/// SIGTERM. A library function so the load harness can run floodgate as a child process of its
+/// own binary (and SIGKILL it) without needing a separately built `floodgate`.
+pub async fn serve(cfg: ServeConfig) -> Result<(), ServeError> {
+    crate::telemetry::init(cfg.log_format).map_err(|e| ServeError::Logging(e.to_string()))?;
+    cfg.validate()?;
+    let bind = |flag: &'static str, addr: std::net::SocketAddr| async move {
+        TcpListener::bind(addr)
+            .await
+            .map_err(|source| ServeError::Bind { flag, addr, source })
+    };
+    let grpc = bind("--grpc-addr", cfg.grpc_addr).await?;
+    let http = bind("--http-addr", cfg.http_addr).await?;
+    run(cfg, Listeners { grpc, http }, crate::shutdown::signal()).await?;
+    Ok(())
+}
+
 /// Runs floodgate until `shutdown` completes, then shuts down in the order given above.
 pub async fn run(
     cfg: ServeConfig,

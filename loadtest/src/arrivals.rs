@@ -1,8 +1,8 @@
-//! What the webhook receivers saw, shared by all of them: each notification counted once by its
-//! `webhook-id` (a redelivery is a duplicate, not a second delivery), and the end-to-end latency
-//! of stamped notifications — from the send time in their payload (see
-//! [`crate::caller::stamped_payload`]) to their arrival. Sender and receivers run in this one
-//! process, so both sides read the same monotonic clock.
+//! What webhook receivers saw: each notification counted once by its `webhook-id` (a redelivery
+//! is a duplicate, not a second delivery), first arrivals per second since the epoch (the
+//! timeline a report draws), and the end-to-end latency of stamped notifications per lane — from
+//! the send time in their payload (see [`crate::caller::stamped_payload`]) to their arrival.
+//! Sender and receivers run in this one process, so both sides read the same monotonic clock.
 
 use std::collections::HashSet;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -29,8 +29,19 @@ pub(crate) struct Arrivals {
     duplicates: AtomicU64,
     /// Arrivals without a `webhook-id` header (floodgate always sends one).
     without_id: AtomicU64,
-    /// End-to-end latency in µs of first arrivals whose payload carried a stamp.
-    latency: Mutex<Histogram<u64>>,
+    /// End-to-end latency in µs of first arrivals whose payload carried a stamp, per lane
+    /// (transactional, bulk).
+    latency: Mutex<[Histogram<u64>; 2]>,
+    /// First arrivals in each second since the epoch.
+    timeline: Mutex<Vec<u32>>,
+}
+
+/// A webhook's lane, as its body names it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub(crate) enum Lane {
+    Transactional,
+    Bulk,
 }
 
 /// Only a summary: the set of ids can hold millions.
@@ -46,6 +57,7 @@ impl std::fmt::Debug for Arrivals {
 /// The part of the webhook body read here: the payload's stamp, if it has one.
 #[derive(Deserialize)]
 struct Body {
+    lane: Option<Lane>,
     payload: Stamp,
 }
 
@@ -57,14 +69,21 @@ struct Stamp {
 impl Arrivals {
     /// Starts counting, with the stamp epoch at now.
     pub(crate) fn new() -> Result<Arc<Self>> {
+        Self::since(Instant::now())
+    }
+
+    /// Starts counting, with stamps and the timeline counted from `epoch` (shared by the
+    /// receivers of one run).
+    pub(crate) fn since(epoch: Instant) -> Result<Arc<Self>> {
         Ok(Arc::new(Self {
-            epoch: Instant::now(),
+            epoch,
             measure_from_us: AtomicU64::new(0),
             seen: Mutex::new(HashSet::new()),
             unique: Arc::new(AtomicU64::new(0)),
             duplicates: AtomicU64::new(0),
             without_id: AtomicU64::new(0),
-            latency: Mutex::new(report::new_histogram()?),
+            latency: Mutex::new([report::new_histogram()?, report::new_histogram()?]),
+            timeline: Mutex::new(Vec::new()),
         }))
     }
 
@@ -93,14 +112,33 @@ impl Arrivals {
             return;
         }
         self.unique.fetch_add(1, Ordering::Relaxed);
-        let stamp = serde_json::from_slice::<Body>(body)
-            .ok()
-            .and_then(|body| body.payload.t_us);
-        if let Some(sent_us) = stamp
+        let second = usize::try_from(now_us / 1_000_000).unwrap_or(usize::MAX);
+        {
+            let mut timeline = lock(&self.timeline);
+            if timeline.len() <= second {
+                timeline.resize(second + 1, 0);
+            }
+            timeline[second] += 1;
+        }
+        let Ok(body) = serde_json::from_slice::<Body>(body) else {
+            return;
+        };
+        if let Some(sent_us) = body.payload.t_us
             && sent_us >= self.measure_from_us.load(Ordering::Relaxed)
         {
-            lock(&self.latency).saturating_record(now_us.saturating_sub(sent_us).max(1));
+            let lane = body.lane.unwrap_or(Lane::Transactional) as usize;
+            lock(&self.latency)[lane].saturating_record(now_us.saturating_sub(sent_us).max(1));
         }
+    }
+
+    /// Whether notification `id` has arrived.
+    pub(crate) fn contains(&self, id: &str) -> bool {
+        lock(&self.seen).contains(id)
+    }
+
+    /// First arrivals in each second since the epoch, up to the last second with one.
+    pub(crate) fn timeline(&self) -> Vec<u32> {
+        lock(&self.timeline).clone()
     }
 
     /// Notifications that arrived, each counted once.
@@ -123,9 +161,18 @@ impl Arrivals {
         self.without_id.load(Ordering::Relaxed)
     }
 
-    /// A copy of the end-to-end latencies so far, in µs.
+    /// A copy of the end-to-end latencies so far, both lanes together, in µs.
     pub(crate) fn latency(&self) -> Histogram<u64> {
-        lock(&self.latency).clone()
+        let [transactional, bulk] = &*lock(&self.latency);
+        let mut all = transactional.clone();
+        // Both come from `report::new_histogram`, so their ranges agree and adding cannot fail.
+        let _ = all.add(bulk);
+        all
+    }
+
+    /// A copy of one lane's end-to-end latencies so far, in µs.
+    pub(crate) fn lane_latency(&self, lane: Lane) -> Histogram<u64> {
+        lock(&self.latency)[lane as usize].clone()
     }
 }
 
@@ -144,7 +191,8 @@ mod tests {
 
     fn webhook(payload: &[u8]) -> Vec<u8> {
         let payload = std::str::from_utf8(payload).unwrap();
-        format!(r#"{{"id":"1","customer_id":"c-0","payload":{payload},"attempt":1}}"#).into_bytes()
+        format!(r#"{{"id":"1","customer_id":"c-0","lane":"bulk","payload":{payload},"attempt":1}}"#)
+            .into_bytes()
     }
 
     #[tokio::test]
@@ -160,6 +208,10 @@ mod tests {
         assert_eq!(arrivals.duplicates(), 1);
         assert_eq!(arrivals.without_id(), 1);
         assert_eq!(arrivals.latency().len(), 1);
+        assert_eq!(arrivals.lane_latency(Lane::Bulk).len(), 1);
+        assert_eq!(arrivals.lane_latency(Lane::Transactional).len(), 0);
+        assert!(arrivals.contains("2") && !arrivals.contains("3"));
+        assert_eq!(arrivals.timeline(), [2]);
     }
 
     #[tokio::test]

@@ -94,9 +94,17 @@ pub(crate) async fn register_customers(
             ..proto::Customer::default()
         })
         .collect();
+    upsert_customers(channel, customers).await
+}
+
+/// Creates (or replaces) `customers`, [`REGISTER_CONCURRENCY`] calls at a time.
+pub(crate) async fn upsert_customers(
+    channel: &AuthedChannel,
+    customers: Vec<proto::Customer>,
+) -> Result<()> {
     let customers = Arc::new(customers);
     let mut workers = JoinSet::new();
-    for worker in 0..REGISTER_CONCURRENCY.min(ids.len()) {
+    for worker in 0..REGISTER_CONCURRENCY.min(customers.len()) {
         let mut client = CustomersClient::new(channel.clone());
         let customers = customers.clone();
         workers.spawn(async move {

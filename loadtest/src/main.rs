@@ -2,6 +2,8 @@
 //!
 //! # Layout
 //! Experiments, one module each:
+//! - [`scenario`]: the `run` subcommand — a scenario file's simulated customer systems and load,
+//!   run under each pacing policy and reported side by side (table, JSON, SVG).
 //! - [`intake`]: the `intake` subcommand — how many notifications/s the front door accepts.
 //! - [`deliver`]: the `deliver` subcommand — end-to-end throughput: accepted and delivered per
 //!   second, submit-to-arrival latency, backlog and drain time.
@@ -11,6 +13,8 @@
 //! What they share:
 //! - [`caller`]: the submitting callers — open- or closed-loop pacing, what each call sends
 //!   (optionally stamped with its send time, optionally a fixed total), per-caller tallies.
+//! - [`process`]: floodgate as a child process (this harness's built-in copy, or a binary), which
+//!   can be SIGKILLed and restarted.
 //! - [`server`]: floodgate started in-process on a scratch database, so a run needs nothing set up.
 //! - [`database`]: the run's database — SQLite by default, or a scratch PostgreSQL database.
 //! - [`client`]: connections to floodgate (the bearer token) and customer registration.
@@ -27,8 +31,10 @@ mod deliver;
 mod intake;
 mod interrupt;
 mod memory;
+mod process;
 mod receiver;
 mod report;
+mod scenario;
 mod server;
 
 use anyhow::{Context as _, Result};
@@ -43,8 +49,15 @@ struct Cli {
     command: Command,
 }
 
+/// The hidden subcommand that runs floodgate itself: `floodgate-serve` takes exactly the flags
+/// of `floodgate serve`.
+pub(crate) const FLOODGATE_SERVE: &str = "floodgate-serve";
+
 #[derive(Debug, Subcommand)]
 enum Command {
+    /// Run a scenario file (loadtest/scenarios/*.toml) with each pacing policy and report them
+    /// side by side.
+    Run(Box<scenario::RunArgs>),
     /// Measure how many notifications/s floodgate accepts (Submit or SubmitBatch).
     Intake(Box<intake::IntakeArgs>),
     /// Measure end-to-end delivery: notifications/s accepted and delivered to always-200
@@ -53,11 +66,18 @@ enum Command {
     /// Measure a floodgate process's resident memory with a huge backlog for one slow customer,
     /// or with many idle customer actors.
     Memory(Box<memory::MemoryArgs>),
+    /// `floodgate serve`, built into the harness so runs need no separately built binary.
+    #[command(name = FLOODGATE_SERVE, hide = true)]
+    FloodgateServe(Box<floodgate::ServeConfig>),
 }
 
 #[tokio::main]
 async fn main() -> Result<()> {
     let cli = Cli::parse();
+    if let Command::FloodgateServe(cfg) = cli.command {
+        // floodgate sets up its own logging.
+        return Ok(floodgate::app::serve(*cfg).await?);
+    }
     // Only warnings by default: an in-process floodgate's info lines would bury the progress
     // lines, but its warnings (failed group commits, stalls) are exactly what a load test is for.
     tracing_subscriber::fmt()
@@ -70,5 +90,7 @@ async fn main() -> Result<()> {
         Command::Intake(args) => intake::run(*args).await,
         Command::Deliver(args) => deliver::run(*args).await,
         Command::Memory(args) => memory::run(*args).await,
+        Command::Run(args) => scenario::run(*args).await,
+        Command::FloodgateServe(_) => unreachable!("handled above"),
     }
 }

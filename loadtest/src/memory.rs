@@ -13,14 +13,13 @@
 
 mod backlog;
 mod idle_actors;
-mod process;
 
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
 use std::time::Duration;
 
-use anyhow::{Context as _, Result, ensure};
+use anyhow::{Context as _, Result};
 use clap::builder::RangedU64ValueParser;
 use clap::{Args, ValueEnum};
 use floodgate::api::proto;
@@ -30,8 +29,8 @@ use tokio::time::Instant;
 
 use crate::caller::{self, Live, Mode, Plan, Tally, Window};
 use crate::interrupt::unless_interrupted;
+use crate::process::{Floodgate, Program};
 use crate::report;
-use process::Floodgate;
 
 /// How long to let floodgate settle (startup, a burst's tail, the outcome writer) before a
 /// reading that should show a steady state.
@@ -96,19 +95,13 @@ pub(crate) struct MemoryArgs {
 
 /// Runs the chosen scenario against a fresh floodgate process, stops it, and prints the summary.
 pub(crate) async fn run(args: MemoryArgs) -> Result<()> {
-    ensure!(
-        args.floodgate_bin.is_file(),
-        "{} not found: build floodgate first with `cargo build --release` in the workspace root, \
-         or pass --floodgate-bin",
-        args.floodgate_bin.display()
-    );
     let extra_args: &[&str] = match args.scenario {
         Scenario::Backlog => &[],
         // Actors that stay alive however long the run takes: their memory is what is measured.
         Scenario::IdleActors => &["--idle-timeout", "10m"],
     };
     let floodgate = Floodgate::start(
-        &args.floodgate_bin,
+        &Program::Binary(args.floodgate_bin.clone()),
         args.database_url.as_deref(),
         extra_args,
     )

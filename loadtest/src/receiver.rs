@@ -43,10 +43,8 @@ struct Shared {
 /// A running receiver on 127.0.0.1.
 #[derive(Debug)]
 pub(crate) struct Receiver {
-    url: String,
+    server: HttpServer,
     received: Arc<AtomicU64>,
-    stop: oneshot::Sender<()>,
-    task: JoinHandle<std::io::Result<()>>,
 }
 
 impl Receiver {
@@ -57,12 +55,6 @@ impl Receiver {
 
     /// Binds a free port and starts answering every request with 200, as `behaviour` says.
     pub(crate) async fn start_with(behaviour: Behaviour) -> Result<Self> {
-        let listener = TcpListener::bind("127.0.0.1:0")
-            .await
-            .context("cannot bind the webhook receiver")?;
-        let addr = listener
-            .local_addr()
-            .context("cannot read the receiver's address")?;
         let received = Arc::new(AtomicU64::new(0));
         let shared = Arc::new(Shared {
             received: received.clone(),
@@ -70,7 +62,44 @@ impl Receiver {
             serial: behaviour.serial.map(|time| (Mutex::new(()), time)),
             arrivals: behaviour.arrivals,
         });
-        let app = Router::new().fallback(accept).with_state(shared);
+        let server = HttpServer::start(Router::new().fallback(accept).with_state(shared)).await?;
+        Ok(Self { server, received })
+    }
+
+    /// The URL to register as the customers' webhook.
+    pub(crate) fn url(&self) -> &str {
+        self.server.url()
+    }
+
+    /// The count of webhooks received (redeliveries included), live.
+    pub(crate) fn counter(&self) -> Arc<AtomicU64> {
+        self.received.clone()
+    }
+
+    /// Stops accepting and waits a little for requests under way (see [`STOP_GRACE`]).
+    pub(crate) async fn stop(self) -> Result<()> {
+        self.server.stop().await
+    }
+}
+
+/// An HTTP server on a free port of 127.0.0.1, serving `/webhook` (and every other path) with
+/// one axum router: the part every kind of receiver shares.
+#[derive(Debug)]
+pub(crate) struct HttpServer {
+    url: String,
+    stop: oneshot::Sender<()>,
+    task: JoinHandle<std::io::Result<()>>,
+}
+
+impl HttpServer {
+    /// Binds a free port and starts serving `app`.
+    pub(crate) async fn start(app: Router) -> Result<Self> {
+        let listener = TcpListener::bind("127.0.0.1:0")
+            .await
+            .context("cannot bind the webhook receiver")?;
+        let addr = listener
+            .local_addr()
+            .context("cannot read the receiver's address")?;
         let (stop, stopped) = oneshot::channel::<()>();
         let task = tokio::spawn(async move {
             axum::serve(listener, app)
@@ -81,20 +110,14 @@ impl Receiver {
         });
         Ok(Self {
             url: format!("http://{addr}/webhook"),
-            received,
             stop,
             task,
         })
     }
 
-    /// The URL to register as the customers' webhook.
+    /// The URL to register as a customer's webhook.
     pub(crate) fn url(&self) -> &str {
         &self.url
-    }
-
-    /// The count of webhooks received (redeliveries included), live.
-    pub(crate) fn counter(&self) -> Arc<AtomicU64> {
-        self.received.clone()
     }
 
     /// Stops accepting and waits a little for requests under way (see [`STOP_GRACE`]).

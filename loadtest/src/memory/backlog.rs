@@ -12,10 +12,10 @@ use floodgate::api::proto::customers_client::CustomersClient;
 use serde::Serialize;
 use tokio::time::Instant;
 
-use super::process::{Floodgate, Memory};
 use super::{MemoryArgs, SETTLE, Submitted, submit_all, tier_name};
 use crate::arrivals::Arrivals;
 use crate::client::{self, AuthedChannel};
+use crate::process::{Floodgate, Memory};
 use crate::receiver::{Behaviour, Receiver};
 
 /// The slow customer's id.

@@ -1,9 +1,14 @@
-//! floodgate as a separate child process, so its resident memory is its own and not shared with
-//! the load generator's: started from a built binary on a fresh data directory, a fresh database
-//! (see [`crate::database`]), free ports and a random admin token, and always stopped again.
+//! floodgate as a separate child process: its resident memory is its own and not shared with the
+//! load generator's, and it can be killed with SIGKILL and started again on the same data (the
+//! `crash` scenario). Started on a fresh data directory, a fresh database (see
+//! [`crate::database`]), free ports and a random admin token, and always stopped again.
+//!
+//! The program is either a built `floodgate` binary, or this harness itself with its hidden
+//! `floodgate-serve` subcommand (the same `floodgate serve`, linked in), so a run needs nothing
+//! built beforehand.
 
 use std::net::{SocketAddr, TcpListener};
-use std::path::Path;
+use std::path::PathBuf;
 use std::process::Stdio;
 use std::time::Duration;
 
@@ -24,14 +29,48 @@ const STOP_TIMEOUT: Duration = Duration::from_secs(30);
 /// under way cannot turn an orderly stop into a kill.
 const SHUTDOWN_GRACE: &str = "10s";
 
+/// What to run as floodgate.
+#[derive(Debug, Clone)]
+pub(crate) enum Program {
+    /// A built `floodgate` binary, run as `<path> serve`.
+    Binary(PathBuf),
+    /// This harness, run as `<itself> floodgate-serve`.
+    Harness,
+}
+
+impl Program {
+    /// The command line up to the server's own flags.
+    fn command(&self) -> Result<Command> {
+        Ok(match self {
+            Program::Binary(path) => {
+                ensure!(
+                    path.is_file(),
+                    "{} does not exist: build it with `cargo build --release` or pass \
+                     --floodgate-bin",
+                    path.display()
+                );
+                let mut command = Command::new(path);
+                command.arg("serve");
+                command
+            }
+            Program::Harness => {
+                let me = std::env::current_exe().context("cannot find this harness's binary")?;
+                let mut command = Command::new(me);
+                command.arg(crate::FLOODGATE_SERVE);
+                command
+            }
+        })
+    }
+}
+
 /// A floodgate child process.
 #[derive(Debug)]
-pub(super) struct Floodgate {
+pub(crate) struct Floodgate {
     /// `kill_on_drop`: an early return or a panic still kills it (with SIGKILL).
     child: Child,
     pid: u32,
-    grpc_url: String,
-    admin_token: String,
+    /// How it was started, to start it again after a kill.
+    launch: Launch,
     backend: &'static str,
     database: Option<RunDatabase>,
     /// Holds the SQLite file; removed when the run ends.
@@ -40,19 +79,18 @@ pub(super) struct Floodgate {
 
 /// A process's resident memory, from `/proc/<pid>/status`.
 #[derive(Debug, Clone, Copy, Serialize)]
-pub(super) struct Memory {
+pub(crate) struct Memory {
     /// `VmRSS`: resident now.
-    pub(super) rss_kib: u64,
+    pub(crate) rss_kib: u64,
     /// `VmHWM`: the most ever resident (the high-water mark).
-    pub(super) hwm_kib: u64,
+    pub(crate) hwm_kib: u64,
 }
-
 impl Memory {
-    pub(super) fn rss_mib(&self) -> f64 {
+    pub(crate) fn rss_mib(&self) -> f64 {
         self.rss_kib as f64 / 1024.0
     }
 
-    pub(super) fn hwm_mib(&self) -> f64 {
+    pub(crate) fn hwm_mib(&self) -> f64 {
         self.hwm_kib as f64 / 1024.0
     }
 
@@ -75,51 +113,32 @@ impl Memory {
     }
 }
 
-impl Floodgate {
-    /// Starts `bin serve` with `extra_args` and waits until it answers calls. `database_url` is
-    /// handled as for the in-process server (a PostgreSQL URL gets a scratch database).
-    pub(super) async fn start(
-        bin: &Path,
-        database_url: Option<&str>,
-        extra_args: &[&str],
-    ) -> Result<Self> {
-        let database = RunDatabase::prepare(database_url).await?;
-        match Self::launch(bin, &database, extra_args).await {
-            Ok(mut floodgate) => {
-                floodgate.database = Some(database);
-                Ok(floodgate)
-            }
-            Err(err) => {
-                database.release_quietly().await;
-                Err(err)
-            }
-        }
-    }
+/// Everything needed to start floodgate, again and again, on the same data and ports.
+#[derive(Debug)]
+struct Launch {
+    program: Program,
+    /// `--data-dir`, `--database-url` and the caller's own flags.
+    args: Vec<String>,
+    grpc_addr: SocketAddr,
+    http_addr: SocketAddr,
+    grpc_url: String,
+    admin_token: String,
+}
 
-    async fn launch(bin: &Path, database: &RunDatabase, extra_args: &[&str]) -> Result<Self> {
-        let data_dir = tempfile::Builder::new()
-            .prefix("floodgate-memory-")
-            .tempdir()
-            .context("cannot create a temporary data directory")?;
-        let admin_token = client::random_admin_token();
-        let (grpc_addr, http_addr) = free_ports()?;
-        let mut command = Command::new(bin);
+impl Launch {
+    /// Starts the process and waits until it answers calls.
+    async fn spawn(&self) -> Result<(Child, u32)> {
+        let mut command = self.program.command()?;
         command
-            .arg("serve")
             .arg("--grpc-addr")
-            .arg(grpc_addr.to_string())
+            .arg(self.grpc_addr.to_string())
             .arg("--http-addr")
-            .arg(http_addr.to_string())
-            .arg("--data-dir")
-            .arg(data_dir.path())
+            .arg(self.http_addr.to_string())
             .arg("--admin-token")
-            .arg(&admin_token)
+            .arg(&self.admin_token)
             .arg("--shutdown-grace")
-            .arg(SHUTDOWN_GRACE);
-        if let Some(url) = database.url() {
-            command.arg("--database-url").arg(url);
-        }
-        command.args(extra_args);
+            .arg(SHUTDOWN_GRACE)
+            .args(&self.args);
         // Warnings only, like this harness itself, unless RUST_LOG says otherwise: its log goes
         // to the shared stderr, and info lines would bury the progress lines.
         if std::env::var_os("RUST_LOG").is_none() {
@@ -133,39 +152,98 @@ impl Floodgate {
             .stdout(Stdio::null())
             .stderr(Stdio::inherit())
             .kill_on_drop(true);
-        let mut child = command
-            .spawn()
-            .with_context(|| format!("cannot start {}", bin.display()))?;
+        let mut child = command.spawn().context("cannot start floodgate")?;
         let pid = child.id().context("the floodgate process has no pid")?;
-        let grpc_url = format!("http://{grpc_addr}");
-        if let Err(err) = wait_until_ready(&mut child, &grpc_url, &admin_token).await {
+        if let Err(err) = wait_until_ready(&mut child, &self.grpc_url, &self.admin_token).await {
             let _ = child.kill().await;
             return Err(err);
         }
-        eprintln!("floodgate started: pid {pid}, gRPC {grpc_addr}");
+        eprintln!("floodgate started: pid {pid}, gRPC {}", self.grpc_addr);
+        Ok((child, pid))
+    }
+}
+
+impl Floodgate {
+    /// Starts `program` with `extra_args` and waits until it answers calls. `database_url` is
+    /// handled as for the in-process server (a PostgreSQL URL gets a scratch database).
+    pub(crate) async fn start(
+        program: &Program,
+        database_url: Option<&str>,
+        extra_args: &[&str],
+    ) -> Result<Self> {
+        let database = RunDatabase::prepare(database_url).await?;
+        match Self::launch(program, &database, extra_args).await {
+            Ok(mut floodgate) => {
+                floodgate.database = Some(database);
+                Ok(floodgate)
+            }
+            Err(err) => {
+                database.release_quietly().await;
+                Err(err)
+            }
+        }
+    }
+
+    async fn launch(
+        program: &Program,
+        database: &RunDatabase,
+        extra_args: &[&str],
+    ) -> Result<Self> {
+        let data_dir = tempfile::Builder::new()
+            .prefix("floodgate-load-")
+            .tempdir()
+            .context("cannot create a temporary data directory")?;
+        let (grpc_addr, http_addr) = free_ports()?;
+        let mut args = vec![
+            "--data-dir".to_owned(),
+            data_dir.path().display().to_string(),
+        ];
+        if let Some(url) = database.url() {
+            args.extend(["--database-url".to_owned(), url.to_owned()]);
+        }
+        args.extend(extra_args.iter().map(|&arg| arg.to_owned()));
+        let launch = Launch {
+            program: program.clone(),
+            args,
+            grpc_addr,
+            http_addr,
+            grpc_url: format!("http://{grpc_addr}"),
+            admin_token: client::random_admin_token(),
+        };
+        let (child, pid) = launch.spawn().await?;
         Ok(Self {
             child,
             pid,
-            grpc_url,
-            admin_token,
+            launch,
             backend: database.backend(),
             database: None,
             _data_dir: data_dir,
         })
     }
 
+    /// Kills it with SIGKILL — no shutdown, claims left in the store — and starts it again on the
+    /// same data, database and ports, as an operator's restart after a crash would.
+    pub(crate) async fn kill_and_restart(&mut self) -> Result<()> {
+        self.child.kill().await.context("cannot kill floodgate")?;
+        eprintln!("floodgate killed (SIGKILL): pid {}", self.pid);
+        let (child, pid) = self.launch.spawn().await?;
+        self.child = child;
+        self.pid = pid;
+        Ok(())
+    }
+
     /// What a summary calls this server.
-    pub(super) fn describe(&self) -> String {
+    pub(crate) fn describe(&self) -> String {
         format!("floodgate process on {}", self.backend)
     }
 
     /// A new connection to it, with the admin token.
-    pub(super) async fn connect(&self) -> Result<AuthedChannel> {
-        client::connect(&self.grpc_url, &self.admin_token).await
+    pub(crate) async fn connect(&self) -> Result<AuthedChannel> {
+        client::connect(&self.launch.grpc_url, &self.launch.admin_token).await
     }
 
     /// Its resident memory now.
-    pub(super) fn memory(&self) -> Result<Memory> {
+    pub(crate) fn memory(&self) -> Result<Memory> {
         let path = format!("/proc/{}/status", self.pid);
         let status =
             std::fs::read_to_string(&path).with_context(|| format!("cannot read {path}"))?;
@@ -175,7 +253,7 @@ impl Floodgate {
 
     /// Stops it the orderly way (SIGTERM, then SIGKILL after [`STOP_TIMEOUT`]), then drops the
     /// scratch database. Always call it, failed run or not.
-    pub(super) async fn stop(mut self) -> Result<()> {
+    pub(crate) async fn stop(mut self) -> Result<()> {
         let stopped = self.terminate().await;
         let released = match self.database.take() {
             Some(database) => database.release().await,

@@ -1,0 +1,110 @@
+//! Runs the bundled `tiny` scenario through the real harness binary — floodgate started as its
+//! child, simulated systems, open-loop load, accounting, report — so the harness cannot rot.
+//! On PostgreSQL too when `DATABASE_URL` is set.
+
+use std::path::Path;
+use std::process::Command;
+
+use serde_json::Value;
+
+/// Runs `tiny.toml` with `policy` and returns the parsed report.json.
+fn run_tiny(policy: &str, database_url: Option<&str>) -> Value {
+    let out = tempfile::tempdir().unwrap();
+    let scenario = Path::new(env!("CARGO_MANIFEST_DIR")).join("scenarios/tiny.toml");
+    let mut command = Command::new(env!("CARGO_BIN_EXE_floodgate-loadtest"));
+    command
+        .arg("run")
+        .arg(&scenario)
+        .args(["--policy", policy])
+        .arg("--out")
+        .arg(out.path());
+    if let Some(url) = database_url {
+        command.args(["--database-url", url]);
+    }
+    let output = command.output().unwrap();
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(
+        output.status.success(),
+        "the harness failed\n--- stdout\n{stdout}\n--- stderr\n{stderr}"
+    );
+    assert!(stdout.contains("goodput/s"), "no table in:\n{stdout}");
+    let svg = std::fs::read_to_string(out.path().join("report.svg")).unwrap();
+    assert!(
+        svg.starts_with("<svg") && svg.contains("<polyline"),
+        "{svg}"
+    );
+    let json = std::fs::read(out.path().join("report.json")).unwrap();
+    serde_json::from_slice(&json).unwrap()
+}
+
+fn group<'a>(report: &'a Value, name: &str) -> &'a Value {
+    report["runs"][0]["groups"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|g| g["name"] == name)
+        .unwrap_or_else(|| panic!("no group {name} in {report}"))
+}
+
+fn count(group: &Value, field: &str) -> u64 {
+    group[field]
+        .as_u64()
+        .unwrap_or_else(|| panic!("no {field} in {group}"))
+}
+
+/// Every accepted notification is accounted for, and each system saw what its model implies.
+fn check(report: &Value) {
+    let adaptive = report["runs"][0]["policy"] == "adaptive";
+    for name in ["fast", "slow", "dead"] {
+        let g = group(report, name);
+        assert!(count(g, "accepted") > 0, "{name}: nothing accepted: {g}");
+        assert_eq!(count(g, "lost"), 0, "{name}: lost notifications: {g}");
+        assert_eq!(
+            count(g, "delivered") + count(g, "queued") + count(g, "failed"),
+            count(g, "accepted"),
+            "{name}: not every accepted id is accounted for: {g}"
+        );
+        assert_eq!(g["responses"]["bad_signature"], 0, "{name}: {g}");
+    }
+    let fast = group(report, "fast");
+    if adaptive {
+        // The fast system has 4x the capacity it is offered: adaptive delivers nearly all of it
+        // within the run (the baselines pace it at a fixed rate below what it is offered).
+        assert!(
+            count(fast, "delivered") * 10 >= count(fast, "accepted") * 9,
+            "{fast}"
+        );
+    }
+    assert!(
+        fast["transactional"]["samples"].as_u64().unwrap() > 0,
+        "{fast}"
+    );
+    assert!(fast["bulk"]["samples"].as_u64().unwrap() > 0, "{fast}");
+    assert!(count(group(report, "slow"), "delivered") > 0);
+    let dead = group(report, "dead");
+    assert_eq!(
+        count(dead, "delivered"),
+        0,
+        "a dead system received: {dead}"
+    );
+}
+
+#[test]
+fn tiny_scenario_runs_adaptive_and_fixed_on_sqlite() {
+    for policy in ["adaptive", "fixed"] {
+        let report = run_tiny(policy, None);
+        assert_eq!(report["runs"][0]["policy"], policy);
+        check(&report);
+    }
+}
+
+#[test]
+fn tiny_scenario_runs_on_postgres() {
+    let Ok(url) = std::env::var("DATABASE_URL") else {
+        eprintln!("skipped: DATABASE_URL is not set");
+        return;
+    };
+    let report = run_tiny("static-tiers", Some(&url));
+    check(&report);
+}
