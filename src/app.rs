@@ -4,10 +4,11 @@
 //! Shutdown order (each step bounded by `--shutdown-grace`):
 //! 1. the signal arrives; health turns NOT_SERVING;
 //! 2. the gRPC server stops accepting calls and lets calls under way finish (so every answered
-//!    submit is committed);
+//!    submit is committed); the HTTP server (metrics, dashboard) and the dashboard's sampler
+//!    stop too;
 //! 3. the dispatcher stops claiming and waits for deliveries under way;
 //! 4. intake writers drain their queue, the outcome writer writes the last outcomes;
-//! 5. the HTTP server stops and the database pool closes.
+//! 5. the database pool closes.
 //!
 //! Anything cut off by the grace period is still safe: it is in the store, and its lease returns it.
 
@@ -23,12 +24,15 @@ use tonic_health::ServingStatus;
 
 use crate::api::{self, ApiState, Tokens};
 use crate::config::ServeConfig;
+use crate::dashboard::history::History;
 use crate::directory::CustomerDirectory;
 use crate::dispatch::Dispatcher;
 use crate::dispatch::outcomes::OutcomeWriter;
+use crate::http::HttpState;
 use crate::intake::Intake;
 use crate::sink::webhook::{WebhookSettings, WebhookSink};
 use crate::store::{self, Backend, Store, StoreOptions};
+use crate::telemetry::metrics::Metrics;
 
 /// How long customer settings are cached before being re-read (changes made on other nodes).
 const DIRECTORY_TTL: Duration = Duration::from_secs(5);
@@ -121,20 +125,23 @@ pub async fn run(
         timeout: cfg.webhook_timeout,
         connect_timeout: cfg.webhook_timeout.min(Duration::from_secs(5)),
     })?;
-    let (outcomes, outcome_writer) = OutcomeWriter::spawn(store.clone());
+    let metrics = Arc::new(Metrics::default());
+    let (outcomes, outcome_writer) = OutcomeWriter::spawn(store.clone(), metrics.clone());
     let dispatcher = Dispatcher::start(
         store.clone(),
         directory.clone(),
         sink,
         outcomes,
         cfg.dispatch_settings(),
+        metrics.clone(),
     )
     .await?;
     let writers = match store.backend() {
         Backend::Sqlite => 1,
         Backend::Postgres => 4,
     };
-    let (intake, intake_writers) = Intake::spawn(store.clone(), dispatcher.clone(), writers);
+    let (intake, intake_writers) =
+        Intake::spawn(store.clone(), dispatcher.clone(), writers, metrics.clone());
 
     let (health, health_service) = tonic_health::server::health_reporter();
     health.set_service_status("", ServingStatus::Serving).await;
@@ -143,7 +150,8 @@ pub async fn run(
         intake,
         directory,
         dispatcher: dispatcher.clone(),
-        tokens,
+        tokens: tokens.clone(),
+        metrics: metrics.clone(),
         max_payload_bytes: cfg.max_payload_bytes,
         max_message_bytes: cfg.max_message_bytes,
     };
@@ -156,9 +164,21 @@ pub async fn run(
         health_service,
         stop.clone().cancelled_owned(),
     ));
-    let http = tokio::spawn(crate::http::serve(
+    let history = Arc::new(History::default());
+    let sampler = tokio::spawn({
+        let (history, dispatcher, stop) = (history.clone(), dispatcher.clone(), stop.clone());
+        async move { history.run(dispatcher, stop).await }
+    });
+    let http_state = HttpState {
+        store: store.clone(),
+        dispatcher: dispatcher.clone(),
+        metrics,
+        history,
+        tokens,
+    };
+    let mut http = tokio::spawn(crate::http::serve(
         listeners.http,
-        store.clone(),
+        http_state,
         stop.clone().cancelled_owned(),
     ));
     tracing::info!(grpc = ?grpc_addr, http = ?http_addr, "floodgate serving");
@@ -185,6 +205,16 @@ pub async fn run(
             }
         },
     };
+    // The HTTP server and the dashboard's sampler hold the dispatcher: they stop before it.
+    let _ = sampler.await;
+    let http_result = match tokio::time::timeout(grace, &mut http).await {
+        Ok(result) => result?,
+        Err(_) => {
+            tracing::warn!("HTTP requests did not finish within the grace period");
+            http.abort();
+            Ok(())
+        }
+    };
     // 3. Deliveries under way finish.
     if !dispatcher.shutdown(grace).await {
         tracing::warn!(
@@ -198,7 +228,7 @@ pub async fn run(
     }
     outcome_writer.await?;
     // 5. The rest.
-    http.await?.map_err(AppError::Http)?;
+    http_result.map_err(AppError::Http)?;
     store.close().await;
     tracing::info!("floodgate stopped");
     grpc_result??;

@@ -13,6 +13,7 @@ use tokio::task::JoinHandle;
 use crate::dispatch::Dispatcher;
 use crate::model::{NewNotification, now_millis};
 use crate::store::{self, Inserted, Store};
+use crate::telemetry::metrics::{Metrics, StoreOp};
 
 /// Submissions that may wait for a writer before callers wait too (backpressure).
 const QUEUE: usize = 4096;
@@ -61,11 +62,17 @@ impl Intake {
         store: Store,
         dispatcher: Dispatcher,
         writers: usize,
+        metrics: Arc<Metrics>,
     ) -> (Self, Vec<JoinHandle<()>>) {
         let (tx, rx) = mpsc::channel(QUEUE);
         let rx = Arc::new(Mutex::new(rx));
+        let writer = Writer {
+            store,
+            dispatcher,
+            metrics,
+        };
         let handles = (0..writers.max(1))
-            .map(|_| tokio::spawn(write_loop(store.clone(), dispatcher.clone(), rx.clone())))
+            .map(|_| tokio::spawn(writer.clone().run(rx.clone())))
             .collect();
         (Self { tx }, handles)
     }
@@ -81,17 +88,31 @@ impl Intake {
     }
 }
 
-async fn write_loop(store: Store, dispatcher: Dispatcher, rx: Arc<Mutex<mpsc::Receiver<Job>>>) {
-    while let Some(jobs) = next_batch(&rx).await {
-        let items: Vec<NewNotification> = jobs
-            .iter()
-            .flat_map(|job| job.items.iter().cloned())
-            .collect();
-        let result = store.insert_notifications(&items, now_millis()).await;
-        if let Ok(results) = &result {
-            wake_customers(&dispatcher, &items, results);
+/// What each writer task holds.
+#[derive(Debug, Clone)]
+struct Writer {
+    store: Store,
+    dispatcher: Dispatcher,
+    metrics: Arc<Metrics>,
+}
+
+impl Writer {
+    async fn run(self, rx: Arc<Mutex<mpsc::Receiver<Job>>>) {
+        while let Some(jobs) = next_batch(&rx).await {
+            let items: Vec<NewNotification> = jobs
+                .iter()
+                .flat_map(|job| job.items.iter().cloned())
+                .collect();
+            let started = std::time::Instant::now();
+            let result = self.store.insert_notifications(&items, now_millis()).await;
+            self.metrics
+                .store_latency(StoreOp::Insert, started.elapsed());
+            self.metrics.commit_rows(items.len());
+            if let Ok(results) = &result {
+                wake_customers(&self.dispatcher, &items, results);
+            }
+            answer(jobs, result);
         }
-        answer(jobs, result);
     }
 }
 

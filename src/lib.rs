@@ -18,6 +18,7 @@ pub mod api;
 pub mod app;
 pub mod client;
 pub mod config;
+pub mod dashboard;
 pub mod directory;
 pub mod dispatch;
 pub mod error;

@@ -100,13 +100,14 @@ async fn a_panicking_actor_is_restarted_and_loses_nothing() {
         connect_timeout: Duration::from_secs(1),
     })
     .unwrap();
-    let (outcomes, writer) = OutcomeWriter::spawn(store.clone());
+    let metrics = Arc::new(floodgate::telemetry::metrics::Metrics::default());
+    let (outcomes, writer) = OutcomeWriter::spawn(store.clone(), metrics.clone());
     let settings = DispatchSettings {
         lease: Duration::from_secs(3),
         sweep_interval: Duration::from_millis(100),
         ..DispatchSettings::default()
     };
-    let dispatcher = Dispatcher::start(store.clone(), directory, sink, outcomes, settings)
+    let dispatcher = Dispatcher::start(store.clone(), directory, sink, outcomes, settings, metrics)
         .await
         .unwrap();
 

@@ -48,6 +48,26 @@ impl Tokens {
         }
     }
 
+    /// Whether `token` is the admin or the submit token: enough for the read-only HTTP side
+    /// (metrics and the dashboard).
+    pub fn accepts(&self, token: &str) -> bool {
+        self.role_of(token).is_some()
+    }
+
+    fn role_of(&self, token: &str) -> Option<Role> {
+        if constant_time_eq(token.as_bytes(), self.admin.as_bytes()) {
+            Some(Role::Admin)
+        } else if self
+            .submit
+            .as_deref()
+            .is_some_and(|submit| constant_time_eq(token.as_bytes(), submit.as_bytes()))
+        {
+            Some(Role::Submit)
+        } else {
+            None
+        }
+    }
+
     fn role(&self, request: &Request<()>) -> Result<Role, Status> {
         let header = request.metadata().get("authorization").ok_or_else(|| {
             Status::unauthenticated("missing `authorization: Bearer <token>` metadata")
@@ -57,17 +77,8 @@ impl Tokens {
             .ok()
             .and_then(|value| value.strip_prefix("Bearer "))
             .ok_or_else(|| Status::unauthenticated("authorization must be `Bearer <token>`"))?;
-        if constant_time_eq(token.as_bytes(), self.admin.as_bytes()) {
-            Ok(Role::Admin)
-        } else if self
-            .submit
-            .as_deref()
-            .is_some_and(|submit| constant_time_eq(token.as_bytes(), submit.as_bytes()))
-        {
-            Ok(Role::Submit)
-        } else {
-            Err(Status::unauthenticated("invalid token"))
-        }
+        self.role_of(token)
+            .ok_or_else(|| Status::unauthenticated("invalid token"))
     }
 }
 

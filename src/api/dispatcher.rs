@@ -1,5 +1,7 @@
 //! The `Dispatcher` service: submit, batch submit, and reading notifications back.
 
+use std::time::Instant;
+
 use tonic::{Request, Response, Status};
 
 use super::proto::dispatcher_server::Dispatcher;
@@ -8,6 +10,7 @@ use super::{ApiState, convert};
 use crate::error::Error;
 use crate::model::{NewNotification, now_millis};
 use crate::store::Inserted;
+use crate::telemetry::metrics::{Metrics, SubmitRpc};
 
 /// Most items in one `SubmitBatch`.
 pub(super) const MAX_BATCH: usize = 1000;
@@ -42,48 +45,13 @@ impl DispatchService {
         }
         Ok(notification)
     }
-}
 
-fn response(inserted: Inserted) -> Result<proto::SubmitResponse, Error> {
-    match inserted {
-        Inserted::New(id) => Ok(proto::SubmitResponse {
-            notification_id: id.to_string(),
-            duplicate: false,
-        }),
-        Inserted::Duplicate(id) => Ok(proto::SubmitResponse {
-            notification_id: id.to_string(),
-            duplicate: true,
-        }),
-        Inserted::Conflict(id) => Err(Error::AlreadyExists(format!(
-            "idempotency_key was already used for notification {id} with a different recipient, lane or payload"
-        ))),
-    }
-}
-
-fn item_result(result: Result<proto::SubmitResponse, Error>) -> proto::SubmitResult {
-    let outcome = match result {
-        Ok(accepted) => submit_result::Outcome::Accepted(accepted),
-        Err(err) => {
-            let status = Status::from(err);
-            submit_result::Outcome::Error(proto::ItemError {
-                code: status.code() as i32,
-                message: status.message().to_owned(),
-            })
-        }
-    };
-    proto::SubmitResult {
-        outcome: Some(outcome),
-    }
-}
-
-#[tonic::async_trait]
-impl Dispatcher for DispatchService {
-    #[tracing::instrument(skip_all, fields(customer_id = %request.get_ref().customer_id))]
-    async fn submit(
+    /// One `Submit`: admitted, stored, answered.
+    async fn submit_one(
         &self,
-        request: Request<proto::SubmitRequest>,
-    ) -> Result<Response<proto::SubmitResponse>, Status> {
-        let notification = self.admit(request.into_inner()).await?;
+        request: proto::SubmitRequest,
+    ) -> Result<proto::SubmitResponse, Status> {
+        let notification = self.admit(request).await?;
         let results = self
             .state
             .intake
@@ -91,15 +59,15 @@ impl Dispatcher for DispatchService {
             .await
             .map_err(Error::from)?;
         let inserted = results.into_iter().next().ok_or(Error::Internal)?;
-        Ok(Response::new(response(inserted)?))
+        Ok(response(inserted)?)
     }
 
-    #[tracing::instrument(skip_all, fields(items = request.get_ref().requests.len()))]
-    async fn submit_batch(
+    /// One `SubmitBatch`: each item admitted on its own, the valid ones stored in one group
+    /// commit, one result per item in order.
+    async fn submit_many(
         &self,
-        request: Request<proto::SubmitBatchRequest>,
-    ) -> Result<Response<proto::SubmitBatchResponse>, Status> {
-        let requests = request.into_inner().requests;
+        requests: Vec<proto::SubmitRequest>,
+    ) -> Result<proto::SubmitBatchResponse, Status> {
         if requests.len() > MAX_BATCH {
             return Err(Error::invalid(
                 "requests",
@@ -133,7 +101,98 @@ impl Dispatcher for DispatchService {
                 None => item_result(stored.next().ok_or(Error::Internal).and_then(response)),
             })
             .collect();
-        Ok(Response::new(proto::SubmitBatchResponse { results }))
+        Ok(proto::SubmitBatchResponse { results })
+    }
+}
+
+fn response(inserted: Inserted) -> Result<proto::SubmitResponse, Error> {
+    match inserted {
+        Inserted::New(id) => Ok(proto::SubmitResponse {
+            notification_id: id.to_string(),
+            duplicate: false,
+        }),
+        Inserted::Duplicate(id) => Ok(proto::SubmitResponse {
+            notification_id: id.to_string(),
+            duplicate: true,
+        }),
+        Inserted::Conflict(id) => Err(Error::AlreadyExists(format!(
+            "idempotency_key was already used for notification {id} with a different recipient, lane or payload"
+        ))),
+    }
+}
+
+/// Counts a batch's items: stored, duplicates, and rejected by code.
+fn count_batch(metrics: &Metrics, answer: &proto::SubmitBatchResponse) {
+    let (mut new, mut duplicates) = (0, 0);
+    for result in &answer.results {
+        match &result.outcome {
+            Some(submit_result::Outcome::Accepted(a)) if a.duplicate => duplicates += 1,
+            Some(submit_result::Outcome::Accepted(_)) => new += 1,
+            Some(submit_result::Outcome::Error(e)) => {
+                metrics.rejected(tonic::Code::from(e.code), 1)
+            }
+            None => {}
+        }
+    }
+    metrics.accepted(new, duplicates);
+}
+
+fn item_result(result: Result<proto::SubmitResponse, Error>) -> proto::SubmitResult {
+    let outcome = match result {
+        Ok(accepted) => submit_result::Outcome::Accepted(accepted),
+        Err(err) => {
+            let status = Status::from(err);
+            submit_result::Outcome::Error(proto::ItemError {
+                code: status.code() as i32,
+                message: status.message().to_owned(),
+            })
+        }
+    };
+    proto::SubmitResult {
+        outcome: Some(outcome),
+    }
+}
+
+#[tonic::async_trait]
+impl Dispatcher for DispatchService {
+    #[tracing::instrument(
+        skip_all,
+        fields(customer_id = %request.get_ref().customer_id, notification_id = tracing::field::Empty)
+    )]
+    async fn submit(
+        &self,
+        request: Request<proto::SubmitRequest>,
+    ) -> Result<Response<proto::SubmitResponse>, Status> {
+        let started = Instant::now();
+        let result = self.submit_one(request.into_inner()).await;
+        let metrics = &self.state.metrics;
+        metrics.submit_latency(SubmitRpc::Submit, started.elapsed());
+        match &result {
+            Ok(answer) => {
+                tracing::Span::current().record("notification_id", answer.notification_id.as_str());
+                metrics.accepted(u64::from(!answer.duplicate), u64::from(answer.duplicate))
+            }
+            Err(status) => metrics.rejected(status.code(), 1),
+        }
+        Ok(Response::new(result?))
+    }
+
+    #[tracing::instrument(skip_all, fields(items = request.get_ref().requests.len()))]
+    async fn submit_batch(
+        &self,
+        request: Request<proto::SubmitBatchRequest>,
+    ) -> Result<Response<proto::SubmitBatchResponse>, Status> {
+        let started = Instant::now();
+        let requests = request.into_inner().requests;
+        let items = requests.len() as u64;
+        let result = self.submit_many(requests).await;
+        let metrics = &self.state.metrics;
+        metrics.submit_latency(SubmitRpc::SubmitBatch, started.elapsed());
+        match &result {
+            Ok(answer) => count_batch(metrics, answer),
+            Err(status) => metrics.rejected(status.code(), items),
+        }
+        Ok(Response::new(result?))
     }
 
     async fn get_notification(

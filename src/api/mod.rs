@@ -42,6 +42,8 @@ pub struct ApiState {
     pub directory: Arc<CustomerDirectory>,
     pub dispatcher: Dispatcher,
     pub tokens: Tokens,
+    /// Intake counters and submit latency.
+    pub metrics: Arc<crate::telemetry::metrics::Metrics>,
     /// Largest accepted payload, in bytes.
     pub max_payload_bytes: usize,
     /// Largest accepted gRPC message, in bytes (tonic answers OUT_OF_RANGE above it).

@@ -366,6 +366,15 @@ pub enum Tier {
 }
 
 impl Tier {
+    /// Every tier, for metrics that list them all.
+    pub const ALL: [Tier; 5] = [
+        Self::Fast,
+        Self::Medium,
+        Self::Slow,
+        Self::Paused,
+        Self::CircuitOpen,
+    ];
+
     /// The tier's name in logs, metrics and the API.
     pub const fn as_str(self) -> &'static str {
         match self {

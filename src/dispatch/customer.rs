@@ -7,6 +7,7 @@
 //! more memory than one with ten. Sends run in their own tasks (`delivery.rs`); the actor only
 //! decides. When it has had nothing to do for a while, it asks the supervisor to let it stop.
 
+use crate::telemetry::metrics::{CustomerCounters, StoreOp};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -41,6 +42,8 @@ pub(super) struct CustomerArgs {
 
 pub(super) struct CustomerState {
     ctx: Arc<Context>,
+    /// This customer's Prometheus counters (they outlive the actor).
+    counters: Arc<CustomerCounters>,
     customer: Arc<Customer>,
     supervisor: ActorRef<SupervisorMsg>,
     /// The controller (or, under a baseline policy, a fixed pace).
@@ -80,6 +83,7 @@ impl Actor for CustomerActor {
         );
         controller.set_paused(args.customer.paused, now);
         Ok(CustomerState {
+            counters: args.ctx.metrics.customer(&args.customer.id),
             window: LaneWindow::new(settings.bulk_share),
             controller,
             drained: [false; 2],
@@ -245,6 +249,7 @@ impl CustomerState {
             self.ctx.clone(),
             myself.clone(),
             self.customer.clone(),
+            self.counters.clone(),
             notification,
         );
         self.ctx.tasks.spawn(task.instrument(span));
@@ -272,6 +277,7 @@ impl CustomerState {
         self.controller.observe(now, report.rtt, report.signal);
         for change in self.controller.take_tier_changes() {
             self.stats.tier_changes_total += 1;
+            self.counters.tier_changed();
             tracing::info!(
                 customer_id = %self.customer.id,
                 from = change.from.as_str(),
@@ -397,11 +403,13 @@ async fn claim(
     let mut lanes = Vec::with_capacity(wanted.len());
     let mut result = Ok(());
     for (lane, count) in wanted {
-        match ctx
+        let started = std::time::Instant::now();
+        let claimed = ctx
             .store
             .claim(&customer_id, lane, count, now, lease_until)
-            .await
-        {
+            .await;
+        ctx.metrics.store_latency(StoreOp::Claim, started.elapsed());
+        match claimed {
             Ok(claimed) => lanes.push(LaneClaim {
                 lane,
                 wanted: count,

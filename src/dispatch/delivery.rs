@@ -13,12 +13,14 @@ use super::messages::{AttemptReport, CustomerMsg};
 use crate::model::{Customer, now_millis};
 use crate::sink::{RetryCause, SinkError};
 use crate::store::{Claimed, Outcome, OutcomeKind};
+use crate::telemetry::metrics::{AttemptResult, CustomerCounters};
 
 /// Makes one attempt and reports it.
 pub(super) async fn deliver(
     ctx: Arc<Context>,
     actor: ActorRef<CustomerMsg>,
     customer: Arc<Customer>,
+    counters: Arc<CustomerCounters>,
     notification: Claimed,
 ) {
     let started = Instant::now();
@@ -51,6 +53,7 @@ pub(super) async fn deliver(
         }
     };
     let failed = matches!(kind, OutcomeKind::Failed { .. });
+    counters.attempt(notification.lane, attempt_result(&kind), rtt);
     ctx.outcomes
         .record(Outcome {
             id: notification.id,
@@ -64,6 +67,16 @@ pub(super) async fn deliver(
         signal,
         failed,
     }));
+}
+
+/// The attempt as the metrics count it: an attempt after which the notification expired (its
+/// next try would come too late) ended it, so it counts as failed.
+fn attempt_result(kind: &OutcomeKind) -> AttemptResult {
+    match kind {
+        OutcomeKind::Delivered => AttemptResult::Delivered,
+        OutcomeKind::Retry { .. } => AttemptResult::Retried,
+        OutcomeKind::Failed { .. } | OutcomeKind::Expired => AttemptResult::Failed,
+    }
 }
 
 fn signal_of(cause: RetryCause, retry_after: Option<std::time::Duration>) -> Signal {

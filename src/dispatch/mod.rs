@@ -20,6 +20,7 @@ pub mod retry;
 mod stats;
 mod supervisor;
 
+use crate::telemetry::metrics::{Metrics, StoreOp};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -91,6 +92,7 @@ struct Context {
     sink: WebhookSink,
     outcomes: OutcomeWriter,
     settings: DispatchSettings,
+    metrics: Arc<Metrics>,
     /// Every delivery task and the sweep, so shutdown can wait for them.
     tasks: TaskTracker,
 }
@@ -123,6 +125,7 @@ impl Dispatcher {
         sink: WebhookSink,
         outcomes: OutcomeWriter,
         settings: DispatchSettings,
+        metrics: Arc<Metrics>,
     ) -> Result<Self, StartError> {
         if store.backend() == Backend::Sqlite {
             let released = store.release_leases(i64::MAX, now_millis()).await?;
@@ -139,6 +142,7 @@ impl Dispatcher {
             sink,
             outcomes,
             settings,
+            metrics,
             tasks: TaskTracker::new(),
         });
         let (supervisor, _) =
@@ -253,6 +257,14 @@ impl Dispatcher {
     }
 
     async fn sweep(&self) {
+        let started = std::time::Instant::now();
+        self.sweep_store().await;
+        self.ctx
+            .metrics
+            .store_latency(StoreOp::Sweep, started.elapsed());
+    }
+
+    async fn sweep_store(&self) {
         let now = now_millis();
         match self.ctx.store.release_leases(now, now).await {
             Ok(0) => {}

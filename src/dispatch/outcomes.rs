@@ -5,6 +5,7 @@
 //! and is then delivered again (at least once). So after a few failed tries a batch is dropped
 //! with an error log rather than blocking deliveries forever.
 
+use std::sync::Arc;
 use std::time::Duration;
 
 use tokio::sync::mpsc;
@@ -12,6 +13,7 @@ use tokio::task::JoinHandle;
 
 use crate::model::now_millis;
 use crate::store::{Outcome, Store};
+use crate::telemetry::metrics::{Metrics, StoreOp};
 
 /// Most outcomes written in one transaction.
 const BATCH: usize = 1000;
@@ -29,9 +31,9 @@ pub struct OutcomeWriter {
 
 impl OutcomeWriter {
     /// Starts the writer task.
-    pub fn spawn(store: Store) -> (Self, JoinHandle<()>) {
+    pub fn spawn(store: Store, metrics: Arc<Metrics>) -> (Self, JoinHandle<()>) {
         let (tx, rx) = mpsc::channel(QUEUE);
-        (Self { tx }, tokio::spawn(write_loop(store, rx)))
+        (Self { tx }, tokio::spawn(write_loop(store, metrics, rx)))
     }
 
     /// Queues one outcome for writing.
@@ -42,17 +44,20 @@ impl OutcomeWriter {
     }
 }
 
-async fn write_loop(store: Store, mut rx: mpsc::Receiver<Outcome>) {
+async fn write_loop(store: Store, metrics: Arc<Metrics>, mut rx: mpsc::Receiver<Outcome>) {
     let mut batch = Vec::with_capacity(BATCH);
     while rx.recv_many(&mut batch, BATCH).await > 0 {
-        write_with_retries(&store, &batch).await;
+        write_with_retries(&store, &metrics, &batch).await;
         batch.clear();
     }
 }
 
-async fn write_with_retries(store: &Store, batch: &[Outcome]) {
+async fn write_with_retries(store: &Store, metrics: &Metrics, batch: &[Outcome]) {
     for attempt in 1..=TRIES {
-        match store.record_outcomes(batch, now_millis()).await {
+        let started = std::time::Instant::now();
+        let written = store.record_outcomes(batch, now_millis()).await;
+        metrics.store_latency(StoreOp::Outcomes, started.elapsed());
+        match written {
             Ok(_) => return,
             Err(err) if attempt < TRIES => {
                 tracing::warn!(error = %err, attempt, outcomes = batch.len(), "writing outcomes failed; retrying");

@@ -320,6 +320,32 @@ impl Store {
         Ok(backlog)
     }
 
+    /// Every customer's backlog (pending or retrying) per lane, as `(customer, transactional,
+    /// bulk)`, in one query: for `/metrics` and the dashboard, which show every customer.
+    pub async fn backlog_all(&self) -> Result<Vec<(String, u64, u64)>, Error> {
+        let rows = sqlx::query(
+            "SELECT customer_id, lane, COUNT(*) FROM notifications \
+             WHERE state IN (1, 4) GROUP BY customer_id, lane ORDER BY customer_id",
+        )
+        .fetch_all(&self.read)
+        .await?;
+        let mut all: Vec<(String, u64, u64)> = Vec::new();
+        for row in rows {
+            let customer: String = row.try_get(0)?;
+            let count = u64::try_from(row.try_get::<i64, _>(2)?).unwrap_or(0);
+            if all.last().is_none_or(|(last, _, _)| *last != customer) {
+                all.push((customer, 0, 0));
+            }
+            if let Some(entry) = all.last_mut() {
+                match Lane::from_code(row.try_get(1)?) {
+                    Lane::Transactional => entry.1 = count,
+                    Lane::Bulk => entry.2 = count,
+                }
+            }
+        }
+        Ok(all)
+    }
+
     /// Ids of the unpaused customers that have at least one notification due by `now`.
     pub async fn customers_with_due_work(&self, now: EpochMillis) -> Result<Vec<String>, Error> {
         let ready = |lane: Lane| {

@@ -16,4 +16,6 @@ pub fn init(format: LogFormat) -> Result<(), Box<dyn std::error::Error + Send + 
     }
 }
 
+pub mod exposition;
 pub mod latency;
+pub mod metrics;

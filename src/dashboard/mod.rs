@@ -1,0 +1,191 @@
+//! The live dashboard, served by floodgate itself at `/dashboard`: one self-contained page (no
+//! CDN, works offline) that polls two JSON endpoints every two seconds.
+//!
+//! - `GET /dashboard`: the page. It holds no data, so it is served to anyone; it asks for a token
+//!   (from `?token=` in its URL, or a login form) and sends it with every data request.
+//! - `GET /dashboard/api/overview`: every customer's current figures and the last minutes of
+//!   delivered/s per customer, for the table and the chart.
+//! - `GET /dashboard/api/customers/{id}`: one customer's samples (limit, rate, RTT, delivered/s)
+//!   and tier changes, for the view where an SRE watches the controller move.
+//!
+//! Both data endpoints are read-only and accept the admin or the submit token, as
+//! `Authorization: Bearer <token>` or `?token=<token>`.
+
+pub mod history;
+
+use std::collections::HashMap;
+use std::sync::Arc;
+
+use axum::Json;
+use axum::extract::{Path, State};
+use axum::http::StatusCode;
+use axum::response::{Html, IntoResponse, Response};
+use serde::Serialize;
+
+use crate::dispatch::CustomerStats;
+use crate::http::{Authorized, HttpState};
+use crate::model::{EpochMillis, now_millis};
+use history::{Sample, TierChange};
+
+/// The page: HTML, CSS and JavaScript in one file, compiled into the binary.
+const PAGE: &str = include_str!("page.html");
+
+/// `GET /dashboard`.
+pub async fn page() -> Html<&'static str> {
+    Html(PAGE)
+}
+
+/// One row of the customer table.
+#[derive(Debug, Serialize)]
+struct Row {
+    id: String,
+    /// `idle` when no actor is running (nothing due, or paused with nothing in flight).
+    tier: &'static str,
+    limit: usize,
+    rate: f64,
+    delivered_per_sec: f64,
+    rtt_p50_ms: Option<f64>,
+    rtt_p99_ms: Option<f64>,
+    error_rate: f64,
+    in_flight: usize,
+    backlog_transactional: u64,
+    backlog_bulk: u64,
+    circuit: &'static str,
+    last_tier_change: Option<TierChange>,
+}
+
+/// `GET /dashboard/api/overview`.
+#[derive(Debug, Serialize)]
+struct Overview {
+    now_ms: EpochMillis,
+    refresh_ms: u128,
+    customers: Vec<Row>,
+    /// Delivered/s per customer over time, as `[t_ms, delivered_per_sec]` pairs.
+    throughput: HashMap<String, Vec<(EpochMillis, f64)>>,
+}
+
+/// `GET /dashboard/api/customers/{id}`.
+#[derive(Debug, Serialize)]
+struct CustomerView {
+    id: String,
+    now: Option<Row>,
+    samples: Vec<Sample>,
+    tier_changes: Vec<TierChange>,
+}
+
+/// `GET /dashboard/api/overview`.
+pub async fn overview(State(state): State<Arc<HttpState>>, _: Authorized) -> Response {
+    match rows(&state).await {
+        Ok(customers) => Json(Overview {
+            now_ms: now_millis(),
+            refresh_ms: history::SAMPLE_EVERY.as_millis(),
+            customers,
+            throughput: state.history.throughput(),
+        })
+        .into_response(),
+        Err(response) => response,
+    }
+}
+
+/// `GET /dashboard/api/customers/{id}`.
+pub async fn customer(
+    State(state): State<Arc<HttpState>>,
+    _: Authorized,
+    Path(id): Path<String>,
+) -> Response {
+    let now = match rows(&state).await {
+        Ok(rows) => rows.into_iter().find(|row| row.id == id),
+        Err(response) => return response,
+    };
+    let (samples, tier_changes) = state.history.customer(&id).unwrap_or_default();
+    if now.is_none() && samples.is_empty() {
+        return (
+            StatusCode::NOT_FOUND,
+            "no such customer with recent activity\n",
+        )
+            .into_response();
+    }
+    Json(CustomerView {
+        id,
+        now,
+        samples,
+        tier_changes,
+    })
+    .into_response()
+}
+
+/// Every customer with a running actor or a backlog, by id.
+async fn rows(state: &HttpState) -> Result<Vec<Row>, Response> {
+    let actors = state.dispatcher.all_stats().await;
+    let backlog = state.store.backlog_all().await.map_err(|err| {
+        tracing::warn!(error = %err, "dashboard: cannot read the backlog");
+        (StatusCode::SERVICE_UNAVAILABLE, "database unavailable\n").into_response()
+    })?;
+    let mut backlog: HashMap<String, (u64, u64)> =
+        backlog.into_iter().map(|(id, t, b)| (id, (t, b))).collect();
+    let mut rows: Vec<Row> = actors
+        .iter()
+        .map(|stats| {
+            let (t, b) = backlog.remove(&stats.customer_id).unwrap_or_default();
+            row(stats, t, b)
+        })
+        .collect();
+    rows.extend(backlog.into_iter().map(|(id, (t, b))| idle_row(id, t, b)));
+    rows.sort_by(|a, b| a.id.cmp(&b.id));
+    Ok(rows)
+}
+
+fn row(stats: &CustomerStats, backlog_transactional: u64, backlog_bulk: u64) -> Row {
+    let ms = |d: Option<std::time::Duration>| d.map(|d| d.as_secs_f64() * 1000.0);
+    Row {
+        id: stats.customer_id.clone(),
+        tier: stats.tier.as_str(),
+        limit: stats.limit,
+        rate: stats.rate,
+        delivered_per_sec: stats.delivered_per_sec,
+        rtt_p50_ms: ms(stats.rtt_p50),
+        rtt_p99_ms: ms(stats.rtt_p99),
+        error_rate: stats.error_rate,
+        in_flight: stats.in_flight,
+        backlog_transactional,
+        backlog_bulk,
+        circuit: circuit_name(stats),
+        last_tier_change: stats
+            .last_tier_change
+            .as_ref()
+            .map(|(at_ms, from, to, reason)| TierChange {
+                at_ms: *at_ms,
+                from: from.as_str(),
+                to: to.as_str(),
+                reason: reason.clone(),
+            }),
+    }
+}
+
+/// A customer with work in the store but no running actor (paused, or not started yet).
+fn idle_row(id: String, backlog_transactional: u64, backlog_bulk: u64) -> Row {
+    Row {
+        id,
+        tier: "idle",
+        limit: 0,
+        rate: 0.0,
+        delivered_per_sec: 0.0,
+        rtt_p50_ms: None,
+        rtt_p99_ms: None,
+        error_rate: 0.0,
+        in_flight: 0,
+        backlog_transactional,
+        backlog_bulk,
+        circuit: "closed",
+        last_tier_change: None,
+    }
+}
+
+fn circuit_name(stats: &CustomerStats) -> &'static str {
+    use crate::dispatch::controller::Circuit;
+    match stats.circuit {
+        Circuit::Closed => "closed",
+        Circuit::Open => "open",
+        Circuit::HalfOpen => "half-open",
+    }
+}

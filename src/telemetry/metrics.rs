@@ -1,0 +1,532 @@
+//! What floodgate counts for Prometheus, and the `/metrics` page. Every metric name is defined
+//! here, once.
+//!
+//! Three kinds of figures:
+//! - **recorded as they happen**: intake (accepted, duplicates, rejections by gRPC code, submit
+//!   latency, group-commit size), store query latency by operation, and per customer the
+//!   delivery attempts by lane and result, RTT and tier changes. Per-customer counters live in
+//!   this registry, not in the actor, so they survive an actor's idle stop or restart and
+//!   Prometheus sees one monotonic series;
+//! - **read at scrape time**: each running actor's controller state (limit, pacing rate, tier,
+//!   circuit, in flight), handed to [`Metrics::render`] by the caller;
+//! - **read from the store at scrape time**: the backlog per customer and lane.
+//!
+//! Label cardinality is bounded: customer ids, lanes, results, tiers, gRPC codes and store
+//! operations. Never notification ids.
+
+use std::collections::{BTreeMap, HashMap};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
+use std::time::Duration;
+
+use super::exposition::{Exposition, Kind};
+use crate::dispatch::CustomerStats;
+use crate::dispatch::controller::{Circuit, Tier};
+use crate::model::Lane;
+
+/// Bucket bounds in seconds for round-trip and query times: 1 ms to 30 s.
+const LATENCY_BUCKETS: &[f64] = &[
+    0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0,
+];
+/// Bucket bounds for the rows in one group commit.
+const COMMIT_ROW_BUCKETS: &[f64] = &[
+    1.0, 2.0, 5.0, 10.0, 20.0, 50.0, 100.0, 200.0, 500.0, 1000.0, 2000.0,
+];
+
+/// A Prometheus histogram with fixed buckets, updated without locks.
+#[derive(Debug)]
+pub struct Histogram {
+    bounds: &'static [f64],
+    /// Per bucket (not cumulative); values above the last bound only count in `count`.
+    counts: Vec<AtomicU64>,
+    /// Sum of observations in millionths, so it adds exactly.
+    sum_micros: AtomicU64,
+    count: AtomicU64,
+}
+
+/// A consistent-enough copy of a [`Histogram`] for rendering.
+#[derive(Debug, Clone)]
+pub struct HistogramSnapshot {
+    pub bounds: &'static [f64],
+    pub counts: Vec<u64>,
+    pub sum: f64,
+    pub count: u64,
+}
+
+impl Histogram {
+    /// A histogram with these upper bounds (ascending).
+    pub fn new(bounds: &'static [f64]) -> Self {
+        Self {
+            bounds,
+            counts: bounds.iter().map(|_| AtomicU64::new(0)).collect(),
+            sum_micros: AtomicU64::new(0),
+            count: AtomicU64::new(0),
+        }
+    }
+
+    /// Records one value.
+    pub fn observe(&self, value: f64) {
+        if let Some(bucket) = self.bounds.iter().position(|bound| value <= *bound) {
+            self.counts[bucket].fetch_add(1, Ordering::Relaxed);
+        }
+        let micros = (value.max(0.0) * 1e6).round() as u64;
+        self.sum_micros.fetch_add(micros, Ordering::Relaxed);
+        self.count.fetch_add(1, Ordering::Relaxed);
+    }
+
+    /// Records a duration in seconds.
+    pub fn observe_duration(&self, duration: Duration) {
+        self.observe(duration.as_secs_f64());
+    }
+
+    pub fn snapshot(&self) -> HistogramSnapshot {
+        HistogramSnapshot {
+            bounds: self.bounds,
+            counts: self
+                .counts
+                .iter()
+                .map(|c| c.load(Ordering::Relaxed))
+                .collect(),
+            sum: self.sum_micros.load(Ordering::Relaxed) as f64 / 1e6,
+            count: self.count.load(Ordering::Relaxed),
+        }
+    }
+}
+
+/// How a delivery attempt ended, as the `result` label says it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum AttemptResult {
+    /// 2xx: the notification is delivered.
+    Delivered,
+    /// A retryable failure: the notification waits for another attempt.
+    Retried,
+    /// A permanent failure, or the retry budget ran out: the notification is failed.
+    Failed,
+}
+
+impl AttemptResult {
+    const ALL: [AttemptResult; 3] = [Self::Delivered, Self::Retried, Self::Failed];
+
+    fn as_str(self) -> &'static str {
+        match self {
+            Self::Delivered => "delivered",
+            Self::Retried => "retried",
+            Self::Failed => "failed",
+        }
+    }
+}
+
+/// One customer's counters, shared by its actor and its delivery tasks.
+#[derive(Debug)]
+pub struct CustomerCounters {
+    /// `[lane][result]`.
+    attempts: [[AtomicU64; 3]; 2],
+    rtt: Histogram,
+    tier_changes: AtomicU64,
+}
+
+impl CustomerCounters {
+    fn new() -> Self {
+        Self {
+            attempts: Default::default(),
+            rtt: Histogram::new(LATENCY_BUCKETS),
+            tier_changes: AtomicU64::new(0),
+        }
+    }
+
+    /// Counts one finished attempt and its round-trip time.
+    pub fn attempt(&self, lane: Lane, result: AttemptResult, rtt: Duration) {
+        self.attempts[lane_index(lane)][result as usize].fetch_add(1, Ordering::Relaxed);
+        self.rtt.observe_duration(rtt);
+    }
+
+    /// Counts one tier change.
+    pub fn tier_changed(&self) {
+        self.tier_changes.fetch_add(1, Ordering::Relaxed);
+    }
+}
+
+fn lane_index(lane: Lane) -> usize {
+    match lane {
+        Lane::Transactional => 0,
+        Lane::Bulk => 1,
+    }
+}
+
+/// The store operations whose latency is measured.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum StoreOp {
+    /// A group commit of new notifications.
+    Insert,
+    /// A customer actor claiming its next window.
+    Claim,
+    /// Writing a batch of delivery outcomes.
+    Outcomes,
+    /// The periodic sweep for due work and expired leases.
+    Sweep,
+}
+
+impl StoreOp {
+    const ALL: [StoreOp; 4] = [Self::Insert, Self::Claim, Self::Outcomes, Self::Sweep];
+
+    fn as_str(self) -> &'static str {
+        match self {
+            Self::Insert => "insert",
+            Self::Claim => "claim",
+            Self::Outcomes => "outcomes",
+            Self::Sweep => "sweep",
+        }
+    }
+}
+
+/// Which RPC a submit latency belongs to.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum SubmitRpc {
+    Submit,
+    SubmitBatch,
+}
+
+/// Everything counted, for one server.
+#[derive(Debug)]
+pub struct Metrics {
+    accepted: AtomicU64,
+    duplicates: AtomicU64,
+    /// Rejected notifications by gRPC code name.
+    rejected: Mutex<BTreeMap<&'static str, u64>>,
+    /// `[Submit, SubmitBatch]`.
+    submit_latency: [Histogram; 2],
+    commit_rows: Histogram,
+    /// Indexed like [`StoreOp::ALL`].
+    store_latency: [Histogram; 4],
+    customers: Mutex<HashMap<String, Arc<CustomerCounters>>>,
+}
+
+impl Default for Metrics {
+    fn default() -> Self {
+        Self {
+            accepted: AtomicU64::new(0),
+            duplicates: AtomicU64::new(0),
+            rejected: Mutex::new(BTreeMap::new()),
+            submit_latency: [0, 1].map(|_| Histogram::new(LATENCY_BUCKETS)),
+            commit_rows: Histogram::new(COMMIT_ROW_BUCKETS),
+            store_latency: [0, 1, 2, 3].map(|_| Histogram::new(LATENCY_BUCKETS)),
+            customers: Mutex::new(HashMap::new()),
+        }
+    }
+}
+
+/// A poisoned lock only means a panic elsewhere mid-update; the counts are still usable.
+fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
+    mutex.lock().unwrap_or_else(PoisonError::into_inner)
+}
+
+/// What the caller reads at scrape time and hands to [`Metrics::render`].
+#[derive(Debug, Default)]
+pub struct Scrape {
+    /// Every running customer actor's state.
+    pub actors: Vec<CustomerStats>,
+    /// `(customer, transactional, bulk)` notifications waiting in the store.
+    pub backlog: Vec<(String, u64, u64)>,
+}
+
+impl Metrics {
+    /// Counts notifications newly stored and duplicates answered with the original id.
+    pub fn accepted(&self, new: u64, duplicates: u64) {
+        self.accepted.fetch_add(new, Ordering::Relaxed);
+        self.duplicates.fetch_add(duplicates, Ordering::Relaxed);
+    }
+
+    /// Counts notifications refused, by the gRPC code they were refused with.
+    pub fn rejected(&self, code: tonic::Code, count: u64) {
+        *lock(&self.rejected).entry(code_name(code)).or_default() += count;
+    }
+
+    /// Records one submit call's latency.
+    pub fn submit_latency(&self, rpc: SubmitRpc, latency: Duration) {
+        self.submit_latency[rpc as usize].observe_duration(latency);
+    }
+
+    /// Records the rows of one group commit.
+    pub fn commit_rows(&self, rows: usize) {
+        self.commit_rows.observe(rows as f64);
+    }
+
+    /// Records how long a store operation took (waiting for a connection included).
+    pub fn store_latency(&self, op: StoreOp, latency: Duration) {
+        self.store_latency[op as usize].observe_duration(latency);
+    }
+
+    /// The counters of `customer`, created on first use.
+    pub fn customer(&self, customer: &str) -> Arc<CustomerCounters> {
+        lock(&self.customers)
+            .entry(customer.to_owned())
+            .or_insert_with(|| Arc::new(CustomerCounters::new()))
+            .clone()
+    }
+
+    /// The whole `/metrics` page.
+    pub fn render(&self, scrape: &Scrape) -> String {
+        let mut page = Exposition::default();
+        self.render_intake(&mut page);
+        self.render_store(&mut page);
+        self.render_customers(&mut page);
+        render_actors(&mut page, &scrape.actors);
+        render_backlog(&mut page, &scrape.backlog);
+        page.finish()
+    }
+
+    fn render_intake(&self, page: &mut Exposition) {
+        let counter = |page: &mut Exposition, name: &str, help: &str, value: &AtomicU64| {
+            page.family(name, Kind::Counter, help);
+            page.sample(name, &[], value.load(Ordering::Relaxed) as f64);
+        };
+        counter(
+            page,
+            "floodgate_intake_accepted_total",
+            "Notifications newly stored by Submit and SubmitBatch.",
+            &self.accepted,
+        );
+        counter(
+            page,
+            "floodgate_intake_duplicates_total",
+            "Submitted notifications whose idempotency key was already stored (answered with the original id).",
+            &self.duplicates,
+        );
+        page.family(
+            "floodgate_intake_rejected_total",
+            Kind::Counter,
+            "Submitted notifications refused, by gRPC code.",
+        );
+        for (code, count) in lock(&self.rejected).iter() {
+            page.sample(
+                "floodgate_intake_rejected_total",
+                &[("code", code)],
+                *count as f64,
+            );
+        }
+        page.family(
+            "floodgate_submit_duration_seconds",
+            Kind::Histogram,
+            "Submit and SubmitBatch call latency, until the notifications are committed.",
+        );
+        for (rpc, histogram) in ["Submit", "SubmitBatch"].iter().zip(&self.submit_latency) {
+            page.histogram(
+                "floodgate_submit_duration_seconds",
+                &[("rpc", rpc)],
+                histogram,
+            );
+        }
+        page.family(
+            "floodgate_intake_commit_rows",
+            Kind::Histogram,
+            "Notifications written per group commit.",
+        );
+        page.histogram("floodgate_intake_commit_rows", &[], &self.commit_rows);
+    }
+
+    fn render_store(&self, page: &mut Exposition) {
+        page.family(
+            "floodgate_store_query_duration_seconds",
+            Kind::Histogram,
+            "Store operation latency by operation, waiting for a connection included.",
+        );
+        for (op, histogram) in StoreOp::ALL.iter().zip(&self.store_latency) {
+            page.histogram(
+                "floodgate_store_query_duration_seconds",
+                &[("op", op.as_str())],
+                histogram,
+            );
+        }
+    }
+
+    fn render_customers(&self, page: &mut Exposition) {
+        let mut customers: Vec<(String, Arc<CustomerCounters>)> = lock(&self.customers)
+            .iter()
+            .map(|(id, counters)| (id.clone(), counters.clone()))
+            .collect();
+        customers.sort_by(|a, b| a.0.cmp(&b.0));
+        page.family(
+            "floodgate_customer_attempts_total",
+            Kind::Counter,
+            "Delivery attempts per customer, lane and result (delivered, retried, failed).",
+        );
+        for (id, counters) in &customers {
+            for (lane, by_result) in ["transactional", "bulk"].iter().zip(&counters.attempts) {
+                for (result, count) in AttemptResult::ALL.iter().zip(by_result) {
+                    page.sample(
+                        "floodgate_customer_attempts_total",
+                        &[
+                            ("customer", id),
+                            ("lane", lane),
+                            ("result", result.as_str()),
+                        ],
+                        count.load(Ordering::Relaxed) as f64,
+                    );
+                }
+            }
+        }
+        page.family(
+            "floodgate_customer_rtt_seconds",
+            Kind::Histogram,
+            "Round-trip time of delivery attempts per customer.",
+        );
+        for (id, counters) in &customers {
+            page.histogram(
+                "floodgate_customer_rtt_seconds",
+                &[("customer", id)],
+                &counters.rtt,
+            );
+        }
+        page.family(
+            "floodgate_customer_tier_changes_total",
+            Kind::Counter,
+            "Tier changes per customer.",
+        );
+        for (id, counters) in &customers {
+            page.sample(
+                "floodgate_customer_tier_changes_total",
+                &[("customer", id)],
+                counters.tier_changes.load(Ordering::Relaxed) as f64,
+            );
+        }
+    }
+}
+
+/// The controller's state of every running actor.
+fn render_actors(page: &mut Exposition, actors: &[CustomerStats]) {
+    type Gauge = (&'static str, &'static str, fn(&CustomerStats) -> f64);
+    let gauges: [Gauge; 3] = [
+        (
+            "floodgate_customer_in_flight",
+            "Deliveries under way per customer.",
+            |s| s.in_flight as f64,
+        ),
+        (
+            "floodgate_customer_concurrency_limit",
+            "The controller's concurrency limit per customer.",
+            |s| s.limit as f64,
+        ),
+        (
+            "floodgate_customer_pacing_rate",
+            "The controller's pacing rate per customer, deliveries/s.",
+            |s| s.rate,
+        ),
+    ];
+    for (name, help, value) in gauges {
+        page.family(name, Kind::Gauge, help);
+        for stats in actors {
+            page.sample(name, &[("customer", &stats.customer_id)], value(stats));
+        }
+    }
+    page.family(
+        "floodgate_customer_tier",
+        Kind::Gauge,
+        "1 for the tier each customer is in, 0 for the others.",
+    );
+    for stats in actors {
+        for tier in Tier::ALL {
+            let value = if stats.tier == tier { 1.0 } else { 0.0 };
+            page.sample(
+                "floodgate_customer_tier",
+                &[("customer", &stats.customer_id), ("tier", tier.as_str())],
+                value,
+            );
+        }
+    }
+    page.family(
+        "floodgate_customer_circuit_open",
+        Kind::Gauge,
+        "1 while a customer's circuit breaker is open or half-open (probing), else 0.",
+    );
+    for stats in actors {
+        let open = if stats.circuit == Circuit::Closed {
+            0.0
+        } else {
+            1.0
+        };
+        page.sample(
+            "floodgate_customer_circuit_open",
+            &[("customer", &stats.customer_id)],
+            open,
+        );
+    }
+}
+
+fn render_backlog(page: &mut Exposition, backlog: &[(String, u64, u64)]) {
+    page.family(
+        "floodgate_customer_backlog",
+        Kind::Gauge,
+        "Notifications waiting in the store (pending or retrying) per customer and lane.",
+    );
+    for (customer, transactional, bulk) in backlog {
+        for (lane, count) in [("transactional", transactional), ("bulk", bulk)] {
+            page.sample(
+                "floodgate_customer_backlog",
+                &[("customer", customer), ("lane", lane)],
+                *count as f64,
+            );
+        }
+    }
+}
+
+/// The gRPC code's name as a label value, e.g. `INVALID_ARGUMENT`.
+fn code_name(code: tonic::Code) -> &'static str {
+    use tonic::Code;
+    match code {
+        Code::Ok => "OK",
+        Code::Cancelled => "CANCELLED",
+        Code::Unknown => "UNKNOWN",
+        Code::InvalidArgument => "INVALID_ARGUMENT",
+        Code::DeadlineExceeded => "DEADLINE_EXCEEDED",
+        Code::NotFound => "NOT_FOUND",
+        Code::AlreadyExists => "ALREADY_EXISTS",
+        Code::PermissionDenied => "PERMISSION_DENIED",
+        Code::ResourceExhausted => "RESOURCE_EXHAUSTED",
+        Code::FailedPrecondition => "FAILED_PRECONDITION",
+        Code::Aborted => "ABORTED",
+        Code::OutOfRange => "OUT_OF_RANGE",
+        Code::Unimplemented => "UNIMPLEMENTED",
+        Code::Internal => "INTERNAL",
+        Code::Unavailable => "UNAVAILABLE",
+        Code::DataLoss => "DATA_LOSS",
+        Code::Unauthenticated => "UNAUTHENTICATED",
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn customer_counters_outlive_the_handle_and_render_by_lane_and_result() {
+        let metrics = Metrics::default();
+        metrics.customer("acme").attempt(
+            Lane::Bulk,
+            AttemptResult::Retried,
+            Duration::from_millis(20),
+        );
+        metrics.customer("acme").attempt(
+            Lane::Bulk,
+            AttemptResult::Delivered,
+            Duration::from_millis(30),
+        );
+        metrics.accepted(5, 1);
+        metrics.rejected(tonic::Code::InvalidArgument, 2);
+        let page = metrics.render(&Scrape {
+            actors: Vec::new(),
+            backlog: vec![("acme".into(), 3, 4)],
+        });
+        for line in [
+            "floodgate_customer_attempts_total{customer=\"acme\",lane=\"bulk\",result=\"retried\"} 1",
+            "floodgate_customer_attempts_total{customer=\"acme\",lane=\"bulk\",result=\"delivered\"} 1",
+            "floodgate_customer_attempts_total{customer=\"acme\",lane=\"transactional\",result=\"delivered\"} 0",
+            "floodgate_customer_rtt_seconds_count{customer=\"acme\"} 2",
+            "floodgate_intake_accepted_total 5",
+            "floodgate_intake_duplicates_total 1",
+            "floodgate_intake_rejected_total{code=\"INVALID_ARGUMENT\"} 2",
+            "floodgate_customer_backlog{customer=\"acme\",lane=\"bulk\"} 4",
+        ] {
+            assert!(page.lines().any(|l| l == line), "missing {line} in\n{page}");
+        }
+    }
+}
