@@ -35,7 +35,37 @@ async fn metrics(server: &TestServer) -> Vec<prometheus::Sample> {
         content_type.starts_with("text/plain; version=0.0.4"),
         "{content_type}"
     );
-    prometheus::parse(&response.text().await.unwrap())
+    let page = response.text().await.unwrap();
+    promtool_check(&page);
+    prometheus::parse(&page)
+}
+
+/// `promtool check metrics` on the page, when promtool is installed (`.ci/run` installs it).
+fn promtool_check(page: &str) {
+    use std::io::Write as _;
+    let Ok(mut promtool) = std::process::Command::new("promtool")
+        .args(["check", "metrics"])
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+    else {
+        eprintln!("promtool is not installed: checked with the built-in reader only");
+        return;
+    };
+    promtool
+        .stdin
+        .take()
+        .unwrap()
+        .write_all(page.as_bytes())
+        .unwrap();
+    let output = promtool.wait_with_output().unwrap();
+    assert!(
+        output.status.success(),
+        "promtool check metrics failed:\n{}{}\n--- page\n{page}",
+        String::from_utf8_lossy(&output.stdout),
+        String::from_utf8_lossy(&output.stderr)
+    );
 }
 
 /// The value of the one sample with this name and these labels (0 if there is none).
