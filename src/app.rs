@@ -30,6 +30,7 @@ use crate::dispatch::Dispatcher;
 use crate::dispatch::outcomes::OutcomeWriter;
 use crate::http::HttpState;
 use crate::intake::Intake;
+use crate::preferences::Preferences;
 use crate::sink::webhook::{WebhookSettings, WebhookSink};
 use crate::store::{self, Backend, Store, StoreOptions};
 use crate::telemetry::metrics::Metrics;
@@ -53,6 +54,8 @@ pub enum AppError {
     Store(#[from] store::Error),
     #[error(transparent)]
     Dispatch(#[from] crate::dispatch::StartError),
+    #[error("cannot set up preferences: {0}")]
+    Preferences(#[from] crate::preferences::Error),
     #[error(transparent)]
     WebhookClient(#[from] crate::sink::webhook::ClientError),
     #[error(transparent)]
@@ -125,6 +128,7 @@ pub async fn run(
         timeout: cfg.webhook_timeout,
         connect_timeout: cfg.webhook_timeout.min(Duration::from_secs(5)),
     })?;
+    let preferences = Arc::new(Preferences::connect(store.clone(), &cfg.preference_cache()).await?);
     let metrics = Arc::new(Metrics::default());
     let (outcomes, outcome_writer) = OutcomeWriter::spawn(store.clone(), metrics.clone());
     let dispatcher = Dispatcher::start(
@@ -152,6 +156,7 @@ pub async fn run(
         dispatcher: dispatcher.clone(),
         tokens: tokens.clone(),
         metrics: metrics.clone(),
+        preferences,
         max_payload_bytes: cfg.max_payload_bytes,
         max_message_bytes: cfg.max_message_bytes,
     };

@@ -131,6 +131,16 @@ pub struct ServeConfig {
     /// Database connections in the pool.
     #[arg(long, env = "FLOODGATE_DB_MAX_CONNECTIONS", default_value_t = 16)]
     pub db_max_connections: u32,
+    /// Redis for the preference cache shared by every node (`redis://host:6379`). Without it:
+    /// an in-process cache on SQLite, none on PostgreSQL (each lookup reads the database).
+    #[arg(long, env = "FLOODGATE_REDIS_URL")]
+    pub redis_url: Option<String>,
+    /// Prefix of floodgate's Redis keys, so deployments can share one Redis.
+    #[arg(long, env = "FLOODGATE_REDIS_PREFIX", default_value = "floodgate:")]
+    pub redis_prefix: String,
+    /// How long Redis keeps a recipient's cached preferences nobody touches.
+    #[arg(long, env = "FLOODGATE_PREFERENCE_CACHE_TTL", default_value = "10m", value_parser = humantime::parse_duration)]
+    pub preference_cache_ttl: Duration,
     /// Log format; the level is set with RUST_LOG (default info).
     #[arg(long, env = "FLOODGATE_LOG_FORMAT", value_enum, default_value_t = LogFormat::Text)]
     pub log_format: LogFormat,
@@ -225,6 +235,15 @@ impl ServeConfig {
         self.database_url
             .clone()
             .unwrap_or_else(|| format!("sqlite://{}", self.data_dir.join("floodgate.db").display()))
+    }
+
+    /// Where the preference cache lives.
+    pub fn preference_cache(&self) -> crate::preferences::CacheSettings {
+        crate::preferences::CacheSettings {
+            redis_url: self.redis_url.clone(),
+            redis_prefix: self.redis_prefix.clone(),
+            ttl: self.preference_cache_ttl,
+        }
     }
 
     /// The dispatcher's settings.

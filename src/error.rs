@@ -69,6 +69,18 @@ impl From<store::Error> for Error {
     }
 }
 
+impl From<crate::preferences::Error> for Error {
+    fn from(err: crate::preferences::Error) -> Self {
+        match err {
+            crate::preferences::Error::Store(err) => err.into(),
+            crate::preferences::Error::Cache(reason) => {
+                tracing::warn!(error = %reason, "preference cache unavailable");
+                Error::Unavailable("the preference cache is unavailable; try again".into())
+            }
+        }
+    }
+}
+
 impl From<IntakeError> for Error {
     fn from(err: IntakeError) -> Self {
         match err {

@@ -139,6 +139,7 @@ fn wake_customers(dispatcher: &Dispatcher, items: &[NewNotification], results: &
     let mut woken = HashSet::new();
     for (item, result) in items.iter().zip(results) {
         if matches!(result, Inserted::New(_))
+            && item.suppressed.is_none()
             && woken.insert((item.customer_id.as_str(), item.lane))
         {
             dispatcher.wake_lane(&item.customer_id, item.lane);

@@ -25,6 +25,7 @@ pub mod error;
 pub mod http;
 pub mod intake;
 pub mod model;
+pub mod preferences;
 pub mod receiver;
 pub mod shutdown;
 pub mod sink;

@@ -19,7 +19,7 @@ pub fn now_millis() -> EpochMillis {
 
 /// Which queue inside a customer a notification waits in. The discriminants are the proto numbers
 /// and the values stored in the database, so ordering by lane puts transactional first.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, serde::Serialize, serde::Deserialize)]
 pub enum Lane {
     /// The customer's own notifications (bills, one-time codes): always go first.
     Transactional = 1,
@@ -55,6 +55,47 @@ impl Lane {
         match self {
             Lane::Transactional => "transactional",
             Lane::Bulk => "bulk",
+        }
+    }
+}
+
+/// How a notification reaches its recipient. Discriminants are the proto numbers and the stored
+/// values. Only webhooks are delivered so far; preferences may already name the others.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, serde::Serialize, serde::Deserialize)]
+pub enum Channel {
+    Webhook = 1,
+    Fcm = 2,
+    Apns = 3,
+    Email = 4,
+    Sms = 5,
+}
+
+impl Channel {
+    /// The value stored in `channel` columns.
+    pub fn code(self) -> i64 {
+        self as i64
+    }
+
+    /// Reads a stored `channel` column.
+    pub fn from_code(code: i64) -> Option<Self> {
+        Some(match code {
+            1 => Channel::Webhook,
+            2 => Channel::Fcm,
+            3 => Channel::Apns,
+            4 => Channel::Email,
+            5 => Channel::Sms,
+            _ => return None,
+        })
+    }
+
+    /// The channel's name in messages and logs.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Channel::Webhook => "webhook",
+            Channel::Fcm => "fcm",
+            Channel::Apns => "apns",
+            Channel::Email => "email",
+            Channel::Sms => "sms",
         }
     }
 }
@@ -157,6 +198,9 @@ pub struct NewNotification {
     pub payload: Vec<u8>,
     pub send_at: Option<EpochMillis>,
     pub expires_at: Option<EpochMillis>,
+    pub channel: Channel,
+    /// Why it must not be sent (the recipient opted out), if so: it is stored SUPPRESSED.
+    pub suppressed: Option<String>,
 }
 
 impl NewNotification {
@@ -185,4 +229,45 @@ pub struct Notification {
     pub expires_at: Option<EpochMillis>,
     pub due_at: EpochMillis,
     pub delivered_at: Option<EpochMillis>,
+    pub channel: Channel,
+}
+
+/// One recipient's choice for one channel and lane (`None`: every lane).
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct Preference {
+    pub channel: Channel,
+    pub lane: Option<Lane>,
+    pub opted_out: bool,
+    pub updated_at: EpochMillis,
+}
+
+/// Everything one recipient of one customer has set, and its version: every change bumps the
+/// version, so a cache keeps only the newest set it has seen.
+#[derive(Debug, Clone, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct RecipientPreferences {
+    pub version: i64,
+    pub preferences: Vec<Preference>,
+}
+
+impl RecipientPreferences {
+    /// Why a notification on `channel` in `lane` must not be sent, if the recipient refused it.
+    /// A preference for the lane itself wins over one for every lane.
+    pub fn refusal(&self, channel: Channel, lane: Lane) -> Option<String> {
+        let for_lane = |wanted: Option<Lane>| {
+            self.preferences
+                .iter()
+                .find(|p| p.channel == channel && p.lane == wanted)
+        };
+        let preference = for_lane(Some(lane)).or_else(|| for_lane(None))?;
+        preference.opted_out.then(|| {
+            let scope = match preference.lane {
+                Some(lane) => format!("{} notifications", lane.as_str()),
+                None => "all notifications".to_owned(),
+            };
+            format!(
+                "suppressed: the recipient opted out of {scope} on the {} channel",
+                channel.as_str()
+            )
+        })
+    }
 }

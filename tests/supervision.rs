@@ -11,7 +11,7 @@ use common::{Backend, Receiver, TestDb};
 use floodgate::directory::CustomerDirectory;
 use floodgate::dispatch::outcomes::OutcomeWriter;
 use floodgate::dispatch::{DispatchSettings, Dispatcher};
-use floodgate::model::{Customer, Lane, NewNotification, now_millis};
+use floodgate::model::{Channel, Customer, Lane, NewNotification, now_millis};
 use floodgate::sink::signature::generate_secret;
 use floodgate::sink::webhook::{WebhookSettings, WebhookSink};
 use floodgate::store::{Inserted, Store, StoreOptions};
@@ -42,6 +42,8 @@ async fn enqueue(store: &Store, customer: &str, count: usize) -> HashSet<String>
             payload: b"{}".to_vec(),
             send_at: None,
             expires_at: None,
+            channel: Channel::Webhook,
+            suppressed: None,
         })
         .collect();
     let results = store

@@ -9,7 +9,8 @@ use crate::dispatch::controller::{Circuit, Tier};
 use crate::error::Error;
 use crate::model::StartTier;
 use crate::model::{
-    Customer, EpochMillis, Lane, NewNotification, Notification, NotificationId, State,
+    Channel, Customer, EpochMillis, Lane, NewNotification, Notification, NotificationId,
+    Preference, State,
 };
 
 /// Longest customer id, in characters.
@@ -99,6 +100,18 @@ pub fn new_notification(
             return Err(Error::invalid("expires_at", "must be later than send_at"));
         }
     }
+    let channel = match channel("channel", request.channel)? {
+        Channel::Webhook => Channel::Webhook,
+        other => {
+            return Err(Error::invalid(
+                "channel",
+                format!(
+                    "the {} channel is not available yet; only webhook delivery is",
+                    other.as_str()
+                ),
+            ));
+        }
+    };
     Ok(NewNotification {
         customer_id: request.customer_id,
         idempotency_key: request.idempotency_key,
@@ -107,7 +120,77 @@ pub fn new_notification(
         payload: request.payload,
         send_at,
         expires_at,
+        channel,
+        suppressed: None,
     })
+}
+
+/// A proto `Channel` number; unspecified means the webhook.
+pub fn channel(field: &'static str, value: i32) -> Result<Channel, Error> {
+    Ok(match proto::Channel::try_from(value) {
+        Ok(proto::Channel::Unspecified | proto::Channel::Webhook) => Channel::Webhook,
+        Ok(proto::Channel::Fcm) => Channel::Fcm,
+        Ok(proto::Channel::Apns) => Channel::Apns,
+        Ok(proto::Channel::Email) => Channel::Email,
+        Ok(proto::Channel::Sms) => Channel::Sms,
+        Err(_) => return Err(Error::invalid(field, format!("unknown channel {value}"))),
+    })
+}
+
+fn proto_channel(channel: Channel) -> proto::Channel {
+    match channel {
+        Channel::Webhook => proto::Channel::Webhook,
+        Channel::Fcm => proto::Channel::Fcm,
+        Channel::Apns => proto::Channel::Apns,
+        Channel::Email => proto::Channel::Email,
+        Channel::Sms => proto::Channel::Sms,
+    }
+}
+
+fn proto_lane(lane: Lane) -> proto::Lane {
+    match lane {
+        Lane::Transactional => proto::Lane::Transactional,
+        Lane::Bulk => proto::Lane::Bulk,
+    }
+}
+
+/// A preference to set: customer, recipient and the choice. Unspecified lane means every lane.
+pub fn preference(
+    preference: Option<proto::Preference>,
+) -> Result<(String, String, Preference), Error> {
+    let p = preference.ok_or_else(|| Error::invalid("preference", "is required"))?;
+    customer_id("preference.customer_id", &p.customer_id)?;
+    key("preference.recipient", &p.recipient)?;
+    let lane = match proto::Lane::try_from(p.lane) {
+        Ok(proto::Lane::Unspecified) => None,
+        Ok(proto::Lane::Transactional) => Some(Lane::Transactional),
+        Ok(proto::Lane::Bulk) => Some(Lane::Bulk),
+        Err(_) => {
+            return Err(Error::invalid(
+                "preference.lane",
+                format!("unknown lane {}", p.lane),
+            ));
+        }
+    };
+    let choice = Preference {
+        channel: channel("preference.channel", p.channel)?,
+        lane,
+        opted_out: p.opted_out,
+        updated_at: 0,
+    };
+    Ok((p.customer_id, p.recipient, choice))
+}
+
+/// One stored preference of a recipient, for the API.
+pub fn proto_preference(customer_id: &str, recipient: &str, p: &Preference) -> proto::Preference {
+    proto::Preference {
+        customer_id: customer_id.to_owned(),
+        recipient: recipient.to_owned(),
+        channel: proto_channel(p.channel) as i32,
+        lane: p.lane.map_or(proto::Lane::Unspecified, proto_lane) as i32,
+        opted_out: p.opted_out,
+        updated_at: Some(timestamp(p.updated_at)),
+    }
 }
 
 /// Checks a customer and fills in what the server decides: the id, URL and secret must be valid.
@@ -183,10 +266,8 @@ impl From<Notification> for proto::Notification {
             customer_id: n.customer_id,
             idempotency_key: n.idempotency_key,
             recipient: n.recipient,
-            lane: match n.lane {
-                Lane::Transactional => proto::Lane::Transactional,
-                Lane::Bulk => proto::Lane::Bulk,
-            } as i32,
+            lane: proto_lane(n.lane) as i32,
+            channel: proto_channel(n.channel) as i32,
             payload: n.payload,
             state: proto_state(n.state) as i32,
             attempts: n.attempts,

@@ -1,5 +1,6 @@
 //! The `Dispatcher` service: submit, batch submit, and reading notifications back.
 
+use std::collections::HashMap;
 use std::time::Instant;
 
 use tonic::{Request, Response, Status};
@@ -46,16 +47,44 @@ impl DispatchService {
         Ok(notification)
     }
 
+    /// Marks the notifications whose recipient opted out as suppressed (they are stored, with
+    /// the reason, and never sent). One preference lookup per customer.
+    async fn apply_preferences(&self, items: &mut [NewNotification]) -> Result<(), Error> {
+        let mut by_customer: HashMap<String, Vec<usize>> = HashMap::new();
+        for (i, item) in items.iter().enumerate() {
+            by_customer
+                .entry(item.customer_id.clone())
+                .or_default()
+                .push(i);
+        }
+        for (customer_id, indices) in by_customer {
+            let asked: Vec<_> = indices
+                .iter()
+                .map(|&i| (items[i].recipient.as_str(), items[i].channel, items[i].lane))
+                .collect();
+            let refusals = self
+                .state
+                .preferences
+                .refusals(&customer_id, &asked)
+                .await?;
+            for (i, refusal) in indices.into_iter().zip(refusals) {
+                items[i].suppressed = refusal;
+            }
+        }
+        Ok(())
+    }
+
     /// One `Submit`: admitted, stored, answered.
     async fn submit_one(
         &self,
         request: proto::SubmitRequest,
     ) -> Result<proto::SubmitResponse, Status> {
-        let notification = self.admit(request).await?;
+        let mut notification = vec![self.admit(request).await?];
+        self.apply_preferences(&mut notification).await?;
         let results = self
             .state
             .intake
-            .submit(vec![notification])
+            .submit(notification)
             .await
             .map_err(Error::from)?;
         let inserted = results.into_iter().next().ok_or(Error::Internal)?;
@@ -88,6 +117,7 @@ impl DispatchService {
                 Err(err) => results.push(Some(Err(err))),
             }
         }
+        self.apply_preferences(&mut valid).await?;
         let mut stored = if valid.is_empty() {
             Vec::new()
         } else {

@@ -1,10 +1,11 @@
-//! The gRPC front door: the `Dispatcher` and `Customers` services, plus the standard health and
-//! reflection services. Requests are authenticated here, validated in `convert`, and handed on.
+//! The gRPC front door: the `Dispatcher`, `Customers` and `Preferences` services, plus the
+//! standard health and reflection services. Requests are authenticated here, validated in `convert`, and handed on.
 
 pub mod auth;
 pub mod convert;
 mod customers;
 mod dispatcher;
+mod preferences;
 
 use std::future::Future;
 use std::sync::Arc;
@@ -33,6 +34,7 @@ pub mod proto {
 
 use proto::customers_server::CustomersServer;
 use proto::dispatcher_server::DispatcherServer;
+use proto::preferences_server::PreferencesServer;
 
 /// What the services share.
 #[derive(Debug, Clone)]
@@ -44,6 +46,8 @@ pub struct ApiState {
     pub tokens: Tokens,
     /// Intake counters and submit latency.
     pub metrics: Arc<crate::telemetry::metrics::Metrics>,
+    /// Opt-out preferences, checked at intake.
+    pub preferences: Arc<crate::preferences::Preferences>,
     /// Largest accepted payload, in bytes.
     pub max_payload_bytes: usize,
     /// Largest accepted gRPC message, in bytes (tonic answers OUT_OF_RANGE above it).
@@ -81,12 +85,18 @@ pub async fn serve<H: Health>(
             .max_decoding_message_size(limit),
         state.tokens.admin_only(),
     );
+    let preferences = InterceptedService::new(
+        PreferencesServer::new(preferences::PreferenceService::new(state.clone()))
+            .max_decoding_message_size(limit),
+        state.tokens.dispatcher(),
+    );
     let incoming = TcpIncoming::from(listener).with_nodelay(Some(true));
     Server::builder()
         .add_service(health_service)
         .add_service(reflection)
         .add_service(dispatcher)
         .add_service(customers)
+        .add_service(preferences)
         .serve_with_incoming_shutdown(incoming, shutdown)
         .await?;
     Ok(())

@@ -11,6 +11,7 @@
 
 mod customers;
 mod notifications;
+mod preferences;
 
 use std::fs::File;
 use std::path::{Path, PathBuf};

@@ -11,19 +11,22 @@ use sqlx::any::AnyRow;
 use sqlx::Connection as _;
 
 use super::{Backend, Durability, Error, Store, values_placeholders};
-use crate::model::{EpochMillis, Lane, NewNotification, Notification, NotificationId, State};
+use crate::model::{
+    Channel, EpochMillis, Lane, NewNotification, Notification, NotificationId, State,
+};
 
 /// Rows per multi-row statement: one statement per row costs ~25 µs more than batching
 /// (STYLE.md), and 500 × 11 binds stays far below both databases' parameter limits.
 const STATEMENT_ROWS: usize = 500;
 
 const INSERT_COLUMNS: &str = "customer_id, idempotency_key, recipient, lane, payload, state, \
-                              created_at, updated_at, due_at, send_at, expires_at";
-const INSERT_COLUMN_COUNT: usize = 11;
+                              created_at, updated_at, due_at, send_at, expires_at, channel, \
+                              last_error";
+const INSERT_COLUMN_COUNT: usize = 13;
 
 const SELECT_COLUMNS: &str = "id, customer_id, idempotency_key, recipient, lane, payload, state, \
                               attempts, last_error, created_at, updated_at, send_at, expires_at, \
-                              due_at, delivered_at";
+                              due_at, delivered_at, channel";
 
 /// What became of one submitted notification.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -109,18 +112,26 @@ impl Store {
             let mut query = sqlx::query(&sql);
             for &i in chunk {
                 let n = &items[i];
+                // An opted-out recipient's notification is stored, with the reason, and never
+                // claimed: only pending and retrying rows are.
+                let state = match n.suppressed {
+                    Some(_) => State::Suppressed,
+                    None => State::Pending,
+                };
                 query = query
                     .bind(n.customer_id.as_str())
                     .bind(n.idempotency_key.as_str())
                     .bind(n.recipient.as_str())
                     .bind(n.lane.code())
                     .bind(n.payload.as_slice())
-                    .bind(State::Pending.code())
+                    .bind(state.code())
                     .bind(now)
                     .bind(now)
                     .bind(n.send_at.map_or(now, |at| at.max(now)))
                     .bind(n.send_at)
-                    .bind(n.expires_at);
+                    .bind(n.expires_at)
+                    .bind(n.channel.code())
+                    .bind(n.suppressed.as_deref());
             }
             for row in query.fetch_all(&mut *tx).await? {
                 new_ids.insert((row.try_get(1)?, row.try_get(2)?), row.try_get(0)?);
@@ -485,5 +496,6 @@ fn notification_from_row(row: &AnyRow) -> Result<Notification, Error> {
         expires_at: row.try_get("expires_at")?,
         due_at: row.try_get("due_at")?,
         delivered_at: row.try_get("delivered_at")?,
+        channel: Channel::from_code(row.try_get("channel")?).unwrap_or(Channel::Webhook),
     })
 }

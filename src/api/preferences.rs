@@ -1,0 +1,87 @@
+//! The `Preferences` service: recipients' opt-outs, which intake applies to every notification.
+
+use tonic::{Request, Response, Status};
+
+use super::proto::preferences_server::Preferences;
+use super::{ApiState, convert, proto};
+use crate::error::Error;
+
+pub(super) struct PreferenceService {
+    state: ApiState,
+}
+
+impl PreferenceService {
+    pub(super) fn new(state: ApiState) -> Self {
+        Self { state }
+    }
+
+    /// Preferences belong to a registered customer's recipients.
+    async fn known_customer(&self, customer_id: &str) -> Result<(), Error> {
+        match self.state.directory.get(customer_id).await? {
+            Some(_) => Ok(()),
+            None => Err(Error::NotFound(format!(
+                "customer {customer_id:?} not found"
+            ))),
+        }
+    }
+}
+
+#[tonic::async_trait]
+impl Preferences for PreferenceService {
+    #[tracing::instrument(skip_all)]
+    async fn set_preference(
+        &self,
+        request: Request<proto::SetPreferenceRequest>,
+    ) -> Result<Response<proto::Preference>, Status> {
+        let (customer_id, recipient, choice) =
+            convert::preference(request.into_inner().preference)?;
+        self.known_customer(&customer_id).await?;
+        let set = self
+            .state
+            .preferences
+            .set(&customer_id, &recipient, &choice)
+            .await
+            .map_err(Error::from)?;
+        tracing::info!(
+            customer_id = %customer_id,
+            channel = choice.channel.as_str(),
+            lane = choice.lane.map_or("all", |lane| lane.as_str()),
+            opted_out = choice.opted_out,
+            "preference set"
+        );
+        let saved = set
+            .preferences
+            .iter()
+            .find(|p| p.channel == choice.channel && p.lane == choice.lane)
+            .ok_or(Error::Internal)?;
+        Ok(Response::new(convert::proto_preference(
+            &customer_id,
+            &recipient,
+            saved,
+        )))
+    }
+
+    async fn get_preferences(
+        &self,
+        request: Request<proto::GetPreferencesRequest>,
+    ) -> Result<Response<proto::GetPreferencesResponse>, Status> {
+        let request = request.into_inner();
+        convert::customer_id("customer_id", &request.customer_id)?;
+        if request.recipient.is_empty() {
+            return Err(Error::invalid("recipient", "must not be empty").into());
+        }
+        self.known_customer(&request.customer_id).await?;
+        let set = self
+            .state
+            .preferences
+            .get(&request.customer_id, &request.recipient)
+            .await
+            .map_err(Error::from)?;
+        let preferences = set
+            .preferences
+            .iter()
+            .map(|p| convert::proto_preference(&request.customer_id, &request.recipient, p))
+            .collect();
+        Ok(Response::new(proto::GetPreferencesResponse { preferences }))
+    }
+}
