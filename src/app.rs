@@ -34,6 +34,7 @@ use crate::preferences::Preferences;
 use crate::sink::webhook::{WebhookSettings, WebhookSink};
 use crate::store::{self, Backend, Store, StoreOptions};
 use crate::telemetry::metrics::Metrics;
+use crate::templates::Templates;
 
 /// How long customer settings are cached before being re-read (changes made on other nodes).
 const DIRECTORY_TTL: Duration = Duration::from_secs(5);
@@ -129,11 +130,13 @@ pub async fn run(
         connect_timeout: cfg.webhook_timeout.min(Duration::from_secs(5)),
     })?;
     let preferences = Arc::new(Preferences::connect(store.clone(), &cfg.preference_cache()).await?);
+    let templates = Arc::new(Templates::new(store.clone()));
     let metrics = Arc::new(Metrics::default());
     let (outcomes, outcome_writer) = OutcomeWriter::spawn(store.clone(), metrics.clone());
     let dispatcher = Dispatcher::start(
         store.clone(),
         directory.clone(),
+        templates.clone(),
         sink,
         outcomes,
         cfg.dispatch_settings(),
@@ -157,6 +160,7 @@ pub async fn run(
         tokens: tokens.clone(),
         metrics: metrics.clone(),
         preferences,
+        templates,
         max_payload_bytes: cfg.max_payload_bytes,
         max_message_bytes: cfg.max_message_bytes,
     };

@@ -243,7 +243,7 @@ pub async fn send(args: SendArgs) -> Result<()> {
             payload: args.payload.into_bytes(),
             send_at,
             expires_at: None,
-            channel: proto::Channel::Unspecified as i32,
+            ..Default::default()
         })
         .await
         .map_err(|status| rpc_error("Submit", &status))?

@@ -21,6 +21,9 @@ pub enum Error {
     NotFound(String),
     #[error("{0}")]
     AlreadyExists(String),
+    /// The request is valid but the thing it names is not in a state that allows it.
+    #[error("{0}")]
+    FailedPrecondition(String),
     /// The database is unreachable or intake is stopping; nothing was stored.
     #[error("{0}")]
     Unavailable(String),
@@ -43,6 +46,7 @@ impl Error {
             Error::InvalidArgument { .. } => Code::InvalidArgument,
             Error::NotFound(_) => Code::NotFound,
             Error::AlreadyExists(_) => Code::AlreadyExists,
+            Error::FailedPrecondition(_) => Code::FailedPrecondition,
             Error::Unavailable(_) => Code::Unavailable,
             Error::Internal => Code::Internal,
         }
@@ -77,6 +81,18 @@ impl From<crate::preferences::Error> for Error {
                 tracing::warn!(error = %reason, "preference cache unavailable");
                 Error::Unavailable("the preference cache is unavailable; try again".into())
             }
+        }
+    }
+}
+
+impl From<crate::templates::Error> for Error {
+    /// Outside intake (which names its own fields) a bad template is the `template` field.
+    fn from(err: crate::templates::Error) -> Self {
+        use crate::templates::Error as T;
+        match err {
+            T::Store(err) => err.into(),
+            T::NotFound(message) => Error::NotFound(message),
+            T::Invalid(problem) | T::Render(problem) => Error::invalid("template", problem),
         }
     }
 }

@@ -12,6 +12,8 @@
 //! - [`sink`]: delivery to customer systems (signed webhooks).
 //! - [`app`]: wiring and shutdown order; [`config`]: every knob; [`client`]: the CLI client;
 //!   [`receiver`]: a webhook receiver for trying floodgate out.
+//! - [`preferences`]: recipients' opt-outs, checked at intake; [`templates`]: versioned
+//!   templates, checked at intake and rendered at send time.
 //! - [`model`]: the domain words (customer, notification, lane, state).
 
 pub mod api;
@@ -31,6 +33,7 @@ pub mod shutdown;
 pub mod sink;
 pub mod store;
 pub mod telemetry;
+pub mod templates;
 
 pub use app::{Listeners, run};
 pub use config::ServeConfig;

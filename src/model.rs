@@ -88,6 +88,19 @@ impl Channel {
         })
     }
 
+    /// Reads a channel name as `as_str` writes it (CSV sheets, the CLI).
+    pub fn from_name(name: &str) -> Option<Self> {
+        [
+            Channel::Webhook,
+            Channel::Fcm,
+            Channel::Apns,
+            Channel::Email,
+            Channel::Sms,
+        ]
+        .into_iter()
+        .find(|channel| channel.as_str().eq_ignore_ascii_case(name))
+    }
+
     /// The channel's name in messages and logs.
     pub fn as_str(self) -> &'static str {
         match self {
@@ -118,6 +131,20 @@ impl State {
     /// The value stored in the `state` column.
     pub fn code(self) -> i64 {
         self as i64
+    }
+
+    /// The state's name in messages.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            State::Pending => "pending",
+            State::InFlight => "in flight",
+            State::Delivered => "delivered",
+            State::Retrying => "retrying",
+            State::Failed => "failed",
+            State::Suppressed => "suppressed",
+            State::Expired => "expired",
+            State::Cancelled => "cancelled",
+        }
     }
 
     /// Reads a stored `state` column.
@@ -201,6 +228,8 @@ pub struct NewNotification {
     pub channel: Channel,
     /// Why it must not be sent (the recipient opted out), if so: it is stored SUPPRESSED.
     pub suppressed: Option<String>,
+    /// The template it is rendered from at send time; `payload` then holds the variables.
+    pub template: Option<TemplateRef>,
 }
 
 impl NewNotification {
@@ -230,6 +259,15 @@ pub struct Notification {
     pub due_at: EpochMillis,
     pub delivered_at: Option<EpochMillis>,
     pub channel: Channel,
+    pub template: Option<TemplateRef>,
+}
+
+/// One version of one template of a customer: versions never change once saved, so a
+/// notification pinned to one renders the same at every attempt.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub struct TemplateRef {
+    pub id: String,
+    pub version: i64,
 }
 
 /// One recipient's choice for one channel and lane (`None`: every lane).

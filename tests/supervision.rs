@@ -15,6 +15,7 @@ use floodgate::model::{Channel, Customer, Lane, NewNotification, now_millis};
 use floodgate::sink::signature::generate_secret;
 use floodgate::sink::webhook::{WebhookSettings, WebhookSink};
 use floodgate::store::{Inserted, Store, StoreOptions};
+use floodgate::templates::Templates;
 use tokio::time::Instant;
 
 async fn register(store: &Store, id: &str, url: &str) {
@@ -44,6 +45,7 @@ async fn enqueue(store: &Store, customer: &str, count: usize) -> HashSet<String>
             expires_at: None,
             channel: Channel::Webhook,
             suppressed: None,
+            template: None,
         })
         .collect();
     let results = store
@@ -109,9 +111,17 @@ async fn a_panicking_actor_is_restarted_and_loses_nothing() {
         sweep_interval: Duration::from_millis(100),
         ..DispatchSettings::default()
     };
-    let dispatcher = Dispatcher::start(store.clone(), directory, sink, outcomes, settings, metrics)
-        .await
-        .unwrap();
+    let dispatcher = Dispatcher::start(
+        store.clone(),
+        directory,
+        Arc::new(Templates::new(store.clone())),
+        sink,
+        outcomes,
+        settings,
+        metrics,
+    )
+    .await
+    .unwrap();
 
     let crashing_ids = enqueue(&store, "crashing", 300).await;
     let neighbour_ids = enqueue(&store, "neighbour", 300).await;

@@ -195,7 +195,7 @@ impl Plan {
             payload,
             send_at: None,
             expires_at: None,
-            channel: proto::Channel::Unspecified as i32,
+            ..Default::default()
         }
     }
 

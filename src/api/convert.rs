@@ -10,7 +10,7 @@ use crate::error::Error;
 use crate::model::StartTier;
 use crate::model::{
     Channel, Customer, EpochMillis, Lane, NewNotification, Notification, NotificationId,
-    Preference, State,
+    Preference, State, TemplateRef,
 };
 
 /// Longest customer id, in characters.
@@ -78,12 +78,19 @@ pub fn new_notification(
             ));
         }
     };
-    if request.payload.len() > max_payload_bytes {
+    let (payload, template) =
+        payload_or_template(request.payload, request.template_id, request.variables)?;
+    if payload.len() > max_payload_bytes {
+        let field = if template.is_some() {
+            "variables"
+        } else {
+            "payload"
+        };
         return Err(Error::invalid(
-            "payload",
+            field,
             format!(
                 "{} bytes is over the limit of {max_payload_bytes}",
-                request.payload.len()
+                payload.len()
             ),
         ));
     }
@@ -117,12 +124,70 @@ pub fn new_notification(
         idempotency_key: request.idempotency_key,
         recipient: request.recipient,
         lane,
-        payload: request.payload,
+        payload,
         send_at,
         expires_at,
         channel,
         suppressed: None,
+        template,
     })
+}
+
+/// What a submit sends: its payload, or a template and the variables to render it with (kept
+/// as JSON in the payload column). A templated notification's version is 0 until intake pins
+/// it to the latest.
+fn payload_or_template(
+    payload: Vec<u8>,
+    template_id: String,
+    variables: Option<prost_types::Struct>,
+) -> Result<(Vec<u8>, Option<TemplateRef>), Error> {
+    if template_id.is_empty() {
+        if variables.is_some() {
+            return Err(Error::invalid("variables", "is only used with template_id"));
+        }
+        return Ok((payload, None));
+    }
+    customer_id("template_id", &template_id)?;
+    if !payload.is_empty() {
+        return Err(Error::invalid(
+            "payload",
+            "must be empty when template_id is given (the template makes it)",
+        ));
+    }
+    let variables = serde_json::Value::Object(struct_to_json(variables.unwrap_or_default()));
+    let template = TemplateRef {
+        id: template_id,
+        version: 0,
+    };
+    Ok((variables.to_string().into_bytes(), Some(template)))
+}
+
+/// A protobuf `Struct` as a JSON object. Whole numbers become integers, so `{{ count }}`
+/// renders `3`, not `3.0`.
+fn struct_to_json(value: prost_types::Struct) -> serde_json::Map<String, serde_json::Value> {
+    value
+        .fields
+        .into_iter()
+        .map(|(name, value)| (name, value_to_json(value)))
+        .collect()
+}
+
+fn value_to_json(value: prost_types::Value) -> serde_json::Value {
+    use prost_types::value::Kind;
+    match value.kind {
+        None | Some(Kind::NullValue(_)) => serde_json::Value::Null,
+        Some(Kind::BoolValue(b)) => b.into(),
+        Some(Kind::StringValue(s)) => s.into(),
+        // 2^53: beyond it an f64 no longer holds every integer.
+        Some(Kind::NumberValue(n)) if n.fract() == 0.0 && n.abs() < 9_007_199_254_740_992.0 => {
+            (n as i64).into()
+        }
+        Some(Kind::NumberValue(n)) => {
+            serde_json::Number::from_f64(n).map_or(serde_json::Value::Null, Into::into)
+        }
+        Some(Kind::StructValue(s)) => serde_json::Value::Object(struct_to_json(s)),
+        Some(Kind::ListValue(list)) => list.values.into_iter().map(value_to_json).collect(),
+    }
 }
 
 /// A proto `Channel` number; unspecified means the webhook.
@@ -137,7 +202,7 @@ pub fn channel(field: &'static str, value: i32) -> Result<Channel, Error> {
     })
 }
 
-fn proto_channel(channel: Channel) -> proto::Channel {
+pub(crate) fn proto_channel(channel: Channel) -> proto::Channel {
     match channel {
         Channel::Webhook => proto::Channel::Webhook,
         Channel::Fcm => proto::Channel::Fcm,
@@ -268,6 +333,15 @@ impl From<Notification> for proto::Notification {
             recipient: n.recipient,
             lane: proto_lane(n.lane) as i32,
             channel: proto_channel(n.channel) as i32,
+            template_id: n
+                .template
+                .as_ref()
+                .map(|t| t.id.clone())
+                .unwrap_or_default(),
+            template_version: n
+                .template
+                .as_ref()
+                .map_or(0, |t| u32::try_from(t.version).unwrap_or(u32::MAX)),
             payload: n.payload,
             state: proto_state(n.state) as i32,
             attempts: n.attempts,

@@ -1,6 +1,7 @@
 //! The `Dispatcher` service: submit, batch submit, and reading notifications back.
 
 use std::collections::HashMap;
+use std::sync::Arc;
 use std::time::Instant;
 
 use tonic::{Request, Response, Status};
@@ -12,12 +13,16 @@ use crate::error::Error;
 use crate::model::{NewNotification, now_millis};
 use crate::store::Inserted;
 use crate::telemetry::metrics::{Metrics, SubmitRpc};
+use crate::templates::{self, Template};
 
 /// Most items in one `SubmitBatch`.
 pub(super) const MAX_BATCH: usize = 1000;
 /// Inbox page size when the caller gives none, and the most it may ask for.
 const DEFAULT_PAGE: usize = 50;
 const MAX_PAGE: usize = 500;
+
+/// The latest template versions one call has looked up, by customer and template id.
+type TemplatesSeen = HashMap<(String, String), Arc<Template>>;
 
 pub(super) struct DispatchService {
     state: ApiState,
@@ -28,9 +33,14 @@ impl DispatchService {
         Self { state }
     }
 
-    /// Validates one request and checks that its customer exists.
-    async fn admit(&self, request: proto::SubmitRequest) -> Result<NewNotification, Error> {
-        let notification =
+    /// Validates one request, checks that its customer exists, and pins a templated one to the
+    /// template's latest version (`seen` keeps the versions a batch already looked up).
+    async fn admit(
+        &self,
+        request: proto::SubmitRequest,
+        seen: &mut TemplatesSeen,
+    ) -> Result<NewNotification, Error> {
+        let mut notification =
             convert::new_notification(request, self.state.max_payload_bytes, now_millis())?;
         if self
             .state
@@ -44,7 +54,50 @@ impl DispatchService {
                 notification.customer_id
             )));
         }
+        self.pin_template(&mut notification, seen).await?;
         Ok(notification)
+    }
+
+    /// Renders a templated notification once with its own variables, so a missing variable or
+    /// a channel the template lacks is an `INVALID_ARGUMENT` now, not a failed send later; then
+    /// pins it to that version.
+    async fn pin_template(
+        &self,
+        notification: &mut NewNotification,
+        seen: &mut TemplatesSeen,
+    ) -> Result<(), Error> {
+        let Some(reference) = notification.template.as_mut() else {
+            return Ok(());
+        };
+        let key = (notification.customer_id.clone(), reference.id.clone());
+        let template = match seen.get(&key) {
+            Some(template) => template.clone(),
+            None => {
+                let latest = self
+                    .state
+                    .templates
+                    .latest(&notification.customer_id, &reference.id)
+                    .await
+                    .map_err(|err| match err {
+                        templates::Error::NotFound(problem) => {
+                            Error::invalid("template_id", problem)
+                        }
+                        other => other.into(),
+                    })?;
+                seen.entry(key).or_insert(Arc::new(latest)).clone()
+            }
+        };
+        let variables: serde_json::Value =
+            serde_json::from_slice(&notification.payload).map_err(|_| Error::Internal)?;
+        templates::render(&template, notification.channel, &variables).map_err(
+            |err| match err {
+                templates::Error::Render(problem) => Error::invalid("variables", problem),
+                templates::Error::Invalid(problem) => Error::invalid("channel", problem),
+                other => other.into(),
+            },
+        )?;
+        reference.version = template.version;
+        Ok(())
     }
 
     /// Marks the notifications whose recipient opted out as suppressed (they are stored, with
@@ -79,7 +132,7 @@ impl DispatchService {
         &self,
         request: proto::SubmitRequest,
     ) -> Result<proto::SubmitResponse, Status> {
-        let mut notification = vec![self.admit(request).await?];
+        let mut notification = vec![self.admit(request, &mut TemplatesSeen::new()).await?];
         self.apply_preferences(&mut notification).await?;
         let results = self
             .state
@@ -108,8 +161,9 @@ impl DispatchService {
         let mut results: Vec<Option<Result<proto::SubmitResponse, Error>>> =
             Vec::with_capacity(requests.len());
         let mut valid = Vec::with_capacity(requests.len());
+        let mut seen = TemplatesSeen::new();
         for request in requests {
-            match self.admit(request).await {
+            match self.admit(request, &mut seen).await {
                 Ok(notification) => {
                     valid.push(notification);
                     results.push(None);
@@ -237,6 +291,33 @@ impl Dispatcher for DispatchService {
             .await
             .map_err(Error::from)?
             .ok_or_else(|| Error::NotFound(format!("notification {id} not found")))?;
+        Ok(Response::new(notification.into()))
+    }
+
+    #[tracing::instrument(skip_all, fields(notification_id = %request.get_ref().notification_id))]
+    async fn cancel_notification(
+        &self,
+        request: Request<proto::CancelNotificationRequest>,
+    ) -> Result<Response<proto::Notification>, Status> {
+        let id = convert::notification_id("notification_id", &request.get_ref().notification_id)?;
+        let store = &self.state.store;
+        let cancelled = store
+            .cancel_notification(id, now_millis())
+            .await
+            .map_err(Error::from)?;
+        let notification = store
+            .get_notification(id)
+            .await
+            .map_err(Error::from)?
+            .ok_or_else(|| Error::NotFound(format!("notification {id} not found")))?;
+        if !cancelled {
+            return Err(Error::FailedPrecondition(format!(
+                "notification {id} is {} and can no longer be cancelled",
+                notification.state.as_str()
+            ))
+            .into());
+        }
+        tracing::info!("notification cancelled");
         Ok(Response::new(notification.into()))
     }
 

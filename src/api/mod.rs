@@ -1,4 +1,4 @@
-//! The gRPC front door: the `Dispatcher`, `Customers` and `Preferences` services, plus the
+//! The gRPC front door: the `Dispatcher`, `Customers`, `Preferences` and `Templates` services, plus the
 //! standard health and reflection services. Requests are authenticated here, validated in `convert`, and handed on.
 
 pub mod auth;
@@ -6,6 +6,7 @@ pub mod convert;
 mod customers;
 mod dispatcher;
 mod preferences;
+mod templates;
 
 use std::future::Future;
 use std::sync::Arc;
@@ -35,6 +36,7 @@ pub mod proto {
 use proto::customers_server::CustomersServer;
 use proto::dispatcher_server::DispatcherServer;
 use proto::preferences_server::PreferencesServer;
+use proto::templates_server::TemplatesServer;
 
 /// What the services share.
 #[derive(Debug, Clone)]
@@ -48,6 +50,8 @@ pub struct ApiState {
     pub metrics: Arc<crate::telemetry::metrics::Metrics>,
     /// Opt-out preferences, checked at intake.
     pub preferences: Arc<crate::preferences::Preferences>,
+    /// Versioned templates, pinned at intake.
+    pub templates: Arc<crate::templates::Templates>,
     /// Largest accepted payload, in bytes.
     pub max_payload_bytes: usize,
     /// Largest accepted gRPC message, in bytes (tonic answers OUT_OF_RANGE above it).
@@ -90,6 +94,11 @@ pub async fn serve<H: Health>(
             .max_decoding_message_size(limit),
         state.tokens.dispatcher(),
     );
+    let templates = InterceptedService::new(
+        TemplatesServer::new(templates::TemplateService::new(state.clone()))
+            .max_decoding_message_size(limit),
+        state.tokens.admin_only(),
+    );
     let incoming = TcpIncoming::from(listener).with_nodelay(Some(true));
     Server::builder()
         .add_service(health_service)
@@ -97,6 +106,7 @@ pub async fn serve<H: Health>(
         .add_service(dispatcher)
         .add_service(customers)
         .add_service(preferences)
+        .add_service(templates)
         .serve_with_incoming_shutdown(incoming, shutdown)
         .await?;
     Ok(())

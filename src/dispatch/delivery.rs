@@ -3,6 +3,7 @@
 //! round-trip time and signal to the customer's actor.
 
 use std::sync::Arc;
+use std::time::Duration;
 
 use ractor::ActorRef;
 use tokio::time::Instant;
@@ -14,6 +15,7 @@ use crate::model::{Customer, now_millis};
 use crate::sink::{RetryCause, SinkError};
 use crate::store::{Claimed, Outcome, OutcomeKind};
 use crate::telemetry::metrics::{AttemptResult, CustomerCounters};
+use crate::templates;
 
 /// Makes one attempt and reports it.
 pub(super) async fn deliver(
@@ -23,9 +25,15 @@ pub(super) async fn deliver(
     counters: Arc<CustomerCounters>,
     notification: Claimed,
 ) {
-    let started = Instant::now();
-    let result = ctx.sink.deliver(&customer, &notification).await;
-    let rtt = started.elapsed();
+    let (result, rtt) = match rendered(&ctx, &notification).await {
+        Ok(rendered) => {
+            let started = Instant::now();
+            let sent = rendered.as_ref().unwrap_or(&notification);
+            let result = ctx.sink.deliver(&customer, sent).await;
+            (result, started.elapsed())
+        }
+        Err(err) => (Err(err), Duration::ZERO),
+    };
     let (kind, signal) = match result {
         Ok(()) => {
             tracing::debug!(rtt_ms = rtt.as_millis(), "delivered");
@@ -67,6 +75,39 @@ pub(super) async fn deliver(
         signal,
         failed,
     }));
+}
+
+/// A templated notification with its template rendered into the payload (`None`: not
+/// templated, send it as it is). Versions are immutable and were rendered once at intake, so a
+/// failure here means the version is gone or the store is down: the first fails the
+/// notification, the second is retried.
+async fn rendered(ctx: &Context, notification: &Claimed) -> Result<Option<Claimed>, SinkError> {
+    let Some(reference) = &notification.template else {
+        return Ok(None);
+    };
+    let template = ctx
+        .templates
+        .version(&notification.customer_id, reference)
+        .await
+        .map_err(|err| match err {
+            templates::Error::Store(err) => SinkError::Retryable {
+                reason: format!("cannot read the template: {err}"),
+                cause: RetryCause::ServerError,
+                retry_after: None,
+            },
+            other => SinkError::Permanent {
+                reason: other.to_string(),
+            },
+        })?;
+    let permanent = |reason: String| SinkError::Permanent { reason };
+    let variables: serde_json::Value = serde_json::from_slice(&notification.payload)
+        .map_err(|err| permanent(format!("unreadable template variables: {err}")))?;
+    let payload = templates::render(&template, notification.channel, &variables)
+        .map_err(|err| permanent(err.to_string()))?;
+    Ok(Some(Claimed {
+        payload,
+        ..notification.clone()
+    }))
 }
 
 /// The attempt as the metrics count it: an attempt after which the notification expired (its

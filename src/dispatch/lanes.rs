@@ -96,9 +96,11 @@ mod tests {
             customer_id: "c".into(),
             recipient: "r".into(),
             lane,
+            channel: crate::model::Channel::Webhook,
             payload: Vec::new(),
             created_at: 0,
             expires_at: None,
+            template: None,
         }
     }
 

@@ -32,6 +32,7 @@ use crate::directory::CustomerDirectory;
 use crate::model::{Customer, Lane, now_millis};
 use crate::sink::webhook::WebhookSink;
 use crate::store::{Backend, Store};
+use crate::templates::Templates;
 use controller::ControllerSettings;
 pub use messages::CustomerStats;
 use messages::{ALL_LANES, CustomerMsg, Lanes, SupervisorMsg};
@@ -89,6 +90,8 @@ impl Default for DispatchSettings {
 struct Context {
     store: Store,
     directory: Arc<CustomerDirectory>,
+    /// Templated notifications are rendered just before each attempt.
+    templates: Arc<Templates>,
     sink: WebhookSink,
     outcomes: OutcomeWriter,
     settings: DispatchSettings,
@@ -122,6 +125,7 @@ impl Dispatcher {
     pub async fn start(
         store: Store,
         directory: Arc<CustomerDirectory>,
+        templates: Arc<Templates>,
         sink: WebhookSink,
         outcomes: OutcomeWriter,
         settings: DispatchSettings,
@@ -139,6 +143,7 @@ impl Dispatcher {
         let ctx = Arc::new(Context {
             store,
             directory,
+            templates,
             sink,
             outcomes,
             settings,

@@ -244,9 +244,11 @@ mod tests {
             customer_id: "acme".into(),
             recipient: "user-1".into(),
             lane: Lane::Bulk,
+            channel: crate::model::Channel::Webhook,
             payload: payload.to_vec(),
             created_at: 1000,
             expires_at: None,
+            template: None,
         }
     }
 

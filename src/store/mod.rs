@@ -12,6 +12,7 @@
 mod customers;
 mod notifications;
 mod preferences;
+mod templates;
 
 use std::fs::File;
 use std::path::{Path, PathBuf};

@@ -12,21 +12,21 @@ use sqlx::Connection as _;
 
 use super::{Backend, Durability, Error, Store, values_placeholders};
 use crate::model::{
-    Channel, EpochMillis, Lane, NewNotification, Notification, NotificationId, State,
+    Channel, EpochMillis, Lane, NewNotification, Notification, NotificationId, State, TemplateRef,
 };
 
 /// Rows per multi-row statement: one statement per row costs ~25 µs more than batching
-/// (STYLE.md), and 500 × 11 binds stays far below both databases' parameter limits.
+/// (STYLE.md), and 500 × 15 binds stays far below both databases' parameter limits.
 const STATEMENT_ROWS: usize = 500;
 
 const INSERT_COLUMNS: &str = "customer_id, idempotency_key, recipient, lane, payload, state, \
                               created_at, updated_at, due_at, send_at, expires_at, channel, \
-                              last_error";
-const INSERT_COLUMN_COUNT: usize = 13;
+                              last_error, template_id, template_version";
+const INSERT_COLUMN_COUNT: usize = 15;
 
 const SELECT_COLUMNS: &str = "id, customer_id, idempotency_key, recipient, lane, payload, state, \
                               attempts, last_error, created_at, updated_at, send_at, expires_at, \
-                              due_at, delivered_at, channel";
+                              due_at, delivered_at, channel, template_id, template_version";
 
 /// What became of one submitted notification.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -50,9 +50,12 @@ pub struct Claimed {
     pub customer_id: String,
     pub recipient: String,
     pub lane: Lane,
+    pub channel: Channel,
     pub payload: Vec<u8>,
     pub created_at: EpochMillis,
     pub expires_at: Option<EpochMillis>,
+    /// Rendered at send time with `payload` as the variables, when set.
+    pub template: Option<TemplateRef>,
 }
 
 /// The result of one delivery attempt, to be recorded against its claim.
@@ -131,7 +134,9 @@ impl Store {
                     .bind(n.send_at)
                     .bind(n.expires_at)
                     .bind(n.channel.code())
-                    .bind(n.suppressed.as_deref());
+                    .bind(n.suppressed.as_deref())
+                    .bind(n.template.as_ref().map(|t| t.id.as_str()))
+                    .bind(n.template.as_ref().map(|t| t.version));
             }
             for row in query.fetch_all(&mut *tx).await? {
                 new_ids.insert((row.try_get(1)?, row.try_get(2)?), row.try_get(0)?);
@@ -187,7 +192,8 @@ impl Store {
              WHERE id IN (SELECT id FROM notifications \
                           WHERE customer_id = $3 AND lane = $4 AND state IN (1, 4) AND due_at <= $2 \
                           ORDER BY due_at LIMIT $5 {lock}) \
-             RETURNING id, claim, attempts, recipient, lane, payload, created_at, expires_at, due_at",
+             RETURNING id, claim, attempts, recipient, lane, payload, created_at, expires_at, due_at, \
+                       template_id, template_version, channel",
             in_flight = State::InFlight.code(),
         );
         let rows = sqlx::query(&sql)
@@ -210,9 +216,11 @@ impl Store {
                     customer_id: customer_id.to_owned(),
                     recipient: row.try_get(3)?,
                     lane: Lane::from_code(row.try_get(4)?),
+                    channel: Channel::from_code(row.try_get(11)?).unwrap_or(Channel::Webhook),
                     payload: row.try_get(5)?,
                     created_at: row.try_get(6)?,
                     expires_at: row.try_get(7)?,
+                    template: template_ref(row.try_get(9)?, row.try_get(10)?),
                 },
             ));
         }
@@ -375,6 +383,30 @@ impl Store {
         rows.iter().map(|r| Ok(r.try_get(0)?)).collect()
     }
 
+    /// Cancels a notification that is not in flight yet (pending or retrying): it ends
+    /// CANCELLED and is never claimed. Returns whether it was cancelled; the compare on the
+    /// state makes a concurrent claim and cancel agree on who won.
+    pub async fn cancel_notification(
+        &self,
+        id: NotificationId,
+        now: EpochMillis,
+    ) -> Result<bool, Error> {
+        let sql = format!(
+            "UPDATE notifications SET state = {cancelled}, last_error = 'cancelled by the caller', \
+               lease_until = NULL, updated_at = $1 \
+             WHERE id = $2 AND state IN ({pending}, {retrying})",
+            cancelled = State::Cancelled.code(),
+            pending = State::Pending.code(),
+            retrying = State::Retrying.code(),
+        );
+        let result = sqlx::query(&sql)
+            .bind(now)
+            .bind(id.0)
+            .execute(&mut *self.writer(Durability::Durable).await?)
+            .await?;
+        Ok(result.rows_affected() == 1)
+    }
+
     /// One notification by id.
     pub async fn get_notification(
         &self,
@@ -497,5 +529,17 @@ fn notification_from_row(row: &AnyRow) -> Result<Notification, Error> {
         due_at: row.try_get("due_at")?,
         delivered_at: row.try_get("delivered_at")?,
         channel: Channel::from_code(row.try_get("channel")?).unwrap_or(Channel::Webhook),
+        template: template_ref(
+            row.try_get("template_id")?,
+            row.try_get("template_version")?,
+        ),
+    })
+}
+
+/// A stored template reference: both columns are set, or neither.
+fn template_ref(id: Option<String>, version: Option<i64>) -> Option<TemplateRef> {
+    Some(TemplateRef {
+        id: id?,
+        version: version?,
     })
 }

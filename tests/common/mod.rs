@@ -273,7 +273,7 @@ pub fn submit_request(customer: &str, key: &str, recipient: &str) -> proto::Subm
         payload: format!(r#"{{"key":"{key}"}}"#).into_bytes(),
         send_at: None,
         expires_at: None,
-        channel: proto::Channel::Unspecified as i32,
+        ..Default::default()
     }
 }
 

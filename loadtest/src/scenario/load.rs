@@ -226,7 +226,7 @@ impl Context {
             payload: stamped_payload(self.epoch, item.scheduled, PAYLOAD_BYTES),
             send_at: None,
             expires_at: None,
-            channel: proto::Channel::Unspecified as i32,
+            ..Default::default()
         }
     }
 

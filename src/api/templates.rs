@@ -1,0 +1,191 @@
+//! The `Templates` service: versioned templates per customer, one at a time or as a CSV sheet.
+//! Template messages are converted here rather than in `convert`, as they concern this service
+//! alone.
+
+use tonic::{Request, Response, Status};
+
+use super::proto::templates_server::Templates;
+use super::{ApiState, convert, proto};
+use crate::error::Error;
+use crate::templates::{self, Content, Template};
+
+pub(super) struct TemplateService {
+    state: ApiState,
+}
+
+impl TemplateService {
+    pub(super) fn new(state: ApiState) -> Self {
+        Self { state }
+    }
+
+    /// Templates belong to a registered customer.
+    async fn known_customer(&self, customer_id: &str) -> Result<(), Error> {
+        convert::customer_id("customer_id", customer_id)?;
+        match self.state.directory.get(customer_id).await? {
+            Some(_) => Ok(()),
+            None => Err(Error::NotFound(format!(
+                "customer {customer_id:?} not found"
+            ))),
+        }
+    }
+}
+
+#[tonic::async_trait]
+impl Templates for TemplateService {
+    #[tracing::instrument(skip_all)]
+    async fn upsert_template(
+        &self,
+        request: Request<proto::UpsertTemplateRequest>,
+    ) -> Result<Response<proto::Template>, Status> {
+        let template = request
+            .into_inner()
+            .template
+            .ok_or_else(|| Error::invalid("template", "is required"))?;
+        self.known_customer(&template.customer_id).await?;
+        convert::customer_id("template.template_id", &template.template_id)?;
+        let contents = contents(template.contents)?;
+        let saved = self
+            .state
+            .templates
+            .save(&template.customer_id, &template.template_id, contents)
+            .await
+            .map_err(Error::from)?;
+        tracing::info!(
+            customer_id = %saved.customer_id,
+            template_id = %saved.id,
+            version = saved.version,
+            "template saved"
+        );
+        Ok(Response::new(proto_template(&saved)))
+    }
+
+    async fn get_template(
+        &self,
+        request: Request<proto::GetTemplateRequest>,
+    ) -> Result<Response<proto::Template>, Status> {
+        let request = request.into_inner();
+        self.known_customer(&request.customer_id).await?;
+        convert::customer_id("template_id", &request.template_id)?;
+        let registry = &self.state.templates;
+        let template = match request.version {
+            0 => registry
+                .latest(&request.customer_id, &request.template_id)
+                .await
+                .map_err(Error::from)?,
+            version => {
+                let reference = crate::model::TemplateRef {
+                    id: request.template_id,
+                    version: i64::from(version),
+                };
+                (*registry
+                    .version(&request.customer_id, &reference)
+                    .await
+                    .map_err(Error::from)?)
+                .clone()
+            }
+        };
+        Ok(Response::new(proto_template(&template)))
+    }
+
+    async fn list_templates(
+        &self,
+        request: Request<proto::ListTemplatesRequest>,
+    ) -> Result<Response<proto::ListTemplatesResponse>, Status> {
+        let customer_id = request.into_inner().customer_id;
+        self.known_customer(&customer_id).await?;
+        let templates = self
+            .state
+            .templates
+            .list(&customer_id)
+            .await
+            .map_err(Error::from)?;
+        Ok(Response::new(proto::ListTemplatesResponse {
+            templates: templates.iter().map(proto_template).collect(),
+        }))
+    }
+
+    async fn export_templates(
+        &self,
+        request: Request<proto::ExportTemplatesRequest>,
+    ) -> Result<Response<proto::ExportTemplatesResponse>, Status> {
+        let customer_id = request.into_inner().customer_id;
+        self.known_customer(&customer_id).await?;
+        let templates = self
+            .state
+            .templates
+            .list(&customer_id)
+            .await
+            .map_err(Error::from)?;
+        let csv = templates::csv::export(&templates).map_err(|_| Error::Internal)?;
+        Ok(Response::new(proto::ExportTemplatesResponse { csv }))
+    }
+
+    #[tracing::instrument(skip_all)]
+    async fn import_templates(
+        &self,
+        request: Request<proto::ImportTemplatesRequest>,
+    ) -> Result<Response<proto::ImportTemplatesResponse>, Status> {
+        let request = request.into_inner();
+        self.known_customer(&request.customer_id).await?;
+        let sheet = templates::csv::import(&request.csv).map_err(csv_error)?;
+        for (id, _) in &sheet {
+            convert::customer_id("csv", id)
+                .map_err(|err| Error::invalid("csv", format!("template_id {id:?}: {err}")))?;
+        }
+        let saved = self
+            .state
+            .templates
+            .save_all(&request.customer_id, &sheet)
+            .await
+            .map_err(csv_error)?;
+        tracing::info!(
+            customer_id = %request.customer_id,
+            templates = saved.len(),
+            "templates imported"
+        );
+        Ok(Response::new(proto::ImportTemplatesResponse {
+            templates: saved.iter().map(proto_template).collect(),
+        }))
+    }
+}
+
+/// A sheet's problems are the `csv` field's.
+fn csv_error(err: templates::Error) -> Error {
+    match err {
+        templates::Error::Invalid(problem) | templates::Error::Render(problem) => {
+            Error::invalid("csv", problem)
+        }
+        other => other.into(),
+    }
+}
+
+fn contents(contents: Vec<proto::TemplateContent>) -> Result<Vec<Content>, Error> {
+    contents
+        .into_iter()
+        .map(|c| {
+            Ok(Content {
+                channel: convert::channel("template.contents.channel", c.channel)?,
+                subject: c.subject,
+                body: c.body,
+            })
+        })
+        .collect()
+}
+
+fn proto_template(template: &Template) -> proto::Template {
+    proto::Template {
+        customer_id: template.customer_id.clone(),
+        template_id: template.id.clone(),
+        version: u32::try_from(template.version).unwrap_or(u32::MAX),
+        contents: template
+            .contents
+            .iter()
+            .map(|c| proto::TemplateContent {
+                channel: convert::proto_channel(c.channel) as i32,
+                subject: c.subject.clone(),
+                body: c.body.clone(),
+            })
+            .collect(),
+        created_at: Some(convert::timestamp(template.created_at)),
+    }
+}

@@ -1,0 +1,326 @@
+//! Versioned message templates: saved per customer, checked when saved and again at intake with
+//! the notification's own variables, and rendered at send time into the payload that the
+//! channel's sink expects.
+//!
+//! Versions never change once saved. Intake pins each notification to the latest version it
+//! saw, so every attempt renders the same text even if the template is edited meanwhile, and
+//! compiled versions can be cached forever (bounded only by size).
+
+pub mod csv;
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex, PoisonError};
+
+use minijinja::{Environment, UndefinedBehavior};
+use serde::{Deserialize, Serialize};
+
+use crate::model::{Channel, EpochMillis, TemplateRef, now_millis};
+use crate::store::{self, Store};
+
+/// Template versions kept in memory before the cache starts over (they are small, and
+/// re-reading one costs a single indexed query).
+const CACHE_CAPACITY: usize = 10_000;
+
+/// What one channel of a template sends.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Content {
+    pub channel: Channel,
+    /// Push title or e-mail subject; ignored for SMS and webhooks.
+    pub subject: String,
+    /// Push or SMS text, e-mail body, or the webhook payload.
+    pub body: String,
+}
+
+/// One saved version of a template.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Template {
+    pub customer_id: String,
+    pub id: String,
+    pub version: i64,
+    pub contents: Vec<Content>,
+    pub created_at: EpochMillis,
+}
+
+impl Template {
+    /// The version as notifications refer to it.
+    pub fn reference(&self) -> TemplateRef {
+        TemplateRef {
+            id: self.id.clone(),
+            version: self.version,
+        }
+    }
+
+    fn content(&self, channel: Channel) -> Option<&Content> {
+        self.contents.iter().find(|c| c.channel == channel)
+    }
+}
+
+/// Why a template could not be saved or used.
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    #[error(transparent)]
+    Store(#[from] store::Error),
+    /// The template (or the version asked for) does not exist.
+    #[error("{0}")]
+    NotFound(String),
+    /// A subject or body does not compile, or a channel appears twice.
+    #[error("{0}")]
+    Invalid(String),
+    /// Rendering failed: a variable is missing, or an expression fails on the values given.
+    #[error("{0}")]
+    Render(String),
+}
+
+/// The template registry: the store behind a cache of saved versions.
+#[derive(Debug)]
+pub struct Templates {
+    store: Store,
+    /// std Mutex: held only for map operations, never across an `.await`.
+    versions: Mutex<HashMap<(String, TemplateRef), Arc<Template>>>,
+}
+
+impl Templates {
+    pub fn new(store: Store) -> Self {
+        Self {
+            store,
+            versions: Mutex::default(),
+        }
+    }
+
+    /// Checks and saves a new version of `id`; returns it.
+    pub async fn save(
+        &self,
+        customer_id: &str,
+        id: &str,
+        contents: Vec<Content>,
+    ) -> Result<Template, Error> {
+        check(&contents)?;
+        Ok(self
+            .store
+            .save_templates(customer_id, &[(id.to_owned(), contents)], now_millis())
+            .await?
+            .remove(0))
+    }
+
+    /// Checks every template first, then saves a new version of each in one transaction: a
+    /// bad row in an imported sheet saves nothing.
+    pub async fn save_all(
+        &self,
+        customer_id: &str,
+        templates: &[(String, Vec<Content>)],
+    ) -> Result<Vec<Template>, Error> {
+        for (id, contents) in templates {
+            check(contents).map_err(|err| Error::Invalid(format!("template {id:?}: {err}")))?;
+        }
+        Ok(self
+            .store
+            .save_templates(customer_id, templates, now_millis())
+            .await?)
+    }
+
+    /// The latest version of `id`.
+    pub async fn latest(&self, customer_id: &str, id: &str) -> Result<Template, Error> {
+        self.store
+            .latest_template(customer_id, id)
+            .await?
+            .ok_or_else(|| Error::NotFound(format!("template {id:?} not found")))
+    }
+
+    /// The latest version of every template of a customer, ordered by id.
+    pub async fn list(&self, customer_id: &str) -> Result<Vec<Template>, Error> {
+        Ok(self.store.latest_templates(customer_id).await?)
+    }
+
+    /// One saved version, from the cache when it has been read before.
+    pub async fn version(
+        &self,
+        customer_id: &str,
+        reference: &TemplateRef,
+    ) -> Result<Arc<Template>, Error> {
+        let key = (customer_id.to_owned(), reference.clone());
+        if let Some(found) = self.cache().get(&key) {
+            return Ok(found.clone());
+        }
+        let template = self
+            .store
+            .template_version(customer_id, &reference.id, reference.version)
+            .await?
+            .ok_or_else(|| {
+                Error::NotFound(format!(
+                    "template {:?} version {} not found",
+                    reference.id, reference.version
+                ))
+            })?;
+        let template = Arc::new(template);
+        let mut cache = self.cache();
+        if cache.len() >= CACHE_CAPACITY {
+            cache.clear();
+        }
+        cache.insert(key, template.clone());
+        Ok(template)
+    }
+
+    fn cache(&self) -> std::sync::MutexGuard<'_, HashMap<(String, TemplateRef), Arc<Template>>> {
+        self.versions.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+}
+
+/// Every subject and body compiles, and each channel appears at most once.
+pub fn check(contents: &[Content]) -> Result<(), Error> {
+    if contents.is_empty() {
+        return Err(Error::Invalid("has no content for any channel".into()));
+    }
+    let env = environment();
+    for (i, content) in contents.iter().enumerate() {
+        if contents[..i].iter().any(|c| c.channel == content.channel) {
+            return Err(Error::Invalid(format!(
+                "the {} channel appears twice",
+                content.channel.as_str()
+            )));
+        }
+        if content.body.is_empty() {
+            return Err(Error::Invalid(format!(
+                "the {} body is empty",
+                content.channel.as_str()
+            )));
+        }
+        for (part, source) in [("subject", &content.subject), ("body", &content.body)] {
+            env.template_from_str(source).map_err(|err| {
+                Error::Invalid(format!(
+                    "the {} {part} does not compile: {err}",
+                    content.channel.as_str()
+                ))
+            })?;
+        }
+    }
+    Ok(())
+}
+
+/// Renders `template` for `channel` (`Invalid` if it has no content for it) with `variables` (a JSON object) into the payload that
+/// channel's sink takes: the body itself for a webhook; `{"title", "body"}` for push;
+/// `{"subject", "body"}` for e-mail; `{"body"}` for SMS.
+pub fn render(
+    template: &Template,
+    channel: Channel,
+    variables: &serde_json::Value,
+) -> Result<Vec<u8>, Error> {
+    let content = template.content(channel).ok_or_else(|| {
+        Error::Invalid(format!(
+            "template {:?} version {} has no content for the {} channel",
+            template.id,
+            template.version,
+            channel.as_str()
+        ))
+    })?;
+    let env = environment();
+    let context = minijinja::Value::from_serialize(variables);
+    let render = |part: &str, source: &str| {
+        env.render_str(source, context.clone())
+            .map_err(|err| Error::Render(format!("the {part} cannot be rendered: {err}")))
+    };
+    let body = render("body", &content.body)?;
+    let subject = match channel {
+        Channel::Webhook | Channel::Sms => String::new(),
+        _ => render("subject", &content.subject)?,
+    };
+    let payload = match channel {
+        Channel::Webhook => return Ok(body.into_bytes()),
+        Channel::Sms => serde_json::json!({ "body": body }),
+        Channel::Email => serde_json::json!({ "subject": subject, "body": body }),
+        Channel::Fcm | Channel::Apns => serde_json::json!({ "title": subject, "body": body }),
+    };
+    Ok(payload.to_string().into_bytes())
+}
+
+/// Strict: a variable the template uses but the caller did not give is an error, never an
+/// empty string in a message to a person.
+fn environment() -> Environment<'static> {
+    let mut env = Environment::new();
+    env.set_undefined_behavior(UndefinedBehavior::Strict);
+    env
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn template(contents: Vec<Content>) -> Template {
+        Template {
+            customer_id: "shop".into(),
+            id: "bill".into(),
+            version: 3,
+            contents,
+            created_at: 0,
+        }
+    }
+
+    fn content(channel: Channel, subject: &str, body: &str) -> Content {
+        Content {
+            channel,
+            subject: subject.into(),
+            body: body.into(),
+        }
+    }
+
+    #[test]
+    fn renders_each_channel_into_its_payload_shape() {
+        let t = template(vec![
+            content(
+                Channel::Email,
+                "Bill {{ month }}",
+                "Hello {{ name }}, you owe {{ amount }}.",
+            ),
+            content(Channel::Sms, "", "{{ name }}: {{ amount }} due"),
+            content(Channel::Webhook, "", r#"{"name": {{ name|tojson }}}"#),
+            content(
+                Channel::Fcm,
+                "{{ month }}",
+                "{% for i in items %}{{ i }} {% endfor %}",
+            ),
+        ]);
+        let vars =
+            serde_json::json!({"name": "Ann", "amount": 12, "month": "May", "items": [1, 2]});
+        let email: serde_json::Value =
+            serde_json::from_slice(&render(&t, Channel::Email, &vars).unwrap()).unwrap();
+        assert_eq!(
+            email,
+            serde_json::json!({"subject": "Bill May", "body": "Hello Ann, you owe 12."})
+        );
+        let sms: serde_json::Value =
+            serde_json::from_slice(&render(&t, Channel::Sms, &vars).unwrap()).unwrap();
+        assert_eq!(sms, serde_json::json!({"body": "Ann: 12 due"}));
+        assert_eq!(
+            render(&t, Channel::Webhook, &vars).unwrap(),
+            br#"{"name": "Ann"}"#
+        );
+        let push: serde_json::Value =
+            serde_json::from_slice(&render(&t, Channel::Fcm, &vars).unwrap()).unwrap();
+        assert_eq!(push, serde_json::json!({"title": "May", "body": "1 2 "}));
+    }
+
+    #[test]
+    fn a_missing_variable_or_channel_is_an_error() {
+        let t = template(vec![content(Channel::Sms, "", "Hi {{ name }}")]);
+        let err = render(&t, Channel::Sms, &serde_json::json!({})).unwrap_err();
+        assert!(matches!(err, Error::Render(_)), "{err}");
+        let err = render(&t, Channel::Email, &serde_json::json!({"name": "x"})).unwrap_err();
+        assert!(
+            err.to_string().contains("no content for the email channel"),
+            "{err}"
+        );
+    }
+
+    #[test]
+    fn bad_templates_are_refused_when_saved() {
+        assert!(check(&[content(Channel::Sms, "", "Hi {{ name")]).is_err());
+        assert!(check(&[content(Channel::Sms, "", "")]).is_err());
+        assert!(check(&[]).is_err());
+        let twice = [
+            content(Channel::Sms, "", "a"),
+            content(Channel::Sms, "", "b"),
+        ];
+        assert!(check(&twice).unwrap_err().to_string().contains("twice"));
+        assert!(check(&[content(Channel::Email, "{% if %}", "ok")]).is_err());
+        check(&[content(Channel::Email, "{{ s }}", "{{ b }}")]).unwrap();
+    }
+}
