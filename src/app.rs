@@ -161,6 +161,7 @@ pub async fn run(
         metrics: metrics.clone(),
         preferences,
         templates,
+        inbox_retention: cfg.inbox_retention,
         max_payload_bytes: cfg.max_payload_bytes,
         max_message_bytes: cfg.max_message_bytes,
     };
@@ -172,6 +173,12 @@ pub async fn run(
         state,
         health_service,
         stop.clone().cancelled_owned(),
+    ));
+    let retention = tokio::spawn(crate::retention::run(
+        store.clone(),
+        cfg.retention(),
+        metrics.clone(),
+        stop.clone(),
     ));
     let history = Arc::new(History::default());
     let sampler = tokio::spawn({
@@ -216,6 +223,8 @@ pub async fn run(
     };
     // The HTTP server and the dashboard's sampler hold the dispatcher: they stop before it.
     let _ = sampler.await;
+    // The retention job stops between two batches: nothing is ever half-moved.
+    let _ = retention.await;
     let http_result = match tokio::time::timeout(grace, &mut http).await {
         Ok(result) => result?,
         Err(_) => {

@@ -141,6 +141,23 @@ pub struct ServeConfig {
     /// How long Redis keeps a recipient's cached preferences nobody touches.
     #[arg(long, env = "FLOODGATE_PREFERENCE_CACHE_TTL", default_value = "10m", value_parser = humantime::parse_duration)]
     pub preference_cache_ttl: Duration,
+    /// How far back `ListNotifications` reaches. Finished notifications older than this move to
+    /// the archive, which ends idempotency for their keys.
+    #[arg(long, env = "FLOODGATE_INBOX_RETENTION", default_value = "90days", value_parser = humantime::parse_duration)]
+    pub inbox_retention: Duration,
+    /// How long archived notifications are kept (from creation) for ListArchivedNotifications.
+    /// On PostgreSQL whole months are dropped, so rows stay up to a month longer.
+    #[arg(long, env = "FLOODGATE_ARCHIVE_RETENTION", default_value = "365days", value_parser = humantime::parse_duration)]
+    pub archive_retention: Duration,
+    /// Time between retention passes (archive, then purge); 0 turns retention off.
+    #[arg(long, env = "FLOODGATE_RETENTION_INTERVAL", default_value = "10m", value_parser = humantime::parse_duration)]
+    pub retention_interval: Duration,
+    /// Rows the retention job moves or deletes per transaction.
+    #[arg(long, env = "FLOODGATE_RETENTION_BATCH", default_value_t = 500)]
+    pub retention_batch: usize,
+    /// Rest between two retention batches, so intake always gets the writer in between.
+    #[arg(long, env = "FLOODGATE_RETENTION_PAUSE", default_value = "20ms", value_parser = humantime::parse_duration)]
+    pub retention_pause: Duration,
     /// Log format; the level is set with RUST_LOG (default info).
     #[arg(long, env = "FLOODGATE_LOG_FORMAT", value_enum, default_value_t = LogFormat::Text)]
     pub log_format: LogFormat,
@@ -151,6 +168,8 @@ pub struct ServeConfig {
 pub enum ConfigError {
     #[error("--lease ({lease:?}) must be longer than --webhook-timeout ({timeout:?})")]
     LeaseTooShort { lease: Duration, timeout: Duration },
+    #[error("--archive-retention ({archive:?}) must be at least --inbox-retention ({inbox:?})")]
+    ArchiveShorterThanInbox { archive: Duration, inbox: Duration },
     #[error("--{0} must be at least 1")]
     Zero(&'static str),
     #[error("--max-payload-bytes ({payload}) must be below --max-message-bytes ({message})")]
@@ -213,6 +232,15 @@ impl ServeConfig {
         if self.db_max_connections == 0 {
             return Err(ConfigError::Zero("db-max-connections"));
         }
+        if self.retention_batch == 0 {
+            return Err(ConfigError::Zero("retention-batch"));
+        }
+        if self.archive_retention < self.inbox_retention {
+            return Err(ConfigError::ArchiveShorterThanInbox {
+                archive: self.archive_retention,
+                inbox: self.inbox_retention,
+            });
+        }
         if self.max_payload_bytes >= self.max_message_bytes {
             return Err(ConfigError::PayloadOverMessage {
                 payload: self.max_payload_bytes,
@@ -243,6 +271,17 @@ impl ServeConfig {
             redis_url: self.redis_url.clone(),
             redis_prefix: self.redis_prefix.clone(),
             ttl: self.preference_cache_ttl,
+        }
+    }
+
+    /// The retention job's settings.
+    pub fn retention(&self) -> crate::retention::RetentionSettings {
+        crate::retention::RetentionSettings {
+            inbox: self.inbox_retention,
+            archive: self.archive_retention,
+            interval: self.retention_interval,
+            batch: self.retention_batch,
+            pause: self.retention_pause,
         }
     }
 

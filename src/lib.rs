@@ -12,6 +12,7 @@
 //! - [`sink`]: delivery to customer systems (signed webhooks).
 //! - [`app`]: wiring and shutdown order; [`config`]: every knob; [`client`]: the CLI client;
 //!   [`receiver`]: a webhook receiver for trying floodgate out.
+//! - [`retention`]: the job that archives old notifications and purges the archive.
 //! - [`preferences`]: recipients' opt-outs, checked at intake; [`templates`]: versioned
 //!   templates, checked at intake and rendered at send time.
 //! - [`model`]: the domain words (customer, notification, lane, state).
@@ -29,6 +30,7 @@ pub mod intake;
 pub mod model;
 pub mod preferences;
 pub mod receiver;
+pub mod retention;
 pub mod shutdown;
 pub mod sink;
 pub mod store;

@@ -10,7 +10,7 @@ use super::proto::dispatcher_server::Dispatcher;
 use super::proto::{self, submit_result};
 use super::{ApiState, convert};
 use crate::error::Error;
-use crate::model::{NewNotification, now_millis};
+use crate::model::{NewNotification, Notification, NotificationId, now_millis};
 use crate::store::Inserted;
 use crate::telemetry::metrics::{Metrics, SubmitRpc};
 use crate::templates::{self, Template};
@@ -189,6 +189,54 @@ impl DispatchService {
     }
 }
 
+/// One page of a recipient's notifications, as `ListNotifications` and
+/// `ListArchivedNotifications` ask for it.
+pub(super) struct InboxPage {
+    pub(super) customer_id: String,
+    pub(super) recipient: String,
+    /// Only ids below this one (the cursor).
+    pub(super) before: Option<NotificationId>,
+    pub(super) size: usize,
+}
+
+impl InboxPage {
+    pub(super) fn parse(request: proto::ListNotificationsRequest) -> Result<Self, Error> {
+        convert::customer_id("customer_id", &request.customer_id)?;
+        if request.recipient.is_empty() {
+            return Err(Error::invalid("recipient", "must not be empty"));
+        }
+        let size = match usize::try_from(request.page_size).unwrap_or(MAX_PAGE) {
+            0 => DEFAULT_PAGE,
+            n => n.min(MAX_PAGE),
+        };
+        let before = match request.page_token.as_str() {
+            "" => None,
+            token => Some(convert::notification_id("page_token", token)?),
+        };
+        Ok(Self {
+            customer_id: request.customer_id,
+            recipient: request.recipient,
+            before,
+            size,
+        })
+    }
+
+    /// The answer: a full page carries the cursor to the next one.
+    pub(super) fn answer(
+        &self,
+        notifications: Vec<Notification>,
+    ) -> proto::ListNotificationsResponse {
+        let next_page_token = match notifications.last() {
+            Some(last) if notifications.len() == self.size => last.id.to_string(),
+            _ => String::new(),
+        };
+        proto::ListNotificationsResponse {
+            notifications: notifications.into_iter().map(Into::into).collect(),
+            next_page_token,
+        }
+    }
+}
+
 fn response(inserted: Inserted) -> Result<proto::SubmitResponse, Error> {
     match inserted {
         Inserted::New(id) => Ok(proto::SubmitResponse {
@@ -325,32 +373,20 @@ impl Dispatcher for DispatchService {
         &self,
         request: Request<proto::ListNotificationsRequest>,
     ) -> Result<Response<proto::ListNotificationsResponse>, Status> {
-        let request = request.into_inner();
-        convert::customer_id("customer_id", &request.customer_id)?;
-        if request.recipient.is_empty() {
-            return Err(Error::invalid("recipient", "must not be empty").into());
-        }
-        let page_size = match usize::try_from(request.page_size).unwrap_or(MAX_PAGE) {
-            0 => DEFAULT_PAGE,
-            n => n.min(MAX_PAGE),
-        };
-        let before = match request.page_token.as_str() {
-            "" => None,
-            token => Some(convert::notification_id("page_token", token)?),
-        };
+        let page = InboxPage::parse(request.into_inner())?;
+        let retention = i64::try_from(self.state.inbox_retention.as_millis()).unwrap_or(i64::MAX);
         let notifications = self
             .state
             .store
-            .list_inbox(&request.customer_id, &request.recipient, before, page_size)
+            .list_inbox(
+                &page.customer_id,
+                &page.recipient,
+                now_millis().saturating_sub(retention),
+                page.before,
+                page.size,
+            )
             .await
             .map_err(Error::from)?;
-        let next_page_token = match notifications.last() {
-            Some(last) if notifications.len() == page_size => last.id.to_string(),
-            _ => String::new(),
-        };
-        Ok(Response::new(proto::ListNotificationsResponse {
-            notifications: notifications.into_iter().map(Into::into).collect(),
-            next_page_token,
-        }))
+        Ok(Response::new(page.answer(notifications)))
     }
 }

@@ -1,6 +1,7 @@
-//! The gRPC front door: the `Dispatcher`, `Customers`, `Preferences` and `Templates` services, plus the
+//! The gRPC front door: the `Dispatcher`, `Customers`, `Preferences`, `Templates` and `Archive` services, plus the
 //! standard health and reflection services. Requests are authenticated here, validated in `convert`, and handed on.
 
+mod archive;
 pub mod auth;
 pub mod convert;
 mod customers;
@@ -33,6 +34,7 @@ pub mod proto {
         include_bytes!(concat!(env!("OUT_DIR"), "/floodgate_descriptor.bin"));
 }
 
+use proto::archive_server::ArchiveServer;
 use proto::customers_server::CustomersServer;
 use proto::dispatcher_server::DispatcherServer;
 use proto::preferences_server::PreferencesServer;
@@ -52,6 +54,8 @@ pub struct ApiState {
     pub preferences: Arc<crate::preferences::Preferences>,
     /// Versioned templates, pinned at intake.
     pub templates: Arc<crate::templates::Templates>,
+    /// How far back `ListNotifications` reaches.
+    pub inbox_retention: std::time::Duration,
     /// Largest accepted payload, in bytes.
     pub max_payload_bytes: usize,
     /// Largest accepted gRPC message, in bytes (tonic answers OUT_OF_RANGE above it).
@@ -99,6 +103,11 @@ pub async fn serve<H: Health>(
             .max_decoding_message_size(limit),
         state.tokens.admin_only(),
     );
+    let archive = InterceptedService::new(
+        ArchiveServer::new(archive::ArchiveService::new(state.clone()))
+            .max_decoding_message_size(limit),
+        state.tokens.admin_only(),
+    );
     let incoming = TcpIncoming::from(listener).with_nodelay(Some(true));
     Server::builder()
         .add_service(health_service)
@@ -107,6 +116,7 @@ pub async fn serve<H: Health>(
         .add_service(customers)
         .add_service(preferences)
         .add_service(templates)
+        .add_service(archive)
         .serve_with_incoming_shutdown(incoming, shutdown)
         .await?;
     Ok(())

@@ -12,6 +12,7 @@
 mod customers;
 mod notifications;
 mod preferences;
+mod retention;
 mod templates;
 
 use std::fs::File;

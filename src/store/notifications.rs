@@ -24,7 +24,7 @@ const INSERT_COLUMNS: &str = "customer_id, idempotency_key, recipient, lane, pay
                               last_error, template_id, template_version";
 const INSERT_COLUMN_COUNT: usize = 15;
 
-const SELECT_COLUMNS: &str = "id, customer_id, idempotency_key, recipient, lane, payload, state, \
+pub(super) const SELECT_COLUMNS: &str = "id, customer_id, idempotency_key, recipient, lane, payload, state, \
                               attempts, last_error, created_at, updated_at, send_at, expires_at, \
                               due_at, delivered_at, channel, template_id, template_version";
 
@@ -420,23 +420,27 @@ impl Store {
         row.as_ref().map(notification_from_row).transpose()
     }
 
-    /// One recipient's notifications, newest first, with ids below `before` (cursor paging).
+    /// One recipient's notifications created since `since`, newest first, with ids below
+    /// `before` (cursor paging).
     pub async fn list_inbox(
         &self,
         customer_id: &str,
         recipient: &str,
+        since: EpochMillis,
         before: Option<NotificationId>,
         limit: usize,
     ) -> Result<Vec<Notification>, Error> {
         let sql = format!(
             "SELECT {SELECT_COLUMNS} FROM notifications \
-             WHERE customer_id = $1 AND recipient = $2 AND id < $3 ORDER BY id DESC LIMIT $4"
+             WHERE customer_id = $1 AND recipient = $2 AND id < $3 AND created_at >= $5 \
+             ORDER BY id DESC LIMIT $4"
         );
         let rows = sqlx::query(&sql)
             .bind(customer_id)
             .bind(recipient)
             .bind(before.map_or(i64::MAX, |id| id.0))
             .bind(i64::try_from(limit).unwrap_or(i64::MAX))
+            .bind(since)
             .fetch_all(&self.read)
             .await?;
         rows.iter().map(notification_from_row).collect()
@@ -509,7 +513,7 @@ fn repeat_of(item: &NewNotification, first: &NewNotification, first_result: Inse
     }
 }
 
-fn notification_from_row(row: &AnyRow) -> Result<Notification, Error> {
+pub(super) fn notification_from_row(row: &AnyRow) -> Result<Notification, Error> {
     let state: i64 = row.try_get("state")?;
     Ok(Notification {
         id: NotificationId(row.try_get("id")?),

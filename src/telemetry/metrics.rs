@@ -7,6 +7,7 @@
 //!   delivery attempts by lane and result, RTT and tier changes. Per-customer counters live in
 //!   this registry, not in the actor, so they survive an actor's idle stop or restart and
 //!   Prometheus sees one monotonic series;
+//! - the retention job's rows archived and purged, and whether a pass is running;
 //! - **read at scrape time**: each running actor's controller state (limit, pacing rate, tier,
 //!   circuit, in flight), handed to [`Metrics::render`] by the caller;
 //! - **read from the store at scrape time**: the backlog per customer and lane.
@@ -199,6 +200,69 @@ pub struct Metrics {
     /// Indexed like [`StoreOp::ALL`].
     store_latency: [Histogram; 4],
     customers: Mutex<HashMap<String, Arc<CustomerCounters>>>,
+    retention: RetentionCounters,
+}
+
+/// What the retention job did: rows archived and purged, passes, and whether one is running
+/// (so a load test or an SRE can line latency up with it).
+#[derive(Debug, Default)]
+pub struct RetentionCounters {
+    archived: AtomicU64,
+    purged: AtomicU64,
+    passes: AtomicU64,
+    running: AtomicU64,
+}
+
+impl RetentionCounters {
+    pub fn started(&self) {
+        self.running.store(1, Ordering::Relaxed);
+    }
+
+    pub fn finished(&self) {
+        self.running.store(0, Ordering::Relaxed);
+        self.passes.fetch_add(1, Ordering::Relaxed);
+    }
+
+    pub fn archived(&self, rows: u64) {
+        self.archived.fetch_add(rows, Ordering::Relaxed);
+    }
+
+    pub fn purged(&self, rows: u64) {
+        self.purged.fetch_add(rows, Ordering::Relaxed);
+    }
+
+    fn render(&self, page: &mut Exposition) {
+        let families = [
+            (
+                "floodgate_retention_archived_total",
+                Kind::Counter,
+                "Finished notifications moved from the live table to the archive.",
+                &self.archived,
+            ),
+            (
+                "floodgate_retention_purged_total",
+                Kind::Counter,
+                "Archived notifications deleted (or dropped with their partition) after the archive retention.",
+                &self.purged,
+            ),
+            (
+                "floodgate_retention_passes_total",
+                Kind::Counter,
+                "Retention passes completed (successful or not).",
+                &self.passes,
+            ),
+            (
+                "floodgate_retention_running",
+                Kind::Gauge,
+                "1 while a retention pass runs.",
+                &self.running,
+            ),
+        ];
+        for (name, kind, help, value) in families {
+            page.family(name, kind, help);
+            page.sample(name, &[], value.load(Ordering::Relaxed) as f64);
+        }
+    }
 }
 
 impl Default for Metrics {
@@ -211,6 +275,7 @@ impl Default for Metrics {
             commit_rows: Histogram::new(COMMIT_ROW_BUCKETS),
             store_latency: [0, 1, 2, 3].map(|_| Histogram::new(LATENCY_BUCKETS)),
             customers: Mutex::new(HashMap::new()),
+            retention: RetentionCounters::default(),
         }
     }
 }
@@ -264,11 +329,17 @@ impl Metrics {
             .clone()
     }
 
+    /// The retention job's counters.
+    pub fn retention(&self) -> &RetentionCounters {
+        &self.retention
+    }
+
     /// The whole `/metrics` page.
     pub fn render(&self, scrape: &Scrape) -> String {
         let mut page = Exposition::default();
         self.render_intake(&mut page);
         self.render_store(&mut page);
+        self.retention.render(&mut page);
         self.render_customers(&mut page);
         render_actors(&mut page, &scrape.actors);
         render_backlog(&mut page, &scrape.backlog);

@@ -118,6 +118,21 @@ impl TestDb {
     }
 }
 
+impl TestDb {
+    /// Runs one statement straight on the database (to age rows, for example); returns the
+    /// rows it changed.
+    pub async fn execute(&self, sql: &str) -> u64 {
+        use sqlx::Connection as _;
+        sqlx::any::install_default_drivers();
+        let mut conn = sqlx::AnyConnection::connect(&self.url).await.unwrap();
+        sqlx::query(sql)
+            .execute(&mut conn)
+            .await
+            .unwrap()
+            .rows_affected()
+    }
+}
+
 impl Drop for TestDb {
     fn drop(&mut self) {
         let Some((admin, name)) = self.postgres.take() else {

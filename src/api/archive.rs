@@ -1,0 +1,35 @@
+//! The `Archive` service: notifications past the inbox retention, for support staff.
+
+use tonic::{Request, Response, Status};
+
+use super::dispatcher::InboxPage;
+use super::proto::archive_server::Archive;
+use super::{ApiState, proto};
+use crate::error::Error;
+
+pub(super) struct ArchiveService {
+    state: ApiState,
+}
+
+impl ArchiveService {
+    pub(super) fn new(state: ApiState) -> Self {
+        Self { state }
+    }
+}
+
+#[tonic::async_trait]
+impl Archive for ArchiveService {
+    async fn list_archived_notifications(
+        &self,
+        request: Request<proto::ListNotificationsRequest>,
+    ) -> Result<Response<proto::ListNotificationsResponse>, Status> {
+        let page = InboxPage::parse(request.into_inner())?;
+        let notifications = self
+            .state
+            .store
+            .list_archived(&page.customer_id, &page.recipient, page.before, page.size)
+            .await
+            .map_err(Error::from)?;
+        Ok(Response::new(page.answer(notifications)))
+    }
+}
