@@ -29,6 +29,7 @@ use crate::directory::CustomerDirectory;
 use crate::dispatch::Dispatcher;
 use crate::dispatch::outcomes::OutcomeWriter;
 use crate::http::HttpState;
+use crate::idempotency::FastPath;
 use crate::intake::Intake;
 use crate::preferences::Preferences;
 use crate::sink::webhook::{WebhookSettings, WebhookSink};
@@ -55,6 +56,8 @@ pub enum AppError {
     Store(#[from] store::Error),
     #[error(transparent)]
     Dispatch(#[from] crate::dispatch::StartError),
+    #[error(transparent)]
+    FastPath(#[from] crate::idempotency::ConnectError),
     #[error("cannot set up preferences: {0}")]
     Preferences(#[from] crate::preferences::Error),
     #[error(transparent)]
@@ -131,6 +134,12 @@ pub async fn run(
     })?;
     let preferences = Arc::new(Preferences::connect(store.clone(), &cfg.preference_cache()).await?);
     let templates = Arc::new(Templates::new(store.clone()));
+    let fast_path = match &cfg.redis_url {
+        Some(url) => Some(Arc::new(
+            FastPath::connect(url, &cfg.redis_prefix, cfg.idempotency_cache_ttl).await?,
+        )),
+        None => None,
+    };
     let metrics = Arc::new(Metrics::default());
     let (outcomes, outcome_writer) = OutcomeWriter::spawn(store.clone(), metrics.clone());
     let dispatcher = Dispatcher::start(
@@ -161,6 +170,7 @@ pub async fn run(
         metrics: metrics.clone(),
         preferences,
         templates,
+        fast_path,
         inbox_retention: cfg.inbox_retention,
         max_payload_bytes: cfg.max_payload_bytes,
         max_message_bytes: cfg.max_message_bytes,

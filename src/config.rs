@@ -158,6 +158,10 @@ pub struct ServeConfig {
     /// Rest between two retention batches, so intake always gets the writer in between.
     #[arg(long, env = "FLOODGATE_RETENTION_PAUSE", default_value = "20ms", value_parser = humantime::parse_duration)]
     pub retention_pause: Duration,
+    /// With --redis-url: how long Redis remembers an accepted idempotency key, so repeats are
+    /// answered without the database (the database's unique key still decides after that).
+    #[arg(long, env = "FLOODGATE_IDEMPOTENCY_CACHE_TTL", default_value = "24h", value_parser = humantime::parse_duration)]
+    pub idempotency_cache_ttl: Duration,
     /// Log format; the level is set with RUST_LOG (default info).
     #[arg(long, env = "FLOODGATE_LOG_FORMAT", value_enum, default_value_t = LogFormat::Text)]
     pub log_format: LogFormat,

@@ -12,6 +12,7 @@
 //! - [`sink`]: delivery to customer systems (signed webhooks).
 //! - [`app`]: wiring and shutdown order; [`config`]: every knob; [`client`]: the CLI client;
 //!   [`receiver`]: a webhook receiver for trying floodgate out.
+//! - [`idempotency`]: the optional Redis fast path for repeated idempotency keys.
 //! - [`retention`]: the job that archives old notifications and purges the archive.
 //! - [`preferences`]: recipients' opt-outs, checked at intake; [`templates`]: versioned
 //!   templates, checked at intake and rendered at send time.
@@ -26,6 +27,7 @@ pub mod directory;
 pub mod dispatch;
 pub mod error;
 pub mod http;
+pub mod idempotency;
 pub mod intake;
 pub mod model;
 pub mod preferences;

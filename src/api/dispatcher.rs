@@ -127,6 +127,42 @@ impl DispatchService {
         Ok(())
     }
 
+    /// Stores admitted notifications in one group commit and says what became of each. With
+    /// the Redis fast path, repeats it already knows are answered from it, and the keys the
+    /// database accepts are remembered for next time.
+    async fn store(&self, items: Vec<NewNotification>) -> Result<Vec<Inserted>, Error> {
+        if items.is_empty() {
+            return Ok(Vec::new());
+        }
+        let intake = &self.state.intake;
+        let Some(fast_path) = &self.state.fast_path else {
+            return Ok(intake.submit(items).await?);
+        };
+        let entries = fast_path.entries(&items);
+        let known = fast_path.known(&entries).await;
+        let mut unknown = Vec::new();
+        let mut unknown_entries = Vec::new();
+        for ((item, entry), id) in items.into_iter().zip(entries).zip(&known) {
+            if id.is_none() {
+                unknown.push(item);
+                unknown_entries.push(entry);
+            }
+        }
+        let stored = match unknown.is_empty() {
+            true => Vec::new(),
+            false => intake.submit(unknown).await?,
+        };
+        fast_path.remember(&unknown_entries, &stored).await;
+        let mut stored = stored.into_iter();
+        known
+            .into_iter()
+            .map(|id| match id {
+                Some(id) => Ok(Inserted::Duplicate(id)),
+                None => stored.next().ok_or(Error::Internal),
+            })
+            .collect()
+    }
+
     /// One `Submit`: admitted, stored, answered.
     async fn submit_one(
         &self,
@@ -134,12 +170,7 @@ impl DispatchService {
     ) -> Result<proto::SubmitResponse, Status> {
         let mut notification = vec![self.admit(request, &mut TemplatesSeen::new()).await?];
         self.apply_preferences(&mut notification).await?;
-        let results = self
-            .state
-            .intake
-            .submit(notification)
-            .await
-            .map_err(Error::from)?;
+        let results = self.store(notification).await?;
         let inserted = results.into_iter().next().ok_or(Error::Internal)?;
         Ok(response(inserted)?)
     }
@@ -172,12 +203,7 @@ impl DispatchService {
             }
         }
         self.apply_preferences(&mut valid).await?;
-        let mut stored = if valid.is_empty() {
-            Vec::new()
-        } else {
-            self.state.intake.submit(valid).await.map_err(Error::from)?
-        }
-        .into_iter();
+        let mut stored = self.store(valid).await?.into_iter();
         let results = results
             .into_iter()
             .map(|result| match result {

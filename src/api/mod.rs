@@ -52,6 +52,8 @@ pub struct ApiState {
     pub metrics: Arc<crate::telemetry::metrics::Metrics>,
     /// Opt-out preferences, checked at intake.
     pub preferences: Arc<crate::preferences::Preferences>,
+    /// The Redis idempotency fast path, with `--redis-url`.
+    pub fast_path: Option<Arc<crate::idempotency::FastPath>>,
     /// Versioned templates, pinned at intake.
     pub templates: Arc<crate::templates::Templates>,
     /// How far back `ListNotifications` reaches.

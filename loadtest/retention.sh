@@ -1,0 +1,74 @@
+#!/usr/bin/env bash
+# Intake latency before and during a retention pass (BENCHMARKS.md, "Retention").
+#
+# 1. Seeds a SQLite floodgate with ~SEED_SECS x 30k notifications (SubmitBatch to paused
+#    customers), then marks them delivered and ages them: half 100 days old (to be archived),
+#    half 400 days old (to be archived, then purged).
+# 2. "before": restarts floodgate with retention off and measures open-loop Submit at RATE/s.
+# 3. "during": restarts it with the first retention pass due 3 s in, and measures the same load
+#    while the pass archives and purges. The pass's own log line says how long it ran.
+#
+# Usage: bash loadtest/retention.sh   (after cargo build --release -p floodgate -p floodgate-loadtest)
+# Knobs (environment): RATE (default 3000 calls/s), DURATION (20s), SEED_SECS (20s), PORT (50071).
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+RATE=${RATE:-3000}
+DURATION=${DURATION:-20s}
+SEED_SECS=${SEED_SECS:-20s}
+PORT=${PORT:-50071}
+HTTP_PORT=$((PORT + 1))
+bin=target/release
+[ -x "$bin/floodgate" ] && [ -x "$bin/floodgate-loadtest" ] \
+  || { echo "build first: cargo build --release -p floodgate -p floodgate-loadtest" >&2; exit 1; }
+dir=$(mktemp -d)
+pid=""
+cleanup() { [ -n "$pid" ] && kill "$pid" 2>/dev/null; wait 2>/dev/null; rm -rf "$dir"; }
+trap cleanup EXIT
+
+start() {
+  "$bin/floodgate" serve --data-dir "$dir" --grpc-addr "127.0.0.1:$PORT" \
+    --http-addr "127.0.0.1:$HTTP_PORT" "$@" >>"$dir/server.log" 2>&1 &
+  pid=$!
+  for _ in $(seq 1 100); do
+    curl -fs "http://127.0.0.1:$HTTP_PORT/readyz" >/dev/null 2>&1 && return 0
+    sleep 0.1
+  done
+  echo "floodgate did not become ready; its log:" >&2; cat "$dir/server.log" >&2; exit 1
+}
+stop() { kill -TERM "$pid"; wait "$pid" || true; pid=""; }
+intake() {
+  "$bin/floodgate-loadtest" intake --target "http://127.0.0.1:$PORT" \
+    --token "$(cat "$dir/admin-token")" "$@"
+}
+archived_total() {
+  curl -fs -H "authorization: Bearer $(cat "$dir/admin-token")" "http://127.0.0.1:$HTTP_PORT/metrics" \
+    | awk '/^floodgate_retention_(archived|purged)_total/ {printf "%s=%s ", $1, $2}'
+}
+
+echo "== seeding (SubmitBatch for $SEED_SECS)"
+start --retention-interval 0s
+intake --mode batch --batch-size 500 --concurrency 4 --duration "$SEED_SECS" --warmup 0s | tail -n 3
+stop
+python3 - "$dir/floodgate.db" <<'PY'
+import sqlite3, sys
+day = 86_400_000
+db = sqlite3.connect(sys.argv[1])
+db.execute(f"UPDATE notifications SET state = 3, created_at = created_at - 100 * {day} WHERE id % 2 = 0")
+db.execute(f"UPDATE notifications SET state = 3, created_at = created_at - 400 * {day} WHERE id % 2 = 1")
+db.commit()
+rows = db.execute("SELECT COUNT(*) FROM notifications").fetchone()[0]
+print(f"aged {rows} delivered notifications: half 100 days old, half 400 days old")
+PY
+
+echo "== before: retention off, Submit at $RATE/s for $DURATION"
+start --retention-interval 0s
+intake --mode submit --concurrency 64 --rate "$RATE" --duration "$DURATION"
+stop
+
+echo "== during: first retention pass due 3 s in, Submit at $RATE/s for $DURATION"
+start --retention-interval 3s
+intake --mode submit --concurrency 64 --rate "$RATE" --duration "$DURATION"
+echo "retention so far: $(archived_total)"
+stop
+grep -h "retention pass finished" "$dir/server.log" | head -n 3
