@@ -10,6 +10,7 @@
 #
 # Usage: bash loadtest/retention.sh   (after cargo build --release -p floodgate -p floodgate-loadtest)
 # Knobs (environment): RATE (default 3000 calls/s), DURATION (40s), SEED_SECS (5s), PORT (50071),
+# RETENTION_FLAGS (extra server flags for the "during" run, e.g. "--retention-batch 100"),
 # KEEP=1 (keep the data directory). The defaults seed ~290k rows, which one pass archives and
 # purges in about 25 s, inside the measured window.
 set -euo pipefail
@@ -69,7 +70,7 @@ intake --mode submit --concurrency 64 --rate "$RATE" --duration "$DURATION"
 stop
 
 echo "== during: first retention pass due 3 s in, Submit at $RATE/s for $DURATION"
-start --retention-interval 3s
+start --retention-interval 3s ${RETENTION_FLAGS:-}
 intake --mode submit --concurrency 64 --rate "$RATE" --duration "$DURATION"
 echo "retention so far: $(archived_total)"
 stop

@@ -153,7 +153,7 @@ pub struct ServeConfig {
     #[arg(long, env = "FLOODGATE_RETENTION_INTERVAL", default_value = "10m", value_parser = humantime::parse_duration)]
     pub retention_interval: Duration,
     /// Rows the retention job moves or deletes per transaction.
-    #[arg(long, env = "FLOODGATE_RETENTION_BATCH", default_value_t = 500)]
+    #[arg(long, env = "FLOODGATE_RETENTION_BATCH", default_value_t = 100)]
     pub retention_batch: usize,
     /// Rest between two retention batches, so intake always gets the writer in between.
     #[arg(long, env = "FLOODGATE_RETENTION_PAUSE", default_value = "20ms", value_parser = humantime::parse_duration)]
