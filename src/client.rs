@@ -123,7 +123,7 @@ pub struct StatusArgs {
     connection: Connection,
 }
 
-type Authed = InterceptedService<Channel, BearerToken>;
+pub(crate) type Authed = InterceptedService<Channel, BearerToken>;
 
 /// Adds `authorization: Bearer <token>` to every call.
 #[derive(Debug, Clone)]
@@ -142,7 +142,7 @@ impl Interceptor for BearerToken {
 }
 
 impl Connection {
-    async fn channel(&self) -> Result<Authed> {
+    pub(crate) async fn channel(&self) -> Result<Authed> {
         let token = match &self.token {
             Some(token) => token.clone(),
             None => {
@@ -280,7 +280,7 @@ pub async fn status(args: StatusArgs) -> Result<()> {
 }
 
 /// A failed call as one line: what was asked, the gRPC code and the server's message.
-fn rpc_error(call: &str, status: &tonic::Status) -> anyhow::Error {
+pub(crate) fn rpc_error(call: &str, status: &tonic::Status) -> anyhow::Error {
     anyhow::anyhow!("{call} failed: {:?}: {}", status.code(), status.message())
 }
 

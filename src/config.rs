@@ -28,6 +28,9 @@ pub enum Command {
     /// Register and list customer systems (admin token).
     #[command(subcommand)]
     Customer(crate::client::CustomerCommand),
+    /// Export and import a customer's templates as CSV, or list them (admin token).
+    #[command(subcommand)]
+    Template(crate::template_sheet::TemplateCommand),
     /// Submit one notification.
     Send(crate::client::SendArgs),
     /// Show one notification's state.

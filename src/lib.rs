@@ -11,6 +11,7 @@
 //! - [`dispatch`]: one worker per customer system; retries; outcome recording.
 //! - [`sink`]: delivery to customer systems (signed webhooks).
 //! - [`app`]: wiring and shutdown order; [`config`]: every knob; [`client`]: the CLI client;
+//!   [`template_sheet`]: the template CSV commands;
 //!   [`receiver`]: a webhook receiver for trying floodgate out.
 //! - [`idempotency`]: the optional Redis fast path for repeated idempotency keys.
 //! - [`retention`]: the job that archives old notifications and purges the archive.
@@ -37,6 +38,7 @@ pub mod shutdown;
 pub mod sink;
 pub mod store;
 pub mod telemetry;
+pub mod template_sheet;
 pub mod templates;
 
 pub use app::{Listeners, run};

@@ -10,6 +10,7 @@ async fn main() -> Result<()> {
     match Cli::parse().command {
         Command::Serve(cfg) => Ok(app::serve(*cfg).await?),
         Command::Customer(command) => client::customer(command).await,
+        Command::Template(command) => floodgate::template_sheet::run(command).await,
         Command::Send(args) => client::send(args).await,
         Command::Status(args) => client::status(args).await,
         Command::Top(args) => client::top(args).await,
