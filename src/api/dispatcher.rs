@@ -7,7 +7,7 @@ use tonic::{Request, Response, Status};
 
 use super::proto::dispatcher_server::Dispatcher;
 use super::proto::{self, submit_result};
-use super::{ApiState, convert};
+use super::{ApiState, channels, convert};
 use crate::error::Error;
 use crate::model::{NewNotification, now_millis};
 use crate::store::Inserted;
@@ -28,22 +28,17 @@ impl DispatchService {
         Self { state }
     }
 
-    /// Validates one request and checks that its customer exists.
+    /// Validates one request and checks that its customer exists and can take its channel.
     async fn admit(&self, request: proto::SubmitRequest) -> Result<NewNotification, Error> {
         let notification =
             convert::new_notification(request, self.state.max_payload_bytes, now_millis())?;
-        if self
-            .state
-            .directory
-            .get(&notification.customer_id)
-            .await?
-            .is_none()
-        {
+        let Some(customer) = self.state.directory.get(&notification.customer_id).await? else {
             return Err(Error::NotFound(format!(
                 "customer {:?} not found",
                 notification.customer_id
             )));
-        }
+        };
+        channels::check_configured(&customer, notification.channel)?;
         Ok(notification)
     }
 

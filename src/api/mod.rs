@@ -2,6 +2,7 @@
 //! standard health and reflection services. Requests are authenticated here, validated in `convert`, and handed on.
 
 pub mod auth;
+mod channels;
 pub mod convert;
 mod customers;
 mod dispatcher;

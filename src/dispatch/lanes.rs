@@ -99,6 +99,7 @@ mod tests {
             payload: Vec::new(),
             created_at: 0,
             expires_at: None,
+            channel: crate::model::Channel::Webhook,
         }
     }
 

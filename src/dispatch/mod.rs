@@ -30,7 +30,7 @@ use tokio_util::task::TaskTracker;
 
 use crate::directory::CustomerDirectory;
 use crate::model::{Customer, Lane, now_millis};
-use crate::sink::webhook::WebhookSink;
+use crate::sink::Sinks;
 use crate::store::{Backend, Store};
 use controller::ControllerSettings;
 pub use messages::CustomerStats;
@@ -89,7 +89,7 @@ impl Default for DispatchSettings {
 struct Context {
     store: Store,
     directory: Arc<CustomerDirectory>,
-    sink: WebhookSink,
+    sink: Sinks,
     outcomes: OutcomeWriter,
     settings: DispatchSettings,
     metrics: Arc<Metrics>,
@@ -122,7 +122,7 @@ impl Dispatcher {
     pub async fn start(
         store: Store,
         directory: Arc<CustomerDirectory>,
-        sink: WebhookSink,
+        sink: Sinks,
         outcomes: OutcomeWriter,
         settings: DispatchSettings,
         metrics: Arc<Metrics>,

@@ -53,6 +53,8 @@ pub struct Claimed {
     pub payload: Vec<u8>,
     pub created_at: EpochMillis,
     pub expires_at: Option<EpochMillis>,
+    /// Which sink delivers it.
+    pub channel: Channel,
 }
 
 /// The result of one delivery attempt, to be recorded against its claim.
@@ -187,7 +189,8 @@ impl Store {
              WHERE id IN (SELECT id FROM notifications \
                           WHERE customer_id = $3 AND lane = $4 AND state IN (1, 4) AND due_at <= $2 \
                           ORDER BY due_at LIMIT $5 {lock}) \
-             RETURNING id, claim, attempts, recipient, lane, payload, created_at, expires_at, due_at",
+             RETURNING id, claim, attempts, recipient, lane, payload, created_at, expires_at, due_at, \
+                       channel",
             in_flight = State::InFlight.code(),
         );
         let rows = sqlx::query(&sql)
@@ -213,6 +216,7 @@ impl Store {
                     payload: row.try_get(5)?,
                     created_at: row.try_get(6)?,
                     expires_at: row.try_get(7)?,
+                    channel: stored_channel(row.try_get(9)?)?,
                 },
             ));
         }
@@ -496,6 +500,12 @@ fn notification_from_row(row: &AnyRow) -> Result<Notification, Error> {
         expires_at: row.try_get("expires_at")?,
         due_at: row.try_get("due_at")?,
         delivered_at: row.try_get("delivered_at")?,
-        channel: Channel::from_code(row.try_get("channel")?).unwrap_or(Channel::Webhook),
+        channel: stored_channel(row.try_get("channel")?)?,
     })
+}
+
+/// Reads a stored `channel` column. An unknown value is refused rather than guessed: sending it
+/// down the wrong channel would deliver to the wrong kind of recipient.
+fn stored_channel(code: i64) -> Result<Channel, Error> {
+    Channel::from_code(code).ok_or_else(|| Error::Corrupt(format!("unknown channel {code}")))
 }
