@@ -9,7 +9,7 @@
 //! - [`store`]: the durable store (SQLite by default, PostgreSQL for many nodes).
 //! - [`directory`]: cached customer settings.
 //! - [`dispatch`]: one worker per customer system; retries; outcome recording.
-//! - [`sink`]: delivery to customer systems (signed webhooks).
+//! - [`sink`]: delivery on each channel: signed webhooks, FCM, APNs, SMTP, SMS.
 //! - [`app`]: wiring and shutdown order; [`config`]: every knob; [`client`]: the CLI client;
 //!   [`receiver`]: a webhook receiver for trying floodgate out.
 //! - [`model`]: the domain words (customer, notification, lane, state).

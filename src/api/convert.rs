@@ -101,7 +101,6 @@ pub fn new_notification(
         }
     }
     let channel = channel("channel", request.channel)?;
-    super::channels::check_content(channel, &request.recipient, &request.payload)?;
     Ok(NewNotification {
         customer_id: request.customer_id,
         idempotency_key: request.idempotency_key,

@@ -38,7 +38,13 @@ impl DispatchService {
                 notification.customer_id
             )));
         };
+        // A channel the customer cannot use is the first thing to fix, before its content.
         channels::check_configured(&customer, notification.channel)?;
+        channels::check_content(
+            notification.channel,
+            &notification.recipient,
+            &notification.payload,
+        )?;
         Ok(notification)
     }
 

@@ -1,4 +1,5 @@
-//! Sinks carry one notification to a customer system and say how the attempt went.
+//! Sinks carry one notification to a customer system, or through a provider to its recipient,
+//! and say how the attempt went. [`Sinks`] picks one by the notification's channel.
 //!
 //! A sink knows nothing of retries or pacing: it reports each attempt's result (and the caller
 //! measures its round-trip time), so the dispatcher sees every attempt's signal unhidden.
