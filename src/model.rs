@@ -72,6 +72,15 @@ pub enum Channel {
 }
 
 impl Channel {
+    /// Every channel, webhook first.
+    pub const ALL: [Channel; 5] = [
+        Channel::Webhook,
+        Channel::Fcm,
+        Channel::Apns,
+        Channel::Email,
+        Channel::Sms,
+    ];
+
     /// The value stored in `channel` columns.
     pub fn code(self) -> i64 {
         self as i64
@@ -155,7 +164,7 @@ pub struct Customer {
     pub webhook_url: String,
     /// Standard Webhooks secret, `whsec_<base64>`.
     pub signing_secret: String,
-    /// Hard ceiling in deliveries per second; 0 means none.
+    /// Hard ceiling in deliveries per second, for each channel; 0 means none.
     pub max_rate_per_sec: u32,
     /// A paused customer is sent nothing; its notifications wait in the store.
     pub paused: bool,

@@ -665,3 +665,60 @@ async fn intake_checks_channel_settings_recipient_and_payload() {
     );
     server.stop().await.unwrap();
 }
+
+/// Each provider is paced on its own: an SMS provider answering 429 with a long Retry-After
+/// pauses that customer's SMS, while its webhook keeps delivering at once.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_provider_slowdown_does_not_slow_the_webhook() {
+    let db = TestDb::new(Backend::Sqlite).await;
+    let server = TestServer::start(test_config(&db)).await;
+    let fake = SmsFake::start().await;
+    let receiver = common::Receiver::start().await;
+    let mut settings = sms_customer(&fake);
+    settings.webhook_url = receiver.url.clone();
+    upsert(&server, settings).await.unwrap();
+    let overload = SmsError {
+        status: 429,
+        code: 20429,
+        retry_after: Some(5),
+    };
+    fake.script().answer("+14155550199", [overload]);
+
+    let mut client = server.dispatcher().await;
+    let sms = submit(
+        &mut client,
+        request(Channel::Sms, "+14155550199", "s1", &sms_payload("s1")),
+    )
+    .await;
+    let deadline = tokio::time::Instant::now() + WAIT;
+    while fake.script().attempts("+14155550199").is_empty() {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "the SMS was never attempted"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let paused_at = tokio::time::Instant::now();
+    let mut webhooks = Vec::new();
+    for i in 0..5 {
+        let webhook = request(
+            Channel::Webhook,
+            "user-1",
+            &format!("w{i}"),
+            &json!({"n": i}),
+        );
+        webhooks.push(submit(&mut client, webhook).await);
+    }
+    receiver.wait_for(5, Duration::from_secs(3)).await;
+    assert!(
+        paused_at.elapsed() < Duration::from_secs(4),
+        "the webhook waited for the SMS provider's Retry-After"
+    );
+    let n = wait_for_state(&mut client, &sms, State::Delivered, WAIT).await;
+    assert_eq!(n.attempts, 2);
+    assert!(spaced(
+        &fake.script().attempts("+14155550199"),
+        Duration::from_millis(4900)
+    ));
+    server.stop().await.unwrap();
+}

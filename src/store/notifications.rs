@@ -167,11 +167,13 @@ impl Store {
             .collect())
     }
 
-    /// Claims up to `limit` of one customer's due notifications in one lane, oldest due first,
-    /// leasing them until `lease_until`. Each claim bumps the row's claim token and attempt count.
+    /// Claims up to `limit` of one customer's due notifications on one channel in one lane,
+    /// oldest due first, leasing them until `lease_until`. Each claim bumps the row's claim token
+    /// and attempt count.
     pub async fn claim(
         &self,
         customer_id: &str,
+        channel: Channel,
         lane: Lane,
         limit: usize,
         now: EpochMillis,
@@ -188,6 +190,7 @@ impl Store {
                  lease_until = $1, updated_at = $2 \
              WHERE id IN (SELECT id FROM notifications \
                           WHERE customer_id = $3 AND lane = $4 AND state IN (1, 4) AND due_at <= $2 \
+                            AND channel = $6 \
                           ORDER BY due_at LIMIT $5 {lock}) \
              RETURNING id, claim, attempts, recipient, lane, payload, created_at, expires_at, due_at, \
                        channel",
@@ -199,6 +202,7 @@ impl Store {
             .bind(customer_id)
             .bind(lane.code())
             .bind(i64::try_from(limit).unwrap_or(i64::MAX))
+            .bind(channel.code())
             .fetch_all(&mut *self.writer(Durability::Relaxed).await?)
             .await?;
         let mut claimed = Vec::with_capacity(rows.len());
