@@ -32,7 +32,8 @@ use crate::http::HttpState;
 use crate::idempotency::FastPath;
 use crate::intake::Intake;
 use crate::preferences::Preferences;
-use crate::sink::webhook::{WebhookSettings, WebhookSink};
+use crate::sink::Sinks;
+use crate::sink::webhook::WebhookSettings;
 use crate::store::{self, Backend, Store, StoreOptions};
 use crate::telemetry::metrics::Metrics;
 use crate::templates::Templates;
@@ -128,7 +129,7 @@ pub async fn run(
     tracing::info!(backend = ?store.backend(), "store ready");
     let tokens = resolve_tokens(&cfg)?;
     let directory = Arc::new(CustomerDirectory::new(store.clone(), DIRECTORY_TTL));
-    let sink = WebhookSink::new(&WebhookSettings {
+    let sink = Sinks::new(&WebhookSettings {
         timeout: cfg.webhook_timeout,
         connect_timeout: cfg.webhook_timeout.min(Duration::from_secs(5)),
     })?;

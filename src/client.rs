@@ -185,6 +185,7 @@ pub async fn customer(command: CustomerCommand) -> Result<()> {
                     Some("slow") => proto::Tier::Slow,
                     _ => proto::Tier::Unspecified,
                 } as i32,
+                ..Default::default()
             };
             let saved = client
                 .upsert_customer(proto::UpsertCustomerRequest {

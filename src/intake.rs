@@ -140,9 +140,9 @@ fn wake_customers(dispatcher: &Dispatcher, items: &[NewNotification], results: &
     for (item, result) in items.iter().zip(results) {
         if matches!(result, Inserted::New(_))
             && item.suppressed.is_none()
-            && woken.insert((item.customer_id.as_str(), item.lane))
+            && woken.insert((item.customer_id.as_str(), item.channel, item.lane))
         {
-            dispatcher.wake_lane(&item.customer_id, item.lane);
+            dispatcher.wake_lane(&item.customer_id, item.channel, item.lane);
         }
     }
 }

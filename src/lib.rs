@@ -8,8 +8,8 @@
 //! - [`intake`]: group commit of accepted notifications.
 //! - [`store`]: the durable store (SQLite by default, PostgreSQL for many nodes).
 //! - [`directory`]: cached customer settings.
-//! - [`dispatch`]: one worker per customer system; retries; outcome recording.
-//! - [`sink`]: delivery to customer systems (signed webhooks).
+//! - [`dispatch`]: one worker per customer system and channel; retries; outcome recording.
+//! - [`sink`]: delivery on each channel: signed webhooks, FCM, APNs, SMTP, SMS.
 //! - [`app`]: wiring and shutdown order; [`config`]: every knob; [`client`]: the CLI client;
 //!   [`template_sheet`]: the template CSV commands;
 //!   [`receiver`]: a webhook receiver for trying floodgate out.

@@ -60,7 +60,8 @@ impl Lane {
 }
 
 /// How a notification reaches its recipient. Discriminants are the proto numbers and the stored
-/// values. Only webhooks are delivered so far; preferences may already name the others.
+/// values. Every channel but the webhook needs the customer's provider settings
+/// ([`ChannelSettings`]).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, serde::Serialize, serde::Deserialize)]
 pub enum Channel {
     Webhook = 1,
@@ -71,6 +72,15 @@ pub enum Channel {
 }
 
 impl Channel {
+    /// Every channel, webhook first.
+    pub const ALL: [Channel; 5] = [
+        Channel::Webhook,
+        Channel::Fcm,
+        Channel::Apns,
+        Channel::Email,
+        Channel::Sms,
+    ];
+
     /// The value stored in `channel` columns.
     pub fn code(self) -> i64 {
         self as i64
@@ -181,12 +191,114 @@ pub struct Customer {
     pub webhook_url: String,
     /// Standard Webhooks secret, `whsec_<base64>`.
     pub signing_secret: String,
-    /// Hard ceiling in deliveries per second; 0 means none.
+    /// Hard ceiling in deliveries per second, for each channel; 0 means none.
     pub max_rate_per_sec: u32,
     /// A paused customer is sent nothing; its notifications wait in the store.
     pub paused: bool,
     /// Where the controller starts this customer; `None` starts fast.
     pub start_tier: Option<StartTier>,
+    /// Provider credentials for the push, email and SMS channels (each optional).
+    pub channels: ChannelSettings,
+}
+
+/// A customer's provider settings, one optional block per channel: a channel without its block
+/// is refused at intake. Stored as one JSON column, so a new provider field needs no migration.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Hash, serde::Serialize, serde::Deserialize)]
+pub struct ChannelSettings {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub fcm: Option<FcmSettings>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub apns: Option<ApnsSettings>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub email: Option<EmailSettings>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub sms: Option<SmsSettings>,
+}
+
+impl ChannelSettings {
+    /// True when `channel` can be delivered with these settings (the webhook always can).
+    pub fn supports(&self, channel: Channel) -> bool {
+        match channel {
+            Channel::Webhook => true,
+            Channel::Fcm => self.fcm.is_some(),
+            Channel::Apns => self.apns.is_some(),
+            Channel::Email => self.email.is_some(),
+            Channel::Sms => self.sms.is_some(),
+        }
+    }
+}
+
+/// Firebase Cloud Messaging (HTTP v1) settings.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, serde::Serialize, serde::Deserialize)]
+pub struct FcmSettings {
+    /// `https://fcm.googleapis.com` in production; a local fake in tests.
+    pub base_url: String,
+    pub service_account: ServiceAccount,
+}
+
+/// The fields floodgate uses from a Google service-account JSON key.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, serde::Serialize, serde::Deserialize)]
+pub struct ServiceAccount {
+    pub project_id: String,
+    pub client_email: String,
+    /// RSA private key, PEM (the JSON's `private_key`). Secret.
+    pub private_key: String,
+    /// The JSON's `private_key_id`, sent as the JWT `kid` when present.
+    #[serde(default)]
+    pub private_key_id: String,
+    /// Where the signed assertion is exchanged for an access token.
+    pub token_uri: String,
+}
+
+/// Apple Push Notification service settings (token-based authentication).
+#[derive(Debug, Clone, PartialEq, Eq, Hash, serde::Serialize, serde::Deserialize)]
+pub struct ApnsSettings {
+    /// `https://api.push.apple.com` in production (`https://api.sandbox.push.apple.com` for
+    /// development builds); a local h2c fake in tests.
+    pub base_url: String,
+    pub team_id: String,
+    pub key_id: String,
+    /// The ES256 `.p8` key, PKCS#8 PEM. Secret.
+    pub private_key_pem: String,
+    /// The app's bundle id (`apns-topic`).
+    pub topic: String,
+}
+
+/// SMTP submission settings.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, serde::Serialize, serde::Deserialize)]
+pub struct EmailSettings {
+    pub smtp_host: String,
+    pub smtp_port: u16,
+    /// Empty: no authentication.
+    pub username: String,
+    /// Secret.
+    pub password: String,
+    /// The `From` mailbox, e.g. `Acme <no-reply@acme.example>`.
+    pub from: String,
+    pub tls: EmailTls,
+}
+
+/// How the SMTP connection is protected.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, serde::Serialize, serde::Deserialize)]
+pub enum EmailTls {
+    /// Plain text (a local relay only).
+    None,
+    /// Plain connect, then `STARTTLS` (required), usually port 587.
+    StartTls,
+    /// TLS from the first byte, usually port 465.
+    Tls,
+}
+
+/// Twilio-style SMS REST settings.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, serde::Serialize, serde::Deserialize)]
+pub struct SmsSettings {
+    /// `https://api.twilio.com` in production; a local fake in tests.
+    pub base_url: String,
+    pub account_sid: String,
+    /// Secret.
+    pub auth_token: String,
+    /// The sending number (E.164) or sender id.
+    pub from: String,
 }
 
 /// A configured starting speed tier. Discriminants are the proto `Tier` numbers and the stored

@@ -200,7 +200,7 @@ async fn bad_preferences_and_unavailable_channels_are_invalid_arguments() {
     })
     .await;
     assert_eq!(err.code(), tonic::Code::NotFound);
-    // Preferences may name channels that are not delivered yet…
+    // Preferences may name channels the customer has not configured…
     prefs
         .set_preference(proto::SetPreferenceRequest {
             preference: Some(proto::Preference {
@@ -210,7 +210,7 @@ async fn bad_preferences_and_unavailable_channels_are_invalid_arguments() {
         })
         .await
         .unwrap();
-    // …but notifications may not be submitted to them.
+    // …but notifications may not be submitted to them until it does.
     let err = server
         .dispatcher()
         .await

@@ -12,8 +12,9 @@ use floodgate::directory::CustomerDirectory;
 use floodgate::dispatch::outcomes::OutcomeWriter;
 use floodgate::dispatch::{DispatchSettings, Dispatcher};
 use floodgate::model::{Channel, Customer, Lane, NewNotification, now_millis};
+use floodgate::sink::Sinks;
 use floodgate::sink::signature::generate_secret;
-use floodgate::sink::webhook::{WebhookSettings, WebhookSink};
+use floodgate::sink::webhook::WebhookSettings;
 use floodgate::store::{Inserted, Store, StoreOptions};
 use floodgate::templates::Templates;
 use tokio::time::Instant;
@@ -26,6 +27,7 @@ async fn register(store: &Store, id: &str, url: &str) {
         max_rate_per_sec: 0,
         paused: false,
         start_tier: None,
+        channels: Default::default(),
     };
     store
         .upsert_customer(&customer, now_millis())
@@ -99,7 +101,7 @@ async fn a_panicking_actor_is_restarted_and_loses_nothing() {
         store.clone(),
         Duration::from_secs(5),
     ));
-    let sink = WebhookSink::new(&WebhookSettings {
+    let sink = Sinks::new(&WebhookSettings {
         timeout: Duration::from_secs(2),
         connect_timeout: Duration::from_secs(1),
     })

@@ -107,18 +107,7 @@ pub fn new_notification(
             return Err(Error::invalid("expires_at", "must be later than send_at"));
         }
     }
-    let channel = match channel("channel", request.channel)? {
-        Channel::Webhook => Channel::Webhook,
-        other => {
-            return Err(Error::invalid(
-                "channel",
-                format!(
-                    "the {} channel is not available yet; only webhook delivery is",
-                    other.as_str()
-                ),
-            ));
-        }
-    };
+    let channel = channel("channel", request.channel)?;
     Ok(NewNotification {
         customer_id: request.customer_id,
         idempotency_key: request.idempotency_key,
@@ -263,14 +252,8 @@ pub fn proto_preference(customer_id: &str, recipient: &str, p: &Preference) -> p
 pub fn customer(customer: Option<proto::Customer>) -> Result<Customer, Error> {
     let customer = customer.ok_or_else(|| Error::invalid("customer", "is required"))?;
     customer_id("customer.id", &customer.id)?;
-    let url = reqwest::Url::parse(&customer.webhook_url)
-        .map_err(|e| Error::invalid("customer.webhook_url", format!("not a URL: {e}")))?;
-    if !matches!(url.scheme(), "http" | "https") || url.host_str().is_none_or(str::is_empty) {
-        return Err(Error::invalid(
-            "customer.webhook_url",
-            "must be an http:// or https:// URL with a host",
-        ));
-    }
+    super::channels::http_url("customer.webhook_url", &customer.webhook_url)?;
+    let channels = super::channels::settings(&customer)?;
     if !customer.signing_secret.is_empty() {
         crate::sink::signature::decode_secret(&customer.signing_secret)
             .map_err(|e| Error::invalid("customer.signing_secret", e.to_string()))?;
@@ -294,6 +277,7 @@ pub fn customer(customer: Option<proto::Customer>) -> Result<Customer, Error> {
         max_rate_per_sec: customer.max_rate_per_sec,
         paused: customer.paused,
         start_tier,
+        channels,
     })
 }
 
@@ -307,7 +291,9 @@ pub fn notification_id(field: &'static str, id: &str) -> Result<NotificationId, 
 }
 
 impl From<Customer> for proto::Customer {
+    /// The customer as reads return it: provider secrets are left out (write-only).
     fn from(c: Customer) -> Self {
+        let blocks = super::channels::redacted(c.channels);
         Self {
             id: c.id,
             webhook_url: c.webhook_url,
@@ -319,6 +305,10 @@ impl From<Customer> for proto::Customer {
                 StartTier::Medium => proto::Tier::Medium,
                 StartTier::Slow => proto::Tier::Slow,
             }) as i32,
+            fcm: blocks.fcm,
+            apns: blocks.apns,
+            email: blocks.email,
+            sms: blocks.sms,
         }
     }
 }

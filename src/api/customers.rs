@@ -4,7 +4,7 @@ use tonic::{Request, Response, Status};
 
 use super::proto;
 use super::proto::customers_server::Customers;
-use super::{ApiState, convert};
+use super::{ApiState, channels, convert};
 use crate::error::Error;
 use std::collections::HashMap;
 
@@ -29,17 +29,23 @@ impl Customers for CustomerService {
         request: Request<proto::UpsertCustomerRequest>,
     ) -> Result<Response<proto::Customer>, Status> {
         let mut customer = convert::customer(request.into_inner().customer)?;
+        let existing = self
+            .state
+            .store
+            .get_customer(&customer.id)
+            .await
+            .map_err(Error::from)?;
         if customer.signing_secret.is_empty() {
             // Keep the secret the customer already verifies with; generate one for a new customer.
-            let existing = self
-                .state
-                .store
-                .get_customer(&customer.id)
-                .await
-                .map_err(Error::from)?;
-            customer.signing_secret =
-                existing.map_or_else(signature::generate_secret, |c| c.signing_secret);
+            customer.signing_secret = existing
+                .as_ref()
+                .map_or_else(signature::generate_secret, |c| c.signing_secret.clone());
         }
+        // Reads never return provider secrets: an empty one keeps what is stored.
+        if let Some(existing) = &existing {
+            channels::keep_secrets(&mut customer.channels, &existing.channels);
+        }
+        channels::require_secrets(&customer.channels)?;
         self.state
             .store
             .upsert_customer(&customer, now_millis())

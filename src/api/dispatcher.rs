@@ -8,7 +8,7 @@ use tonic::{Request, Response, Status};
 
 use super::proto::dispatcher_server::Dispatcher;
 use super::proto::{self, submit_result};
-use super::{ApiState, convert};
+use super::{ApiState, channels, convert};
 use crate::error::Error;
 use crate::model::{NewNotification, Notification, NotificationId, now_millis};
 use crate::store::Inserted;
@@ -33,8 +33,9 @@ impl DispatchService {
         Self { state }
     }
 
-    /// Validates one request, checks that its customer exists, and pins a templated one to the
-    /// template's latest version (`seen` keeps the versions a batch already looked up).
+    /// Validates one request, checks that its customer exists and can take its channel, and
+    /// pins a templated one to the template's latest version (`seen` keeps the versions a batch
+    /// already looked up).
     async fn admit(
         &self,
         request: proto::SubmitRequest,
@@ -42,32 +43,34 @@ impl DispatchService {
     ) -> Result<NewNotification, Error> {
         let mut notification =
             convert::new_notification(request, self.state.max_payload_bytes, now_millis())?;
-        if self
-            .state
-            .directory
-            .get(&notification.customer_id)
-            .await?
-            .is_none()
-        {
+        let Some(customer) = self.state.directory.get(&notification.customer_id).await? else {
             return Err(Error::NotFound(format!(
                 "customer {:?} not found",
                 notification.customer_id
             )));
-        }
-        self.pin_template(&mut notification, seen).await?;
+        };
+        // A channel the customer cannot use is the first thing to fix, before its content.
+        channels::check_configured(&customer, notification.channel)?;
+        // A templated notification's content is what its template renders.
+        let rendered = self.pin_template(&mut notification, seen).await?;
+        channels::check_content(
+            notification.channel,
+            &notification.recipient,
+            rendered.as_deref().unwrap_or(&notification.payload),
+        )?;
         Ok(notification)
     }
 
     /// Renders a templated notification once with its own variables, so a missing variable or
     /// a channel the template lacks is an `INVALID_ARGUMENT` now, not a failed send later; then
-    /// pins it to that version.
+    /// pins it to that version. Returns what it rendered (`None`: not templated).
     async fn pin_template(
         &self,
         notification: &mut NewNotification,
         seen: &mut TemplatesSeen,
-    ) -> Result<(), Error> {
+    ) -> Result<Option<Vec<u8>>, Error> {
         let Some(reference) = notification.template.as_mut() else {
-            return Ok(());
+            return Ok(None);
         };
         let key = (notification.customer_id.clone(), reference.id.clone());
         let template = match seen.get(&key) {
@@ -89,7 +92,7 @@ impl DispatchService {
         };
         let variables: serde_json::Value =
             serde_json::from_slice(&notification.payload).map_err(|_| Error::Internal)?;
-        templates::render(&template, notification.channel, &variables).map_err(
+        let rendered = templates::render(&template, notification.channel, &variables).map_err(
             |err| match err {
                 templates::Error::Render(problem) => Error::invalid("variables", problem),
                 templates::Error::Invalid(problem) => Error::invalid("channel", problem),
@@ -97,7 +100,7 @@ impl DispatchService {
             },
         )?;
         reference.version = template.version;
-        Ok(())
+        Ok(Some(rendered))
     }
 
     /// Marks the notifications whose recipient opted out as suppressed (they are stored, with

@@ -3,6 +3,7 @@
 
 mod archive;
 pub mod auth;
+mod channels;
 pub mod convert;
 mod customers;
 mod dispatcher;

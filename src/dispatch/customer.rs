@@ -1,6 +1,7 @@
-//! One customer system's actor: it claims that customer's due notifications into a small window,
-//! sends them as fast as its controller permits, and feeds every attempt's outcome back to the
-//! controller.
+//! One customer system's actor for one channel: it claims that customer's due notifications on
+//! that channel into a small window, sends them as fast as its controller permits, and feeds
+//! every attempt's outcome back to the controller. Each channel is its own downstream (the
+//! customer's webhook, or a provider under the customer's credential), so each has its own pace.
 //!
 //! The window holds at most the controller's limit plus a small prefetch per lane, refilled from
 //! the store as deliveries finish, so a customer with a million queued notifications costs no
@@ -19,10 +20,10 @@ use super::Context;
 use super::controller::{Permit, Signal};
 use super::delivery;
 use super::lanes::LaneWindow;
-use super::messages::{AttemptReport, CustomerMsg, CustomerStats, SupervisorMsg};
+use super::messages::{ActorKey, AttemptReport, CustomerMsg, CustomerStats, SupervisorMsg};
 use super::policy::Pacing;
 use super::stats::DeliveryStats;
-use crate::model::{Customer, Lane, now_millis};
+use crate::model::{Channel, Customer, Lane, now_millis};
 use crate::store::{self, Claimed, Outcome, OutcomeKind};
 
 /// How long to wait before claiming again after the store failed.
@@ -37,6 +38,7 @@ pub(super) struct CustomerActor;
 pub(super) struct CustomerArgs {
     pub(super) ctx: Arc<Context>,
     pub(super) customer: Arc<Customer>,
+    pub(super) channel: Channel,
     pub(super) supervisor: ActorRef<SupervisorMsg>,
 }
 
@@ -45,6 +47,8 @@ pub(super) struct CustomerState {
     /// This customer's Prometheus counters (they outlive the actor).
     counters: Arc<CustomerCounters>,
     customer: Arc<Customer>,
+    /// The only channel this actor claims and sends.
+    channel: Channel,
     supervisor: ActorRef<SupervisorMsg>,
     /// The controller (or, under a baseline policy, a fixed pace).
     controller: Pacing,
@@ -95,6 +99,7 @@ impl Actor for CustomerActor {
             stats: DeliveryStats::new(now),
             ctx: args.ctx,
             customer: args.customer,
+            channel: args.channel,
             supervisor: args.supervisor,
         })
     }
@@ -173,7 +178,7 @@ impl CustomerState {
         let task = claim(
             self.ctx.clone(),
             myself.clone(),
-            self.customer.id.clone(),
+            (self.customer.id.clone(), self.channel),
             wanted,
         );
         self.ctx.tasks.spawn(task);
@@ -330,7 +335,7 @@ impl CustomerState {
             return;
         }
         let _ = self.supervisor.send_message(SupervisorMsg::Retire {
-            customer_id: self.customer.id.clone(),
+            key: (self.customer.id.clone(), self.channel),
             wakes_seen: self.wakes_seen,
         });
     }
@@ -389,12 +394,13 @@ pub(super) struct LaneClaim {
     claimed: Vec<Claimed>,
 }
 
-/// Claims for `customer_id` in each lane and reports back. If the actor is gone by then (it
-/// stopped or failed), the claims are handed straight back rather than left to their lease.
+/// Claims for the customer and channel of `key` in each lane and reports back. If the actor is
+/// gone by then (it stopped or failed), the claims are handed straight back rather than left to
+/// their lease.
 async fn claim(
     ctx: Arc<Context>,
     actor: ActorRef<CustomerMsg>,
-    customer_id: String,
+    (customer_id, channel): ActorKey,
     wanted: Vec<(Lane, usize)>,
 ) {
     let now = now_millis();
@@ -406,7 +412,7 @@ async fn claim(
         let started = std::time::Instant::now();
         let claimed = ctx
             .store
-            .claim(&customer_id, lane, count, now, lease_until)
+            .claim(&customer_id, channel, lane, count, now, lease_until)
             .await;
         ctx.metrics.store_latency(StoreOp::Claim, started.elapsed());
         match claimed {

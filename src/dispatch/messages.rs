@@ -6,28 +6,31 @@ use std::time::Duration;
 use ractor::RpcReplyPort;
 
 use super::controller::{Circuit, Signal, Tier};
-use crate::model::{Customer, EpochMillis};
+use crate::model::{Channel, Customer, EpochMillis};
+
+/// What one actor delivers: one customer's notifications on one channel. Each provider is a
+/// downstream with its own limits, so each (customer, channel) has its own actor and controller:
+/// an FCM slowdown never slows that customer's webhook.
+pub(super) type ActorKey = (String, Channel);
 
 /// Messages to the supervisor.
 pub(super) enum SupervisorMsg {
-    /// A customer may have new due work in these lanes: wake its actor, starting one if needed.
-    Wake(String, Lanes),
+    /// A customer may have new due work in these lanes, on this channel (`None`: any channel the
+    /// customer has configured): wake its actors, starting them if needed.
+    Wake(String, Option<Channel>, Lanes),
     /// A customer's settings changed: pass them to its actor.
     Settings(Arc<Customer>),
     /// An actor has been idle; it may stop if no wake has been sent to it since it last saw one.
-    Retire {
-        customer_id: String,
-        wakes_seen: u64,
-    },
-    /// Start a failed customer's actor again (after its backoff).
-    Restart(String),
-    /// One customer's stats, if its actor is running.
-    Stats(String, RpcReplyPort<Option<CustomerStats>>),
+    Retire { key: ActorKey, wakes_seen: u64 },
+    /// Start a failed actor again (after its backoff).
+    Restart(ActorKey),
+    /// The running actors of one customer (one per channel with work).
+    ActorsOf(String, RpcReplyPort<Vec<ractor::ActorRef<CustomerMsg>>>),
     /// Every running actor.
     Actors(RpcReplyPort<Vec<ractor::ActorRef<CustomerMsg>>>),
     /// Shutdown: start nothing new, stop every actor (each hands its window back to the store).
     Drain(RpcReplyPort<()>),
-    /// Test hook: make a customer's actor panic.
+    /// Test hook: make a customer's actors panic.
     Crash(String),
 }
 
@@ -93,4 +96,99 @@ pub struct CustomerStats {
     pub failed_total: u64,
     /// Tier changes since the actor started (each is also logged with its reason).
     pub tier_changes_total: u64,
+}
+
+impl CustomerStats {
+    /// One customer's figures from its per-channel actors: rates, limits and counts add up; the
+    /// error rate, RTTs, tier and circuit are the worst channel's, so a struggling provider shows.
+    /// `None` when no actor is running.
+    pub(super) fn merge(parts: Vec<CustomerStats>) -> Option<CustomerStats> {
+        parts.into_iter().reduce(|mut all, part| {
+            all.limit += part.limit;
+            all.rate += part.rate;
+            all.delivered_per_sec += part.delivered_per_sec;
+            all.rtt_p50 = all.rtt_p50.max(part.rtt_p50);
+            all.rtt_p99 = all.rtt_p99.max(part.rtt_p99);
+            all.error_rate = all.error_rate.max(part.error_rate);
+            all.in_flight += part.in_flight;
+            all.window = [
+                all.window[0] + part.window[0],
+                all.window[1] + part.window[1],
+            ];
+            if tier_rank(part.tier) > tier_rank(all.tier) {
+                all.tier = part.tier;
+            }
+            if circuit_rank(part.circuit) > circuit_rank(all.circuit) {
+                all.circuit = part.circuit;
+            }
+            if part.last_tier_change.as_ref().map(|c| c.0)
+                > all.last_tier_change.as_ref().map(|c| c.0)
+            {
+                all.last_tier_change = part.last_tier_change;
+            }
+            all.delivered_total += part.delivered_total;
+            all.failed_total += part.failed_total;
+            all.tier_changes_total += part.tier_changes_total;
+            all
+        })
+    }
+}
+
+/// Slower tiers rank higher.
+fn tier_rank(tier: Tier) -> u8 {
+    match tier {
+        Tier::Fast => 0,
+        Tier::Medium => 1,
+        Tier::Slow => 2,
+        Tier::Paused => 3,
+        Tier::CircuitOpen => 4,
+    }
+}
+
+/// Less open circuits rank lower.
+fn circuit_rank(circuit: Circuit) -> u8 {
+    match circuit {
+        Circuit::Closed => 0,
+        Circuit::HalfOpen => 1,
+        Circuit::Open => 2,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn stats(tier: Tier, limit: usize, error_rate: f64, delivered_total: u64) -> CustomerStats {
+        CustomerStats {
+            customer_id: "acme".into(),
+            tier,
+            limit,
+            rate: limit as f64,
+            delivered_per_sec: 1.0,
+            rtt_p50: Some(Duration::from_millis(limit as u64)),
+            rtt_p99: None,
+            error_rate,
+            in_flight: 1,
+            window: [1, 2],
+            circuit: Circuit::Closed,
+            last_tier_change: None,
+            delivered_total,
+            failed_total: 0,
+            tier_changes_total: 0,
+        }
+    }
+
+    #[test]
+    fn channels_merge_into_one_customer() {
+        assert_eq!(CustomerStats::merge(Vec::new()), None);
+        let one = stats(Tier::Fast, 8, 0.0, 3);
+        assert_eq!(CustomerStats::merge(vec![one.clone()]), Some(one.clone()));
+        let merged = CustomerStats::merge(vec![one, stats(Tier::Slow, 2, 0.5, 4)]).unwrap();
+        assert_eq!(merged.limit, 10);
+        assert_eq!(merged.tier, Tier::Slow);
+        assert_eq!(merged.error_rate, 0.5);
+        assert_eq!(merged.delivered_total, 7);
+        assert_eq!(merged.window, [2, 4]);
+        assert_eq!(merged.rtt_p50, Some(Duration::from_millis(8)));
+    }
 }

@@ -1,11 +1,13 @@
-//! Dispatch: from stored notifications to delivery attempts, one actor per customer system.
+//! Dispatch: from stored notifications to delivery attempts, one actor per customer system and
+//! channel.
 //!
-//! A ractor supervisor owns one [`customer`] actor per customer system with work. Each actor
+//! A ractor supervisor owns one [`customer`] actor per customer system and channel with work
+//! (the webhook, and each provider under the customer's credential). Each actor
 //! holds a bounded window of claimed notifications, paces itself with its own AIMD
 //! [`controller`] (measured round-trip time and errors, not configuration), and sends
 //! transactional notifications first while bulk keeps a guaranteed share ([`lanes`]).
 //!
-//! Intake wakes a customer's actor after each commit. A periodic sweep wakes customers whose
+//! Intake wakes the customer's actor for the channel after each commit. A periodic sweep wakes customers whose
 //! work came due in the store (a future `send_at`, a retry backoff) and recovers expired leases.
 //! The [`Dispatcher`] handle is what the rest of the program holds.
 
@@ -29,8 +31,8 @@ use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
 use crate::directory::CustomerDirectory;
-use crate::model::{Customer, Lane, now_millis};
-use crate::sink::webhook::WebhookSink;
+use crate::model::{Channel, Customer, Lane, now_millis};
+use crate::sink::Sinks;
 use crate::store::{Backend, Store};
 use crate::templates::Templates;
 use controller::ControllerSettings;
@@ -92,7 +94,7 @@ struct Context {
     directory: Arc<CustomerDirectory>,
     /// Templated notifications are rendered just before each attempt.
     templates: Arc<Templates>,
-    sink: WebhookSink,
+    sink: Sinks,
     outcomes: OutcomeWriter,
     settings: DispatchSettings,
     metrics: Arc<Metrics>,
@@ -126,7 +128,7 @@ impl Dispatcher {
         store: Store,
         directory: Arc<CustomerDirectory>,
         templates: Arc<Templates>,
-        sink: WebhookSink,
+        sink: Sinks,
         outcomes: OutcomeWriter,
         settings: DispatchSettings,
         metrics: Arc<Metrics>,
@@ -161,22 +163,25 @@ impl Dispatcher {
         Ok(dispatcher)
     }
 
-    /// Tells the customer's actor there may be new work, starting one if none is running.
+    /// Tells the customer's actors there may be new work (on any channel it has configured),
+    /// starting them if none are running.
     pub fn wake(&self, customer_id: &str) {
-        self.send_wake(customer_id, ALL_LANES);
+        self.send_wake(customer_id, None, ALL_LANES);
     }
 
-    /// Like [`wake`](Self::wake), for new work in one lane only.
-    pub fn wake_lane(&self, customer_id: &str, lane: Lane) {
+    /// Like [`wake`](Self::wake), for new work on one channel in one lane only.
+    pub fn wake_lane(&self, customer_id: &str, channel: Channel, lane: Lane) {
         let mut lanes = [false; 2];
         lanes[lane.index()] = true;
-        self.send_wake(customer_id, lanes);
+        self.send_wake(customer_id, Some(channel), lanes);
     }
 
-    fn send_wake(&self, customer_id: &str, lanes: Lanes) {
-        let _ = self
-            .supervisor
-            .send_message(SupervisorMsg::Wake(customer_id.to_owned(), lanes));
+    fn send_wake(&self, customer_id: &str, channel: Option<Channel>, lanes: Lanes) {
+        let _ = self.supervisor.send_message(SupervisorMsg::Wake(
+            customer_id.to_owned(),
+            channel,
+            lanes,
+        ));
     }
 
     /// Passes changed customer settings (rate ceiling, paused) to its actor, and wakes it.
@@ -188,15 +193,21 @@ impl Dispatcher {
         self.wake(&id);
     }
 
-    /// The customer's current stats, or `None` when no actor is running for it (it is idle).
+    /// The customer's current stats (its channels' actors merged), or `None` when no actor is
+    /// running for it (it is idle).
     pub async fn stats(&self, customer_id: &str) -> Option<CustomerStats> {
         let id = customer_id.to_owned();
         match self
             .supervisor
-            .call(|reply| SupervisorMsg::Stats(id, reply), Some(STATS_TIMEOUT))
+            .call(
+                |reply| SupervisorMsg::ActorsOf(id, reply),
+                Some(STATS_TIMEOUT),
+            )
             .await
         {
-            Ok(ractor::rpc::CallResult::Success(stats)) => stats,
+            Ok(ractor::rpc::CallResult::Success(actors)) => {
+                CustomerStats::merge(actor_stats(actors).await)
+            }
             _ => None,
         }
     }
@@ -211,16 +222,18 @@ impl Dispatcher {
             Ok(ractor::rpc::CallResult::Success(actors)) => actors,
             _ => return Vec::new(),
         };
-        let mut all = Vec::with_capacity(actors.len());
-        for actor in actors {
-            if let Ok(ractor::rpc::CallResult::Success(Some(stats))) =
-                actor.call(CustomerMsg::Stats, Some(STATS_TIMEOUT)).await
-            {
-                all.push(stats);
-            }
+        let mut by_customer: std::collections::BTreeMap<String, Vec<CustomerStats>> =
+            std::collections::BTreeMap::new();
+        for stats in actor_stats(actors).await {
+            by_customer
+                .entry(stats.customer_id.clone())
+                .or_default()
+                .push(stats);
         }
-        all.sort_by(|a, b| a.customer_id.cmp(&b.customer_id));
-        all
+        by_customer
+            .into_values()
+            .filter_map(CustomerStats::merge)
+            .collect()
     }
 
     /// Test hook: makes the customer's actor panic, to exercise supervision.
@@ -281,4 +294,17 @@ impl Dispatcher {
             Err(err) => tracing::warn!(error = %err, "sweep for due work failed"),
         }
     }
+}
+
+/// Each actor's stats (an actor that does not answer in time is left out).
+async fn actor_stats(actors: Vec<ActorRef<CustomerMsg>>) -> Vec<CustomerStats> {
+    let mut all = Vec::with_capacity(actors.len());
+    for actor in actors {
+        if let Ok(ractor::rpc::CallResult::Success(Some(stats))) =
+            actor.call(CustomerMsg::Stats, Some(STATS_TIMEOUT)).await
+        {
+            all.push(stats);
+        }
+    }
+    all
 }

@@ -1,6 +1,7 @@
-//! The supervisor: owns one customer actor per customer system that has work.
+//! The supervisor: owns one customer actor per customer system and channel that has work.
 //!
-//! It starts an actor on the first wake for a customer, forwards later wakes and settings, lets
+//! It starts an actor on the first wake for a customer and channel (a customer-wide wake reaches
+//! every channel the customer has configured), forwards later wakes and settings, lets
 //! idle actors stop, and restarts a failed (panicked) actor after a capped exponential backoff.
 //! Actors are linked to it but never named: ractor's name registry is process-wide, and tests run
 //! several servers in one process. ractor's default reaction to a child's death is to stop the
@@ -15,7 +16,8 @@ use tokio::time::Instant;
 
 use super::Context;
 use super::customer::{CustomerActor, CustomerArgs};
-use super::messages::{ALL_LANES, CustomerMsg, Lanes, SupervisorMsg};
+use super::messages::{ALL_LANES, ActorKey, CustomerMsg, Lanes, SupervisorMsg};
+use crate::model::{Channel, Customer};
 
 /// First restart delay after a failure; doubles per consecutive failure.
 const RESTART_BASE: Duration = Duration::from_millis(100);
@@ -26,15 +28,18 @@ pub(super) struct Supervisor;
 
 pub(super) struct SupervisorState {
     ctx: Arc<Context>,
-    children: HashMap<String, Child>,
-    by_actor: HashMap<ActorId, String>,
-    failures: HashMap<String, Failures>,
+    /// Per customer, its running actors by channel.
+    children: HashMap<String, HashMap<Channel, Child>>,
+    by_actor: HashMap<ActorId, ActorKey>,
+    failures: HashMap<ActorKey, Failures>,
     /// Shutting down: no new actors.
     draining: bool,
 }
 
 struct Child {
     actor: ActorRef<CustomerMsg>,
+    /// The settings the actor runs with (kept current by `Settings`): which channels to wake.
+    customer: Arc<Customer>,
     wakes_sent: u64,
 }
 
@@ -70,43 +75,46 @@ impl Actor for Supervisor {
         state: &mut SupervisorState,
     ) -> Result<(), ActorProcessingErr> {
         match message {
-            SupervisorMsg::Wake(customer_id, lanes) => {
-                state.wake(&myself, customer_id, lanes).await
+            SupervisorMsg::Wake(customer_id, channel, lanes) => {
+                state.wake(&myself, customer_id, channel, lanes).await
             }
             SupervisorMsg::Settings(customer) => {
-                if let Some(child) = state.children.get(&customer.id) {
-                    let _ = child.actor.send_message(CustomerMsg::Settings(customer));
+                for child in state
+                    .children
+                    .get_mut(&customer.id)
+                    .into_iter()
+                    .flat_map(|c| c.values_mut())
+                {
+                    child.customer = customer.clone();
+                    let _ = child
+                        .actor
+                        .send_message(CustomerMsg::Settings(customer.clone()));
                 }
             }
-            SupervisorMsg::Retire {
-                customer_id,
-                wakes_seen,
-            } => state.retire(&customer_id, wakes_seen),
-            SupervisorMsg::Restart(customer_id) => {
-                if let Some(failures) = state.failures.get_mut(&customer_id) {
+            SupervisorMsg::Retire { key, wakes_seen } => state.retire(&key, wakes_seen),
+            SupervisorMsg::Restart(key) => {
+                if let Some(failures) = state.failures.get_mut(&key) {
                     failures.restart_pending = false;
                 }
-                state.wake(&myself, customer_id, ALL_LANES).await;
+                let (customer_id, channel) = key;
+                state
+                    .wake(&myself, customer_id, Some(channel), ALL_LANES)
+                    .await;
             }
-            SupervisorMsg::Stats(customer_id, reply) => match state.children.get(&customer_id) {
-                // The actor answers the caller directly.
-                Some(child) => {
-                    let _ = child.actor.send_message(CustomerMsg::Stats(reply));
-                }
-                None => {
-                    let _ = reply.send(None);
-                }
-            },
+            SupervisorMsg::ActorsOf(customer_id, reply) => {
+                let _ = reply.send(state.actors_of(&customer_id).cloned().collect());
+            }
             SupervisorMsg::Actors(reply) => {
-                let _ = reply.send(state.children.values().map(|c| c.actor.clone()).collect());
+                let all = state.children.values().flat_map(|c| c.values());
+                let _ = reply.send(all.map(|c| c.actor.clone()).collect());
             }
             SupervisorMsg::Drain(reply) => {
                 state.drain().await;
                 let _ = reply.send(());
             }
             SupervisorMsg::Crash(customer_id) => {
-                if let Some(child) = state.children.get(&customer_id) {
-                    let _ = child.actor.send_message(CustomerMsg::Crash);
+                for actor in state.actors_of(&customer_id) {
+                    let _ = actor.send_message(CustomerMsg::Crash);
                 }
             }
         }
@@ -121,8 +129,8 @@ impl Actor for Supervisor {
     ) -> Result<(), ActorProcessingErr> {
         match event {
             SupervisionEvent::ActorFailed(cell, reason) => {
-                if let Some(customer_id) = state.forget(cell.get_id()) {
-                    state.schedule_restart(&myself, customer_id, &reason.to_string());
+                if let Some(key) = state.forget(cell.get_id()) {
+                    state.schedule_restart(&myself, key, &reason.to_string());
                 }
             }
             SupervisionEvent::ActorTerminated(cell, _, _) => {
@@ -135,101 +143,160 @@ impl Actor for Supervisor {
 }
 
 impl SupervisorState {
-    /// Wakes the customer's actor, starting one unless a restart is already scheduled.
-    async fn wake(&mut self, myself: &ActorRef<SupervisorMsg>, customer_id: String, lanes: Lanes) {
+    /// The running actors of one customer.
+    fn actors_of(&self, customer_id: &str) -> impl Iterator<Item = &ActorRef<CustomerMsg>> {
+        self.children
+            .get(customer_id)
+            .into_iter()
+            .flat_map(|c| c.values().map(|child| &child.actor))
+    }
+
+    /// Wakes the customer's actor for `channel` (every configured channel when `None`),
+    /// starting those not running unless a restart is already scheduled.
+    async fn wake(
+        &mut self,
+        myself: &ActorRef<SupervisorMsg>,
+        customer_id: String,
+        channel: Option<Channel>,
+        lanes: Lanes,
+    ) {
         if self.draining {
             return;
         }
-        if let Some(child) = self.children.get_mut(&customer_id) {
+        let running = self.children.get(&customer_id);
+        // A running actor's settings say which channels exist, without asking the directory.
+        let known = running
+            .and_then(|c| c.values().next())
+            .map(|c| c.customer.clone());
+        let customer = match known {
+            Some(customer) => customer,
+            None => match self.ctx.directory.get(&customer_id).await {
+                Ok(Some(customer)) => customer,
+                Ok(None) => return,
+                Err(err) => {
+                    tracing::warn!(customer_id = %customer_id, error = %err, "cannot load customer; the next sweep retries");
+                    return;
+                }
+            },
+        };
+        let channels: Vec<Channel> = match channel {
+            Some(channel) => vec![channel],
+            None => Channel::ALL
+                .into_iter()
+                .filter(|c| customer.channels.supports(*c))
+                .collect(),
+        };
+        for channel in channels {
+            self.wake_one(myself, &customer, channel, lanes).await;
+        }
+    }
+
+    async fn wake_one(
+        &mut self,
+        myself: &ActorRef<SupervisorMsg>,
+        customer: &Arc<Customer>,
+        channel: Channel,
+        lanes: Lanes,
+    ) {
+        let customer_id = &customer.id;
+        if let Some(child) = self
+            .children
+            .get_mut(customer_id)
+            .and_then(|c| c.get_mut(&channel))
+        {
             child.wakes_sent += 1;
             let _ = child.actor.send_message(CustomerMsg::Wake(lanes));
             return;
         }
-        if self
-            .failures
-            .get(&customer_id)
-            .is_some_and(|f| f.restart_pending)
-        {
+        let key = (customer_id.clone(), channel);
+        if self.failures.get(&key).is_some_and(|f| f.restart_pending) {
             return;
         }
-        let customer = match self.ctx.directory.get(&customer_id).await {
-            Ok(Some(customer)) => customer,
-            Ok(None) => return,
-            Err(err) => {
-                tracing::warn!(customer_id = %customer_id, error = %err, "cannot load customer; the next sweep retries");
-                return;
-            }
-        };
         let args = CustomerArgs {
             ctx: self.ctx.clone(),
-            customer,
+            customer: customer.clone(),
+            channel,
             supervisor: myself.clone(),
         };
         match CustomerActor::spawn_linked(None, CustomerActor, args, myself.get_cell()).await {
             Ok((actor, _)) => {
-                tracing::debug!(customer_id = %customer_id, actor_id = %actor.get_id(), "customer actor started");
+                tracing::debug!(customer_id = %customer_id, channel = channel.as_str(), actor_id = %actor.get_id(), "customer actor started");
                 let _ = actor.send_message(CustomerMsg::Wake(ALL_LANES));
-                self.by_actor.insert(actor.get_id(), customer_id.clone());
-                self.children.insert(
-                    customer_id,
-                    Child {
-                        actor,
-                        wakes_sent: 1,
-                    },
-                );
+                self.by_actor.insert(actor.get_id(), key);
+                self.children
+                    .entry(customer_id.clone())
+                    .or_default()
+                    .insert(
+                        channel,
+                        Child {
+                            actor,
+                            customer: customer.clone(),
+                            wakes_sent: 1,
+                        },
+                    );
             }
             Err(err) => {
-                tracing::error!(customer_id = %customer_id, error = %err, "cannot start customer actor")
+                tracing::error!(customer_id = %customer_id, channel = channel.as_str(), error = %err, "cannot start customer actor")
             }
         }
     }
 
     /// Stops an idle actor, unless a wake was sent to it that it had not yet seen.
-    fn retire(&mut self, customer_id: &str, wakes_seen: u64) {
-        let Some(child) = self.children.get(customer_id) else {
-            return;
-        };
-        if child.wakes_sent != wakes_seen {
+    fn retire(&mut self, key: &ActorKey, wakes_seen: u64) {
+        let (customer_id, channel) = key;
+        if self
+            .child(key)
+            .is_none_or(|child| child.wakes_sent != wakes_seen)
+        {
             return;
         }
-        if let Some(child) = self.children.remove(customer_id) {
+        if let Some(child) = self.remove(key) {
             self.by_actor.remove(&child.actor.get_id());
-            tracing::debug!(customer_id, "customer actor idle; stopping it");
+            tracing::debug!(
+                customer_id,
+                channel = channel.as_str(),
+                "customer actor idle; stopping it"
+            );
             child.actor.stop(Some("idle".into()));
         }
     }
 
-    /// Forgets a stopped or failed actor; returns its customer if it was still the current one.
-    fn forget(&mut self, actor_id: ActorId) -> Option<String> {
-        let customer_id = self.by_actor.remove(&actor_id)?;
+    /// Forgets a stopped or failed actor; returns its key if it was still the current one.
+    fn forget(&mut self, actor_id: ActorId) -> Option<ActorKey> {
+        let key = self.by_actor.remove(&actor_id)?;
         let current = self
-            .children
-            .get(&customer_id)
+            .child(&key)
             .is_some_and(|c| c.actor.get_id() == actor_id);
         current.then(|| {
-            self.children.remove(&customer_id);
-            customer_id
+            self.remove(&key);
+            key
         })
     }
 
-    fn schedule_restart(
-        &mut self,
-        myself: &ActorRef<SupervisorMsg>,
-        customer_id: String,
-        reason: &str,
-    ) {
+    fn child(&self, (customer_id, channel): &ActorKey) -> Option<&Child> {
+        self.children.get(customer_id)?.get(channel)
+    }
+
+    /// Removes one actor's entry (and its customer's, once it has none).
+    fn remove(&mut self, (customer_id, channel): &ActorKey) -> Option<Child> {
+        let actors = self.children.get_mut(customer_id)?;
+        let child = actors.remove(channel);
+        if actors.is_empty() {
+            self.children.remove(customer_id);
+        }
+        child
+    }
+
+    fn schedule_restart(&mut self, myself: &ActorRef<SupervisorMsg>, key: ActorKey, reason: &str) {
         if self.draining {
             return;
         }
         let now = Instant::now();
-        let failures = self
-            .failures
-            .entry(customer_id.clone())
-            .or_insert(Failures {
-                count: 0,
-                last: now,
-                restart_pending: false,
-            });
+        let failures = self.failures.entry(key.clone()).or_insert(Failures {
+            count: 0,
+            last: now,
+            restart_pending: false,
+        });
         if now.duration_since(failures.last) > FAILURE_MEMORY {
             failures.count = 0;
         }
@@ -240,19 +307,24 @@ impl SupervisorState {
             .saturating_mul(2u32.saturating_pow(failures.count - 1))
             .min(self.ctx.settings.restart_backoff_max);
         tracing::error!(
-            customer_id = %customer_id,
+            customer_id = %key.0,
+            channel = key.1.as_str(),
             reason,
             failures = failures.count,
             restart_in_ms = delay.as_millis(),
             "customer actor failed; restarting it"
         );
-        myself.send_after(delay, move || SupervisorMsg::Restart(customer_id));
+        myself.send_after(delay, move || SupervisorMsg::Restart(key));
     }
 
     /// Stops every actor and waits for each to hand its window back.
     async fn drain(&mut self) {
         self.draining = true;
-        for (_, child) in self.children.drain() {
+        for child in self
+            .children
+            .drain()
+            .flat_map(|(_, actors)| actors.into_values())
+        {
             if let Err(err) = child
                 .actor
                 .stop_and_wait(Some("shutdown".into()), Some(self.ctx.settings.lease))

@@ -1,12 +1,103 @@
-//! Sinks carry one notification to a customer system and say how the attempt went.
+//! Sinks carry one notification to a customer system, or through a provider to its recipient,
+//! and say how the attempt went. [`Sinks`] picks one by the notification's channel.
 //!
 //! A sink knows nothing of retries or pacing: it reports each attempt's result (and the caller
 //! measures its round-trip time), so the dispatcher sees every attempt's signal unhidden.
 
+mod answer;
+pub mod apns;
+pub mod email;
+pub mod fcm;
+pub mod oauth;
+pub mod payload;
 pub mod signature;
+pub mod sms;
 pub mod webhook;
 
 use std::time::Duration;
+
+use crate::model::{Channel, Customer};
+use crate::store::Claimed;
+use webhook::{ClientError, WebhookSettings, WebhookSink};
+
+/// Every sink, and the one choice between them: the notification's channel.
+#[derive(Debug)]
+pub struct Sinks {
+    webhook: WebhookSink,
+    fcm: fcm::FcmSink,
+    apns: apns::ApnsSink,
+    email: email::EmailSink,
+    sms: sms::SmsSink,
+}
+
+impl Sinks {
+    /// Builds every sink. The webhook's limits (`settings`) bound every provider's attempts too,
+    /// so the lease, which must outlast an attempt, covers them all.
+    pub fn new(settings: &WebhookSettings) -> Result<Self, ClientError> {
+        let provider = provider_client(settings, false)?;
+        Ok(Self {
+            webhook: WebhookSink::new(settings)?,
+            fcm: fcm::FcmSink::new(provider.clone()),
+            apns: apns::ApnsSink::new(provider.clone(), provider_client(settings, true)?),
+            email: email::EmailSink::new(settings.timeout),
+            sms: sms::SmsSink::new(provider),
+        })
+    }
+
+    /// Makes one delivery attempt of `notification` on its channel with `customer`'s settings.
+    pub async fn deliver(
+        &self,
+        customer: &Customer,
+        notification: &Claimed,
+    ) -> Result<(), SinkError> {
+        let settings = &customer.channels;
+        match notification.channel {
+            Channel::Webhook => self.webhook.deliver(customer, notification).await,
+            Channel::Fcm => {
+                let fcm = configured(settings.fcm.as_ref(), Channel::Fcm)?;
+                self.fcm.deliver(fcm, notification).await
+            }
+            Channel::Apns => {
+                let apns = configured(settings.apns.as_ref(), Channel::Apns)?;
+                self.apns.deliver(apns, notification).await
+            }
+            Channel::Email => {
+                let email = configured(settings.email.as_ref(), Channel::Email)?;
+                self.email.deliver(&customer.id, email, notification).await
+            }
+            Channel::Sms => {
+                let sms = configured(settings.sms.as_ref(), Channel::Sms)?;
+                self.sms.deliver(sms, notification).await
+            }
+        }
+    }
+}
+
+/// A channel's settings, or a permanent failure: they were removed after the notification was
+/// accepted, and nothing can deliver it until the customer is configured again.
+fn configured<T>(settings: Option<&T>, channel: Channel) -> Result<&T, SinkError> {
+    settings.ok_or_else(|| SinkError::Permanent {
+        reason: format!("the customer has no {} settings any more", channel.as_str()),
+    })
+}
+
+/// The HTTP client the providers share: HTTPS (HTTP/2 by ALPN where offered), or, with
+/// `h2c`, HTTP/2 by prior knowledge for plain-text endpoints (APNs has no HTTP/1.1).
+fn provider_client(settings: &WebhookSettings, h2c: bool) -> Result<reqwest::Client, ClientError> {
+    let builder = reqwest::Client::builder()
+        .timeout(settings.timeout)
+        .connect_timeout(settings.connect_timeout)
+        .redirect(reqwest::redirect::Policy::none())
+        .pool_idle_timeout(Duration::from_secs(60))
+        .tcp_nodelay(true)
+        .user_agent(concat!("floodgate/", env!("CARGO_PKG_VERSION")));
+    let builder = if h2c {
+        builder.http2_prior_knowledge()
+    } else {
+        builder
+    };
+    Ok(builder.build()?)
+}
 
 /// Why a delivery attempt did not succeed, classified for the retry policy.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -28,7 +119,7 @@ pub enum SinkError {
 /// What kind of retryable failure an attempt met.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum RetryCause {
-    /// 429 or 503: the customer system says it is overloaded.
+    /// 429 or 503 (or a provider's own "slow down" answer): the far end is overloaded.
     Overload,
     /// The attempt timed out, or the customer answered 408.
     Timeout,

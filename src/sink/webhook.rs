@@ -9,19 +9,17 @@ use std::time::Duration;
 use base64::Engine as _;
 use base64::engine::general_purpose::STANDARD;
 use reqwest::StatusCode;
-use reqwest::header::{CONTENT_TYPE, HeaderMap, RETRY_AFTER};
+use reqwest::header::CONTENT_TYPE;
 use serde::Serialize;
 use serde_json::value::RawValue;
 
-use super::signature;
-use super::{RetryCause, SinkError};
+use super::SinkError;
+use super::{answer, signature};
 use crate::model::{Customer, now_millis};
 use crate::store::Claimed;
 
 /// How much of an error response's body is kept in `last_error`.
 const ERROR_BODY_LIMIT: usize = 200;
-/// How much of any response body is read (and then discarded) so the connection can be reused.
-const DRAIN_LIMIT: usize = 64 * 1024;
 
 /// Settings of the shared HTTP client.
 #[derive(Debug, Clone)]
@@ -106,10 +104,10 @@ impl WebhookSink {
             .body(body)
             .send()
             .await
-            .map_err(classify_transport_error)?;
+            .map_err(|e| answer::transport_error("the webhook", &e))?;
         let status = response.status();
-        let retry_after = retry_after(response.headers());
-        let text = read_bounded(response).await;
+        let retry_after = answer::retry_after(response.headers());
+        let text = answer::read_bounded(response, ERROR_BODY_LIMIT).await;
         classify_status(status, retry_after, &text)
     }
 }
@@ -138,43 +136,6 @@ fn render_body(notification: &Claimed) -> Vec<u8> {
     serde_json::to_vec(&body).unwrap_or_default()
 }
 
-fn classify_transport_error(err: reqwest::Error) -> SinkError {
-    let (cause, reason) = if err.is_timeout() {
-        (
-            RetryCause::Timeout,
-            "timed out waiting for the webhook".to_owned(),
-        )
-    } else if err.is_connect() {
-        (
-            RetryCause::Connection,
-            format!("cannot connect to the webhook: {}", root_cause(&err)),
-        )
-    } else if err.is_builder() {
-        return SinkError::Permanent {
-            reason: format!("invalid webhook request: {}", root_cause(&err)),
-        };
-    } else {
-        (
-            RetryCause::Connection,
-            format!("webhook request failed: {}", root_cause(&err)),
-        )
-    };
-    SinkError::Retryable {
-        reason,
-        cause,
-        retry_after: None,
-    }
-}
-
-/// The innermost error message: reqwest's own text ("error sending request") says little.
-fn root_cause(err: &(dyn std::error::Error + 'static)) -> String {
-    let mut cause = err;
-    while let Some(next) = cause.source() {
-        cause = next;
-    }
-    cause.to_string()
-}
-
 fn classify_status(
     status: StatusCode,
     retry_after: Option<Duration>,
@@ -188,11 +149,8 @@ fn classify_status(
     } else {
         format!("HTTP {status}: {body}")
     };
-    let cause = match status {
-        StatusCode::TOO_MANY_REQUESTS | StatusCode::SERVICE_UNAVAILABLE => RetryCause::Overload,
-        StatusCode::REQUEST_TIMEOUT => RetryCause::Timeout,
-        s if s.is_server_error() => RetryCause::ServerError,
-        _ => return Err(SinkError::Permanent { reason }),
+    let Some(cause) = answer::retry_cause(status) else {
+        return Err(SinkError::Permanent { reason });
     };
     Err(SinkError::Retryable {
         reason,
@@ -201,40 +159,10 @@ fn classify_status(
     })
 }
 
-/// `Retry-After` as delay-seconds or an HTTP date.
-fn retry_after(headers: &HeaderMap) -> Option<Duration> {
-    let value = headers.get(RETRY_AFTER)?.to_str().ok()?.trim();
-    if let Ok(seconds) = value.parse::<u64>() {
-        return Some(Duration::from_secs(seconds));
-    }
-    let at = httpdate::parse_http_date(value).ok()?;
-    Some(
-        at.duration_since(std::time::SystemTime::now())
-            .unwrap_or_default(),
-    )
-}
-
-/// Reads up to [`DRAIN_LIMIT`] bytes of the body (so the connection returns to the pool) and
-/// keeps the first [`ERROR_BODY_LIMIT`] characters for error messages.
-async fn read_bounded(mut response: reqwest::Response) -> String {
-    let mut kept = Vec::new();
-    let mut read = 0;
-    while let Ok(Some(chunk)) = response.chunk().await {
-        if kept.len() < ERROR_BODY_LIMIT {
-            kept.extend_from_slice(&chunk[..chunk.len().min(ERROR_BODY_LIMIT - kept.len())]);
-        }
-        read += chunk.len();
-        if read >= DRAIN_LIMIT {
-            break;
-        }
-    }
-    String::from_utf8_lossy(&kept).trim().to_owned()
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::model::{Lane, NotificationId};
+    use crate::model::{Channel, Lane, NotificationId};
 
     fn claimed(payload: &[u8]) -> Claimed {
         Claimed {
@@ -244,7 +172,7 @@ mod tests {
             customer_id: "acme".into(),
             recipient: "user-1".into(),
             lane: Lane::Bulk,
-            channel: crate::model::Channel::Webhook,
+            channel: Channel::Webhook,
             payload: payload.to_vec(),
             created_at: 1000,
             expires_at: None,
@@ -282,12 +210,5 @@ mod tests {
                 Err(SinkError::Permanent { .. })
             ));
         }
-    }
-
-    #[test]
-    fn retry_after_reads_seconds() {
-        let mut headers = HeaderMap::new();
-        headers.insert(RETRY_AFTER, "7".parse().unwrap());
-        assert_eq!(retry_after(&headers), Some(Duration::from_secs(7)));
     }
 }

@@ -4,9 +4,10 @@ use sqlx::Row;
 use sqlx::any::AnyRow;
 
 use super::{Durability, Error, Store};
-use crate::model::{Customer, EpochMillis, StartTier};
+use crate::model::{ChannelSettings, Customer, EpochMillis, StartTier};
 
-const COLUMNS: &str = "id, webhook_url, signing_secret, max_rate_per_sec, paused, start_tier";
+const COLUMNS: &str =
+    "id, webhook_url, signing_secret, max_rate_per_sec, paused, start_tier, channels";
 
 impl Store {
     /// Creates the customer or replaces its settings (keeping its creation time).
@@ -17,12 +18,13 @@ impl Store {
     ) -> Result<(), Error> {
         sqlx::query(
             "INSERT INTO customers \
-               (id, webhook_url, signing_secret, max_rate_per_sec, paused, start_tier, created_at, updated_at) \
-             VALUES ($1, $2, $3, $4, $5, $7, $6, $6) \
+               (id, webhook_url, signing_secret, max_rate_per_sec, paused, start_tier, channels, \
+                created_at, updated_at) \
+             VALUES ($1, $2, $3, $4, $5, $7, $8, $6, $6) \
              ON CONFLICT (id) DO UPDATE SET webhook_url = excluded.webhook_url, \
                signing_secret = excluded.signing_secret, \
                max_rate_per_sec = excluded.max_rate_per_sec, paused = excluded.paused, \
-               start_tier = excluded.start_tier, \
+               start_tier = excluded.start_tier, channels = excluded.channels, \
                updated_at = excluded.updated_at",
         )
         .bind(customer.id.as_str())
@@ -32,6 +34,7 @@ impl Store {
         .bind(i64::from(customer.paused))
         .bind(now)
         .bind(customer.start_tier.map(StartTier::code))
+        .bind(channels_column(&customer.channels)?)
         .execute(&mut *self.writer(Durability::Durable).await?)
         .await?;
         Ok(())
@@ -67,5 +70,20 @@ fn customer_from_row(row: &AnyRow) -> Result<Customer, Error> {
         start_tier: row
             .try_get::<Option<i64>, _>("start_tier")?
             .and_then(StartTier::from_code),
+        channels: match row.try_get::<Option<String>, _>("channels")? {
+            Some(json) if !json.is_empty() => serde_json::from_str(&json)
+                .map_err(|e| Error::Corrupt(format!("customer channels: {e}")))?,
+            _ => ChannelSettings::default(),
+        },
     })
+}
+
+/// The `channels` column: NULL for a webhook-only customer.
+fn channels_column(channels: &ChannelSettings) -> Result<Option<String>, Error> {
+    if *channels == ChannelSettings::default() {
+        return Ok(None);
+    }
+    serde_json::to_string(channels)
+        .map(Some)
+        .map_err(|e| Error::Corrupt(format!("customer channels: {e}")))
 }

@@ -170,11 +170,13 @@ impl Store {
             .collect())
     }
 
-    /// Claims up to `limit` of one customer's due notifications in one lane, oldest due first,
-    /// leasing them until `lease_until`. Each claim bumps the row's claim token and attempt count.
+    /// Claims up to `limit` of one customer's due notifications on one channel in one lane,
+    /// oldest due first, leasing them until `lease_until`. Each claim bumps the row's claim token
+    /// and attempt count.
     pub async fn claim(
         &self,
         customer_id: &str,
+        channel: Channel,
         lane: Lane,
         limit: usize,
         now: EpochMillis,
@@ -191,6 +193,7 @@ impl Store {
                  lease_until = $1, updated_at = $2 \
              WHERE id IN (SELECT id FROM notifications \
                           WHERE customer_id = $3 AND lane = $4 AND state IN (1, 4) AND due_at <= $2 \
+                            AND channel = $6 \
                           ORDER BY due_at LIMIT $5 {lock}) \
              RETURNING id, claim, attempts, recipient, lane, payload, created_at, expires_at, due_at, \
                        template_id, template_version, channel",
@@ -202,6 +205,7 @@ impl Store {
             .bind(customer_id)
             .bind(lane.code())
             .bind(i64::try_from(limit).unwrap_or(i64::MAX))
+            .bind(channel.code())
             .fetch_all(&mut *self.writer(Durability::Relaxed).await?)
             .await?;
         let mut claimed = Vec::with_capacity(rows.len());
@@ -216,7 +220,7 @@ impl Store {
                     customer_id: customer_id.to_owned(),
                     recipient: row.try_get(3)?,
                     lane: Lane::from_code(row.try_get(4)?),
-                    channel: Channel::from_code(row.try_get(11)?).unwrap_or(Channel::Webhook),
+                    channel: stored_channel(row.try_get(11)?)?,
                     payload: row.try_get(5)?,
                     created_at: row.try_get(6)?,
                     expires_at: row.try_get(7)?,
@@ -532,7 +536,7 @@ pub(super) fn notification_from_row(row: &AnyRow) -> Result<Notification, Error>
         expires_at: row.try_get("expires_at")?,
         due_at: row.try_get("due_at")?,
         delivered_at: row.try_get("delivered_at")?,
-        channel: Channel::from_code(row.try_get("channel")?).unwrap_or(Channel::Webhook),
+        channel: stored_channel(row.try_get("channel")?)?,
         template: template_ref(
             row.try_get("template_id")?,
             row.try_get("template_version")?,
@@ -546,4 +550,10 @@ fn template_ref(id: Option<String>, version: Option<i64>) -> Option<TemplateRef>
         id: id?,
         version: version?,
     })
+}
+
+/// Reads a stored `channel` column. An unknown value is refused rather than guessed: sending it
+/// down the wrong channel would deliver to the wrong kind of recipient.
+fn stored_channel(code: i64) -> Result<Channel, Error> {
+    Channel::from_code(code).ok_or_else(|| Error::Corrupt(format!("unknown channel {code}")))
 }

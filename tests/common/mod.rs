@@ -2,6 +2,7 @@
 //! PostgreSQL database when `DATABASE_URL` is set), real local HTTP receivers, and gRPC clients.
 #![allow(dead_code, unreachable_pub)] // each test binary uses a different part of the harness
 
+pub mod fakes;
 pub mod prometheus;
 
 use std::net::SocketAddr;

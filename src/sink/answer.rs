@@ -1,0 +1,131 @@
+//! Reading HTTP answers, shared by every HTTP sink (webhook, FCM, APNs, SMS): transport errors,
+//! `Retry-After`, bounded bodies, and the classes every provider shares.
+
+use std::time::Duration;
+
+use reqwest::StatusCode;
+use reqwest::header::{HeaderMap, RETRY_AFTER};
+
+use super::{RetryCause, SinkError};
+
+/// How much of any response body is read (and then discarded) so the connection can be reused.
+const DRAIN_LIMIT: usize = 64 * 1024;
+
+/// A request that got no HTTP answer, classified: timeouts and connection errors are worth
+/// retrying, a request that could not even be built is not. `what` names the far end in reasons.
+pub(crate) fn transport_error(what: &str, err: &reqwest::Error) -> SinkError {
+    let (cause, reason) = if err.is_timeout() {
+        (RetryCause::Timeout, format!("timed out waiting for {what}"))
+    } else if err.is_connect() {
+        (
+            RetryCause::Connection,
+            format!("cannot connect to {what}: {}", root_cause(err)),
+        )
+    } else if err.is_builder() {
+        return SinkError::Permanent {
+            reason: format!("invalid request to {what}: {}", root_cause(err)),
+        };
+    } else {
+        (
+            RetryCause::Connection,
+            format!("request to {what} failed: {}", root_cause(err)),
+        )
+    };
+    SinkError::Retryable {
+        reason,
+        cause,
+        retry_after: None,
+    }
+}
+
+/// The innermost error message: reqwest's own text ("error sending request") says little.
+pub(crate) fn root_cause(err: &(dyn std::error::Error + 'static)) -> String {
+    let mut cause = err;
+    while let Some(next) = cause.source() {
+        cause = next;
+    }
+    cause.to_string()
+}
+
+/// The retryable class every HTTP downstream shares: 429 and 503 mean overload, 408 a timeout,
+/// other 5xx a server error. `None` for anything else (the caller decides: usually permanent).
+pub(crate) fn retry_cause(status: StatusCode) -> Option<RetryCause> {
+    match status {
+        StatusCode::TOO_MANY_REQUESTS | StatusCode::SERVICE_UNAVAILABLE => {
+            Some(RetryCause::Overload)
+        }
+        StatusCode::REQUEST_TIMEOUT => Some(RetryCause::Timeout),
+        s if s.is_server_error() => Some(RetryCause::ServerError),
+        _ => None,
+    }
+}
+
+/// `Retry-After` as delay-seconds or an HTTP date.
+pub(crate) fn retry_after(headers: &HeaderMap) -> Option<Duration> {
+    let value = headers.get(RETRY_AFTER)?.to_str().ok()?.trim();
+    if let Ok(seconds) = value.parse::<u64>() {
+        return Some(Duration::from_secs(seconds));
+    }
+    let at = httpdate::parse_http_date(value).ok()?;
+    Some(
+        at.duration_since(std::time::SystemTime::now())
+            .unwrap_or_default(),
+    )
+}
+
+/// Reads up to [`DRAIN_LIMIT`] bytes of the body (so the connection returns to the pool) and
+/// keeps the first `keep` bytes, as text, for classifying and for error messages.
+pub(crate) async fn read_bounded(mut response: reqwest::Response, keep: usize) -> String {
+    let mut kept = Vec::new();
+    let mut read = 0;
+    while let Ok(Some(chunk)) = response.chunk().await {
+        if kept.len() < keep {
+            kept.extend_from_slice(&chunk[..chunk.len().min(keep - kept.len())]);
+        }
+        read += chunk.len();
+        if read >= DRAIN_LIMIT {
+            break;
+        }
+    }
+    String::from_utf8_lossy(&kept).trim().to_owned()
+}
+
+/// Cuts `text` to at most `max` bytes on a character boundary (for `last_error`).
+pub(crate) fn truncate(text: &str, max: usize) -> &str {
+    if text.len() <= max {
+        return text;
+    }
+    let mut end = max;
+    while !text.is_char_boundary(end) {
+        end -= 1;
+    }
+    &text[..end]
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn retry_after_reads_seconds() {
+        let mut headers = HeaderMap::new();
+        headers.insert(RETRY_AFTER, "7".parse().unwrap());
+        assert_eq!(retry_after(&headers), Some(Duration::from_secs(7)));
+    }
+
+    #[test]
+    fn shared_classes() {
+        let cause = |code| retry_cause(StatusCode::from_u16(code).unwrap());
+        assert_eq!(cause(429), Some(RetryCause::Overload));
+        assert_eq!(cause(503), Some(RetryCause::Overload));
+        assert_eq!(cause(408), Some(RetryCause::Timeout));
+        assert_eq!(cause(500), Some(RetryCause::ServerError));
+        assert_eq!(cause(400), None);
+    }
+
+    #[test]
+    fn truncate_keeps_char_boundaries() {
+        assert_eq!(truncate("héllo", 2), "h");
+        assert_eq!(truncate("abc", 10), "abc");
+    }
+}
