@@ -722,3 +722,68 @@ async fn a_provider_slowdown_does_not_slow_the_webhook() {
     ));
     server.stop().await.unwrap();
 }
+
+/// A template renders into the channel's payload shape: an e-mail template's subject becomes
+/// the Subject header and its body the text, with the submit's variables.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_templated_email_is_rendered_at_send_time() {
+    use floodgate::api::proto::templates_client::TemplatesClient;
+    let db = TestDb::new(Backend::Sqlite).await;
+    let server = TestServer::start(test_config(&db)).await;
+    let fake = SmtpFake::start().await;
+    upsert(&server, email_customer(&fake)).await.unwrap();
+    let mut templates =
+        TemplatesClient::new(common::connect(&server.grpc_url, Some(common::ADMIN_TOKEN)).await);
+    templates
+        .upsert_template(proto::UpsertTemplateRequest {
+            template: Some(proto::Template {
+                customer_id: "acme".into(),
+                template_id: "receipt".into(),
+                contents: vec![proto::TemplateContent {
+                    channel: Channel::Email as i32,
+                    subject: "Receipt {{ order }}".into(),
+                    body: "Thanks, {{ name }}: {{ items | length }} items.".into(),
+                }],
+                ..Default::default()
+            }),
+        })
+        .await
+        .unwrap();
+    let variables = prost_types::Struct {
+        fields: [
+            ("order", prost_types::value::Kind::StringValue("A-7".into())),
+            ("name", prost_types::value::Kind::StringValue("Ada".into())),
+            (
+                "items",
+                prost_types::value::Kind::ListValue(prost_types::ListValue {
+                    values: vec![prost_types::Value::default(); 3],
+                }),
+            ),
+        ]
+        .into_iter()
+        .map(|(k, kind)| (k.to_owned(), prost_types::Value { kind: Some(kind) }))
+        .collect(),
+    };
+    let mut client = server.dispatcher().await;
+    let id = submit(
+        &mut client,
+        proto::SubmitRequest {
+            customer_id: "acme".into(),
+            idempotency_key: "t1".into(),
+            recipient: "ada@example.com".into(),
+            channel: Channel::Email as i32,
+            template_id: "receipt".into(),
+            variables: Some(variables),
+            ..Default::default()
+        },
+    )
+    .await;
+    wait_for_state(&mut client, &id, State::Delivered, WAIT).await;
+    let mail = fake
+        .sent()
+        .wait_for(WAIT, |m| m.to == ["ada@example.com"])
+        .await;
+    assert_eq!(mail.header("Subject").as_deref(), Some("Receipt A-7"));
+    assert!(mail.data.contains("Thanks, Ada: 3 items."), "{}", mail.data);
+    server.stop().await.unwrap();
+}
