@@ -65,6 +65,19 @@ pub struct ApiState {
     pub max_message_bytes: usize,
 }
 
+impl ApiState {
+    /// A registered customer's settings: what preferences and templates belong to.
+    pub(crate) async fn known_customer(
+        &self,
+        customer_id: &str,
+    ) -> Result<Arc<crate::model::Customer>, crate::error::Error> {
+        convert::customer_id("customer_id", customer_id)?;
+        self.directory.get(customer_id).await?.ok_or_else(|| {
+            crate::error::Error::NotFound(format!("customer {customer_id:?} not found"))
+        })
+    }
+}
+
 /// Could not start the gRPC server.
 #[derive(Debug, thiserror::Error)]
 pub enum ServeError {

@@ -14,16 +14,6 @@ impl PreferenceService {
     pub(super) fn new(state: ApiState) -> Self {
         Self { state }
     }
-
-    /// Preferences belong to a registered customer's recipients.
-    async fn known_customer(&self, customer_id: &str) -> Result<(), Error> {
-        match self.state.directory.get(customer_id).await? {
-            Some(_) => Ok(()),
-            None => Err(Error::NotFound(format!(
-                "customer {customer_id:?} not found"
-            ))),
-        }
-    }
 }
 
 #[tonic::async_trait]
@@ -35,7 +25,7 @@ impl Preferences for PreferenceService {
     ) -> Result<Response<proto::Preference>, Status> {
         let (customer_id, recipient, choice) =
             convert::preference(request.into_inner().preference)?;
-        self.known_customer(&customer_id).await?;
+        self.state.known_customer(&customer_id).await?;
         let set = self
             .state
             .preferences
@@ -70,7 +60,7 @@ impl Preferences for PreferenceService {
         if request.recipient.is_empty() {
             return Err(Error::invalid("recipient", "must not be empty").into());
         }
-        self.known_customer(&request.customer_id).await?;
+        self.state.known_customer(&request.customer_id).await?;
         let set = self
             .state
             .preferences

@@ -18,15 +18,10 @@ impl TemplateService {
         Self { state }
     }
 
-    /// Templates belong to a registered customer.
-    async fn known_customer(&self, customer_id: &str) -> Result<(), Error> {
-        convert::customer_id("customer_id", customer_id)?;
-        match self.state.directory.get(customer_id).await? {
-            Some(_) => Ok(()),
-            None => Err(Error::NotFound(format!(
-                "customer {customer_id:?} not found"
-            ))),
-        }
+    /// The latest version of every template of a registered customer.
+    async fn latest_of(&self, customer_id: &str) -> Result<Vec<Template>, Error> {
+        self.state.known_customer(customer_id).await?;
+        Ok(self.state.templates.list(customer_id).await?)
     }
 }
 
@@ -41,7 +36,7 @@ impl Templates for TemplateService {
             .into_inner()
             .template
             .ok_or_else(|| Error::invalid("template", "is required"))?;
-        self.known_customer(&template.customer_id).await?;
+        self.state.known_customer(&template.customer_id).await?;
         convert::customer_id("template.template_id", &template.template_id)?;
         let contents = contents(template.contents)?;
         let saved = self
@@ -64,7 +59,7 @@ impl Templates for TemplateService {
         request: Request<proto::GetTemplateRequest>,
     ) -> Result<Response<proto::Template>, Status> {
         let request = request.into_inner();
-        self.known_customer(&request.customer_id).await?;
+        self.state.known_customer(&request.customer_id).await?;
         convert::customer_id("template_id", &request.template_id)?;
         let registry = &self.state.templates;
         let template = match request.version {
@@ -91,14 +86,7 @@ impl Templates for TemplateService {
         &self,
         request: Request<proto::ListTemplatesRequest>,
     ) -> Result<Response<proto::ListTemplatesResponse>, Status> {
-        let customer_id = request.into_inner().customer_id;
-        self.known_customer(&customer_id).await?;
-        let templates = self
-            .state
-            .templates
-            .list(&customer_id)
-            .await
-            .map_err(Error::from)?;
+        let templates = self.latest_of(&request.into_inner().customer_id).await?;
         Ok(Response::new(proto::ListTemplatesResponse {
             templates: templates.iter().map(proto_template).collect(),
         }))
@@ -108,14 +96,7 @@ impl Templates for TemplateService {
         &self,
         request: Request<proto::ExportTemplatesRequest>,
     ) -> Result<Response<proto::ExportTemplatesResponse>, Status> {
-        let customer_id = request.into_inner().customer_id;
-        self.known_customer(&customer_id).await?;
-        let templates = self
-            .state
-            .templates
-            .list(&customer_id)
-            .await
-            .map_err(Error::from)?;
+        let templates = self.latest_of(&request.into_inner().customer_id).await?;
         let csv = templates::csv::export(&templates).map_err(|_| Error::Internal)?;
         Ok(Response::new(proto::ExportTemplatesResponse { csv }))
     }
@@ -126,7 +107,7 @@ impl Templates for TemplateService {
         request: Request<proto::ImportTemplatesRequest>,
     ) -> Result<Response<proto::ImportTemplatesResponse>, Status> {
         let request = request.into_inner();
-        self.known_customer(&request.customer_id).await?;
+        self.state.known_customer(&request.customer_id).await?;
         let sheet = templates::csv::import(&request.csv).map_err(csv_error)?;
         for (id, _) in &sheet {
             convert::customer_id("csv", id)
