@@ -204,13 +204,22 @@ async fn pause_resume_start_tier_and_stats_over_the_api() {
         .await
         .unwrap();
     receiver.wait_for(5, Duration::from_secs(10)).await;
-    let stats = customers
-        .get_customer_stats(proto::GetCustomerStatsRequest {
-            customer_id: "fragile".into(),
-        })
-        .await
-        .unwrap()
-        .into_inner();
+    // The receiver sees the last webhook a moment before the actor hears the answer and counts
+    // it: poll until the count settles (or the deadline says it never will).
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+    let stats = loop {
+        let stats = customers
+            .get_customer_stats(proto::GetCustomerStatsRequest {
+                customer_id: "fragile".into(),
+            })
+            .await
+            .unwrap()
+            .into_inner();
+        if stats.delivered_total >= 5 || tokio::time::Instant::now() >= deadline {
+            break stats;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    };
     assert_eq!(stats.backlog_transactional, 0);
     assert_eq!(
         stats.tier,
