@@ -82,8 +82,8 @@ echo "== seeding (SubmitBatch for $SEED_SECS) on ${scratch:-SQLite}"
 start --retention-interval 0s
 intake --mode batch --batch-size 500 --concurrency 4 --duration "$SEED_SECS" --warmup 0s | tail -n 3
 stop
-sql "UPDATE notifications SET state = 3, created_at = created_at - 100 * $day WHERE id % 2 = 0" >/dev/null
-sql "UPDATE notifications SET state = 3, created_at = created_at - 400 * $day WHERE id % 2 = 1" >/dev/null
+sql "UPDATE notifications SET state = 3, created_at = created_at - CAST(100 AS BIGINT) * $day WHERE id % 2 = 0" >/dev/null
+sql "UPDATE notifications SET state = 3, created_at = created_at - CAST(400 AS BIGINT) * $day WHERE id % 2 = 1" >/dev/null
 echo "aged $(sql 'SELECT COUNT(*) FROM notifications') delivered notifications: half 100 days old, half 400 days old"
 [ -n "$scratch" ] && sql "VACUUM ANALYZE notifications" >/dev/null
 
