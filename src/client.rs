@@ -99,8 +99,29 @@ pub struct SendArgs {
     /// Delay the send by this long (e.g. 30s, 5m).
     #[arg(long, value_parser = humantime::parse_duration)]
     send_in: Option<Duration>,
+    /// The channel: webhook, fcm, apns, email or sms [default: the webhook].
+    #[arg(long, value_parser = parse_channel)]
+    channel: Option<crate::model::Channel>,
+    /// Render this template of the customer instead of sending --payload.
+    #[arg(long, conflicts_with = "payload")]
+    template: Option<String>,
+    /// A template variable, NAME=VALUE (a string); repeat for more.
+    #[arg(long = "var", value_parser = parse_variable, requires = "template")]
+    variables: Vec<(String, String)>,
     #[command(flatten)]
     connection: Connection,
+}
+
+fn parse_channel(name: &str) -> Result<crate::model::Channel, String> {
+    crate::model::Channel::from_name(name)
+        .ok_or_else(|| format!("unknown channel {name:?}: webhook, fcm, apns, email or sms"))
+}
+
+fn parse_variable(pair: &str) -> Result<(String, String), String> {
+    let (name, value) = pair
+        .split_once('=')
+        .ok_or_else(|| format!("{pair:?} is not NAME=VALUE"))?;
+    Ok((name.to_owned(), value.to_owned()))
 }
 
 #[derive(Debug, Args)]
@@ -235,16 +256,38 @@ pub async fn send(args: SendArgs) -> Result<()> {
     } else {
         proto::Lane::Transactional
     };
+    let variables = args.template.as_ref().map(|_| prost_types::Struct {
+        fields: args
+            .variables
+            .into_iter()
+            .map(|(name, value)| {
+                let value = prost_types::Value {
+                    kind: Some(prost_types::value::Kind::StringValue(value)),
+                };
+                (name, value)
+            })
+            .collect(),
+    });
+    let payload = match args.template {
+        Some(_) => Vec::new(),
+        None => args.payload.into_bytes(),
+    };
+    let channel = args.channel.map_or(
+        proto::Channel::Unspecified,
+        crate::api::convert::proto_channel,
+    );
     let response = client
         .submit(proto::SubmitRequest {
             customer_id: args.customer,
             idempotency_key: key,
             recipient: args.recipient,
             lane: lane as i32,
-            payload: args.payload.into_bytes(),
+            payload,
             send_at,
             expires_at: None,
-            ..Default::default()
+            channel: channel as i32,
+            template_id: args.template.unwrap_or_default(),
+            variables,
         })
         .await
         .map_err(|status| rpc_error("Submit", &status))?

@@ -107,12 +107,12 @@ async fn list(args: ListTemplatesArgs) -> Result<()> {
         .templates;
     println!("{:<32} {:>7}  CHANNELS", "TEMPLATE", "VERSION");
     for t in templates {
-        let channels: Vec<String> = t
+        let channels: Vec<&str> = t
             .contents
             .iter()
             .map(|c| {
-                proto::Channel::try_from(c.channel)
-                    .map_or("?".to_owned(), |ch| ch.as_str_name().to_lowercase())
+                crate::api::convert::channel("channel", c.channel)
+                    .map_or("?", crate::model::Channel::as_str)
             })
             .collect();
         println!(

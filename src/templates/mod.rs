@@ -215,8 +215,16 @@ pub fn render(
     let env = environment();
     let context = minijinja::Value::from_serialize(variables);
     let render = |part: &str, source: &str| {
-        env.render_str(source, context.clone())
-            .map_err(|err| Error::Render(format!("the {part} cannot be rendered: {err}")))
+        env.render_str(source, context.clone()).map_err(|err| {
+            let missing = missing_variables(&env, source, variables);
+            Error::Render(match missing.is_empty() {
+                true => format!("the {part} cannot be rendered: {err}"),
+                false => format!(
+                    "the {part} uses variables not given: {}",
+                    missing.join(", ")
+                ),
+            })
+        })
     };
     let body = render("body", &content.body)?;
     let subject = match channel {
@@ -230,6 +238,25 @@ pub fn render(
         Channel::Fcm | Channel::Apns => serde_json::json!({ "title": subject, "body": body }),
     };
     Ok(payload.to_string().into_bytes())
+}
+
+/// The top-level variables `source` uses that `variables` lacks, sorted (what a caller most
+/// often gets wrong, named rather than left to minijinja's "undefined value").
+fn missing_variables(
+    env: &Environment<'_>,
+    source: &str,
+    variables: &serde_json::Value,
+) -> Vec<String> {
+    let Ok(template) = env.template_from_str(source) else {
+        return Vec::new();
+    };
+    let mut missing: Vec<String> = template
+        .undeclared_variables(false)
+        .into_iter()
+        .filter(|name| variables.get(name).is_none())
+        .collect();
+    missing.sort();
+    missing
 }
 
 /// Strict: a variable the template uses but the caller did not give is an error, never an
@@ -303,6 +330,10 @@ mod tests {
         let t = template(vec![content(Channel::Sms, "", "Hi {{ name }}")]);
         let err = render(&t, Channel::Sms, &serde_json::json!({})).unwrap_err();
         assert!(matches!(err, Error::Render(_)), "{err}");
+        assert!(
+            err.to_string().ends_with("variables not given: name"),
+            "{err}"
+        );
         let err = render(&t, Channel::Email, &serde_json::json!({"name": "x"})).unwrap_err();
         assert!(
             err.to_string().contains("no content for the email channel"),
