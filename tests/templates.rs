@@ -166,7 +166,10 @@ async fn bad_templates_and_missing_variables_are_invalid_arguments() {
         .unwrap_err();
     assert_eq!(missing.code(), Code::InvalidArgument);
     assert!(missing.message().starts_with("variables:"), "{missing:?}");
-    assert!(missing.message().ends_with("not given: name"), "{missing:?}");
+    assert!(
+        missing.message().ends_with("not given: name"),
+        "{missing:?}"
+    );
 
     let unknown = client
         .submit(templated("k2", "nope", variables(&[])))
