@@ -200,20 +200,13 @@ fn classify(answer: &Answer) -> Result<(), SinkError> {
     let reason = format!("APNs HTTP {}: {}", answer.status, answer.reason);
     let cause = if is_stale_token(answer) {
         // Refused even after a new token (clock skew): retried later.
-        RetryCause::ServerError
+        Some(RetryCause::ServerError)
     } else {
         // 429 (TooManyRequests, TooManyProviderTokenUpdates) is overload; 410 Unregistered,
         // 400 BadDeviceToken and other 4xx cannot succeed.
-        match answer::retry_cause(answer.status) {
-            Some(cause) => cause,
-            None => return Err(SinkError::Permanent { reason }),
-        }
+        answer::retry_cause(answer.status)
     };
-    Err(SinkError::Retryable {
-        reason,
-        cause,
-        retry_after: answer.retry_after,
-    })
+    Err(SinkError::refused(reason, cause, answer.retry_after))
 }
 
 #[cfg(test)]

@@ -151,20 +151,13 @@ fn classify(answer: &Answer) -> Result<(), SinkError> {
         answer::truncate(&error.message, REASON_LIMIT)
     );
     let cause = match (answer.status, code.as_str()) {
-        (_, "RESOURCE_EXHAUSTED" | "QUOTA_EXCEEDED" | "UNAVAILABLE") => RetryCause::Overload,
-        (_, "INTERNAL") => RetryCause::ServerError,
+        (_, "RESOURCE_EXHAUSTED" | "QUOTA_EXCEEDED" | "UNAVAILABLE") => Some(RetryCause::Overload),
+        (_, "INTERNAL") => Some(RetryCause::ServerError),
         // Still refused after a fresh token: retried later (a key rotation may be under way).
-        (StatusCode::UNAUTHORIZED, _) => RetryCause::ServerError,
-        (status, _) => match answer::retry_cause(status) {
-            Some(cause) => cause,
-            None => return Err(SinkError::Permanent { reason }),
-        },
+        (StatusCode::UNAUTHORIZED, _) => Some(RetryCause::ServerError),
+        (status, _) => answer::retry_cause(status),
     };
-    Err(SinkError::Retryable {
-        reason,
-        cause,
-        retry_after: answer.retry_after,
-    })
+    Err(SinkError::refused(reason, cause, answer.retry_after))
 }
 
 #[cfg(test)]

@@ -116,6 +116,25 @@ pub enum SinkError {
     Permanent { reason: String },
 }
 
+impl SinkError {
+    /// An answer that was not a success: retryable for `cause`, permanent without one (a status
+    /// that retrying cannot help, as `answer::retry_cause` says).
+    pub(crate) fn refused(
+        reason: String,
+        cause: Option<RetryCause>,
+        retry_after: Option<Duration>,
+    ) -> Self {
+        match cause {
+            Some(cause) => SinkError::Retryable {
+                reason,
+                cause,
+                retry_after,
+            },
+            None => SinkError::Permanent { reason },
+        }
+    }
+}
+
 /// What kind of retryable failure an attempt met.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum RetryCause {

@@ -96,17 +96,10 @@ fn classify(
         answer::truncate(&error.message, REASON_LIMIT)
     );
     let cause = match (status, error.code) {
-        (_, Some(TOO_MANY_REQUESTS | QUEUE_OVERFLOW)) => RetryCause::Overload,
-        (status, _) => match answer::retry_cause(status) {
-            Some(cause) => cause,
-            None => return Err(SinkError::Permanent { reason }),
-        },
+        (_, Some(TOO_MANY_REQUESTS | QUEUE_OVERFLOW)) => Some(RetryCause::Overload),
+        (status, _) => answer::retry_cause(status),
     };
-    Err(SinkError::Retryable {
-        reason,
-        cause,
-        retry_after,
-    })
+    Err(SinkError::refused(reason, cause, retry_after))
 }
 
 #[cfg(test)]

@@ -149,14 +149,11 @@ fn classify_status(
     } else {
         format!("HTTP {status}: {body}")
     };
-    let Some(cause) = answer::retry_cause(status) else {
-        return Err(SinkError::Permanent { reason });
-    };
-    Err(SinkError::Retryable {
+    Err(SinkError::refused(
         reason,
-        cause,
+        answer::retry_cause(status),
         retry_after,
-    })
+    ))
 }
 
 #[cfg(test)]
