@@ -194,7 +194,23 @@ pub async fn customer(command: CustomerCommand) -> Result<()> {
     match command {
         CustomerCommand::Add(args) => {
             let mut client = CustomersClient::new(args.connection.channel().await?);
+            // Channel settings have no flags here: keep the stored ones (their secrets come
+            // back empty, which UpsertCustomer reads as "keep").
+            let stored = match client
+                .get_customer(proto::GetCustomerRequest {
+                    customer_id: args.id.clone(),
+                })
+                .await
+            {
+                Ok(found) => found.into_inner(),
+                Err(status) if status.code() == tonic::Code::NotFound => proto::Customer::default(),
+                Err(status) => return Err(rpc_error("GetCustomer", &status)),
+            };
             let customer = proto::Customer {
+                fcm: stored.fcm,
+                apns: stored.apns,
+                email: stored.email,
+                sms: stored.sms,
                 id: args.id,
                 webhook_url: args.webhook_url,
                 signing_secret: args.signing_secret.unwrap_or_default(),

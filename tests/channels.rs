@@ -787,3 +787,55 @@ async fn a_templated_email_is_rendered_at_send_time() {
     assert!(mail.data.contains("Thanks, Ada: 3 items."), "{}", mail.data);
     server.stop().await.unwrap();
 }
+
+/// `floodgate customer add` (which has no channel flags) keeps a customer's channel settings:
+/// changing the webhook URL from the command line must not switch its SMS off.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_cli_keeps_channel_settings() {
+    let db = TestDb::new(Backend::Sqlite).await;
+    let server = TestServer::start(test_config(&db)).await;
+    let fake = SmsFake::start().await;
+    upsert(&server, sms_customer(&fake)).await.unwrap();
+
+    let grpc_url = server.grpc_url.clone();
+    let cli = tokio::task::spawn_blocking(move || {
+        std::process::Command::new(env!("CARGO_BIN_EXE_floodgate"))
+            .args([
+                "customer",
+                "add",
+                "acme",
+                "--webhook-url",
+                "http://127.0.0.1:9/moved",
+            ])
+            .args(["--server", &grpc_url, "--token", common::ADMIN_TOKEN])
+            .output()
+    })
+    .await
+    .unwrap()
+    .unwrap();
+    assert!(
+        cli.status.success(),
+        "{}",
+        String::from_utf8_lossy(&cli.stderr)
+    );
+
+    let stored = server
+        .customers()
+        .await
+        .get_customer(proto::GetCustomerRequest {
+            customer_id: "acme".into(),
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(stored.webhook_url, "http://127.0.0.1:9/moved");
+    assert_eq!(stored.sms.unwrap().account_sid, sms_fake::ACCOUNT_SID);
+    let mut client = server.dispatcher().await;
+    let id = submit(
+        &mut client,
+        request(Channel::Sms, "+14155550100", "k1", &sms_payload("k1")),
+    )
+    .await;
+    wait_for_state(&mut client, &id, State::Delivered, WAIT).await;
+    server.stop().await.unwrap();
+}
