@@ -222,7 +222,6 @@ pub async fn customer(command: CustomerCommand) -> Result<()> {
                     Some("slow") => proto::Tier::Slow,
                     _ => proto::Tier::Unspecified,
                 } as i32,
-                ..Default::default()
             };
             let saved = client
                 .upsert_customer(proto::UpsertCustomerRequest {
