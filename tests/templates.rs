@@ -353,3 +353,83 @@ async fn cancel_stops_what_is_not_in_flight(backend: Backend) {
     server.stop().await.unwrap();
 }
 on_both_backends!(cancel_stops_what_is_not_in_flight);
+
+/// A notification whose template version cannot be read at send time fails with the reason,
+/// and is never held against the customer system: nothing was sent, so its error rate and
+/// RTT figures do not move.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_unrenderable_notification_fails_without_blaming_the_customer() {
+    let db = TestDb::new(Backend::Sqlite).await;
+    let server = TestServer::start(test_config(&db)).await;
+    let receiver = Receiver::start().await;
+    add_customer(&server.grpc_url, "shop", &receiver.url).await;
+    let mut customers = server.customers().await;
+    customers
+        .pause_customer(proto::PauseCustomerRequest {
+            customer_id: "shop".into(),
+        })
+        .await
+        .unwrap();
+    let mut admin = templates(&server).await;
+    upsert(&mut admin, "hello", r#""Hi {{ name }}""#)
+        .await
+        .unwrap();
+    let mut client = server.dispatcher().await;
+    let vars = variables(&[("name", Kind::StringValue("Ann".into()))]);
+    let id = client
+        .submit(templated("k1", "hello", vars))
+        .await
+        .unwrap()
+        .into_inner()
+        .notification_id;
+    // Point it at a version that does not exist, as if the row were damaged.
+    let changed = db
+        .execute(&format!(
+            "UPDATE notifications SET template_version = 99 WHERE id = {id}"
+        ))
+        .await;
+    assert_eq!(changed, 1);
+    customers
+        .resume_customer(proto::ResumeCustomerRequest {
+            customer_id: "shop".into(),
+        })
+        .await
+        .unwrap();
+
+    let failed = wait_for_state(&mut client, &id, proto::State::Failed, WAIT).await;
+    assert!(
+        failed.last_error.contains("version 99 not found"),
+        "{failed:?}"
+    );
+    assert!(receiver.received().is_empty());
+    let stats = customers
+        .get_customer_stats(proto::GetCustomerStatsRequest {
+            customer_id: "shop".into(),
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(stats.error_rate, 0.0, "{stats:?}");
+    assert_eq!(
+        stats.rtt_p50_ms, 0.0,
+        "no round trip was measured: {stats:?}"
+    );
+    let page = reqwest::Client::new()
+        .get(format!("http://{}/metrics", server.http_addr))
+        .bearer_auth(ADMIN_TOKEN)
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    let rtt_samples = page.lines().find_map(|line| {
+        line.strip_prefix("floodgate_customer_rtt_seconds_count{customer=\"shop\"} ")
+    });
+    assert_eq!(
+        rtt_samples.unwrap_or("0"),
+        "0",
+        "an unsent attempt has no RTT"
+    );
+    server.stop().await.unwrap();
+}

@@ -279,7 +279,8 @@ impl CustomerState {
         if report.failed {
             self.stats.record_failed();
         }
-        self.controller.observe(now, report.rtt, report.signal);
+        self.controller
+            .observe(now, report.rtt.unwrap_or_default(), report.signal);
         for change in self.controller.take_tier_changes() {
             self.stats.tier_changes_total += 1;
             self.counters.tier_changed();

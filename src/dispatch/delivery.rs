@@ -3,7 +3,6 @@
 //! round-trip time and signal to the customer's actor.
 
 use std::sync::Arc;
-use std::time::Duration;
 
 use ractor::ActorRef;
 use tokio::time::Instant;
@@ -25,18 +24,19 @@ pub(super) async fn deliver(
     counters: Arc<CustomerCounters>,
     notification: Claimed,
 ) {
+    // `rtt` is `None` when nothing was sent (the template could not be rendered).
     let (result, rtt) = match rendered(&ctx, &notification).await {
         Ok(rendered) => {
             let started = Instant::now();
             let sent = rendered.as_ref().unwrap_or(&notification);
             let result = ctx.sink.deliver(&customer, sent).await;
-            (result, started.elapsed())
+            (result, Some(started.elapsed()))
         }
-        Err(err) => (Err(err), Duration::ZERO),
+        Err(err) => (Err(err), None),
     };
     let (kind, signal) = match result {
         Ok(()) => {
-            tracing::debug!(rtt_ms = rtt.as_millis(), "delivered");
+            tracing::debug!(rtt_ms = rtt.unwrap_or_default().as_millis(), "delivered");
             (OutcomeKind::Delivered, Signal::Success)
         }
         Err(SinkError::Permanent { reason }) => {
@@ -60,6 +60,13 @@ pub(super) async fn deliver(
             (kind, signal_of(cause, retry_after))
         }
     };
+    // Unsent, the customer system said nothing: its controller must not slow down for our
+    // store's hiccup, so the attempt only counts as back.
+    let signal = if rtt.is_some() {
+        signal
+    } else {
+        Signal::Rejected
+    };
     let failed = matches!(kind, OutcomeKind::Failed { .. });
     counters.attempt(notification.lane, attempt_result(&kind), rtt);
     ctx.outcomes
@@ -80,7 +87,7 @@ pub(super) async fn deliver(
 /// A templated notification with its template rendered into the payload (`None`: not
 /// templated, send it as it is). Versions are immutable and were rendered once at intake, so a
 /// failure here means the version is gone or the store is down: the first fails the
-/// notification, the second is retried.
+/// notification, the second is retried. Either way nothing reaches the customer system.
 async fn rendered(ctx: &Context, notification: &Claimed) -> Result<Option<Claimed>, SinkError> {
     let Some(reference) = &notification.template else {
         return Ok(None);

@@ -64,7 +64,8 @@ pub(super) const ALL_LANES: Lanes = [true; 2];
 /// What a delivery task tells its actor about one attempt.
 #[derive(Debug)]
 pub(super) struct AttemptReport {
-    pub(super) rtt: Duration,
+    /// `None`: nothing was sent (so there is no round trip to learn from).
+    pub(super) rtt: Option<Duration>,
     pub(super) signal: Signal,
     /// The notification ended FAILED with this attempt.
     pub(super) failed: bool,

@@ -45,9 +45,17 @@ impl DeliveryStats {
         }
     }
 
-    /// Records one finished attempt.
-    pub(super) fn record(&mut self, now: Instant, rtt: Duration, delivered: bool, error: bool) {
-        self.rtt.record(now, rtt);
+    /// Records one finished attempt (`rtt` is `None` when nothing was sent).
+    pub(super) fn record(
+        &mut self,
+        now: Instant,
+        rtt: Option<Duration>,
+        delivered: bool,
+        error: bool,
+    ) {
+        if let Some(rtt) = rtt {
+            self.rtt.record(now, rtt);
+        }
         let second = self.slot(now);
         second.attempts += 1;
         second.delivered += u32::from(delivered);
@@ -123,7 +131,7 @@ mod tests {
             let now = t0 + Duration::from_millis(tenth * 100); // 10 attempts per second for 20 s
             stats.record(
                 now,
-                Duration::from_millis(20),
+                Some(Duration::from_millis(20)),
                 tenth % 5 != 0,
                 tenth % 5 == 0,
             );

@@ -135,10 +135,12 @@ impl CustomerCounters {
         }
     }
 
-    /// Counts one finished attempt and its round-trip time.
-    pub fn attempt(&self, lane: Lane, result: AttemptResult, rtt: Duration) {
+    /// Counts one finished attempt and its round-trip time (`None`: nothing was sent).
+    pub fn attempt(&self, lane: Lane, result: AttemptResult, rtt: Option<Duration>) {
         self.attempts[lane_index(lane)][result as usize].fetch_add(1, Ordering::Relaxed);
-        self.rtt.observe_duration(rtt);
+        if let Some(rtt) = rtt {
+            self.rtt.observe_duration(rtt);
+        }
     }
 
     /// Counts one tier change.
@@ -574,12 +576,12 @@ mod tests {
         metrics.customer("acme").attempt(
             Lane::Bulk,
             AttemptResult::Retried,
-            Duration::from_millis(20),
+            Some(Duration::from_millis(20)),
         );
         metrics.customer("acme").attempt(
             Lane::Bulk,
             AttemptResult::Delivered,
-            Duration::from_millis(30),
+            Some(Duration::from_millis(30)),
         );
         metrics.accepted(5, 1);
         metrics.rejected(tonic::Code::InvalidArgument, 2);
