@@ -157,8 +157,13 @@ pub async fn run(
         Backend::Sqlite => 1,
         Backend::Postgres => 4,
     };
-    let (intake, intake_writers) =
-        Intake::spawn(store.clone(), dispatcher.clone(), writers, metrics.clone());
+    let (intake, intake_writers) = Intake::spawn(
+        store.clone(),
+        dispatcher.clone(),
+        writers,
+        metrics.clone(),
+        preferences.clone(),
+    );
 
     let (health, health_service) = tonic_health::server::health_reporter();
     health.set_service_status("", ServingStatus::Serving).await;

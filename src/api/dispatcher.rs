@@ -103,34 +103,8 @@ impl DispatchService {
         Ok(Some(rendered))
     }
 
-    /// Marks the notifications whose recipient opted out as suppressed (they are stored, with
-    /// the reason, and never sent). One preference lookup per customer.
-    async fn apply_preferences(&self, items: &mut [NewNotification]) -> Result<(), Error> {
-        let mut by_customer: HashMap<String, Vec<usize>> = HashMap::new();
-        for (i, item) in items.iter().enumerate() {
-            by_customer
-                .entry(item.customer_id.clone())
-                .or_default()
-                .push(i);
-        }
-        for (customer_id, indices) in by_customer {
-            let asked: Vec<_> = indices
-                .iter()
-                .map(|&i| (items[i].recipient.as_str(), items[i].channel, items[i].lane))
-                .collect();
-            let refusals = self
-                .state
-                .preferences
-                .refusals(&customer_id, &asked)
-                .await?;
-            for (i, refusal) in indices.into_iter().zip(refusals) {
-                items[i].suppressed = refusal;
-            }
-        }
-        Ok(())
-    }
-
-    /// Stores admitted notifications in one group commit and says what became of each. With
+    /// Stores admitted notifications in one group commit (which also applies the recipients'
+    /// opt-outs) and says what became of each. With
     /// the Redis fast path, repeats it already knows are answered from it, and the keys the
     /// database accepts are remembered for next time.
     async fn store(&self, items: Vec<NewNotification>) -> Result<Vec<Inserted>, Error> {
@@ -171,9 +145,8 @@ impl DispatchService {
         &self,
         request: proto::SubmitRequest,
     ) -> Result<proto::SubmitResponse, Status> {
-        let mut notification = vec![self.admit(request, &mut TemplatesSeen::new()).await?];
-        self.apply_preferences(&mut notification).await?;
-        let results = self.store(notification).await?;
+        let notification = self.admit(request, &mut TemplatesSeen::new()).await?;
+        let results = self.store(vec![notification]).await?;
         let inserted = results.into_iter().next().ok_or(Error::Internal)?;
         Ok(response(inserted)?)
     }
@@ -205,7 +178,6 @@ impl DispatchService {
                 Err(err) => results.push(Some(Err(err))),
             }
         }
-        self.apply_preferences(&mut valid).await?;
         let mut stored = self.store(valid).await?.into_iter();
         let results = results
             .into_iter()

@@ -7,8 +7,9 @@
 //! [`controller`] (measured round-trip time and errors, not configuration), and sends
 //! transactional notifications first while bulk keeps a guaranteed share ([`lanes`]).
 //!
-//! Intake wakes the customer's actor for the channel after each commit. A periodic sweep wakes customers whose
-//! work came due in the store (a future `send_at`, a retry backoff) and recovers expired leases.
+//! Intake wakes the customer's actor for the channel after each commit. A periodic sweep wakes
+//! customers whose work came due in the store (a future `send_at`, a retry backoff) and
+//! recovers expired leases.
 //! The [`Dispatcher`] handle is what the rest of the program holds.
 
 pub mod controller;

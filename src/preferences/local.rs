@@ -51,20 +51,11 @@ impl LocalCache {
         self.sets.lock().unwrap_or_else(PoisonError::into_inner)
     }
 
-    /// The cached sets among `recipients`.
-    pub(super) fn get_many(
-        &self,
-        customer_id: &str,
-        recipients: &[&str],
-    ) -> HashMap<String, RecipientPreferences> {
-        let sets = self.sets();
-        recipients
-            .iter()
-            .filter_map(|recipient| {
-                let set = sets.get(&(customer_id.to_owned(), (*recipient).to_owned()))?;
-                Some(((*recipient).to_owned(), set.clone()))
-            })
-            .collect()
+    /// The cached set of one recipient.
+    pub(super) fn get(&self, customer_id: &str, recipient: &str) -> Option<RecipientPreferences> {
+        self.sets()
+            .get(&(customer_id.to_owned(), recipient.to_owned()))
+            .cloned()
     }
 
     /// Keeps `set` unless a newer version is already cached.
@@ -104,9 +95,9 @@ mod tests {
         let cache = LocalCache::new(HashSet::from(["c".to_owned()]));
         cache.offer("c", "u", &set(2, true));
         cache.offer("c", "u", &set(1, false));
-        assert_eq!(cache.get_many("c", &["u", "v"])["u"], set(2, true));
+        assert_eq!(cache.get("c", "u"), Some(set(2, true)));
         cache.offer("c", "u", &set(3, false));
-        assert_eq!(cache.get_many("c", &["u"])["u"], set(3, false));
-        assert!(cache.get_many("c", &["v"]).is_empty());
+        assert_eq!(cache.get("c", "u"), Some(set(3, false)));
+        assert_eq!(cache.get("c", "v"), None);
     }
 }

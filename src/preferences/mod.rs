@@ -20,7 +20,7 @@ mod redis;
 use std::collections::HashMap;
 use std::time::Duration;
 
-use crate::model::{Channel, Lane, Preference, RecipientPreferences, now_millis};
+use crate::model::{NewNotification, Preference, RecipientPreferences, now_millis};
 use crate::store::{self, Backend, Store};
 
 /// Why preferences could not be read or saved.
@@ -104,70 +104,80 @@ impl Preferences {
         customer_id: &str,
         recipient: &str,
     ) -> Result<RecipientPreferences, Error> {
-        let mut found = self.lookup(customer_id, &[recipient]).await?;
-        Ok(found.remove(recipient).unwrap_or_default())
+        let mut found = self.lookup(&[(customer_id, recipient)]).await?;
+        let key = (customer_id.to_owned(), recipient.to_owned());
+        Ok(found.remove(&key).unwrap_or_default())
     }
 
-    /// For each `(recipient, channel, lane)` of one customer, why it must not be sent (`None`:
-    /// send it). One cache round trip, and one store query for what the cache lacks.
-    pub async fn refusals(
-        &self,
-        customer_id: &str,
-        items: &[(&str, Channel, Lane)],
-    ) -> Result<Vec<Option<String>>, Error> {
-        let mut recipients: Vec<&str> = items.iter().map(|(r, _, _)| *r).collect();
-        recipients.sort_unstable();
-        recipients.dedup();
-        let sets = self.lookup(customer_id, &recipients).await?;
-        Ok(items
+    /// Marks the notifications whose recipient refused them as suppressed (stored with the
+    /// reason, never sent). One cache round trip and at most one store query for all of
+    /// `items`, whatever the mix of customers: intake calls this once per group commit.
+    pub async fn suppress_refused(&self, items: &mut [NewNotification]) -> Result<(), Error> {
+        let mut pairs: Vec<Pair<'_>> = items
             .iter()
-            .map(|(recipient, channel, lane)| {
-                sets.get(*recipient)
-                    .and_then(|set| set.refusal(*channel, *lane))
-            })
-            .collect())
-    }
-
-    /// The sets of `recipients`: from the cache, the rest from the store (then offered to the
-    /// cache, which keeps them only if nothing newer arrived meanwhile).
-    async fn lookup(
-        &self,
-        customer_id: &str,
-        recipients: &[&str],
-    ) -> Result<HashMap<String, RecipientPreferences>, Error> {
-        let mut found = match &self.cache {
-            Cache::None => HashMap::new(),
-            Cache::Local(cache) if !cache.has_preferences(customer_id) => {
-                return Ok(recipients
-                    .iter()
-                    .map(|r| ((*r).to_owned(), RecipientPreferences::default()))
-                    .collect());
-            }
-            Cache::Local(cache) => cache.get_many(customer_id, recipients),
-            Cache::Redis(cache) => cache.get_many(customer_id, recipients).await?,
-        };
-        let missing: Vec<&str> = recipients
-            .iter()
-            .copied()
-            .filter(|r| !found.contains_key(*r))
+            .map(|n| (n.customer_id.as_str(), n.recipient.as_str()))
             .collect();
+        pairs.sort_unstable();
+        pairs.dedup();
+        let sets = self.lookup(&pairs).await?;
+        for item in items.iter_mut() {
+            let key = (item.customer_id.clone(), item.recipient.clone());
+            item.suppressed = sets
+                .get(&key)
+                .and_then(|set| set.refusal(item.channel, item.lane));
+        }
+        Ok(())
+    }
+
+    /// The sets of `pairs`: from the cache, the rest from the store (then offered to the
+    /// cache, which keeps them only if nothing newer arrived meanwhile).
+    async fn lookup(&self, pairs: &[Pair<'_>]) -> Result<Sets, Error> {
+        let (mut found, missing) = match &self.cache {
+            Cache::None => (Sets::new(), pairs.to_vec()),
+            Cache::Local(cache) => {
+                let mut found = Sets::new();
+                let mut missing = Vec::new();
+                for &(customer_id, recipient) in pairs {
+                    let key = (customer_id.to_owned(), recipient.to_owned());
+                    if !cache.has_preferences(customer_id) {
+                        found.insert(key, RecipientPreferences::default());
+                    } else if let Some(set) = cache.get(customer_id, recipient) {
+                        found.insert(key, set);
+                    } else {
+                        missing.push((customer_id, recipient));
+                    }
+                }
+                (found, missing)
+            }
+            Cache::Redis(cache) => {
+                let found = cache.get_many(pairs).await?;
+                let missing = pairs
+                    .iter()
+                    .copied()
+                    .filter(|(c, r)| !found.contains_key(&((*c).to_owned(), (*r).to_owned())))
+                    .collect();
+                (found, missing)
+            }
+        };
         if missing.is_empty() {
             return Ok(found);
         }
-        let loaded = self
-            .store
-            .recipient_preferences(customer_id, &missing)
-            .await?;
+        let loaded = self.store.recipient_preferences(&missing).await?;
         match &self.cache {
             Cache::None => {}
             Cache::Local(cache) => {
-                for (recipient, set) in &loaded {
+                for ((customer_id, recipient), set) in &loaded {
                     cache.offer(customer_id, recipient, set);
                 }
             }
-            Cache::Redis(cache) => cache.fill(customer_id, &loaded).await?,
+            Cache::Redis(cache) => cache.fill(&loaded).await?,
         }
         found.extend(loaded);
         Ok(found)
     }
 }
+
+/// A customer id and one of its recipients.
+type Pair<'a> = (&'a str, &'a str);
+/// Preference sets by customer and recipient.
+type Sets = HashMap<(String, String), RecipientPreferences>;

@@ -2,12 +2,11 @@
 //! `<version>|<json set>`. Writers publish through a compare-and-set on the version (Lua, atomic
 //! in Redis); readers only fill absent keys. So every node sees the newest set any node wrote.
 
-use std::collections::HashMap;
 use std::time::Duration;
 
 use redis::aio::ConnectionManager;
 
-use super::Error;
+use super::{Error, Pair, Sets};
 use crate::model::RecipientPreferences;
 
 /// Sets the key to `ARGV[1]|ARGV[2]` with a TTL of `ARGV[3]` seconds, unless it already holds
@@ -65,29 +64,24 @@ impl RedisCache {
         )
     }
 
-    /// The cached sets among `recipients` (one MGET).
-    pub(super) async fn get_many(
-        &self,
-        customer_id: &str,
-        recipients: &[&str],
-    ) -> Result<HashMap<String, RecipientPreferences>, Error> {
-        if recipients.is_empty() {
-            return Ok(HashMap::new());
+    /// The cached sets among `(customer, recipient)` pairs (one MGET).
+    pub(super) async fn get_many(&self, pairs: &[Pair<'_>]) -> Result<Sets, Error> {
+        if pairs.is_empty() {
+            return Ok(Sets::new());
         }
-        let keys: Vec<String> = recipients
-            .iter()
-            .map(|recipient| self.key(customer_id, recipient))
-            .collect();
+        let keys: Vec<String> = pairs.iter().map(|(c, r)| self.key(c, r)).collect();
         let mut connection = self.connection.clone();
         let values: Vec<Option<String>> = redis::cmd("MGET")
             .arg(&keys)
             .query_async(&mut connection)
             .await
             .map_err(unavailable)?;
-        Ok(recipients
+        Ok(pairs
             .iter()
             .zip(values)
-            .filter_map(|(recipient, value)| Some(((*recipient).to_owned(), decode(&value?)?)))
+            .filter_map(|((c, r), value)| {
+                Some((((*c).to_owned(), (*r).to_owned()), decode(&value?)?))
+            })
             .collect())
     }
 
@@ -115,13 +109,9 @@ impl RedisCache {
     /// Fills the cache with sets just read from the store, in one pipeline of `SET … NX`: a
     /// reader never replaces anything. If a writer published meanwhile, its newer set stays;
     /// if the writer publishes later, its compare-and-set replaces this older one.
-    pub(super) async fn fill(
-        &self,
-        customer_id: &str,
-        sets: &HashMap<String, RecipientPreferences>,
-    ) -> Result<(), Error> {
+    pub(super) async fn fill(&self, sets: &Sets) -> Result<(), Error> {
         let mut pipe = redis::pipe();
-        for (recipient, set) in sets {
+        for ((customer_id, recipient), set) in sets {
             let value = format!("{}|{}", set.version, encode_preferences(set)?);
             pipe.cmd("SET")
                 .arg(self.key(customer_id, recipient))

@@ -6,10 +6,10 @@ use std::collections::{HashMap, HashSet};
 use sqlx::Acquire as _;
 use sqlx::Row;
 
-use super::{Durability, Error, Store};
+use super::{Backend, Durability, Error, Store, values_placeholders};
 use crate::model::{Channel, EpochMillis, Lane, Preference, RecipientPreferences};
 
-/// Recipients looked up per statement.
+/// Recipients looked up per statement (two parameters each).
 const LOOKUP_CHUNK: usize = 500;
 
 impl Store {
@@ -47,13 +47,14 @@ impl Store {
         .bind(recipient)
         .execute(&mut *tx)
         .await?;
-        let rows = sqlx::query(&lookup_sql(1))
+        let rows = sqlx::query(&lookup_sql(self.backend, 1))
             .bind(customer_id)
             .bind(recipient)
             .fetch_all(&mut *tx)
             .await?;
         tx.commit().await?;
-        Ok(collect(rows)?.remove(recipient).unwrap_or_default())
+        let key = (customer_id.to_owned(), recipient.to_owned());
+        Ok(collect(rows)?.remove(&key).unwrap_or_default())
     }
 
     /// Every customer with at least one preference row.
@@ -64,62 +65,64 @@ impl Store {
         rows.iter().map(|row| Ok(row.try_get(0)?)).collect()
     }
 
-    /// The preference sets of `recipients` of one customer, each with its version (recipients
-    /// who never set anything get an empty set, version 0). One statement per chunk: a
-    /// consistent snapshot of each recipient.
+    /// The preference sets of `(customer, recipient)` pairs, each with its version (recipients
+    /// who never set anything get an empty set, version 0). One statement per chunk, whatever
+    /// the mix of customers: a consistent snapshot of each recipient.
     pub async fn recipient_preferences(
         &self,
-        customer_id: &str,
-        recipients: &[&str],
-    ) -> Result<HashMap<String, RecipientPreferences>, Error> {
-        let mut found = HashMap::with_capacity(recipients.len());
-        for chunk in recipients.chunks(LOOKUP_CHUNK) {
-            let sql = lookup_sql(chunk.len());
-            let mut query = sqlx::query(&sql).bind(customer_id);
-            for recipient in chunk {
-                query = query.bind(*recipient);
+        pairs: &[(&str, &str)],
+    ) -> Result<HashMap<(String, String), RecipientPreferences>, Error> {
+        let mut found = HashMap::with_capacity(pairs.len());
+        for chunk in pairs.chunks(LOOKUP_CHUNK) {
+            let sql = lookup_sql(self.backend, chunk.len());
+            let mut query = sqlx::query(&sql);
+            for (customer_id, recipient) in chunk {
+                query = query.bind(*customer_id).bind(*recipient);
             }
             found.extend(collect(query.fetch_all(&self.read).await?)?);
         }
-        for recipient in recipients {
-            found.entry((*recipient).to_owned()).or_default();
+        for (customer_id, recipient) in pairs {
+            found
+                .entry(((*customer_id).to_owned(), (*recipient).to_owned()))
+                .or_default();
         }
         Ok(found)
     }
 }
 
-/// Selects version and rows of `n` recipients (`$2`..`$n+1`) of customer `$1`.
-fn lookup_sql(n: usize) -> String {
-    let placeholders: Vec<String> = (0..n).map(|i| format!("${}", i + 2)).collect();
+/// Selects version and rows of `n` `(customer, recipient)` pairs.
+fn lookup_sql(backend: Backend, n: usize) -> String {
     format!(
-        "SELECT v.recipient, v.version, p.channel, p.lane, p.opted_out, p.updated_at \
+        "SELECT v.customer_id, v.recipient, v.version, p.channel, p.lane, p.opted_out, p.updated_at \
          FROM preference_versions v LEFT JOIN preferences p \
            ON p.customer_id = v.customer_id AND p.recipient = v.recipient \
-         WHERE v.customer_id = $1 AND v.recipient IN ({})",
-        placeholders.join(", ")
+         WHERE (v.customer_id, v.recipient) IN (VALUES {})",
+        values_placeholders(backend, n, 2)
     )
 }
 
-/// Groups lookup rows by recipient.
-fn collect(rows: Vec<sqlx::any::AnyRow>) -> Result<HashMap<String, RecipientPreferences>, Error> {
-    let mut found: HashMap<String, RecipientPreferences> = HashMap::new();
+/// Groups lookup rows by customer and recipient.
+fn collect(
+    rows: Vec<sqlx::any::AnyRow>,
+) -> Result<HashMap<(String, String), RecipientPreferences>, Error> {
+    let mut found: HashMap<(String, String), RecipientPreferences> = HashMap::new();
     for row in rows {
-        let recipient: String = row.try_get(0)?;
-        let set = found.entry(recipient).or_default();
-        set.version = row.try_get(1)?;
-        let Some(channel) = row.try_get::<Option<i64>, _>(2)? else {
+        let key: (String, String) = (row.try_get(0)?, row.try_get(1)?);
+        let set = found.entry(key).or_default();
+        set.version = row.try_get(2)?;
+        let Some(channel) = row.try_get::<Option<i64>, _>(3)? else {
             continue;
         };
         let channel = Channel::from_code(channel)
             .ok_or_else(|| Error::Corrupt(format!("unknown channel {channel}")))?;
         set.preferences.push(Preference {
             channel,
-            lane: match row.try_get::<i64, _>(3)? {
+            lane: match row.try_get::<i64, _>(4)? {
                 0 => None,
                 code => Some(Lane::from_code(code)),
             },
-            opted_out: row.try_get::<i64, _>(4)? != 0,
-            updated_at: row.try_get(5)?,
+            opted_out: row.try_get::<i64, _>(5)? != 0,
+            updated_at: row.try_get(6)?,
         });
     }
     Ok(found)
