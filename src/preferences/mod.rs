@@ -12,7 +12,7 @@
 //! - without Redis, on SQLite (one node, guarded by the data directory lock), an in-process
 //!   cache, updated by `SetPreference` itself;
 //! - without Redis, on PostgreSQL (possibly several nodes, none of which would see another's
-//!   updates), no cache: intake reads the table, one query per customer per batch.
+//!   updates), no cache: intake reads the table, one query per group commit.
 
 mod local;
 mod redis;
