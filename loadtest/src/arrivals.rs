@@ -146,11 +146,6 @@ impl Arrivals {
         self.unique.load(Ordering::Relaxed)
     }
 
-    /// The live count of [`Arrivals::unique`], for [`crate::caller::count_between`].
-    pub(crate) fn unique_counter(&self) -> Arc<AtomicU64> {
-        self.unique.clone()
-    }
-
     /// Arrivals of a notification that had already arrived.
     pub(crate) fn duplicates(&self) -> u64 {
         self.duplicates.load(Ordering::Relaxed)

@@ -2,11 +2,18 @@
 //! SubmitBatch and delivers them to always-200 receivers in the same run, so intake, the store,
 //! the dispatcher and the webhook client all compete for the same cores, as they do in service.
 //!
+//! floodgate, the receivers and this load generator are three processes, so each one's CPU time
+//! is its own: the summary gives floodgate's CPU-µs per delivered notification. With `--ceiling`
+//! the run first measures the bare HTTP ceiling (see [`crate::ceiling`]) against the same
+//! receiver process, and reports delivery as a share of it.
+//!
 //! The load is open loop (see [`crate::caller`]): `--rate` notifications/s, round-robin over the
-//! customers, in batches from a few callers on a fixed schedule. Every payload carries its send
-//! time, and the receivers (see [`crate::arrivals`]) count each webhook id once and take the
-//! latency from that send time to the arrival. After `--duration` the offering stops; with
-//! `--drain` the run then waits for everything accepted to arrive, and reports how long that took.
+//! customers, in batches from a few callers on a fixed schedule. Beside it, a probe sends unary
+//! Submits at `--probe-rate`, so the summary shows what a single caller waits while deliveries
+//! run flat out. Every payload carries its send time, and the receivers (see [`crate::arrivals`])
+//! count each webhook id once and take the latency from that send time to the arrival. After
+//! `--duration` the offering stops; with `--drain` the run then waits for everything accepted to
+//! arrive, and reports how long that took.
 
 mod summary;
 
@@ -21,17 +28,17 @@ use clap::builder::RangedU64ValueParser;
 use floodgate::api::proto::dispatcher_client::DispatcherClient;
 use tokio::time::Instant;
 
-use crate::arrivals::Arrivals;
-use crate::caller::{self, Live, Mode, Plan, Tally, Window, count_between, positive_rate};
+use crate::caller::{self, Live, Mode, Plan, Tally, Window, positive_rate};
+use crate::ceiling::{self, CeilingLoad};
 use crate::client;
 use crate::interrupt::unless_interrupted;
-use crate::receiver::{Behaviour, Receiver};
+use crate::process::{Floodgate, Program};
+use crate::receiver_process::ReceiverProcess;
 use crate::report::{self, Latency};
-use crate::server::Server;
-use summary::{Drain, Progress, Summary};
+use summary::{Drain, Progress, Summary, WindowTotals};
 
 /// How often the drain checks whether everything has arrived: the drain time's resolution.
-const DRAIN_POLL: Duration = Duration::from_millis(20);
+const DRAIN_POLL: Duration = Duration::from_millis(50);
 
 /// Options of `floodgate-loadtest deliver`.
 #[derive(Debug, Args)]
@@ -60,11 +67,26 @@ pub(crate) struct DeliverArgs {
     /// Size of each notification's JSON payload, in bytes (at least the stamp's ~30).
     #[arg(long, default_value_t = 200)]
     payload_bytes: usize,
-    /// Database for the in-process floodgate. A PostgreSQL URL gets a fresh scratch database
-    /// created beside the one named and dropped afterwards; any other URL is used as given.
+    /// Database for floodgate. A PostgreSQL URL gets a fresh scratch database created beside
+    /// the one named and dropped afterwards; any other URL is used as given.
     /// [default: SQLite in a fresh temporary directory]
     #[arg(long)]
     database_url: Option<String>,
+    /// Run this floodgate binary (`<path> serve`) instead of the copy built into the harness.
+    #[arg(long)]
+    floodgate_bin: Option<PathBuf>,
+    /// An extra flag for `floodgate serve` (repeat it for more), e.g. `--server-arg=--lease=30s`.
+    #[arg(long = "server-arg", allow_hyphen_values = true)]
+    server_args: Vec<String>,
+    /// Unary Submit calls/s sent beside the batches, to time what one caller waits while
+    /// deliveries run flat out (0 for none).
+    #[arg(long, default_value_t = 50.0)]
+    probe_rate: f64,
+    /// First measure the bare HTTP ceiling against the same receivers for this long (0s to skip).
+    #[arg(long, default_value = "10s", value_parser = humantime::parse_duration)]
+    ceiling: Duration,
+    #[command(flatten)]
+    ceiling_load: CeilingLoad,
     /// After the offering stops, wait until everything accepted has arrived (at most
     /// --drain-timeout) and report how long that took.
     #[arg(long)]
@@ -83,30 +105,37 @@ pub(crate) async fn run(args: DeliverArgs) -> Result<()> {
         !args.duration.is_zero(),
         "--duration must be longer than 0s"
     );
-    let arrivals = Arrivals::new()?;
-    let mut receivers = Vec::with_capacity(args.receivers);
-    for _ in 0..args.receivers {
-        let behaviour = Behaviour {
-            arrivals: Some(arrivals.clone()),
-            ..Behaviour::default()
-        };
-        receivers.push(Receiver::start_with(behaviour).await?);
-    }
-    let server = match Server::start(args.database_url.as_deref()).await {
+    let receivers = ReceiverProcess::start(args.receivers).await?;
+    let ceiling = match args.ceiling.is_zero() {
+        true => None,
+        false => {
+            let ceiling = ceiling::measure(&receivers, &args.ceiling_load, args.ceiling).await?;
+            eprintln!("{}", ceiling.describe());
+            Some(ceiling)
+        }
+    };
+    let program = match &args.floodgate_bin {
+        Some(path) => Program::Binary(path.clone()),
+        None => Program::Harness,
+    };
+    let server_args: Vec<&str> = args.server_args.iter().map(String::as_str).collect();
+    let server = match Floodgate::start(&program, args.database_url.as_deref(), &server_args).await
+    {
         Ok(server) => server,
         Err(err) => {
-            let _ = stop_receivers(receivers).await;
+            let _ = receivers.stop().await;
             return Err(err);
         }
     };
-    let measured = unless_interrupted(measure(&args, &server, &receivers, &arrivals)).await;
+    let measured = unless_interrupted(measure(&args, &server, &receivers)).await;
     // Stop everything even when the measurement failed: the scratch database must go. The
     // receivers go last, because floodgate's shutdown waits for deliveries under way.
     let stopped = server.stop().await;
-    let receivers_stopped = stop_receivers(receivers).await;
-    let summary = measured?;
+    let receivers_stopped = receivers.stop().await;
+    let mut summary = measured?;
     stopped?;
     receivers_stopped?;
+    summary.ceiling = ceiling;
     summary::print(&summary);
     if let Some(path) = &args.json {
         report::write_json(path, &summary)?;
@@ -114,88 +143,100 @@ pub(crate) async fn run(args: DeliverArgs) -> Result<()> {
     Ok(())
 }
 
-/// Stops every receiver, then reports the first failure.
-async fn stop_receivers(receivers: Vec<Receiver>) -> Result<()> {
-    let mut result = Ok(());
-    for receiver in receivers {
-        let stopped = receiver.stop().await;
-        if result.is_ok() {
-            result = stopped;
-        }
-    }
-    result
-}
-
 async fn measure(
     args: &DeliverArgs,
-    server: &Server,
-    receivers: &[Receiver],
-    arrivals: &Arrivals,
+    server: &Floodgate,
+    receivers: &ReceiverProcess,
 ) -> Result<Summary> {
     // One connection for registering and for every caller: on 2 cores, more connections do not
     // submit faster (see `intake::connect_channels`).
-    let channel = client::connect(server.grpc_url(), server.admin_token()).await?;
+    let channel = server.connect().await?;
     let customers: Vec<String> = (0..args.customers).map(|i| format!("c-{i}")).collect();
-    let webhooks: Vec<&str> = receivers.iter().map(Receiver::url).collect();
+    let webhooks: Vec<&str> = receivers.urls().iter().map(String::as_str).collect();
     let registering = Instant::now();
     client::register_customers(&channel, &customers, &webhooks, false).await?;
     eprintln!(
         "registered {} customers on {} receivers in {:.1}s",
         customers.len(),
-        receivers.len(),
+        webhooks.len(),
         registering.elapsed().as_secs_f64()
     );
 
     let plan = Arc::new(
-        Plan::new(Mode::Batch, args.batch_size, customers, args.payload_bytes)
-            .stamped(arrivals.epoch()),
+        Plan::new(
+            Mode::Batch,
+            args.batch_size,
+            customers.clone(),
+            args.payload_bytes,
+        )
+        .stamped(receivers.epoch()),
+    );
+    let probe_plan = Arc::new(
+        Plan::new(Mode::Submit, 1, customers, args.payload_bytes).stamped(receivers.epoch()),
     );
     let calls_per_sec = args.rate / args.batch_size as f64;
-    let live = Arc::new(Live::default());
+    let (live, probe_live) = (Arc::new(Live::default()), Arc::new(Live::default()));
     let start = Instant::now();
     let window = Window {
         from: start + args.warmup,
         until: start + args.warmup + args.duration,
     };
-    arrivals.measure_from(window.from);
+    receivers.measure_from(window.from).await?;
     // Every schedule before any caller starts: a bad --rate must not leave callers running.
     let schedules = (0..args.callers)
         .map(|i| caller::schedule(start, calls_per_sec, args.callers, i))
         .collect::<Result<Vec<_>>>()?;
+    let probe_schedule = match args.probe_rate > 0.0 {
+        true => Some(caller::schedule(start, args.probe_rate, 1, 0)?),
+        false => None,
+    };
     let empty = report::new_histogram()?;
+    let spawn_caller = |plan: &Arc<Plan>, live: &Arc<Live>, schedule| {
+        tokio::spawn(caller::run(
+            DispatcherClient::new(channel.clone()),
+            plan.clone(),
+            live.clone(),
+            window,
+            Some(schedule),
+            Tally::new(empty.clone()),
+        ))
+    };
     let callers: Vec<_> = schedules
         .into_iter()
-        .map(|schedule| {
-            tokio::spawn(caller::run(
-                DispatcherClient::new(channel.clone()),
-                plan.clone(),
-                live.clone(),
-                window,
-                Some(schedule),
-                Tally::new(empty.clone()),
-            ))
-        })
+        .map(|schedule| spawn_caller(&plan, &live, schedule))
         .collect();
-    let delivered_in_window = count_between(arrivals.unique_counter(), window);
+    let probe = probe_schedule.map(|schedule| spawn_caller(&probe_plan, &probe_live, schedule));
 
+    let accepted_so_far = || {
+        live.accepted.load(Ordering::Relaxed) + probe_live.accepted.load(Ordering::Relaxed)
+    };
     let offered =
         |elapsed: Duration| (elapsed.min(window.until - start).as_secs_f64() * args.rate) as u64;
-    show_progress(&offered, &live, arrivals, start, window).await;
-    let mut total = Tally::new(empty);
+    let totals = show_progress(&offered, &accepted_so_far, &live, server, receivers, start, window)
+        .await?;
+    let mut total = Tally::new(empty.clone());
     for caller in callers {
         total.merge(caller.await.context("a caller panicked")?)?;
     }
-    let delivered = delivered_in_window
-        .await
-        .context("the delivery counter panicked")?;
-    let accepted_total = live.accepted.load(Ordering::Relaxed);
-    let delivered_total = arrivals.unique();
+    let mut probed = Tally::new(empty);
+    if let Some(probe) = probe {
+        probed.merge(probe.await.context("the probe panicked")?)?;
+    }
+    let accepted_total = accepted_so_far();
+    let at_end = receivers.counts().await?;
     let drain = match args.drain {
-        true => Some(drain(&offered, &live, arrivals, start, args.drain_timeout).await),
+        true => Some(drain(&offered, accepted_total, &live, receivers, start, args.drain_timeout).await?),
         false => None,
     };
+    let arrived = receivers.counts().await?;
 
     let secs = args.duration.as_secs_f64();
+    let delivered = totals.delivered;
+    let per_delivered = |cpu: Duration| cpu.as_secs_f64() * 1e6 / delivered.max(1) as f64;
+    let mut errors = total.errors;
+    for (kind, n) in probed.errors {
+        *errors.entry(format!("probe {kind}")).or_default() += n;
+    }
     let summary = Summary {
         server: server.describe(),
         customers: args.customers,
@@ -212,15 +253,21 @@ async fn measure(
         delivered,
         delivered_per_sec: delivered as f64 / secs,
         submit_latency: Latency::from_micros(&total.latency),
-        end_to_end: Latency::from_micros(&arrivals.latency()),
+        probe_rate: args.probe_rate,
+        probe_latency: Latency::from_micros(&probed.latency),
+        end_to_end: arrived.latency,
+        server_cpu_us_per_delivered: per_delivered(totals.server_cpu),
+        server_cores: totals.server_cpu.as_secs_f64() / secs,
+        receiver_cpu_us_per_delivered: per_delivered(totals.receiver_cpu),
+        ceiling: None,
         offered_total: offered(window.until - start),
-        sent_total: plan.issued(),
+        sent_total: plan.issued() + probe_plan.issued(),
         accepted_total,
-        delivered_total,
-        backlog_at_end: accepted_total.saturating_sub(delivered_total),
-        duplicates: arrivals.duplicates(),
-        without_id: arrivals.without_id(),
-        errors: total.errors,
+        delivered_total: at_end.unique,
+        backlog_at_end: accepted_total.saturating_sub(at_end.unique),
+        duplicates: arrived.duplicates,
+        without_id: arrived.without_id,
+        errors,
         drain,
     };
     let offered_calls = calls_per_sec * secs;
@@ -236,66 +283,76 @@ async fn measure(
     Ok(summary)
 }
 
-/// Prints a progress line every second until the window closes (the last one at its close).
-/// `offered` is what the schedule called for after some time.
+/// Prints a progress line every second until the window closes (the last one at its close), and
+/// reads what arrived and the CPU each process used inside the window.
 async fn show_progress(
     offered: &impl Fn(Duration) -> u64,
+    accepted: &impl Fn() -> u64,
     live: &Live,
-    arrivals: &Arrivals,
+    server: &Floodgate,
+    receivers: &ReceiverProcess,
     start: Instant,
     window: Window,
-) {
+) -> Result<WindowTotals> {
     let (mut last_at, mut last_delivered) = (start, 0);
+    let mut at_start = None;
     loop {
-        let now = (last_at + Duration::from_secs(1)).min(window.until);
+        let next = last_at + Duration::from_secs(1);
+        // The window's edges are read exactly, not at the next whole second.
+        let now = match at_start {
+            None if next >= window.from => window.from,
+            _ => next.min(window.until),
+        };
         tokio::time::sleep_until(now).await;
-        let delivered = arrivals.unique();
-        let rate = (delivered - last_delivered) as f64 / (now - last_at).as_secs_f64();
-        let phase = if now <= window.from { "warmup" } else { "" };
-        Progress::read(
-            offered(now - start),
-            live,
-            arrivals,
-            now - start,
-            phase,
-            rate,
-        )
-        .print();
-        if now >= window.until {
-            return;
+        let counts = receivers.counts().await?;
+        if now == window.from && at_start.is_none() {
+            at_start = Some((counts.unique, server.cpu()?, receivers.cpu()?));
         }
-        (last_at, last_delivered) = (now, delivered);
+        let rate = (counts.unique - last_delivered) as f64 / (now - last_at).as_secs_f64();
+        let phase = if now < window.from { "warmup" } else { "" };
+        Progress::new(offered(now - start), accepted(), live, &counts, now - start, phase, rate)
+            .print();
+        if now >= window.until {
+            let (unique, server_cpu, receiver_cpu) =
+                at_start.context("the window closed before it opened")?;
+            return Ok(WindowTotals {
+                delivered: counts.unique - unique,
+                server_cpu: server.cpu()? - server_cpu,
+                receiver_cpu: receivers.cpu()? - receiver_cpu,
+            });
+        }
+        (last_at, last_delivered) = (now, counts.unique);
     }
 }
 
-/// Waits until everything accepted has arrived, or `timeout`, printing a progress line every
-/// second. Nothing is submitted any more, so the target is fixed.
+/// Waits until everything accepted (`target`) has arrived, or `timeout`, printing a progress line
+/// every second. Nothing is submitted any more, so the target is fixed.
 async fn drain(
     offered: &impl Fn(Duration) -> u64,
+    target: u64,
     live: &Live,
-    arrivals: &Arrivals,
+    receivers: &ReceiverProcess,
     start: Instant,
     timeout: Duration,
-) -> Drain {
-    let target = live.accepted.load(Ordering::Relaxed);
+) -> Result<Drain> {
     let began = Instant::now();
-    let (mut last_at, mut last_delivered) = (began, arrivals.unique());
+    let (mut last_at, mut last_delivered) = (began, receivers.counts().await?.unique);
     loop {
-        let delivered = arrivals.unique();
+        let counts = receivers.counts().await?;
         let now = Instant::now();
-        let drained = delivered >= target;
+        let drained = counts.unique >= target;
         if drained || now - began >= timeout {
-            return Drain {
+            return Ok(Drain {
                 drained,
                 secs: (now - began).as_secs_f64(),
-                backlog_left: target.saturating_sub(delivered),
-            };
+                backlog_left: target.saturating_sub(counts.unique),
+            });
         }
         if now - last_at >= Duration::from_secs(1) {
-            let rate = (delivered - last_delivered) as f64 / (now - last_at).as_secs_f64();
+            let rate = (counts.unique - last_delivered) as f64 / (now - last_at).as_secs_f64();
             let elapsed = now - start;
-            Progress::read(offered(elapsed), live, arrivals, elapsed, "drain", rate).print();
-            (last_at, last_delivered) = (now, delivered);
+            Progress::new(offered(elapsed), target, live, &counts, elapsed, "drain", rate).print();
+            (last_at, last_delivered) = (now, counts.unique);
         }
         tokio::time::sleep(DRAIN_POLL).await;
     }

@@ -7,6 +7,8 @@
 //! - [`intake`]: the `intake` subcommand — how many notifications/s the front door accepts.
 //! - [`deliver`]: the `deliver` subcommand — end-to-end throughput: accepted and delivered per
 //!   second, submit-to-arrival latency, backlog and drain time.
+//! - [`ceiling`]: the `ceiling` subcommand — the bare HTTP ceiling (reqwest → axum) that
+//!   delivery rates are judged against.
 //! - [`memory`]: the `memory` subcommand — a floodgate process's RSS with a huge backlog for one
 //!   slow customer, or with many idle customer actors.
 //!
@@ -19,12 +21,15 @@
 //! - [`database`]: the run's database — SQLite by default, or a scratch PostgreSQL database.
 //! - [`client`]: connections to floodgate (the bearer token) and customer registration.
 //! - [`receiver`]: webhook receivers answering 200 — at once, or one request at a time slowly.
+//! - [`receiver_process`]: the same receivers in a process of their own, whose CPU is counted
+//!   apart from floodgate's.
 //! - [`arrivals`]: what the receivers saw — each webhook id once, duplicates, end-to-end latency.
 //! - [`report`]: latency percentiles, the progress line and the intake summary (text and JSON).
 //! - [`interrupt`]: Ctrl-C and SIGTERM end a run through its normal cleanup.
 
 mod arrivals;
 mod caller;
+mod ceiling;
 mod client;
 mod database;
 mod deliver;
@@ -33,6 +38,7 @@ mod interrupt;
 mod memory;
 mod process;
 mod receiver;
+mod receiver_process;
 mod report;
 mod scenario;
 mod server;
@@ -63,13 +69,20 @@ enum Command {
     /// Measure end-to-end delivery: notifications/s accepted and delivered to always-200
     /// receivers in the same run, and the latency from submit to arrival.
     Deliver(Box<deliver::DeliverArgs>),
+    /// Measure the bare HTTP ceiling: POSTs/s from reqwest to an axum receiver in its own
+    /// process, a fixed number in flight.
+    Ceiling(Box<ceiling::CeilingArgs>),
     /// Measure a floodgate process's resident memory with a huge backlog for one slow customer,
     /// or with many idle customer actors.
     Memory(Box<memory::MemoryArgs>),
     /// `floodgate serve`, built into the harness so runs need no separately built binary.
     #[command(name = FLOODGATE_SERVE, hide = true)]
     FloodgateServe(Box<floodgate::ServeConfig>),
+    /// Webhook receivers in a process of their own (see `receiver_process`).
+    #[command(name = receiver_process::RECEIVER_PROCESS, hide = true)]
+    ReceiverProcess(receiver_process::ReceiverProcessArgs),
 }
+
 
 #[tokio::main]
 async fn main() -> Result<()> {
@@ -90,6 +103,8 @@ async fn main() -> Result<()> {
         Command::Intake(args) => intake::run(*args).await,
         Command::Deliver(args) => deliver::run(*args).await,
         Command::Memory(args) => memory::run(*args).await,
+        Command::Ceiling(args) => ceiling::run(*args).await,
+        Command::ReceiverProcess(args) => receiver_process::serve(args).await,
         Command::Run(args) => scenario::run(*args).await,
         Command::FloodgateServe(_) => unreachable!("handled above"),
     }

@@ -251,6 +251,11 @@ impl Floodgate {
             .with_context(|| format!("no VmRSS and VmHWM in {path}: has floodgate exited?"))
     }
 
+    /// CPU time (user and system, all threads) it has used since it started.
+    pub(crate) fn cpu(&self) -> Result<Duration> {
+        cpu_time(self.pid)
+    }
+
     /// Stops it the orderly way (SIGTERM, then SIGKILL after [`STOP_TIMEOUT`]), then drops the
     /// scratch database. Always call it, failed run or not.
     pub(crate) async fn stop(mut self) -> Result<()> {
@@ -295,9 +300,33 @@ impl Floodgate {
     }
 }
 
+/// Clock ticks per second in `/proc/<pid>/stat` (`USER_HZ`): 100 on every Linux build that
+/// matters here, and the harness takes no libc for `sysconf`.
+const USER_HZ: u64 = 100;
+
+/// CPU time (user + system, every thread) of process `pid`, from `/proc/<pid>/stat`: how the
+/// `deliver` experiment reports what each process spent per delivered notification.
+pub(crate) fn cpu_time(pid: u32) -> Result<Duration> {
+    let path = format!("/proc/{pid}/stat");
+    let stat = std::fs::read_to_string(&path).with_context(|| format!("cannot read {path}"))?;
+    parse_cpu_ticks(&stat)
+        .map(|ticks| Duration::from_millis(ticks * 1000 / USER_HZ))
+        .with_context(|| format!("no CPU times in {path}"))
+}
+
+/// `utime + stime` (fields 14 and 15) out of a `/proc/<pid>/stat` line. The command name (field
+/// 2) may hold spaces, so fields are counted after its closing parenthesis.
+fn parse_cpu_ticks(stat: &str) -> Option<u64> {
+    let after_name = &stat[stat.rfind(')')? + 1..];
+    let mut fields = after_name.split_whitespace().skip(11);
+    let utime: u64 = fields.next()?.parse().ok()?;
+    let stime: u64 = fields.next()?.parse().ok()?;
+    Some(utime + stime)
+}
+
 /// Sends SIGTERM with the `kill` utility: std and tokio only send SIGKILL, and the harness takes
 /// no unsafe code and no new dependency for one signal.
-async fn sigterm(pid: u32) -> Result<()> {
+pub(crate) async fn sigterm(pid: u32) -> Result<()> {
     let status = Command::new("kill")
         .args(["-s", "TERM", &pid.to_string()])
         .status()
@@ -354,6 +383,14 @@ mod tests {
         assert_eq!((memory.rss_kib, memory.hwm_kib), (40960, 51200));
         assert_eq!(memory.rss_mib(), 40.0);
         assert!(Memory::parse("Name:\tfloodgate\n").is_none());
+    }
+
+    #[test]
+    fn reads_cpu_ticks_from_proc_stat() {
+        let stat = "42 (float gate) S 1 42 42 0 -1 4194560 100 0 0 0 250 50 0 0 20 0 9 0";
+        assert_eq!(parse_cpu_ticks(stat), Some(300));
+        assert_eq!(parse_cpu_ticks("42 (x) S"), None);
+        assert!(cpu_time(std::process::id()).is_ok());
     }
 
     #[test]

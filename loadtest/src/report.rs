@@ -16,7 +16,7 @@ pub(crate) fn new_histogram() -> Result<Histogram<u64>> {
 }
 
 /// Call latency percentiles, in milliseconds.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, serde::Deserialize)]
 pub(crate) struct Latency {
     pub(crate) samples: u64,
     pub(crate) mean_ms: f64,

@@ -7,14 +7,26 @@ use std::time::Duration;
 
 use serde::Serialize;
 
-use crate::arrivals::Arrivals;
 use crate::caller::Live;
+use crate::ceiling::Ceiling;
+use crate::receiver_process::Counts;
 use crate::report::Latency;
+
+/// What happened inside the measured window.
+#[derive(Debug, Clone, Copy)]
+pub(super) struct WindowTotals {
+    /// Notifications that first arrived.
+    pub(super) delivered: u64,
+    /// CPU time floodgate used.
+    pub(super) server_cpu: Duration,
+    /// CPU time the receiver process used.
+    pub(super) receiver_cpu: Duration,
+}
 
 /// Everything a run measured, and the settings that produced it.
 #[derive(Debug, Clone, Serialize)]
 pub(super) struct Summary {
-    /// The in-process floodgate and its database.
+    /// The floodgate process and its database.
     pub(super) server: String,
     pub(super) customers: usize,
     pub(super) receivers: usize,
@@ -35,6 +47,18 @@ pub(super) struct Summary {
     pub(super) delivered_per_sec: f64,
     /// SubmitBatch latency from each call's scheduled time, inside the window.
     pub(super) submit_latency: Latency,
+    /// `--probe-rate`: unary Submit calls/s beside the batches.
+    pub(super) probe_rate: f64,
+    /// Unary Submit latency from each call's scheduled time, inside the window.
+    pub(super) probe_latency: Latency,
+    /// floodgate's CPU time inside the window per notification delivered in it.
+    pub(super) server_cpu_us_per_delivered: f64,
+    /// floodgate's CPU time inside the window per second of it: cores busy (of the machine's 2).
+    pub(super) server_cores: f64,
+    /// The receiver process's CPU time per notification delivered.
+    pub(super) receiver_cpu_us_per_delivered: f64,
+    /// The bare HTTP ceiling measured at the start of the run (`--ceiling`).
+    pub(super) ceiling: Option<Ceiling>,
     /// From the send time stamped in the payload to the first arrival, for notifications sent
     /// after the warmup that had arrived by the end (after the drain, with `--drain`).
     pub(super) end_to_end: Latency,
@@ -87,11 +111,13 @@ pub(super) struct Progress {
 }
 
 impl Progress {
-    /// Reads the live counters; `elapsed` is since the callers started.
-    pub(super) fn read(
+    /// A line from the live counters and the receivers' counts; `elapsed` is since the callers
+    /// started.
+    pub(super) fn new(
         offered: u64,
+        accepted: u64,
         live: &Live,
-        arrivals: &Arrivals,
+        counts: &Counts,
         elapsed: Duration,
         phase: &'static str,
         delivered_rate: f64,
@@ -100,10 +126,10 @@ impl Progress {
             elapsed,
             phase,
             offered,
-            accepted: live.accepted.load(Ordering::Relaxed),
-            delivered: arrivals.unique(),
+            accepted,
+            delivered: counts.unique,
             delivered_rate,
-            duplicates: arrivals.duplicates(),
+            duplicates: counts.duplicates,
             errors: live.errors.load(Ordering::Relaxed),
         }
     }
@@ -149,8 +175,22 @@ pub(super) fn print(s: &Summary) {
         "delivered/s:   {:.0} ({} first arrivals)",
         s.delivered_per_sec, s.delivered
     );
-    print_latency("submit:", &s.submit_latency, "calls");
+    print_latency("submit batch:", &s.submit_latency, "calls");
+    if s.probe_rate > 0.0 {
+        print_latency("submit probe:", &s.probe_latency, "unary calls");
+    }
     print_latency("end-to-end:", &s.end_to_end, "notifications");
+    println!(
+        "floodgate CPU: {:.1} µs per delivered notification ({:.2} cores busy); receivers {:.1} µs",
+        s.server_cpu_us_per_delivered, s.server_cores, s.receiver_cpu_us_per_delivered
+    );
+    if let Some(ceiling) = &s.ceiling {
+        println!("ceiling:       {}", ceiling.describe());
+        println!(
+            "of ceiling:    delivered/s is {:.1}% of the bare HTTP ceiling",
+            100.0 * s.delivered_per_sec / ceiling.requests_per_sec
+        );
+    }
     println!(
         "offering end:  {} offered, {} sent, {} accepted, {} arrived, backlog {}",
         s.offered_total, s.sent_total, s.accepted_total, s.delivered_total, s.backlog_at_end
