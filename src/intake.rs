@@ -4,18 +4,22 @@
 //! one transaction, then answers each caller — so durability costs one commit per batch, not one
 //! per notification. A caller's answer is sent only after its rows are committed.
 //!
-//! After each commit the customers that received new notifications are woken.
+//! Fresh notifications skip the store's round trip when they can: a notification due now for a
+//! customer whose actor has room in its window is stored already claimed and, after the commit,
+//! handed straight to that actor (see [`crate::dispatch::handoff`]). For the rest, the customers
+//! that received new notifications are woken after each commit, and their actors claim them.
 
-use std::collections::HashSet;
+use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
 
 use tokio::sync::{Mutex, mpsc, oneshot};
 use tokio::task::JoinHandle;
 
 use crate::dispatch::Dispatcher;
-use crate::model::{NewNotification, now_millis};
+use crate::dispatch::handoff::Slot;
+use crate::model::{EpochMillis, NewNotification, now_millis};
 use crate::preferences::Preferences;
-use crate::store::{self, Inserted, Store};
+use crate::store::{self, Claimed, Inserted, Store};
 use crate::telemetry::metrics::{Metrics, StoreOp};
 
 /// Submissions that may wait for a writer before callers wait too (backpressure).
@@ -65,8 +69,11 @@ pub struct Intake {
 #[derive(Debug)]
 struct Job {
     items: Vec<NewNotification>,
-    reply: oneshot::Sender<Result<Vec<Inserted>, IntakeError>>,
+    reply: Reply,
 }
+
+/// Where a caller's results go.
+type Reply = oneshot::Sender<Result<Vec<Inserted>, IntakeError>>;
 
 impl Intake {
     /// Starts `writers` writer tasks. SQLite has one writer anyway, so one task suffices there;
@@ -116,36 +123,129 @@ struct Writer {
 impl Writer {
     async fn run(self, rx: Arc<Mutex<mpsc::Receiver<Job>>>) {
         while let Some(jobs) = next_batch(&rx).await {
-            let mut items: Vec<NewNotification> = jobs
-                .iter()
-                .flat_map(|job| job.items.iter().cloned())
-                .collect();
+            let (mut items, callers) = take_items(jobs);
             let result = match self.preferences.suppress_refused(&mut items).await {
-                Ok(()) => self.insert(&items).await,
+                Ok(()) => self.insert(items).await,
                 Err(err) => {
                     tracing::warn!(error = %err, "preferences unreadable; nothing in the batch was stored");
                     Err(IntakeError::from(&err))
                 }
             };
-            if let Ok(results) = &result {
-                wake_customers(&self.dispatcher, &items, results);
-            }
-            answer(jobs, result);
+            answer(callers, result);
         }
     }
 
-    /// One group commit.
-    async fn insert(&self, items: &[NewNotification]) -> Result<Vec<Inserted>, IntakeError> {
+    /// One group commit, then the handoffs and wakes it makes possible.
+    async fn insert(&self, items: Vec<NewNotification>) -> Result<Vec<Inserted>, IntakeError> {
+        let now = now_millis();
+        let reservations = self.reserve(&items, now);
+        let handoff: Vec<bool> = reservations.iter().map(Option::is_some).collect();
+        let lease_until = now.saturating_add(self.dispatcher.lease_ms());
         let started = std::time::Instant::now();
-        let result = self.store.insert_notifications(items, now_millis()).await;
+        let result = self
+            .store
+            .insert_notifications(&items, &handoff, now, lease_until)
+            .await;
         self.metrics
             .store_latency(StoreOp::Insert, started.elapsed());
         self.metrics.commit_rows(items.len());
-        result.map_err(|err| {
-            tracing::warn!(error = %err, "group commit failed; nothing in it was acknowledged");
-            IntakeError::from(&err)
-        })
+        match result {
+            Ok(results) => {
+                wake_customers(&self.dispatcher, &items, &results, &handoff);
+                self.hand_over(items, reservations, &results, now);
+                Ok(results)
+            }
+            Err(err) => {
+                tracing::warn!(error = %err, "group commit failed; nothing in it was acknowledged");
+                for (item, slot) in items.iter().zip(reservations) {
+                    if let Some(slot) = slot {
+                        slot.unreserve(item.lane);
+                    }
+                }
+                Err(IntakeError::from(&err))
+            }
+        }
     }
+
+    /// For each item that may go straight to its actor (due now, not suppressed), that actor's
+    /// slot with a credit taken; `None` for the rest.
+    fn reserve(&self, items: &[NewNotification], now: EpochMillis) -> Vec<Option<Arc<Slot>>> {
+        let handoffs = self.dispatcher.handoffs();
+        items
+            .iter()
+            .map(|item| {
+                let due_now = item.send_at.is_none_or(|at| at <= now);
+                (due_now && item.suppressed.is_none())
+                    .then(|| handoffs.reserve(&item.customer_id, item.channel, item.lane))
+                    .flatten()
+            })
+            .collect()
+    }
+
+    /// Gives each reserved, newly stored item to its actor (stored claimed, claim token 1); a
+    /// reservation whose item was a duplicate is returned. What an actor can no longer take
+    /// (it stopped meanwhile) goes back to pending through the dispatcher.
+    fn hand_over(
+        &self,
+        items: Vec<NewNotification>,
+        reservations: Vec<Option<Arc<Slot>>>,
+        results: &[Inserted],
+        now: EpochMillis,
+    ) {
+        let mut by_slot: HashMap<*const Slot, (Arc<Slot>, Vec<Claimed>)> = HashMap::new();
+        for ((item, slot), result) in items.into_iter().zip(reservations).zip(results) {
+            let Some(slot) = slot else { continue };
+            let Inserted::New(id) = *result else {
+                slot.unreserve(item.lane);
+                continue;
+            };
+            by_slot
+                .entry(Arc::as_ptr(&slot))
+                .or_insert_with(|| (slot.clone(), Vec::new()))
+                .1
+                .push(claimed_at_intake(item, id, now));
+        }
+        for (slot, notifications) in by_slot.into_values() {
+            if let Err(refused) = slot.hand(notifications) {
+                self.dispatcher.hand_back(refused);
+            }
+        }
+    }
+}
+
+/// A notification stored already claimed by intake, as its actor receives it.
+fn claimed_at_intake(
+    item: NewNotification,
+    id: crate::model::NotificationId,
+    now: EpochMillis,
+) -> Claimed {
+    Claimed {
+        id,
+        claim: 1,
+        attempts: 1,
+        customer_id: item.customer_id,
+        recipient: item.recipient,
+        lane: item.lane,
+        channel: item.channel,
+        payload: item.payload,
+        created_at: now,
+        expires_at: item.expires_at,
+        template: item.template,
+    }
+}
+
+/// The jobs' items in one list (moved, not copied), and each caller's reply with its count.
+fn take_items(jobs: Vec<Job>) -> (Vec<NewNotification>, Vec<(usize, Reply)>) {
+    let mut items = Vec::with_capacity(jobs.iter().map(|job| job.items.len()).sum());
+    let callers = jobs
+        .into_iter()
+        .map(|job| {
+            let count = job.items.len();
+            items.extend(job.items);
+            (count, job.reply)
+        })
+        .collect();
+    (items, callers)
 }
 
 /// Waits for one job, then takes whatever else is already queued, up to the row limit. The
@@ -167,10 +267,18 @@ async fn next_batch(rx: &Mutex<mpsc::Receiver<Job>>) -> Option<Vec<Job>> {
     Some(jobs)
 }
 
-fn wake_customers(dispatcher: &Dispatcher, items: &[NewNotification], results: &[Inserted]) {
+/// Wakes the customers with newly stored notifications that were not handed over, once per
+/// customer, channel and lane.
+fn wake_customers(
+    dispatcher: &Dispatcher,
+    items: &[NewNotification],
+    results: &[Inserted],
+    handed: &[bool],
+) {
     let mut woken = HashSet::new();
-    for (item, result) in items.iter().zip(results) {
+    for ((item, result), handed) in items.iter().zip(results).zip(handed) {
         if matches!(result, Inserted::New(_))
+            && !handed
             && item.suppressed.is_none()
             && woken.insert((item.customer_id.as_str(), item.channel, item.lane))
         {
@@ -181,18 +289,18 @@ fn wake_customers(dispatcher: &Dispatcher, items: &[NewNotification], results: &
 
 /// Splits the batch's results back to the callers, in order. A caller that gave up waiting
 /// simply finds nothing to read; its rows are stored all the same.
-fn answer(jobs: Vec<Job>, result: Result<Vec<Inserted>, IntakeError>) {
+fn answer(callers: Vec<(usize, Reply)>, result: Result<Vec<Inserted>, IntakeError>) {
     match result {
         Ok(results) => {
             let mut results = results.into_iter();
-            for job in jobs {
-                let mine = results.by_ref().take(job.items.len()).collect();
-                let _ = job.reply.send(Ok(mine));
+            for (count, reply) in callers {
+                let mine = results.by_ref().take(count).collect();
+                let _ = reply.send(Ok(mine));
             }
         }
         Err(err) => {
-            for job in jobs {
-                let _ = job.reply.send(Err(err.clone()));
+            for (_, reply) in callers {
+                let _ = reply.send(Err(err.clone()));
             }
         }
     }

@@ -51,7 +51,7 @@ async fn enqueue(store: &Store, customer: &str, count: usize) -> HashSet<String>
         })
         .collect();
     let results = store
-        .insert_notifications(&items, now_millis())
+        .insert_notifications(&items, &[], now_millis(), 0)
         .await
         .unwrap();
     results

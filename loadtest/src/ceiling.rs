@@ -95,7 +95,14 @@ pub(crate) async fn measure(
     // `Bytes`: each request's body is a cheap clone.
     let body = Bytes::from(vec![b'x'; load.body_bytes]);
     // A short warmup opens the connections before the clock starts.
-    run_senders(&client, &url, &body, load.concurrency, Duration::from_millis(500)).await?;
+    run_senders(
+        &client,
+        &url,
+        &body,
+        load.concurrency,
+        Duration::from_millis(500),
+    )
+    .await?;
     let sender_cpu = crate::process::cpu_time(std::process::id())?;
     let receiver_cpu = receivers.cpu()?;
     let started = Instant::now();

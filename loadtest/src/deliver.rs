@@ -207,13 +207,20 @@ async fn measure(
         .collect();
     let probe = probe_schedule.map(|schedule| spawn_caller(&probe_plan, &probe_live, schedule));
 
-    let accepted_so_far = || {
-        live.accepted.load(Ordering::Relaxed) + probe_live.accepted.load(Ordering::Relaxed)
-    };
+    let accepted_so_far =
+        || live.accepted.load(Ordering::Relaxed) + probe_live.accepted.load(Ordering::Relaxed);
     let offered =
         |elapsed: Duration| (elapsed.min(window.until - start).as_secs_f64() * args.rate) as u64;
-    let totals = show_progress(&offered, &accepted_so_far, &live, server, receivers, start, window)
-        .await?;
+    let totals = show_progress(
+        &offered,
+        &accepted_so_far,
+        &live,
+        server,
+        receivers,
+        start,
+        window,
+    )
+    .await?;
     let mut total = Tally::new(empty.clone());
     for caller in callers {
         total.merge(caller.await.context("a caller panicked")?)?;
@@ -225,7 +232,17 @@ async fn measure(
     let accepted_total = accepted_so_far();
     let at_end = receivers.counts().await?;
     let drain = match args.drain {
-        true => Some(drain(&offered, accepted_total, &live, receivers, start, args.drain_timeout).await?),
+        true => Some(
+            drain(
+                &offered,
+                accepted_total,
+                &live,
+                receivers,
+                start,
+                args.drain_timeout,
+            )
+            .await?,
+        ),
         false => None,
     };
     let arrived = receivers.counts().await?;
@@ -310,8 +327,16 @@ async fn show_progress(
         }
         let rate = (counts.unique - last_delivered) as f64 / (now - last_at).as_secs_f64();
         let phase = if now < window.from { "warmup" } else { "" };
-        Progress::new(offered(now - start), accepted(), live, &counts, now - start, phase, rate)
-            .print();
+        Progress::new(
+            offered(now - start),
+            accepted(),
+            live,
+            &counts,
+            now - start,
+            phase,
+            rate,
+        )
+        .print();
         if now >= window.until {
             let (unique, server_cpu, receiver_cpu) =
                 at_start.context("the window closed before it opened")?;
@@ -351,7 +376,16 @@ async fn drain(
         if now - last_at >= Duration::from_secs(1) {
             let rate = (counts.unique - last_delivered) as f64 / (now - last_at).as_secs_f64();
             let elapsed = now - start;
-            Progress::new(offered(elapsed), target, live, &counts, elapsed, "drain", rate).print();
+            Progress::new(
+                offered(elapsed),
+                target,
+                live,
+                &counts,
+                elapsed,
+                "drain",
+                rate,
+            )
+            .print();
             (last_at, last_delivered) = (now, counts.unique);
         }
         tokio::time::sleep(DRAIN_POLL).await;

@@ -83,7 +83,6 @@ enum Command {
     ReceiverProcess(receiver_process::ReceiverProcessArgs),
 }
 
-
 #[tokio::main]
 async fn main() -> Result<()> {
     let cli = Cli::parse();

@@ -22,8 +22,8 @@ use axum::routing::{get, post};
 use clap::Args;
 use serde::{Deserialize, Serialize};
 use tokio::io::{AsyncBufReadExt as _, BufReader};
-use tokio::signal::unix::SignalKind;
 use tokio::process::{Child, Command};
+use tokio::signal::unix::SignalKind;
 use tokio::time::Instant;
 
 use crate::arrivals::Arrivals;
@@ -238,11 +238,17 @@ impl ReceiverProcess {
         match tokio::time::timeout(Duration::from_secs(10), self.child.wait()).await {
             Ok(status) => {
                 let status = status.context("cannot wait for the receiver process")?;
-                ensure!(status.success(), "the receiver process exited with {status}");
+                ensure!(
+                    status.success(),
+                    "the receiver process exited with {status}"
+                );
                 Ok(())
             }
             Err(_) => {
-                self.child.kill().await.context("cannot kill the receivers")?;
+                self.child
+                    .kill()
+                    .await
+                    .context("cannot kill the receivers")?;
                 bail!("the receiver process did not stop within 10 s; killed it");
             }
         }

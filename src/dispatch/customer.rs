@@ -3,12 +3,18 @@
 //! every attempt's outcome back to the controller. Each channel is its own downstream (the
 //! customer's webhook, or a provider under the customer's credential), so each has its own pace.
 //!
-//! The window holds at most the controller's limit plus a small prefetch per lane, refilled from
-//! the store as deliveries finish, so a customer with a million queued notifications costs no
-//! more memory than one with ten. Sends run in their own tasks (`delivery.rs`); the actor only
-//! decides. When it has had nothing to do for a while, it asks the supervisor to let it stop.
+//! The window holds at most the controller's limit plus a small prefetch per lane, refilled as
+//! deliveries finish, so a customer with a million queued notifications costs no more memory
+//! than one with ten. It is refilled two ways: from the store, by asking the node's [`claimer`]
+//! (which claims for many actors in one statement), and straight from intake, through the
+//! actor's [`handoff`] slot, once the store backlog of a lane is drained. Sends run in their own
+//! tasks (`delivery.rs`); the actor only decides and never waits on I/O in its handler. When it
+//! has had nothing to do for a while, it asks the supervisor to let it stop.
+//!
+//! [`claimer`]: super::claimer
+//! [`handoff`]: super::handoff
 
-use crate::telemetry::metrics::{CustomerCounters, StoreOp};
+use crate::telemetry::metrics::CustomerCounters;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -17,17 +23,22 @@ use tokio::time::Instant;
 use tracing::Instrument as _;
 
 use super::Context;
+use super::claimer::{ClaimAsk, ClaimError};
 use super::controller::{Permit, Signal};
 use super::delivery;
+use super::handoff::Slot;
 use super::lanes::LaneWindow;
-use super::messages::{ActorKey, AttemptReport, CustomerMsg, CustomerStats, SupervisorMsg};
+use super::messages::{AttemptReport, CustomerMsg, CustomerStats, LaneClaim, SupervisorMsg};
 use super::policy::Pacing;
 use super::stats::DeliveryStats;
 use crate::model::{Channel, Customer, Lane, now_millis};
-use crate::store::{self, Claimed, Outcome, OutcomeKind};
+use crate::store::{Claimed, Outcome, OutcomeKind};
 
-/// How long to wait before claiming again after the store failed.
-const STORE_RETRY: Duration = Duration::from_secs(1);
+/// The first wait before claiming again after the store failed; it doubles with each failure
+/// in a row, up to [`CLAIM_RETRY_MAX`], with jitter so a thousand actors do not retry as one.
+const CLAIM_RETRY_BASE: Duration = Duration::from_millis(200);
+/// The longest wait between failed claims.
+const CLAIM_RETRY_MAX: Duration = Duration::from_secs(10);
 /// The shortest wait a tick is scheduled for (so a "wait until now" can't spin).
 const MIN_TICK: Duration = Duration::from_millis(1);
 
@@ -55,8 +66,12 @@ pub(super) struct CustomerState {
     window: LaneWindow,
     /// Lanes whose last claim found nothing more due (reset by a wake for that lane).
     drained: [bool; 2],
-    /// A claim task is under way (at most one at a time).
+    /// An ask is with the claimer (at most one at a time).
     claiming: bool,
+    /// Claims that failed in a row (for the retry backoff).
+    claim_failures: u32,
+    /// Where intake hands fresh notifications over; registered while the actor runs.
+    slot: Arc<Slot>,
     in_flight: usize,
     /// When the next scheduled tick fires, if one is scheduled.
     tick_at: Option<Instant>,
@@ -73,10 +88,14 @@ impl Actor for CustomerActor {
 
     async fn pre_start(
         &self,
-        _myself: ActorRef<CustomerMsg>,
+        myself: ActorRef<CustomerMsg>,
         args: CustomerArgs,
     ) -> Result<CustomerState, ActorProcessingErr> {
         let now = Instant::now();
+        let slot = Arc::new(Slot::new(myself));
+        args.ctx
+            .handoffs
+            .register(&(args.customer.id.clone(), args.channel), slot.clone());
         let settings = &args.ctx.settings;
         let mut controller = Pacing::new(
             &settings.policy,
@@ -92,6 +111,8 @@ impl Actor for CustomerActor {
             controller,
             drained: [false; 2],
             claiming: false,
+            claim_failures: 0,
+            slot,
             in_flight: 0,
             tick_at: None,
             wakes_seen: 0,
@@ -119,6 +140,8 @@ impl Actor for CustomerActor {
             }
             CustomerMsg::Tick => state.tick_at = None,
             CustomerMsg::Claimed(result) => state.claimed(&myself, result),
+            CustomerMsg::Handed => state.window.extend(state.slot.take()),
+            CustomerMsg::ClaimRetry => state.claiming = false,
             CustomerMsg::Done(report) => state.finish(report),
             CustomerMsg::Settings(customer) => state.apply(customer),
             CustomerMsg::Stats(reply) => {
@@ -137,35 +160,42 @@ impl Actor for CustomerActor {
 
     async fn post_stop(
         &self,
-        _myself: ActorRef<CustomerMsg>,
+        myself: ActorRef<CustomerMsg>,
         state: &mut CustomerState,
     ) -> Result<(), ActorProcessingErr> {
-        state.hand_back().await;
+        state.hand_back(&myself).await;
         Ok(())
     }
 }
 
 impl CustomerState {
-    /// Claims what may be sent soon and sends what the controller permits now.
+    /// Claims what may be sent soon, sends what the controller permits now, and tells intake
+    /// how much it may hand over directly.
     async fn pump(&mut self, myself: &ActorRef<CustomerMsg>) {
         if !self.customer.paused {
             self.start_claim(myself);
             self.send_ready(myself).await;
         }
+        self.grant_handoffs();
         self.note_idle(myself);
     }
 
-    /// Starts topping up lanes that run low (up to what may be sent now plus a prefetch, one
-    /// claim per lane: a batch, not a row at a time). The claim runs in its own task and comes
-    /// back as [`CustomerMsg::Claimed`]: a claim may wait its turn for the database's write
-    /// connection, and meanwhile the actor keeps recording finished attempts and sending.
+    /// How many notifications each lane's window should hold: what may be sent now plus a
+    /// prefetch, so the next sends never wait for a claim.
+    fn window_target(&self) -> usize {
+        let limit = self.controller.limit();
+        let prefetch = self.ctx.settings.prefetch.max(limit / 2);
+        limit.saturating_sub(self.in_flight) + prefetch
+    }
+
+    /// Asks the claimer to top up lanes that run low (a batch per lane, not a row at a time).
+    /// The answer comes back as [`CustomerMsg::Claimed`]; meanwhile the actor keeps recording
+    /// finished attempts and sending.
     fn start_claim(&mut self, myself: &ActorRef<CustomerMsg>) {
         if self.claiming {
             return;
         }
-        let limit = self.controller.limit();
-        let prefetch = self.ctx.settings.prefetch.max(limit / 2);
-        let target = limit.saturating_sub(self.in_flight) + prefetch;
+        let target = self.window_target();
         let wanted: Vec<(Lane, usize)> = [Lane::Transactional, Lane::Bulk]
             .into_iter()
             .filter(|lane| !self.drained[lane.index()] && self.window.len(*lane) <= target / 2)
@@ -175,24 +205,23 @@ impl CustomerState {
             return;
         }
         self.claiming = true;
-        let task = claim(
-            self.ctx.clone(),
-            myself.clone(),
-            (self.customer.id.clone(), self.channel),
-            wanted,
-        );
-        self.ctx.tasks.spawn(task);
+        self.ctx.claimer.ask(ClaimAsk {
+            key: (self.customer.id.clone(), self.channel),
+            lanes: wanted,
+            actor: myself.clone(),
+        });
     }
 
     /// Takes a finished claim into the window.
     fn claimed(
         &mut self,
         myself: &ActorRef<CustomerMsg>,
-        result: Result<Vec<LaneClaim>, store::Error>,
+        result: Result<Vec<LaneClaim>, ClaimError>,
     ) {
         self.claiming = false;
         match result {
             Ok(lanes) => {
+                self.claim_failures = 0;
                 for LaneClaim {
                     lane,
                     wanted,
@@ -204,9 +233,27 @@ impl CustomerState {
                 }
             }
             Err(err) => {
-                tracing::warn!(customer_id = %self.customer.id, error = %err, "claim failed; retrying shortly");
-                self.schedule_tick(myself, Instant::now() + STORE_RETRY);
+                self.claim_failures = self.claim_failures.saturating_add(1);
+                let wait = claim_retry_after(self.claim_failures, rand::random::<f64>());
+                tracing::warn!(customer_id = %self.customer.id, error = %err, retry_in_ms = wait.as_millis(), "claim failed; retrying after a backoff");
+                // Held as if still claiming, so no wake claims again before the backoff is over.
+                self.claiming = true;
+                myself.send_after(wait, || CustomerMsg::ClaimRetry);
             }
+        }
+    }
+
+    /// Lets intake hand over as many fresh notifications per lane as the window has room for,
+    /// but only in a lane whose store backlog is drained (so nothing overtakes older work), and
+    /// none while paused.
+    fn grant_handoffs(&self) {
+        let target = self.window_target();
+        for lane in [Lane::Transactional, Lane::Bulk] {
+            let room = match !self.customer.paused && self.drained[lane.index()] {
+                true => target.saturating_sub(self.window.len(lane)),
+                false => 0,
+            };
+            self.slot.grant(lane, room);
         }
     }
 
@@ -317,6 +364,7 @@ impl CustomerState {
         let idle = self.in_flight == 0
             && !self.claiming
             && self.window.is_empty()
+            && self.slot.reserved() == 0
             && (self.customer.paused || self.drained == [true; 2]);
         if !idle {
             self.idle_since = None;
@@ -341,14 +389,13 @@ impl CustomerState {
         });
     }
 
-    /// Returns claimed-but-unsent notifications to the store so they need not wait for their lease.
-    async fn hand_back(&mut self) {
-        let unsent: Vec<_> = self
-            .window
-            .drain()
-            .into_iter()
-            .map(|n| (n.id, n.claim))
-            .collect();
+    /// Closes the handoff slot and returns claimed-but-unsent notifications (the window's and
+    /// the slot's) to the store so they need not wait for their lease.
+    async fn hand_back(&mut self, myself: &ActorRef<CustomerMsg>) {
+        let key = (self.customer.id.clone(), self.channel);
+        let mut unsent = self.ctx.handoffs.unregister(&key, myself.get_id());
+        unsent.extend(self.window.drain());
+        let unsent: Vec<_> = unsent.into_iter().map(|n| (n.id, n.claim)).collect();
         if unsent.is_empty() {
             return;
         }
@@ -388,65 +435,31 @@ impl CustomerState {
     }
 }
 
-/// What one lane's claim asked for and got.
-pub(super) struct LaneClaim {
-    lane: Lane,
-    wanted: usize,
-    claimed: Vec<Claimed>,
-}
-
-/// Claims for the customer and channel of `key` in each lane and reports back. If the actor is
-/// gone by then (it stopped or failed), the claims are handed straight back rather than left to
-/// their lease.
-async fn claim(
-    ctx: Arc<Context>,
-    actor: ActorRef<CustomerMsg>,
-    (customer_id, channel): ActorKey,
-    wanted: Vec<(Lane, usize)>,
-) {
-    let now = now_millis();
-    let lease_until =
-        now.saturating_add(i64::try_from(ctx.settings.lease.as_millis()).unwrap_or(i64::MAX));
-    let mut lanes = Vec::with_capacity(wanted.len());
-    let mut result = Ok(());
-    for (lane, count) in wanted {
-        let started = std::time::Instant::now();
-        let claimed = ctx
-            .store
-            .claim(&customer_id, channel, lane, count, now, lease_until)
-            .await;
-        ctx.metrics.store_latency(StoreOp::Claim, started.elapsed());
-        match claimed {
-            Ok(claimed) => lanes.push(LaneClaim {
-                lane,
-                wanted: count,
-                claimed,
-            }),
-            Err(err) => {
-                result = Err(err);
-                break;
-            }
-        }
-    }
-    // Whatever was claimed before a failure is kept: the actor sends it.
-    let report = match result {
-        Err(err) if lanes.is_empty() => Err(err),
-        _ => Ok(lanes),
-    };
-    if let Err(ractor::MessagingErr::SendErr(CustomerMsg::Claimed(Ok(lanes)))) =
-        actor.send_message(CustomerMsg::Claimed(report))
-    {
-        let held: Vec<_> = lanes
-            .iter()
-            .flat_map(|l| l.claimed.iter().map(|n| (n.id, n.claim)))
-            .collect();
-        if let Err(err) = ctx.store.release_claims(&held, now_millis()).await {
-            tracing::warn!(customer_id, error = %err, "could not hand back claims; their leases will");
-        }
-    }
+/// The wait before the next claim after `failures` failed in a row: doubling from
+/// [`CLAIM_RETRY_BASE`] up to [`CLAIM_RETRY_MAX`], scaled by a jitter of 50–100% (`unit` in 0..1).
+fn claim_retry_after(failures: u32, unit: f64) -> Duration {
+    let exponential =
+        CLAIM_RETRY_BASE.saturating_mul(2u32.saturating_pow(failures.saturating_sub(1)));
+    exponential
+        .min(CLAIM_RETRY_MAX)
+        .mul_f64(0.5 + unit.clamp(0.0, 1.0) / 2.0)
 }
 
 /// The customer's rate ceiling as the controller takes it.
 fn ceiling(customer: &Customer) -> Option<f64> {
     (customer.max_rate_per_sec > 0).then(|| f64::from(customer.max_rate_per_sec))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn failed_claims_back_off_with_jitter() {
+        assert_eq!(claim_retry_after(1, 1.0), CLAIM_RETRY_BASE);
+        assert_eq!(claim_retry_after(1, 0.0), CLAIM_RETRY_BASE / 2);
+        assert_eq!(claim_retry_after(3, 1.0), CLAIM_RETRY_BASE * 4);
+        assert_eq!(claim_retry_after(30, 1.0), CLAIM_RETRY_MAX);
+        assert_eq!(claim_retry_after(30, 0.0), CLAIM_RETRY_MAX / 2);
+    }
 }

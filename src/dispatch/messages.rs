@@ -6,7 +6,8 @@ use std::time::Duration;
 use ractor::RpcReplyPort;
 
 use super::controller::{Circuit, Signal, Tier};
-use crate::model::{Channel, Customer, EpochMillis};
+use crate::model::{Channel, Customer, EpochMillis, Lane};
+use crate::store::Claimed;
 
 /// What one actor delivers: one customer's notifications on one channel. Each provider is a
 /// downstream with its own limits, so each (customer, channel) has its own actor and controller:
@@ -18,6 +19,9 @@ pub(super) enum SupervisorMsg {
     /// A customer may have new due work in these lanes, on this channel (`None`: any channel the
     /// customer has configured): wake its actors, starting them if needed.
     Wake(String, Option<Channel>, Lanes),
+    /// A customer's settings, loaded for the wakes waiting on them (`None`: unknown or
+    /// unreadable for now).
+    Loaded(String, Option<Arc<Customer>>),
     /// A customer's settings changed: pass them to its actor.
     Settings(Arc<Customer>),
     /// An actor has been idle; it may stop if no wake has been sent to it since it last saw one.
@@ -40,8 +44,12 @@ pub(super) enum CustomerMsg {
     Wake(Lanes),
     /// A pacing or retry-after wait has passed.
     Tick,
-    /// A claim task finished.
-    Claimed(Result<Vec<super::customer::LaneClaim>, crate::store::Error>),
+    /// The claimer answered this actor's ask.
+    Claimed(Result<Vec<LaneClaim>, super::claimer::ClaimError>),
+    /// Intake handed notifications over (they wait in the actor's handoff slot).
+    Handed,
+    /// The backoff after a failed claim is over: claims may be asked again.
+    ClaimRetry,
     /// A delivery attempt finished.
     Done(AttemptReport),
     /// The customer's settings changed.
@@ -52,6 +60,14 @@ pub(super) enum CustomerMsg {
     IdleCheck,
     /// Test hook: panic.
     Crash,
+}
+
+/// What one lane's claim asked for and got.
+#[derive(Debug)]
+pub(super) struct LaneClaim {
+    pub(super) lane: Lane,
+    pub(super) wanted: usize,
+    pub(super) claimed: Vec<Claimed>,
 }
 
 /// Which lanes a wake concerns, indexed like [`Lane::index`](crate::model::Lane::index).

@@ -7,14 +7,19 @@
 //! [`controller`] (measured round-trip time and errors, not configuration), and sends
 //! transactional notifications first while bulk keeps a guaranteed share ([`lanes`]).
 //!
-//! Intake wakes the customer's actor for the channel after each commit. A periodic sweep wakes
-//! customers whose work came due in the store (a future `send_at`, a retry backoff) and
+//! Actors never talk to the store one by one: the node's [`claimer`] fills every actor's window
+//! in one statement, the outcome writer records finished attempts in batches, and intake hands
+//! fresh notifications straight to actors with room ([`handoff`]). Intake wakes the customer's
+//! actor for the channel after each commit for what it did not hand over. A periodic sweep
+//! wakes customers whose work came due in the store (a future `send_at`, a retry backoff) and
 //! recovers expired leases.
 //! The [`Dispatcher`] handle is what the rest of the program holds.
 
+mod claimer;
 pub mod controller;
 mod customer;
 mod delivery;
+pub(crate) mod handoff;
 mod lanes;
 mod messages;
 pub mod outcomes;
@@ -36,7 +41,9 @@ use crate::model::{Channel, Customer, Lane, now_millis};
 use crate::sink::Sinks;
 use crate::store::{Backend, Store};
 use crate::templates::Templates;
+use claimer::{Claimer, ClaimerTask};
 use controller::ControllerSettings;
+use handoff::Handoffs;
 pub use messages::CustomerStats;
 use messages::{ALL_LANES, CustomerMsg, Lanes, SupervisorMsg};
 use outcomes::OutcomeWriter;
@@ -97,9 +104,13 @@ struct Context {
     templates: Arc<Templates>,
     sink: Sinks,
     outcomes: OutcomeWriter,
+    /// Claims for every actor, in batches.
+    claimer: Claimer,
+    /// Running actors' handoff slots.
+    handoffs: Arc<Handoffs>,
     settings: DispatchSettings,
     metrics: Arc<Metrics>,
-    /// Every delivery task and the sweep, so shutdown can wait for them.
+    /// Every delivery task, the claimer and the sweep, so shutdown can wait for them.
     tasks: TaskTracker,
 }
 
@@ -143,25 +154,62 @@ impl Dispatcher {
                 );
             }
         }
+        let stop = CancellationToken::new();
+        let tasks = TaskTracker::new();
+        let (claimer, claiming) = Claimer::new(ClaimerTask {
+            store: store.clone(),
+            metrics: metrics.clone(),
+            lease_ms: millis(settings.lease),
+            stop: stop.clone(),
+        });
+        tasks.spawn(claiming);
         let ctx = Arc::new(Context {
             store,
             directory,
             templates,
             sink,
             outcomes,
+            claimer,
+            handoffs: Arc::new(Handoffs::default()),
             settings,
             metrics,
-            tasks: TaskTracker::new(),
+            tasks,
         });
         let (supervisor, _) =
             supervisor::Supervisor::spawn(None, supervisor::Supervisor, ctx.clone()).await?;
         let dispatcher = Self {
             supervisor,
             ctx,
-            stop: CancellationToken::new(),
+            stop,
         };
         dispatcher.ctx.tasks.spawn(dispatcher.clone().sweep_loop());
         Ok(dispatcher)
+    }
+
+    /// Where intake hands fresh notifications to running actors.
+    pub(crate) fn handoffs(&self) -> &Handoffs {
+        &self.ctx.handoffs
+    }
+
+    /// How long a claim is leased, in milliseconds: intake leases what it hands over as long.
+    pub(crate) fn lease_ms(&self) -> i64 {
+        millis(self.ctx.settings.lease)
+    }
+
+    /// Returns notifications intake could not hand over after all (their actor stopped meanwhile)
+    /// to pending, and wakes their customers: what would have happened without a handoff. Runs in
+    /// the background, so intake never waits for it.
+    pub(crate) fn hand_back(&self, notifications: Vec<crate::store::Claimed>) {
+        let dispatcher = self.clone();
+        self.ctx.tasks.spawn(async move {
+            let held: Vec<_> = notifications.iter().map(|n| (n.id, n.claim)).collect();
+            if let Err(err) = dispatcher.ctx.store.release_claims(&held, now_millis()).await {
+                tracing::warn!(error = %err, "could not hand back notifications; their leases will");
+            }
+            for n in &notifications {
+                dispatcher.wake_lane(&n.customer_id, n.channel, n.lane);
+            }
+        });
     }
 
     /// Tells the customer's actors there may be new work (on any channel it has configured),
@@ -295,6 +343,11 @@ impl Dispatcher {
             Err(err) => tracing::warn!(error = %err, "sweep for due work failed"),
         }
     }
+}
+
+/// A duration in whole milliseconds, saturating.
+fn millis(duration: Duration) -> i64 {
+    i64::try_from(duration.as_millis()).unwrap_or(i64::MAX)
 }
 
 /// Each actor's stats (an actor that does not answer in time is left out).

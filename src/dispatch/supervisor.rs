@@ -3,6 +3,9 @@
 //! It starts an actor on the first wake for a customer and channel (a customer-wide wake reaches
 //! every channel the customer has configured), forwards later wakes and settings, lets
 //! idle actors stop, and restarts a failed (panicked) actor after a capped exponential backoff.
+//! Its handler never waits on I/O: a customer's settings are loaded in a task of their own, and
+//! the wakes that arrive meanwhile wait with it, so one slow query never delays another
+//! customer's wake.
 //! Actors are linked to it but never named: ractor's name registry is process-wide, and tests run
 //! several servers in one process. ractor's default reaction to a child's death is to stop the
 //! supervisor too; `handle_supervisor_evt` is overridden so one customer's failure touches no other.
@@ -32,6 +35,8 @@ pub(super) struct SupervisorState {
     children: HashMap<String, HashMap<Channel, Child>>,
     by_actor: HashMap<ActorId, ActorKey>,
     failures: HashMap<ActorKey, Failures>,
+    /// Customers whose settings are being loaded, with the wakes that wait for them.
+    loading: HashMap<String, Vec<(Option<Channel>, Lanes)>>,
     /// Shutting down: no new actors.
     draining: bool,
 }
@@ -64,6 +69,7 @@ impl Actor for Supervisor {
             children: HashMap::new(),
             by_actor: HashMap::new(),
             failures: HashMap::new(),
+            loading: HashMap::new(),
             draining: false,
         })
     }
@@ -77,6 +83,9 @@ impl Actor for Supervisor {
         match message {
             SupervisorMsg::Wake(customer_id, channel, lanes) => {
                 state.wake(&myself, customer_id, channel, lanes).await
+            }
+            SupervisorMsg::Loaded(customer_id, customer) => {
+                state.loaded(&myself, &customer_id, customer).await
             }
             SupervisorMsg::Settings(customer) => {
                 for child in state
@@ -130,6 +139,7 @@ impl Actor for Supervisor {
         match event {
             SupervisionEvent::ActorFailed(cell, reason) => {
                 if let Some(key) = state.forget(cell.get_id()) {
+                    state.hand_back_slot(&key, cell.get_id());
                     state.schedule_restart(&myself, key, &reason.to_string());
                 }
             }
@@ -152,7 +162,8 @@ impl SupervisorState {
     }
 
     /// Wakes the customer's actor for `channel` (every configured channel when `None`),
-    /// starting those not running unless a restart is already scheduled.
+    /// starting those not running unless a restart is already scheduled. A customer with no
+    /// running actor has its settings loaded first, in a task (see [`Self::loaded`]).
     async fn wake(
         &mut self,
         myself: &ActorRef<SupervisorMsg>,
@@ -163,22 +174,72 @@ impl SupervisorState {
         if self.draining {
             return;
         }
-        let running = self.children.get(&customer_id);
         // A running actor's settings say which channels exist, without asking the directory.
-        let known = running
+        let known = self
+            .children
+            .get(&customer_id)
             .and_then(|c| c.values().next())
             .map(|c| c.customer.clone());
-        let customer = match known {
-            Some(customer) => customer,
-            None => match self.ctx.directory.get(&customer_id).await {
-                Ok(Some(customer)) => customer,
-                Ok(None) => return,
+        match known {
+            Some(customer) => self.wake_customer(myself, &customer, channel, lanes).await,
+            None => self.load(myself, customer_id, channel, lanes),
+        }
+    }
+
+    /// Queues a wake for a customer whose settings are not at hand, loading them unless a load
+    /// is already under way.
+    fn load(
+        &mut self,
+        myself: &ActorRef<SupervisorMsg>,
+        customer_id: String,
+        channel: Option<Channel>,
+        lanes: Lanes,
+    ) {
+        if let Some(waiting) = self.loading.get_mut(&customer_id) {
+            waiting.push((channel, lanes));
+            return;
+        }
+        self.loading
+            .insert(customer_id.clone(), vec![(channel, lanes)]);
+        let (directory, myself) = (self.ctx.directory.clone(), myself.clone());
+        self.ctx.tasks.spawn(async move {
+            let customer = match directory.get(&customer_id).await {
+                Ok(customer) => customer,
                 Err(err) => {
                     tracing::warn!(customer_id = %customer_id, error = %err, "cannot load customer; the next sweep retries");
-                    return;
+                    None
                 }
-            },
-        };
+            };
+            let _ = myself.send_message(SupervisorMsg::Loaded(customer_id, customer));
+        });
+    }
+
+    /// A customer's settings arrived (`None`: unknown, or unreadable for now): the wakes that
+    /// waited for them go ahead.
+    async fn loaded(
+        &mut self,
+        myself: &ActorRef<SupervisorMsg>,
+        customer_id: &str,
+        customer: Option<Arc<Customer>>,
+    ) {
+        let waiting = self.loading.remove(customer_id).unwrap_or_default();
+        let Some(customer) = customer else { return };
+        if self.draining {
+            return;
+        }
+        for (channel, lanes) in waiting {
+            self.wake_customer(myself, &customer, channel, lanes).await;
+        }
+    }
+
+    /// Wakes (or starts) the customer's actors on `channel`, or on every configured channel.
+    async fn wake_customer(
+        &mut self,
+        myself: &ActorRef<SupervisorMsg>,
+        customer: &Arc<Customer>,
+        channel: Option<Channel>,
+        lanes: Lanes,
+    ) {
         let channels: Vec<Channel> = match channel {
             Some(channel) => vec![channel],
             None => Channel::ALL
@@ -187,8 +248,24 @@ impl SupervisorState {
                 .collect(),
         };
         for channel in channels {
-            self.wake_one(myself, &customer, channel, lanes).await;
+            self.wake_one(myself, customer, channel, lanes).await;
         }
+    }
+
+    /// A failed actor's handoff slot: closed, and whatever intake had handed it returned to the
+    /// store (in a task) and its customer woken again by the restart.
+    fn hand_back_slot(&self, key: &ActorKey, actor: ActorId) {
+        let unsent = self.ctx.handoffs.unregister(key, actor);
+        if unsent.is_empty() {
+            return;
+        }
+        let store = self.ctx.store.clone();
+        self.ctx.tasks.spawn(async move {
+            let held: Vec<_> = unsent.iter().map(|n| (n.id, n.claim)).collect();
+            if let Err(err) = store.release_claims(&held, crate::model::now_millis()).await {
+                tracing::warn!(error = %err, "could not hand back a failed actor's notifications; their leases will");
+            }
+        });
     }
 
     async fn wake_one(

@@ -5,24 +5,40 @@
 //! `BIGINT`. Dialect-specific DDL lives only in `migrations/{sqlite,postgres}`; the one runtime
 //! difference (row locking on claims) is chosen by [`Backend`].
 //!
-//! SQLite allows one writer at a time, so for SQLite all writes go through a pool of exactly one
-//! connection: writers queue in sqlx's fair pool instead of sleeping in SQLite's busy handler.
-//! Reads use a separate pool and never block writes (WAL mode).
+//! Writes come in two classes: those a caller waits on (intake's group commit, API writes) and
+//! background ones (claims, outcomes, lease recovery, retention). Callers must never wait behind
+//! deliveries:
+//! - SQLite allows one writer at a time, so all writes share one connection, and the
+//!   [`gate`] gives callers the next turn (they wait behind at most one background transaction).
+//!   SQLite's automatic WAL checkpoint would run inside whichever commit crosses the threshold,
+//!   stalling that caller for tens of milliseconds; it is off, and a background task checkpoints
+//!   from a read connection instead, beside the writer rather than in front of it.
+//! - PostgreSQL gives each class its own pool, so a burst of claims never holds the connections
+//!   intake needs; background writes commit without waiting for the WAL flush.
+//!
+//! Reads use a separate pool and never block writes (WAL mode on SQLite).
 
+mod claims;
 mod customers;
+mod gate;
 mod notifications;
 mod preferences;
 mod retention;
 mod templates;
 
 use std::fs::File;
+use std::ops::{Deref, DerefMut};
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 use std::time::Duration;
 
 use sqlx::any::{AnyPoolOptions, install_default_drivers};
 use sqlx::pool::PoolConnection;
-use sqlx::{Any, AnyPool, Executor};
+use sqlx::{Any, AnyConnection, AnyPool, Executor};
 
+use gate::{Priority, Turn, WriteGate};
+
+pub use claims::ClaimRequest;
 pub use notifications::{Claimed, Inserted, Outcome, OutcomeKind};
 
 /// Why a store operation failed. `Unavailable` means "try again later" and is what callers see
@@ -31,6 +47,9 @@ pub use notifications::{Claimed, Inserted, Outcome, OutcomeKind};
 pub enum Error {
     #[error("database unavailable: {0}")]
     Unavailable(#[source] sqlx::Error),
+    /// The disk (or the database's quota) is full; writes resume once space is freed.
+    #[error("database storage is full: {0}")]
+    Full(#[source] sqlx::Error),
     #[error("database error: {0}")]
     Database(#[source] sqlx::Error),
     #[error("database migration failed: {0}")]
@@ -53,13 +72,22 @@ pub enum Error {
 
 impl From<sqlx::Error> for Error {
     fn from(err: sqlx::Error) -> Self {
+        if let sqlx::Error::Database(db) = &err
+            && db
+                .code()
+                .is_some_and(|code| is_full_code(&code, is_sqlite(db.as_ref())))
+        {
+            return Error::Full(err);
+        }
         let unreachable = match &err {
             sqlx::Error::PoolTimedOut
             | sqlx::Error::PoolClosed
             | sqlx::Error::Io(_)
             | sqlx::Error::Tls(_)
             | sqlx::Error::WorkerCrashed => true,
-            sqlx::Error::Database(db) => db.code().is_some_and(|code| is_unavailable_code(&code)),
+            sqlx::Error::Database(db) => db
+                .code()
+                .is_some_and(|code| is_unavailable_code(&code, is_sqlite(db.as_ref()))),
             _ => false,
         };
         if unreachable {
@@ -73,20 +101,53 @@ impl From<sqlx::Error> for Error {
 /// Database error codes that mean "cannot serve you now", not "your query is wrong":
 /// PostgreSQL connection exceptions (08…), insufficient resources (53…, e.g. too many
 /// connections), operator intervention (57P01–57P03: shutdown, cannot connect now), and SQLite's
-/// BUSY/LOCKED (5, 6) once the busy timeout has run out.
-fn is_unavailable_code(code: &str) -> bool {
-    code.starts_with("08")
-        || code.starts_with("53")
-        || matches!(code, "57P01" | "57P02" | "57P03" | "5" | "6")
+/// BUSY/LOCKED (5, 6) once the busy timeout has run out, and its I/O errors (10, with any
+/// extended code: the low byte is the primary code).
+fn is_unavailable_code(code: &str, sqlite: bool) -> bool {
+    if sqlite {
+        return matches!(sqlite_primary_code(code), Some(5 | 6 | 10));
+    }
+    code.starts_with("08") || code.starts_with("53") || matches!(code, "57P01" | "57P02" | "57P03")
 }
 
-/// How durable a write must be before its commit returns (see [`Store::writer`]).
+/// Codes that mean the storage is full: PostgreSQL's disk_full (53100) and SQLite's FULL (13).
+fn is_full_code(code: &str, sqlite: bool) -> bool {
+    match sqlite {
+        true => sqlite_primary_code(code) == Some(13),
+        false => code == "53100",
+    }
+}
+
+/// SQLite's primary result code out of a numeric (possibly extended) code.
+fn sqlite_primary_code(code: &str) -> Option<i64> {
+    code.parse::<i64>().ok().map(|code| code & 0xff)
+}
+
+/// Whether a database error came from SQLite (the `Any` driver passes the native error on).
+fn is_sqlite(err: &dyn sqlx::error::DatabaseError) -> bool {
+    err.try_downcast_ref::<sqlx::sqlite::SqliteError>()
+        .is_some()
+}
+
+/// How durable a write must be before its commit returns (see [`Store::writer`]), which also
+/// says who is waiting for it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Durability {
-    /// Survives power loss: anything a caller was told is stored.
+    /// Survives power loss: anything a caller was told is stored. A caller waits for it, so it
+    /// goes first.
     Durable,
     /// Survives a process crash; a power cut may undo it, which only causes a redelivery.
+    /// Background work (claims, outcomes, recovery, retention).
     Relaxed,
+}
+
+impl Durability {
+    fn priority(self) -> Priority {
+        match self {
+            Durability::Durable => Priority::Caller,
+            Durability::Relaxed => Priority::Background,
+        }
+    }
 }
 
 /// Which database is behind the store.
@@ -101,7 +162,7 @@ pub enum Backend {
 /// Connection settings that are not part of the URL.
 #[derive(Debug, Clone)]
 pub struct StoreOptions {
-    /// Connections in the read pool (and, on PostgreSQL, the only pool).
+    /// Connections in the read pool.
     pub max_connections: u32,
     /// How long a query waits for a connection before the store reports `Unavailable`.
     pub acquire_timeout: Duration,
@@ -116,16 +177,51 @@ impl Default for StoreOptions {
     }
 }
 
+/// PostgreSQL connections for writes callers wait on: intake's writers (4) plus API writes.
+const POSTGRES_CALLER_WRITERS: u32 = 6;
+/// PostgreSQL connections for background writes: the claimer, the outcome writer, the sweep and
+/// retention each hold at most one at a time.
+const POSTGRES_BACKGROUND_WRITERS: u32 = 4;
+/// How often the SQLite checkpointer copies the WAL back into the database file. Often enough
+/// that the WAL stays small (a few MB at full speed), rarely enough to cost nothing when idle.
+const CHECKPOINT_INTERVAL: Duration = Duration::from_millis(250);
+
 /// Handle to the database; cheap to clone (pools are reference-counted).
 #[derive(Debug, Clone)]
 pub struct Store {
     backend: Backend,
-    /// Pool for writes: a single connection on SQLite, the shared pool on PostgreSQL.
-    write: AnyPool,
+    /// Writes a caller waits on. SQLite: the one write connection (shared with `background`,
+    /// taken in turns at the gate). PostgreSQL: a pool of their own.
+    caller_writes: AnyPool,
+    /// Claims, outcomes, recovery and retention.
+    background_writes: AnyPool,
     /// Pool for reads.
     read: AnyPool,
+    /// SQLite only: whose turn it is at the one write connection.
+    gate: Option<Arc<WriteGate>>,
     /// Held (and locked) for as long as any clone of the store lives: the SQLite single-node guard.
-    _lock: Option<std::sync::Arc<File>>,
+    _lock: Option<Arc<File>>,
+}
+
+/// A write connection, held for one transaction (and, on SQLite, the turn at the gate with it).
+/// Dropping it hands both on.
+pub(crate) struct WriteConn {
+    conn: PoolConnection<Any>,
+    /// Dropped after `conn` (fields drop in order): the next writer finds the connection back.
+    _turn: Option<Turn>,
+}
+
+impl Deref for WriteConn {
+    type Target = AnyConnection;
+    fn deref(&self) -> &AnyConnection {
+        &self.conn
+    }
+}
+
+impl DerefMut for WriteConn {
+    fn deref_mut(&mut self) -> &mut AnyConnection {
+        &mut self.conn
+    }
 }
 
 impl Store {
@@ -140,6 +236,9 @@ impl Store {
             return Err(Error::UnsupportedUrl(url.to_owned()));
         };
         store.migrate().await?;
+        if store.backend == Backend::Sqlite {
+            tokio::spawn(checkpoint_loop(store.read.clone()));
+        }
         Ok(store)
     }
 
@@ -152,11 +251,14 @@ impl Store {
         }
         let lock = lock_sqlite_file(path)?;
         let url = with_create_mode(url);
-        let pool = |max| {
+        let pool = |max, autocheckpoint: bool| {
             AnyPoolOptions::new()
                 .max_connections(max)
                 .acquire_timeout(options.acquire_timeout)
-                .after_connect(|conn, _meta| {
+                // A local file does not drop connections; the writer's pragma on every acquire
+                // is its check (see `writer`).
+                .test_before_acquire(false)
+                .after_connect(move |conn, _meta| {
                     Box::pin(async move {
                         // WAL: readers never block the writer. synchronous=FULL: a commit survives
                         // power loss, which is what "answers OK only after it is committed" means;
@@ -164,31 +266,52 @@ impl Store {
                         conn.execute("PRAGMA journal_mode = WAL").await?;
                         conn.execute("PRAGMA synchronous = FULL").await?;
                         conn.execute("PRAGMA busy_timeout = 5000").await?;
+                        if !autocheckpoint {
+                            // The checkpointer does it, off the commit path.
+                            conn.execute("PRAGMA wal_autocheckpoint = 0").await?;
+                        }
                         Ok(())
                     })
                 })
                 .connect(&url)
         };
-        let write = pool(1).await?;
-        let read = pool(options.max_connections.max(1)).await?;
+        let write = pool(1, false).await?;
+        let read = pool(options.max_connections.max(1), true).await?;
         Ok(Self {
             backend: Backend::Sqlite,
-            write,
+            caller_writes: write.clone(),
+            background_writes: write,
             read,
-            _lock: Some(std::sync::Arc::new(lock)),
+            gate: Some(Arc::new(WriteGate::default())),
+            _lock: Some(Arc::new(lock)),
         })
     }
 
     async fn connect_postgres(url: &str, options: &StoreOptions) -> Result<Self, Error> {
-        let pool = AnyPoolOptions::new()
-            .max_connections(options.max_connections.max(2))
-            .acquire_timeout(options.acquire_timeout)
+        let pool = |max| {
+            AnyPoolOptions::new()
+                .max_connections(max)
+                .acquire_timeout(options.acquire_timeout)
+        };
+        let caller_writes = pool(POSTGRES_CALLER_WRITERS).connect(url).await?;
+        let background_writes = pool(POSTGRES_BACKGROUND_WRITERS)
+            .after_connect(|conn, _meta| {
+                Box::pin(async move {
+                    // A lost claim or outcome only means a redelivery (at least once), so these
+                    // commits need not wait for the WAL to reach the disk.
+                    conn.execute("SET synchronous_commit = off").await?;
+                    Ok(())
+                })
+            })
             .connect(url)
             .await?;
+        let read = pool(options.max_connections.max(2)).connect(url).await?;
         Ok(Self {
             backend: Backend::Postgres,
-            write: pool.clone(),
-            read: pool,
+            caller_writes,
+            background_writes,
+            read,
+            gate: None,
             _lock: None,
         })
     }
@@ -197,35 +320,40 @@ impl Store {
         match self.backend {
             Backend::Sqlite => {
                 sqlx::migrate!("./migrations/sqlite")
-                    .run(&self.write)
+                    .run(&self.caller_writes)
                     .await?
             }
             Backend::Postgres => {
                 sqlx::migrate!("./migrations/postgres")
-                    .run(&self.write)
+                    .run(&self.caller_writes)
                     .await?
             }
         }
         Ok(())
     }
 
-    /// The write connection, with SQLite's fsync policy set for what this write promises.
+    /// A write connection for one transaction, in the class `durability` says (see the module
+    /// docs), with SQLite's fsync policy set for what the write promises.
     ///
     /// Accepting a notification is promised durable, so intake commits with
     /// `synchronous = FULL`. Claims and outcomes are not: losing one to a power cut only means a
     /// redelivery (at least once). They commit with `NORMAL`, which in WAL mode is still atomic
     /// and ordered, and the next FULL commit syncs them too. This keeps hundreds of claim and
     /// outcome transactions a second from each paying an fsync on the one write connection.
-    async fn writer(&self, durability: Durability) -> Result<PoolConnection<Any>, Error> {
-        let mut conn = self.write.acquire().await?;
+    async fn writer(&self, durability: Durability) -> Result<WriteConn, Error> {
+        let turn = match &self.gate {
+            Some(gate) => Some(gate.turn(durability.priority()).await),
+            None => None,
+        };
+        let pool = match durability {
+            Durability::Durable => &self.caller_writes,
+            Durability::Relaxed => &self.background_writes,
+        };
+        let mut conn = pool.acquire().await?;
         if self.backend == Backend::Sqlite {
-            let pragma = match durability {
-                Durability::Durable => "PRAGMA synchronous = FULL",
-                Durability::Relaxed => "PRAGMA synchronous = NORMAL",
-            };
-            conn.execute(pragma).await?;
+            conn = sqlite_writer_ready(pool, conn, durability).await?;
         }
-        Ok(conn)
+        Ok(WriteConn { conn, _turn: turn })
     }
 
     /// Which database this store talks to.
@@ -241,8 +369,62 @@ impl Store {
 
     /// Waits for queries in progress and closes every connection.
     pub async fn close(&self) {
-        self.write.close().await;
+        self.caller_writes.close().await;
+        self.background_writes.close().await;
         self.read.close().await;
+    }
+}
+
+/// Sets the write connection's `synchronous` mode for this write. This doubles as its health
+/// check: after a failed commit (a full disk, an I/O error) SQLite can leave the connection
+/// inside the failed transaction, where the pragma is refused. Then the transaction is rolled
+/// back; if even that fails, the connection is dropped for a fresh one — so writes resume by
+/// themselves once the cause is gone, without a restart.
+async fn sqlite_writer_ready(
+    pool: &AnyPool,
+    mut conn: PoolConnection<Any>,
+    durability: Durability,
+) -> Result<PoolConnection<Any>, Error> {
+    let pragma = match durability {
+        Durability::Durable => "PRAGMA synchronous = FULL",
+        Durability::Relaxed => "PRAGMA synchronous = NORMAL",
+    };
+    if conn.execute(pragma).await.is_ok() {
+        return Ok(conn);
+    }
+    if conn.execute("ROLLBACK").await.is_ok() && conn.execute(pragma).await.is_ok() {
+        tracing::warn!(
+            "the SQLite write connection was left inside a failed transaction; rolled it back"
+        );
+        return Ok(conn);
+    }
+    tracing::warn!("the SQLite write connection is unusable; opening a new one");
+    let _ = conn.close().await;
+    let mut conn = pool.acquire().await?;
+    conn.execute(pragma).await?;
+    Ok(conn)
+}
+
+/// Checkpoints SQLite's WAL every [`CHECKPOINT_INTERVAL`] from a read connection, until the
+/// store is closed. PASSIVE never waits for (or blocks) the writer or readers: it copies what it
+/// can, and the next round copies the rest.
+async fn checkpoint_loop(read: AnyPool) {
+    let mut tick = tokio::time::interval(CHECKPOINT_INTERVAL);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        tick.tick().await;
+        if read.is_closed() {
+            return;
+        }
+        if let Err(err) = sqlx::query("PRAGMA wal_checkpoint(PASSIVE)")
+            .execute(&read)
+            .await
+        {
+            if read.is_closed() {
+                return;
+            }
+            tracing::warn!(error = %err, "WAL checkpoint failed; retrying");
+        }
     }
 }
 
@@ -276,6 +458,21 @@ fn lock_sqlite_file(db: &Path) -> Result<File, Error> {
     let file = File::create(&path).map_err(|_| Error::Locked { path: path.clone() })?;
     file.try_lock().map_err(|_| Error::Locked { path })?;
     Ok(file)
+}
+
+/// Splits `n` rows into statements of at most `max` rows, each a power of two: the few
+/// statement shapes the databases then prepare once and reuse, however batch sizes vary.
+fn chunk_sizes(n: usize, max: usize) -> Vec<usize> {
+    let max = max.next_power_of_two();
+    let mut sizes = vec![max; n / max];
+    let rest = n % max;
+    sizes.extend(
+        (0..usize::BITS)
+            .rev()
+            .map(|bit| 1 << bit)
+            .filter(|size| rest & size != 0),
+    );
+    sizes
 }
 
 /// Builds `(.., ..), (.., ..)` for `rows` rows of `columns` values: the whole parameter list of
@@ -313,6 +510,19 @@ mod tests {
     use super::*;
 
     #[test]
+    fn batches_split_into_power_of_two_chunks() {
+        assert_eq!(chunk_sizes(0, 256), Vec::<usize>::new());
+        assert_eq!(chunk_sizes(1, 256), [1]);
+        assert_eq!(chunk_sizes(7, 256), [4, 2, 1]);
+        assert_eq!(chunk_sizes(600, 256), [256, 256, 64, 16, 8]);
+        for n in 0..2000 {
+            let sizes = chunk_sizes(n, 256);
+            assert_eq!(sizes.iter().sum::<usize>(), n);
+            assert!(sizes.iter().all(|s| s.is_power_of_two() && *s <= 256));
+        }
+    }
+
+    #[test]
     fn placeholders_number_rows_in_order() {
         assert_eq!(
             values_placeholders(Backend::Postgres, 2, 3),
@@ -323,12 +533,18 @@ mod tests {
 
     #[test]
     fn outage_codes_are_unavailable() {
-        for code in ["08006", "53300", "57P01", "5"] {
-            assert!(is_unavailable_code(code), "{code}");
+        for code in ["08006", "53300", "57P01"] {
+            assert!(is_unavailable_code(code, false), "{code}");
         }
-        for code in ["23505", "42P01", "1"] {
-            assert!(!is_unavailable_code(code), "{code}");
+        for code in ["5", "6", "10", "778"] {
+            assert!(is_unavailable_code(code, true), "{code}");
         }
+        for code in ["23505", "42P01", "1", "10"] {
+            assert!(!is_unavailable_code(code, false), "{code}");
+        }
+        assert!(!is_unavailable_code("1", true));
+        assert!(is_full_code("13", true) && is_full_code("53100", false));
+        assert!(!is_full_code("13", false) && !is_full_code("53100", true));
     }
 
     #[test]

@@ -1,7 +1,5 @@
-//! Notification rows: intake inserts, claims, outcomes, reads, and lease recovery.
-//!
-//! Every write that moves a claimed notification is a compare-and-set on its `claim` token, so a
-//! stale worker (its lease expired and the row was claimed again) can never overwrite a newer outcome.
+//! Notification rows: intake's inserts, reads and cancels (claims and outcomes are in
+//! [`super::claims`]).
 
 use std::collections::HashMap;
 
@@ -10,19 +8,20 @@ use sqlx::any::AnyRow;
 
 use sqlx::Connection as _;
 
-use super::{Backend, Durability, Error, Store, values_placeholders};
+use super::{Durability, Error, Store, chunk_sizes, values_placeholders};
 use crate::model::{
     Channel, EpochMillis, Lane, NewNotification, Notification, NotificationId, State, TemplateRef,
 };
 
-/// Rows per multi-row statement: one statement per row costs ~25 µs more than batching
-/// (STYLE.md), and 500 × 15 binds stays far below both databases' parameter limits.
-const STATEMENT_ROWS: usize = 500;
+/// Rows per multi-row insert, at most: one statement per row costs ~25 µs more than batching,
+/// and 256 × 18 binds stays far below both databases' parameter limits.
+const STATEMENT_ROWS: usize = 256;
 
 const INSERT_COLUMNS: &str = "customer_id, idempotency_key, recipient, lane, payload, state, \
                               created_at, updated_at, due_at, send_at, expires_at, channel, \
-                              last_error, template_id, template_version";
-const INSERT_COLUMN_COUNT: usize = 15;
+                              last_error, template_id, template_version, claim, attempts, \
+                              lease_until";
+const INSERT_COLUMN_COUNT: usize = 18;
 
 pub(super) const SELECT_COLUMNS: &str = "id, customer_id, idempotency_key, recipient, lane, payload, state, \
                               attempts, last_error, created_at, updated_at, send_at, expires_at, \
@@ -87,10 +86,17 @@ impl Store {
     /// Inserts a batch of new notifications in one transaction (group commit), deduplicating on
     /// `(customer_id, idempotency_key)`. Results come back in input order. A key repeated inside
     /// the batch is treated like one repeated across calls.
+    ///
+    /// Items marked in `handoff` are stored already claimed (in flight, claim token 1, leased
+    /// until `lease_until`): intake hands them straight to their actor, which skips a claim's
+    /// round trip, and if this process dies first their lease brings them back. `handoff` is
+    /// either empty (none) or one flag per item.
     pub async fn insert_notifications(
         &self,
         items: &[NewNotification],
+        handoff: &[bool],
         now: EpochMillis,
+        lease_until: EpochMillis,
     ) -> Result<Vec<Inserted>, Error> {
         let mut first_of_key: HashMap<(&str, &str), usize> = HashMap::with_capacity(items.len());
         let mut unique = Vec::with_capacity(items.len());
@@ -105,7 +111,10 @@ impl Store {
         let mut conn = self.writer(Durability::Durable).await?;
         let mut tx = conn.begin().await?;
         let mut new_ids: HashMap<(String, String), i64> = HashMap::with_capacity(unique.len());
-        for chunk in unique.chunks(STATEMENT_ROWS) {
+        let mut first = 0;
+        for size in chunk_sizes(unique.len(), STATEMENT_ROWS) {
+            let chunk = &unique[first..first + size];
+            first += size;
             let sql = format!(
                 "INSERT INTO notifications ({INSERT_COLUMNS}) VALUES {} \
                  ON CONFLICT (customer_id, idempotency_key) DO NOTHING \
@@ -115,11 +124,13 @@ impl Store {
             let mut query = sqlx::query(&sql);
             for &i in chunk {
                 let n = &items[i];
+                let handed = handoff.get(i).copied().unwrap_or(false);
                 // An opted-out recipient's notification is stored, with the reason, and never
                 // claimed: only pending and retrying rows are.
-                let state = match n.suppressed {
-                    Some(_) => State::Suppressed,
-                    None => State::Pending,
+                let (state, claim, lease) = match (&n.suppressed, handed) {
+                    (Some(_), _) => (State::Suppressed, 0, None),
+                    (None, true) => (State::InFlight, 1, Some(lease_until)),
+                    (None, false) => (State::Pending, 0, None),
                 };
                 query = query
                     .bind(n.customer_id.as_str())
@@ -136,7 +147,10 @@ impl Store {
                     .bind(n.channel.code())
                     .bind(n.suppressed.as_deref())
                     .bind(n.template.as_ref().map(|t| t.id.as_str()))
-                    .bind(n.template.as_ref().map(|t| t.version));
+                    .bind(n.template.as_ref().map(|t| t.version))
+                    .bind(claim)
+                    .bind(claim)
+                    .bind(lease);
             }
             for row in query.fetch_all(&mut *tx).await? {
                 new_ids.insert((row.try_get(1)?, row.try_get(2)?), row.try_get(0)?);
@@ -168,158 +182,6 @@ impl Store {
                 }
             })
             .collect())
-    }
-
-    /// Claims up to `limit` of one customer's due notifications on one channel in one lane,
-    /// oldest due first, leasing them until `lease_until`. Each claim bumps the row's claim token
-    /// and attempt count.
-    pub async fn claim(
-        &self,
-        customer_id: &str,
-        channel: Channel,
-        lane: Lane,
-        limit: usize,
-        now: EpochMillis,
-        lease_until: EpochMillis,
-    ) -> Result<Vec<Claimed>, Error> {
-        // On PostgreSQL several nodes may claim at once: skip rows another transaction holds.
-        let lock = match self.backend {
-            Backend::Postgres => "FOR UPDATE SKIP LOCKED",
-            Backend::Sqlite => "",
-        };
-        let sql = format!(
-            "UPDATE notifications \
-             SET state = {in_flight}, claim = claim + 1, attempts = attempts + 1, \
-                 lease_until = $1, updated_at = $2 \
-             WHERE id IN (SELECT id FROM notifications \
-                          WHERE customer_id = $3 AND lane = $4 AND state IN (1, 4) AND due_at <= $2 \
-                            AND channel = $6 \
-                          ORDER BY due_at LIMIT $5 {lock}) \
-             RETURNING id, claim, attempts, recipient, lane, payload, created_at, expires_at, due_at, \
-                       template_id, template_version, channel",
-            in_flight = State::InFlight.code(),
-        );
-        let rows = sqlx::query(&sql)
-            .bind(lease_until)
-            .bind(now)
-            .bind(customer_id)
-            .bind(lane.code())
-            .bind(i64::try_from(limit).unwrap_or(i64::MAX))
-            .bind(channel.code())
-            .fetch_all(&mut *self.writer(Durability::Relaxed).await?)
-            .await?;
-        let mut claimed = Vec::with_capacity(rows.len());
-        for row in rows {
-            let due_at: i64 = row.try_get(8)?;
-            claimed.push((
-                due_at,
-                Claimed {
-                    id: NotificationId(row.try_get(0)?),
-                    claim: row.try_get(1)?,
-                    attempts: u32::try_from(row.try_get::<i64, _>(2)?).unwrap_or(u32::MAX),
-                    customer_id: customer_id.to_owned(),
-                    recipient: row.try_get(3)?,
-                    lane: Lane::from_code(row.try_get(4)?),
-                    channel: stored_channel(row.try_get(11)?)?,
-                    payload: row.try_get(5)?,
-                    created_at: row.try_get(6)?,
-                    expires_at: row.try_get(7)?,
-                    template: template_ref(row.try_get(9)?, row.try_get(10)?),
-                },
-            ));
-        }
-        // RETURNING order is unspecified; deliver oldest due first.
-        claimed.sort_by_key(|(due_at, c)| (*due_at, c.id));
-        Ok(claimed.into_iter().map(|(_, c)| c).collect())
-    }
-
-    /// Records a batch of attempt outcomes in one transaction. Each applies only if the row is
-    /// still in flight under the same claim; the number actually applied is returned.
-    pub async fn record_outcomes(
-        &self,
-        outcomes: &[Outcome],
-        now: EpochMillis,
-    ) -> Result<u64, Error> {
-        let (delivered, others): (Vec<&Outcome>, Vec<&Outcome>) = outcomes
-            .iter()
-            .partition(|o| o.kind == OutcomeKind::Delivered);
-        let delivered: Vec<(NotificationId, i64)> =
-            delivered.iter().map(|o| (o.id, o.claim)).collect();
-        let mut conn = self.writer(Durability::Relaxed).await?;
-        let mut tx = conn.begin().await?;
-        let set_delivered = format!(
-            "state = {}, delivered_at = {now}, updated_at = {now}, lease_until = NULL, last_error = NULL",
-            State::Delivered.code()
-        );
-        let mut applied = update_held(&mut tx, self.backend, &delivered, &set_delivered).await?;
-        for outcome in others {
-            let (state, due_at, error) = match &outcome.kind {
-                OutcomeKind::Retry { due_at, error } => {
-                    (State::Retrying, Some(*due_at), error.as_str())
-                }
-                OutcomeKind::Failed { error } => (State::Failed, None, error.as_str()),
-                OutcomeKind::Expired => (State::Expired, None, "expired before it could be sent"),
-                OutcomeKind::Delivered => continue,
-            };
-            let sql = format!(
-                "UPDATE notifications \
-                 SET state = $1, due_at = COALESCE($2, due_at), last_error = $3, lease_until = NULL, \
-                     updated_at = $4 \
-                 WHERE id = $5 AND claim = $6 AND state = {in_flight}",
-                in_flight = State::InFlight.code(),
-            );
-            applied += sqlx::query(&sql)
-                .bind(state.code())
-                .bind(due_at)
-                .bind(error)
-                .bind(now)
-                .bind(outcome.id.0)
-                .bind(outcome.claim)
-                .execute(&mut *tx)
-                .await?
-                .rows_affected();
-        }
-        tx.commit().await?;
-        Ok(applied)
-    }
-
-    /// Returns claims whose lease ended at or before `lease_ended_by` to pending, due at `now`:
-    /// the crash-recovery path. Returns how many were released.
-    pub async fn release_leases(
-        &self,
-        lease_ended_by: EpochMillis,
-        now: EpochMillis,
-    ) -> Result<u64, Error> {
-        let sql = format!(
-            "UPDATE notifications SET state = {pending}, due_at = $1, lease_until = NULL, updated_at = $1 \
-             WHERE state = {in_flight} AND lease_until <= $2",
-            pending = State::Pending.code(),
-            in_flight = State::InFlight.code(),
-        );
-        let result = sqlx::query(&sql)
-            .bind(now)
-            .bind(lease_ended_by)
-            .execute(&mut *self.writer(Durability::Relaxed).await?)
-            .await?;
-        Ok(result.rows_affected())
-    }
-
-    /// Hands claimed-but-unsent notifications back: pending again, due now, attempt not counted.
-    /// Only claims still held (same token, still in flight) are released.
-    pub async fn release_claims(
-        &self,
-        claims: &[(NotificationId, i64)],
-        now: EpochMillis,
-    ) -> Result<u64, Error> {
-        let mut conn = self.writer(Durability::Relaxed).await?;
-        let mut tx = conn.begin().await?;
-        let set_pending = format!(
-            "state = {}, attempts = attempts - 1, due_at = {now}, lease_until = NULL, updated_at = {now}",
-            State::Pending.code()
-        );
-        let released = update_held(&mut tx, self.backend, claims, &set_pending).await?;
-        tx.commit().await?;
-        Ok(released)
     }
 
     /// Notifications waiting (pending or retrying) for one customer, per lane:
@@ -451,33 +313,6 @@ impl Store {
     }
 }
 
-/// Applies `set` (an SQL `SET` list without parameters) to every row still in flight under one
-/// of `claims` — the compare-and-set on the claim token — in multi-row statements.
-async fn update_held(
-    tx: &mut sqlx::Transaction<'_, sqlx::Any>,
-    backend: Backend,
-    claims: &[(NotificationId, i64)],
-    set: &str,
-) -> Result<u64, Error> {
-    let mut updated = 0;
-    for chunk in claims.chunks(STATEMENT_ROWS) {
-        let sql = format!(
-            "UPDATE notifications SET {set} \
-             FROM (VALUES {values}) AS held \
-             WHERE notifications.id = held.column1 AND notifications.claim = held.column2 \
-               AND notifications.state = {in_flight}",
-            values = values_placeholders(backend, chunk.len(), 2),
-            in_flight = State::InFlight.code(),
-        );
-        let mut query = sqlx::query(&sql);
-        for (id, claim) in chunk {
-            query = query.bind(id.0).bind(*claim);
-        }
-        updated += query.execute(&mut **tx).await?.rows_affected();
-    }
-    Ok(updated)
-}
-
 /// For a key that was already stored: is the new request the same delivery (duplicate) or a
 /// different one under a reused key (conflict)?
 async fn compare_with_stored(
@@ -545,7 +380,7 @@ pub(super) fn notification_from_row(row: &AnyRow) -> Result<Notification, Error>
 }
 
 /// A stored template reference: both columns are set, or neither.
-fn template_ref(id: Option<String>, version: Option<i64>) -> Option<TemplateRef> {
+pub(super) fn template_ref(id: Option<String>, version: Option<i64>) -> Option<TemplateRef> {
     Some(TemplateRef {
         id: id?,
         version: version?,
@@ -554,6 +389,6 @@ fn template_ref(id: Option<String>, version: Option<i64>) -> Option<TemplateRef>
 
 /// Reads a stored `channel` column. An unknown value is refused rather than guessed: sending it
 /// down the wrong channel would deliver to the wrong kind of recipient.
-fn stored_channel(code: i64) -> Result<Channel, Error> {
+pub(super) fn stored_channel(code: i64) -> Result<Channel, Error> {
     Channel::from_code(code).ok_or_else(|| Error::Corrupt(format!("unknown channel {code}")))
 }

@@ -1,0 +1,340 @@
+//! The dispatch side of the notification rows: claims, outcomes, hand-backs and lease recovery.
+//!
+//! Every statement here serves many customers at once, so the store's cost per notification is
+//! a small constant however many customer systems there are:
+//! - [`Store::claim_many`] fills every asking actor's window in one statement: for each
+//!   (customer, channel, lane) it takes up to the asked number of due rows, oldest due first;
+//! - [`Store::record_outcomes`] moves a batch of finished attempts in one statement, whatever
+//!   their outcomes.
+//!
+//! Statements are built for a power-of-two number of entries (see [`chunk_sizes`]), so each
+//! database prepares at most a handful of shapes and reuses them; `now` and every value are
+//! bound, never formatted into the SQL.
+//!
+//! Every write that moves a claimed notification is a compare-and-set on its `claim` token, so a
+//! stale worker (its lease expired and the row was claimed again) can never overwrite a newer
+//! outcome.
+
+use sqlx::Row;
+use sqlx::any::AnyRow;
+
+use super::notifications::{Claimed, Outcome, OutcomeKind, stored_channel, template_ref};
+use super::{Backend, Durability, Error, Store, chunk_sizes};
+use crate::model::{Channel, EpochMillis, Lane, NotificationId, State};
+
+/// The most entries one claim or outcome statement carries. Claims: each entry is an index
+/// probe; 256 of them keep one statement (and so one turn at SQLite's write connection) to a few
+/// milliseconds.
+const MAX_CHUNK: usize = 256;
+
+/// Rows a claim statement returns, in order (shared by both dialects).
+const CLAIMED_COLUMNS: &str = "id, customer_id, channel, lane, claim, attempts, recipient, \
+                               payload, created_at, expires_at, due_at, template_id, template_version";
+
+/// One actor's ask: up to `limit` due notifications of one customer, on one channel, in one lane.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ClaimRequest {
+    pub customer_id: String,
+    pub channel: Channel,
+    pub lane: Lane,
+    pub limit: usize,
+}
+
+impl Store {
+    /// Claims, for every request, up to its limit of that customer's due notifications on that
+    /// channel and lane, oldest due first, leasing them until `lease_until`. Each claim bumps the
+    /// row's claim token and attempt count. Returns the claimed notifications of each request,
+    /// in request order, each list oldest due first. On PostgreSQL, rows another node holds are
+    /// skipped.
+    pub async fn claim_many(
+        &self,
+        requests: &[ClaimRequest],
+        now: EpochMillis,
+        lease_until: EpochMillis,
+    ) -> Result<Vec<Vec<Claimed>>, Error> {
+        let mut claimed: Vec<(usize, EpochMillis, Claimed)> = Vec::new();
+        let mut conn = self.writer(Durability::Relaxed).await?;
+        let mut first = 0;
+        for size in chunk_sizes(requests.len(), MAX_CHUNK) {
+            let chunk = &requests[first..first + size];
+            let sql = claim_sql(self.backend, size);
+            let mut query = sqlx::query(&sql).bind(lease_until).bind(now);
+            for request in chunk {
+                query = query
+                    .bind(request.customer_id.as_str())
+                    .bind(request.channel.code())
+                    .bind(request.lane.code());
+                if self.backend == Backend::Sqlite {
+                    query = query.bind(now);
+                }
+                query = query.bind(i64::try_from(request.limit).unwrap_or(i64::MAX));
+            }
+            for row in query.fetch_all(&mut *conn).await? {
+                let (key, due_at, notification) = claimed_from_row(&row)?;
+                let Some(at) = chunk.iter().position(|r| {
+                    (r.customer_id.as_str(), r.channel, r.lane)
+                        == (key.0.as_str(), key.1, notification.lane)
+                }) else {
+                    return Err(Error::Corrupt("a claim returned an unasked-for row".into()));
+                };
+                claimed.push((first + at, due_at, notification));
+            }
+            first += size;
+        }
+        drop(conn);
+        // RETURNING order is unspecified: oldest due first within each request.
+        claimed.sort_by_key(|(request, due_at, n)| (*request, *due_at, n.id));
+        let mut per_request: Vec<Vec<Claimed>> = vec![Vec::new(); requests.len()];
+        for (request, _, notification) in claimed {
+            per_request[request].push(notification);
+        }
+        Ok(per_request)
+    }
+
+    /// Records a batch of attempt outcomes. Each applies only if the row is still in flight under
+    /// the same claim; the number actually applied is returned.
+    pub async fn record_outcomes(
+        &self,
+        outcomes: &[Outcome],
+        now: EpochMillis,
+    ) -> Result<u64, Error> {
+        let mut conn = self.writer(Durability::Relaxed).await?;
+        let mut applied = 0;
+        let mut first = 0;
+        for size in chunk_sizes(outcomes.len(), MAX_CHUNK) {
+            let sql = outcome_sql(self.backend, size);
+            let mut query = sqlx::query(&sql).bind(now);
+            if self.backend == Backend::Sqlite {
+                query = query.bind(now);
+            }
+            for outcome in &outcomes[first..first + size] {
+                let (state, due_at, error) = outcome_columns(&outcome.kind);
+                query = query
+                    .bind(outcome.id.0)
+                    .bind(outcome.claim)
+                    .bind(state.code())
+                    .bind(due_at)
+                    .bind(error);
+            }
+            applied += query.execute(&mut *conn).await?.rows_affected();
+            first += size;
+        }
+        Ok(applied)
+    }
+
+    /// Hands claimed-but-unsent notifications back: pending again, due now, attempt not counted.
+    /// Only claims still held (same token, still in flight) are released.
+    pub async fn release_claims(
+        &self,
+        claims: &[(NotificationId, i64)],
+        now: EpochMillis,
+    ) -> Result<u64, Error> {
+        let mut conn = self.writer(Durability::Relaxed).await?;
+        let mut released = 0;
+        let mut first = 0;
+        for size in chunk_sizes(claims.len(), MAX_CHUNK) {
+            let sql = format!(
+                "UPDATE notifications SET state = {pending}, attempts = attempts - 1, \
+                   due_at = {now}, lease_until = NULL, updated_at = {now} \
+                 FROM (VALUES {values}) AS held \
+                 WHERE notifications.id = held.column1 AND notifications.claim = held.column2 \
+                   AND notifications.state = {in_flight}",
+                pending = State::Pending.code(),
+                in_flight = State::InFlight.code(),
+                now = param(self.backend, 1, "BIGINT"),
+                values = rows(self.backend, 2, size, &["BIGINT", "BIGINT"]),
+            );
+            let mut query = sqlx::query(&sql).bind(now);
+            if self.backend == Backend::Sqlite {
+                query = query.bind(now);
+            }
+            for (id, claim) in &claims[first..first + size] {
+                query = query.bind(id.0).bind(*claim);
+            }
+            released += query.execute(&mut *conn).await?.rows_affected();
+            first += size;
+        }
+        Ok(released)
+    }
+
+    /// Returns claims whose lease ended at or before `lease_ended_by` to pending, due at `now`:
+    /// the crash-recovery path. Returns how many were released.
+    pub async fn release_leases(
+        &self,
+        lease_ended_by: EpochMillis,
+        now: EpochMillis,
+    ) -> Result<u64, Error> {
+        let sql = format!(
+            "UPDATE notifications SET state = {pending}, due_at = $1, lease_until = NULL, updated_at = $1 \
+             WHERE state = {in_flight} AND lease_until <= $2",
+            pending = State::Pending.code(),
+            in_flight = State::InFlight.code(),
+        );
+        let result = sqlx::query(&sql)
+            .bind(now)
+            .bind(lease_ended_by)
+            .execute(&mut *self.writer(Durability::Relaxed).await?)
+            .await?;
+        Ok(result.rows_affected())
+    }
+}
+
+/// The claim statement for `entries` requests. Parameters: `lease_until`, `now`, then per entry
+/// customer id, channel, lane (SQLite: `now` again) and limit.
+///
+/// PostgreSQL takes each entry's rows in a LATERAL subquery (an index range scan each),
+/// skipping rows locked by another node's claim. SQLite has no LATERAL; a UNION ALL of one
+/// limited subquery per entry does the same (one writer, so no locking either).
+fn claim_sql(backend: Backend, entries: usize) -> String {
+    let in_flight = State::InFlight.code();
+    let ready = format!(
+        "state IN ({}, {})",
+        State::Pending.code(),
+        State::Retrying.code()
+    );
+    match backend {
+        Backend::Postgres => format!(
+            "UPDATE notifications AS n \
+             SET state = {in_flight}, claim = n.claim + 1, attempts = n.attempts + 1, \
+                 lease_until = $1, updated_at = $2 \
+             FROM (SELECT p.id FROM (VALUES {wanted}) AS w(customer_id, channel, lane, n) \
+                   CROSS JOIN LATERAL (SELECT x.id FROM notifications x \
+                        WHERE x.customer_id = w.customer_id AND x.channel = w.channel \
+                          AND x.lane = w.lane AND x.{ready} AND x.due_at <= $2 \
+                        ORDER BY x.due_at LIMIT w.n FOR UPDATE SKIP LOCKED) p) AS picked \
+             WHERE n.id = picked.id \
+             RETURNING {returning}",
+            wanted = rows(backend, 3, entries, &["TEXT", "BIGINT", "BIGINT", "BIGINT"]),
+            returning = CLAIMED_COLUMNS
+                .split(", ")
+                .map(|c| format!("n.{c}"))
+                .collect::<Vec<_>>()
+                .join(", "),
+        ),
+        Backend::Sqlite => {
+            let arm = format!(
+                "SELECT id FROM (SELECT id FROM notifications \
+                 WHERE customer_id = ? AND channel = ? AND lane = ? AND {ready} AND due_at <= ? \
+                 ORDER BY due_at LIMIT ?)"
+            );
+            format!(
+                "UPDATE notifications \
+                 SET state = {in_flight}, claim = claim + 1, attempts = attempts + 1, \
+                     lease_until = ?, updated_at = ? \
+                 WHERE id IN ({arms}) \
+                 RETURNING {CLAIMED_COLUMNS}",
+                arms = vec![arm; entries].join(" UNION ALL "),
+            )
+        }
+    }
+}
+
+/// The outcome statement for `entries` outcomes. Parameters: `now` (SQLite: twice), then per
+/// outcome id, claim token, new state, `due_at` (retries only) and `last_error`.
+fn outcome_sql(backend: Backend, entries: usize) -> String {
+    format!(
+        "UPDATE notifications \
+         SET state = o.column3, due_at = COALESCE(o.column4, notifications.due_at), \
+             last_error = o.column5, lease_until = NULL, updated_at = {now}, \
+             delivered_at = CASE WHEN o.column3 = {delivered} THEN {now} ELSE notifications.delivered_at END \
+         FROM (VALUES {values}) AS o \
+         WHERE notifications.id = o.column1 AND notifications.claim = o.column2 \
+           AND notifications.state = {in_flight}",
+        now = param(backend, 1, "BIGINT"),
+        delivered = State::Delivered.code(),
+        in_flight = State::InFlight.code(),
+        values = rows(
+            backend,
+            2,
+            entries,
+            &["BIGINT", "BIGINT", "BIGINT", "BIGINT", "TEXT"]
+        ),
+    )
+}
+
+/// The new state, `due_at` and `last_error` of an outcome.
+fn outcome_columns(kind: &OutcomeKind) -> (State, Option<EpochMillis>, Option<&str>) {
+    match kind {
+        OutcomeKind::Delivered => (State::Delivered, None, None),
+        OutcomeKind::Retry { due_at, error } => (State::Retrying, Some(*due_at), Some(error)),
+        OutcomeKind::Failed { error } => (State::Failed, None, Some(error)),
+        OutcomeKind::Expired => (
+            State::Expired,
+            None,
+            Some("expired before it could be sent"),
+        ),
+    }
+}
+
+/// Parameter number `n`, typed on PostgreSQL (a VALUES list has no column types to infer them
+/// from). SQLite's parameters are all anonymous `?`, bound in the order they appear (so a value
+/// used twice is bound twice): sqlx-sqlite looks numbered ones up by name, linearly, which is
+/// quadratic in a long list, and it cannot mix numbered and anonymous ones.
+fn param(backend: Backend, n: usize, pg_type: &str) -> String {
+    match backend {
+        Backend::Postgres => format!("${n}::{pg_type}"),
+        Backend::Sqlite => "?".to_owned(),
+    }
+}
+
+/// `(…), (…)` for `entries` rows of one parameter per column type in `types`, numbered from
+/// `first` (see [`param`]).
+fn rows(backend: Backend, first: usize, entries: usize, types: &[&str]) -> String {
+    let columns = types.len();
+    let mut sql = String::with_capacity(entries * columns * 12);
+    for entry in 0..entries {
+        if entry > 0 {
+            sql.push_str(", ");
+        }
+        sql.push('(');
+        for (column, pg_type) in types.iter().enumerate() {
+            if column > 0 {
+                sql.push_str(", ");
+            }
+            sql.push_str(&param(backend, first + entry * columns + column, pg_type));
+        }
+        sql.push(')');
+    }
+    sql
+}
+
+/// One claimed row: whose it is (customer, channel), when it was due, and the notification.
+fn claimed_from_row(row: &AnyRow) -> Result<((String, Channel), EpochMillis, Claimed), Error> {
+    let customer_id: String = row.try_get(1)?;
+    let channel = stored_channel(row.try_get(2)?)?;
+    let notification = Claimed {
+        id: NotificationId(row.try_get(0)?),
+        claim: row.try_get(4)?,
+        attempts: u32::try_from(row.try_get::<i64, _>(5)?).unwrap_or(u32::MAX),
+        customer_id: customer_id.clone(),
+        recipient: row.try_get(6)?,
+        lane: Lane::from_code(row.try_get(3)?),
+        channel,
+        payload: row.try_get(7)?,
+        created_at: row.try_get(8)?,
+        expires_at: row.try_get(9)?,
+        template: template_ref(row.try_get(11)?, row.try_get(12)?),
+    };
+    Ok(((customer_id, channel), row.try_get(10)?, notification))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn statements_number_their_parameters() {
+        assert_eq!(
+            rows(Backend::Postgres, 2, 2, &["BIGINT", "TEXT"]),
+            "($2::BIGINT, $3::TEXT), ($4::BIGINT, $5::TEXT)"
+        );
+        assert_eq!(
+            rows(Backend::Sqlite, 2, 2, &["BIGINT", "TEXT"]),
+            "(?, ?), (?, ?)"
+        );
+        let sqlite = claim_sql(Backend::Sqlite, 3);
+        assert_eq!(sqlite.matches("UNION ALL").count(), 2);
+        let postgres = claim_sql(Backend::Postgres, 3);
+        assert!(postgres.contains("$14::BIGINT") && !postgres.contains("$15"));
+    }
+}
