@@ -1,4 +1,4 @@
-//! The domain words of DESIGN.md as types: customer, notification, lane, state.
+//! The domain words of floodgate (docs/architecture.md) as types: customer, notification, lane, state.
 //!
 //! These are what the store persists and the dispatcher works on; the gRPC layer converts to and from
 //! them in `api/convert.rs`, so nothing below the front door depends on protobuf.
@@ -123,7 +123,7 @@ impl Channel {
     }
 }
 
-/// Where a notification is in its life (DESIGN.md "state"). Discriminants are the proto numbers and
+/// Where a notification is in its life (docs/architecture.md, "states"). Discriminants are the proto numbers and
 /// the stored values.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum State {

@@ -1,7 +1,7 @@
 //! Pacing policies: how a customer actor decides when it may send.
 //!
 //! `adaptive` is floodgate's controller. `fixed` and `static-tiers` are the two baselines of the
-//! field report (SEEDS.md §1): one rate for every customer, and a fixed rate per configured tier.
+//! incident reports that motivated floodgate: one rate for every customer, and a fixed rate per configured tier.
 //! They exist so the load harness can run the same scenario under all three side by side; a
 //! production server runs `adaptive`.
 

@@ -1,4 +1,4 @@
-//! The durable store: every notification and every state change is a row here (DESIGN.md promise 1).
+//! The durable store: every notification and every state change is a row here (the first promise in docs/architecture.md).
 //!
 //! One `Store` speaks to either SQLite (the zero-config default, one node) or PostgreSQL (many nodes)
 //! through sqlx's `Any` driver with portable SQL: `$N` placeholders, every id and timestamp a

@@ -1,5 +1,5 @@
 //! A simulated customer system: a real HTTP server on 127.0.0.1 with a capacity model, as the
-//! field report's customer systems behave (SEEDS.md §1). `workers` requests are served at once,
+//! customer systems behave in the incidents floodgate was built for. `workers` requests are served at once,
 //! each taking the service time; up to `queue` more wait their turn; anything beyond is answered
 //! at once with 503, or 429 and `Retry-After`. Capacity changes on the scenario's schedule; a
 //! `dead` system accepts connections and never answers.
