@@ -153,8 +153,10 @@ pub async fn run(
         metrics.clone(),
     )
     .await?;
+    // SQLite commits one transaction at a time, but a second writer task gathers the next batch
+    // and reads its opt-outs while the first commits, so the two steps overlap.
     let writers = match store.backend() {
-        Backend::Sqlite => 1,
+        Backend::Sqlite => 2,
         Backend::Postgres => 4,
     };
     let (intake, intake_writers) = Intake::spawn(
