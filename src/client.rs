@@ -1,10 +1,13 @@
 //! The client subcommands (`floodgate customer|send|status`), so a person can try floodgate
 //! without writing code. They speak the same gRPC API as any service.
 
+mod address;
+pub mod error;
+
 use std::path::PathBuf;
 use std::time::Duration;
 
-use anyhow::{Context as _, Result};
+use anyhow::Result;
 use clap::{Args, Subcommand};
 use tonic::metadata::{Ascii, MetadataValue};
 use tonic::service::Interceptor;
@@ -17,15 +20,16 @@ use crate::api::proto::customers_client::CustomersClient;
 use crate::api::proto::dispatcher_client::DispatcherClient;
 use crate::app::ADMIN_TOKEN_FILE;
 use crate::model::now_millis;
+use error::CliError;
 
 /// Where the server is and how to authenticate; shared by every client subcommand.
 #[derive(Debug, Clone, Args)]
 pub struct Connection {
-    /// The server's gRPC address.
+    /// The server's gRPC address: HOST:PORT (as --grpc-addr) or a URL (http://…, https://…).
     #[arg(
         long,
         env = "FLOODGATE_SERVER",
-        default_value = "http://127.0.0.1:50051",
+        default_value = "127.0.0.1:50051",
         global = true
     )]
     server: String,
@@ -163,29 +167,46 @@ impl Interceptor for BearerToken {
 }
 
 impl Connection {
+    /// Connects to the server with the bearer token; every failure is a [`CliError`] saying what
+    /// to fix.
     pub(crate) async fn channel(&self) -> Result<Authed> {
-        let token = match &self.token {
-            Some(token) => token.clone(),
-            None => {
-                let path = self.data_dir.join(ADMIN_TOKEN_FILE);
-                std::fs::read_to_string(&path)
-                    .with_context(|| {
-                        format!("no --token given and cannot read {}", path.display())
-                    })?
-                    .trim()
-                    .to_owned()
-            }
+        let header: MetadataValue<Ascii> =
+            format!("Bearer {}", self.token()?)
+                .parse()
+                .map_err(|_| CliError::Usage {
+                    message: "the token holds characters an HTTP header cannot carry".into(),
+                    hint: "check --token (or FLOODGATE_TOKEN) for stray spaces or line breaks."
+                        .into(),
+                })?;
+        let url = address::server_url(&self.server)?;
+        let unreachable = |reason: String| CliError::Connect {
+            server: self.server.clone(),
+            reason,
         };
-        let header: MetadataValue<Ascii> = format!("Bearer {token}")
-            .parse()
-            .context("the token is not valid in a header")?;
-        let channel = Endpoint::from_shared(self.server.clone())
-            .with_context(|| format!("invalid server address {:?}", self.server))?
+        let channel = Endpoint::from_shared(url)
+            .map_err(|err| unreachable(error::one_line(&err)))?
             .connect_timeout(Duration::from_secs(5))
             .connect()
             .await
-            .with_context(|| format!("cannot connect to {}", self.server))?;
+            .map_err(|err| unreachable(error::root_cause(&err)))?;
         Ok(InterceptedService::new(channel, BearerToken(header)))
+    }
+
+    /// `--token`, or else the admin token `floodgate serve` saved in the data directory.
+    fn token(&self) -> Result<String, CliError> {
+        if let Some(token) = &self.token {
+            return Ok(token.clone());
+        }
+        let path = self.data_dir.join(ADMIN_TOKEN_FILE);
+        match std::fs::read_to_string(&path) {
+            Ok(token) => Ok(token.trim().to_owned()),
+            Err(err) => Err(CliError::Usage {
+                message: format!("no --token given and cannot read {}: {err}", path.display()),
+                hint: "pass --token (or set FLOODGATE_TOKEN), or run where `floodgate serve` \
+                       keeps its data (or point --data-dir at it)."
+                    .into(),
+            }),
+        }
     }
 }
 
@@ -338,9 +359,9 @@ pub async fn status(args: StatusArgs) -> Result<()> {
     Ok(())
 }
 
-/// A failed call as one line: what was asked, the gRPC code and the server's message.
-pub(crate) fn rpc_error(call: &str, status: &tonic::Status) -> anyhow::Error {
-    anyhow::anyhow!("{call} failed: {:?}: {}", status.code(), status.message())
+/// A failed call, typed for the exit code: a broken connection or the server's refusal.
+pub(crate) fn rpc_error(call: &'static str, status: &tonic::Status) -> anyhow::Error {
+    CliError::from_status(call, "the --server address", status).into()
 }
 
 /// A live table of every customer system's delivery figures, refreshed until Ctrl-C.

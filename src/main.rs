@@ -1,19 +1,35 @@
 //! The `floodgate` binary: parses the command line and runs the server or a client command.
+//! Failures are printed as one or two lines with a distinct exit code (see `client::error`),
+//! never as a backtrace.
 
-use anyhow::Result;
+use std::process::ExitCode;
+
 use clap::Parser as _;
+use floodgate::client::error::{EXIT_OTHER, one_line, report};
 use floodgate::config::{Cli, Command};
 use floodgate::{app, client, receiver};
 
 #[tokio::main]
-async fn main() -> Result<()> {
-    match Cli::parse().command {
-        Command::Serve(cfg) => Ok(app::serve(*cfg).await?),
+async fn main() -> ExitCode {
+    let outcome = match Cli::parse().command {
+        Command::Serve(cfg) => {
+            return match app::serve(*cfg).await {
+                Ok(()) => ExitCode::SUCCESS,
+                Err(err) => {
+                    eprintln!("error: {}", one_line(&err));
+                    ExitCode::from(EXIT_OTHER)
+                }
+            };
+        }
         Command::Customer(command) => client::customer(command).await,
         Command::Template(command) => floodgate::template_sheet::run(command).await,
         Command::Send(args) => client::send(args).await,
         Command::Status(args) => client::status(args).await,
         Command::Top(args) => client::top(args).await,
         Command::Receive(args) => receiver::run(args).await,
+    };
+    match outcome {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(err) => report(&err),
     }
 }

@@ -1,0 +1,162 @@
+//! The `floodgate` binary's client subcommands, run as a person would run them: against a real
+//! server (or none), with `RUST_BACKTRACE=1` set, asserting on what they print and their exit
+//! codes (2 usage, 3 connection, 4 server-side).
+
+mod common;
+
+use std::process::Output;
+
+use common::{ADMIN_TOKEN, Backend, Receiver, SUBMIT_TOKEN, TestDb, TestServer, test_config};
+
+/// Runs `floodgate ARGS` in an empty directory (so no saved admin token is found) with
+/// `RUST_BACKTRACE=1`, the setting that used to turn every error into a backtrace.
+async fn floodgate(args: Vec<String>) -> Output {
+    tokio::task::spawn_blocking(move || {
+        let dir = tempfile::tempdir().expect("a temporary directory");
+        std::process::Command::new(env!("CARGO_BIN_EXE_floodgate"))
+            .args(&args)
+            .current_dir(dir.path())
+            .env("RUST_BACKTRACE", "1")
+            .env_remove("FLOODGATE_TOKEN")
+            .env_remove("FLOODGATE_SERVER")
+            .env_remove("FLOODGATE_DATA_DIR")
+            .output()
+            .expect("the floodgate binary runs")
+    })
+    .await
+    .expect("the blocking task finishes")
+}
+
+fn args(list: &[&str]) -> Vec<String> {
+    list.iter().map(|s| (*s).to_owned()).collect()
+}
+
+/// Asserts the command failed with `code` in one or two lines, without a backtrace or a
+/// repeated cause, and returns its stderr.
+fn failed_with(output: &Output, code: i32) -> String {
+    let stderr = String::from_utf8_lossy(&output.stderr).into_owned();
+    assert_eq!(output.status.code(), Some(code), "stderr: {stderr}");
+    let lines = stderr.lines().count();
+    assert!((1..=2).contains(&lines), "{lines} lines: {stderr}");
+    assert!(stderr.starts_with("error: "), "{stderr}");
+    for noise in ["backtrace", "Caused by", "panicked"] {
+        assert!(!stderr.contains(noise), "{noise:?} in: {stderr}");
+    }
+    stderr
+}
+
+fn stdout(output: &Output) -> String {
+    let text = String::from_utf8_lossy(&output.stdout).into_owned();
+    assert!(
+        output.status.success(),
+        "exit {:?}: {}{text}",
+        output.status.code(),
+        String::from_utf8_lossy(&output.stderr)
+    );
+    text
+}
+
+/// A server address nothing listens on: a port bound and released again.
+fn closed_port() -> String {
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("a free port");
+    let addr = listener.local_addr().expect("its address");
+    drop(listener);
+    addr.to_string()
+}
+
+#[tokio::test]
+async fn no_server_is_a_connection_error_that_says_what_to_do() {
+    let server = closed_port();
+    let output = floodgate(args(&["status", "1", "--token", "t", "--server", &server])).await;
+    let stderr = failed_with(&output, 3);
+    assert!(
+        stderr.contains(&format!("is `floodgate serve` running at {server}?")),
+        "{stderr}"
+    );
+}
+
+#[tokio::test]
+async fn a_bad_server_address_or_missing_argument_is_a_usage_error() {
+    for server in ["ftp://127.0.0.1:50051", "http://", "http://a b:1"] {
+        let output = floodgate(args(&["status", "1", "--token", "t", "--server", server])).await;
+        let stderr = failed_with(&output, 2);
+        assert!(stderr.contains("--server"), "{stderr}");
+    }
+    // No --token and no saved admin token in the (empty) working directory.
+    let output = floodgate(args(&["customer", "list", "--server", &closed_port()])).await;
+    let stderr = failed_with(&output, 2);
+    assert!(stderr.contains("--token"), "{stderr}");
+    // clap's own usage errors keep its exit code 2.
+    let output = floodgate(args(&["send", "--recipient", "r"])).await;
+    assert_eq!(output.status.code(), Some(2));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn server_side_errors_name_the_problem_and_exit_4() {
+    let db = TestDb::new(Backend::Sqlite).await;
+    let server = TestServer::start(test_config(&db)).await;
+    common::connect(&server.grpc_url, Some(ADMIN_TOKEN)).await; // wait until it serves
+    let host_port = server.grpc_url.trim_start_matches("http://").to_owned();
+    let receiver = Receiver::start().await;
+
+    // --server takes host:port as well as the URL.
+    for address in [host_port.as_str(), server.grpc_url.as_str()] {
+        let output = floodgate(args(&[
+            "customer",
+            "add",
+            "acme",
+            "--webhook-url",
+            &receiver.url,
+            "--server",
+            address,
+            "--token",
+            ADMIN_TOKEN,
+        ]))
+        .await;
+        assert!(stdout(&output).starts_with("customer acme -> "));
+    }
+
+    let unknown = floodgate(args(&[
+        "send",
+        "--customer",
+        "nobody",
+        "--recipient",
+        "user-1",
+        "--server",
+        &host_port,
+        "--token",
+        SUBMIT_TOKEN,
+    ]))
+    .await;
+    let stderr = failed_with(&unknown, 4);
+    assert!(stderr.contains("nobody"), "{stderr}");
+    assert!(stderr.contains("NotFound"), "{stderr}");
+
+    let wrong_token = floodgate(args(&[
+        "customer",
+        "list",
+        "--server",
+        &host_port,
+        "--token",
+        "not-the-token",
+    ]))
+    .await;
+    let stderr = failed_with(&wrong_token, 4);
+    assert!(
+        stderr.contains("hint:") && stderr.contains("--token"),
+        "{stderr}"
+    );
+
+    let submit_token_for_admin_call = floodgate(args(&[
+        "customer",
+        "list",
+        "--server",
+        &host_port,
+        "--token",
+        SUBMIT_TOKEN,
+    ]))
+    .await;
+    let stderr = failed_with(&submit_token_for_admin_call, 4);
+    assert!(stderr.contains("admin token"), "{stderr}");
+    server.stop().await.expect("a clean stop");
+}
