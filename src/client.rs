@@ -3,6 +3,8 @@
 
 mod address;
 pub mod error;
+pub mod notifications;
+pub mod preferences;
 
 use std::path::PathBuf;
 use std::time::Duration;
@@ -52,6 +54,20 @@ pub enum CustomerCommand {
     Add(AddCustomerArgs),
     /// List customer systems.
     List(ListArgs),
+    /// Show one customer system's settings and live figures.
+    Get(CustomerIdArgs),
+    /// Stop sending to a customer system; its notifications wait in the store.
+    Pause(CustomerIdArgs),
+    /// Start sending to a paused customer system again.
+    Resume(CustomerIdArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct CustomerIdArgs {
+    /// Customer id.
+    id: String,
+    #[command(flatten)]
+    connection: Connection,
 }
 
 #[derive(Debug, Args)]
@@ -274,8 +290,84 @@ pub async fn customer(command: CustomerCommand) -> Result<()> {
                 );
             }
         }
+        CustomerCommand::Get(args) => {
+            let mut client = CustomersClient::new(args.connection.channel().await?);
+            let customer = client
+                .get_customer(proto::GetCustomerRequest {
+                    customer_id: args.id.clone(),
+                })
+                .await
+                .map_err(|status| rpc_error("GetCustomer", &status))?
+                .into_inner();
+            let stats = client
+                .get_customer_stats(proto::GetCustomerStatsRequest {
+                    customer_id: args.id,
+                })
+                .await
+                .map_err(|status| rpc_error("GetCustomerStats", &status))?
+                .into_inner();
+            print_customer(&customer);
+            print!("{}", render_top(std::slice::from_ref(&stats)));
+        }
+        CustomerCommand::Pause(args) => {
+            let mut client = CustomersClient::new(args.connection.channel().await?);
+            let customer = client
+                .pause_customer(proto::PauseCustomerRequest {
+                    customer_id: args.id,
+                })
+                .await
+                .map_err(|status| rpc_error("PauseCustomer", &status))?
+                .into_inner();
+            println!(
+                "customer {} paused: nothing is sent until `floodgate customer resume {}`",
+                customer.id, customer.id
+            );
+        }
+        CustomerCommand::Resume(args) => {
+            let mut client = CustomersClient::new(args.connection.channel().await?);
+            let customer = client
+                .resume_customer(proto::ResumeCustomerRequest {
+                    customer_id: args.id,
+                })
+                .await
+                .map_err(|status| rpc_error("ResumeCustomer", &status))?
+                .into_inner();
+            println!("customer {} resumed", customer.id);
+        }
     }
     Ok(())
+}
+
+/// A customer's settings, one per line; provider secrets are never returned by the server.
+fn print_customer(c: &proto::Customer) {
+    let tier = proto::Tier::try_from(c.start_tier)
+        .map_or("?", |t| t.as_str_name())
+        .trim_start_matches("TIER_")
+        .to_lowercase();
+    let channels: Vec<&str> = [
+        ("fcm", c.fcm.is_some()),
+        ("apns", c.apns.is_some()),
+        ("email", c.email.is_some()),
+        ("sms", c.sms.is_some()),
+    ]
+    .into_iter()
+    .filter_map(|(name, set)| set.then_some(name))
+    .collect();
+    println!("id:         {}", c.id);
+    println!("webhook:    {}", c.webhook_url);
+    println!("secret:     {}", c.signing_secret);
+    println!(
+        "max rate:   {}",
+        if c.max_rate_per_sec == 0 {
+            "none".to_owned()
+        } else {
+            format!("{}/s", c.max_rate_per_sec)
+        }
+    );
+    println!("paused:     {}", c.paused);
+    println!("start tier: {tier}");
+    println!("channels:   webhook {}", channels.join(" "));
+    println!();
 }
 
 /// Submits one notification and prints its id.
@@ -328,11 +420,23 @@ pub async fn send(args: SendArgs) -> Result<()> {
         .await
         .map_err(|status| rpc_error("Submit", &status))?
         .into_inner();
-    let note = if response.duplicate {
-        " (duplicate: already accepted)"
+    let mut note = if response.duplicate {
+        " (duplicate: already accepted)".to_owned()
     } else {
-        ""
+        String::new()
     };
+    // A recipient who opted out still gets a stored notification; say so, or the person
+    // waits for a webhook that will never come.
+    let stored = client
+        .get_notification(proto::GetNotificationRequest {
+            notification_id: response.notification_id.clone(),
+        })
+        .await
+        .map_err(|status| rpc_error("GetNotification", &status))?
+        .into_inner();
+    if stored.state == proto::State::Suppressed as i32 {
+        note.push_str(&format!(" SUPPRESSED: {}", stored.last_error));
+    }
     println!("{}{note}", response.notification_id);
     Ok(())
 }
@@ -347,15 +451,7 @@ pub async fn status(args: StatusArgs) -> Result<()> {
         .await
         .map_err(|status| rpc_error("GetNotification", &status))?
         .into_inner();
-    let state = proto::State::try_from(n.state).map_or("UNKNOWN", |s| s.as_str_name());
-    println!("id:        {}", n.id);
-    println!("customer:  {}", n.customer_id);
-    println!("recipient: {}", n.recipient);
-    println!("state:     {}", state.trim_start_matches("STATE_"));
-    println!("attempts:  {}", n.attempts);
-    if !n.last_error.is_empty() {
-        println!("error:     {}", n.last_error);
-    }
+    notifications::print_notification(&n);
     Ok(())
 }
 

@@ -25,6 +25,10 @@ async fn main() -> ExitCode {
         Command::Template(command) => floodgate::template_sheet::run(command).await,
         Command::Send(args) => client::send(args).await,
         Command::Status(args) => client::status(args).await,
+        Command::Cancel(args) => client::notifications::cancel(args).await,
+        Command::Inbox(args) => client::notifications::inbox(args).await,
+        Command::Archive(args) => client::notifications::archive(args).await,
+        Command::Pref(command) => client::preferences::run(command).await,
         Command::Top(args) => client::top(args).await,
         Command::Receive(args) => receiver::run(args).await,
     };

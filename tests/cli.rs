@@ -160,3 +160,155 @@ async fn server_side_errors_name_the_problem_and_exit_4() {
     assert!(stderr.contains("admin token"), "{stderr}");
     server.stop().await.expect("a clean stop");
 }
+
+/// Runs a client subcommand against `server` with `token` and returns its stdout (it must succeed).
+async fn ok(server: &str, token: &str, list: &[&str]) -> String {
+    let mut all = args(list);
+    all.extend(args(&["--server", server, "--token", token]));
+    stdout(&floodgate(all).await)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn every_subcommand_works_against_a_real_server() {
+    let db = TestDb::new(Backend::Sqlite).await;
+    let server = TestServer::start(test_config(&db)).await;
+    common::connect(&server.grpc_url, Some(ADMIN_TOKEN)).await;
+    let at = server.grpc_url.trim_start_matches("http://").to_owned();
+    let at = at.as_str();
+    let receiver = Receiver::start().await;
+    let url = receiver.url.clone();
+    ok(
+        at,
+        ADMIN_TOKEN,
+        &["customer", "add", "acme", "--webhook-url", &url],
+    )
+    .await;
+
+    // Preferences, and `send` saying when an opt-out suppressed the notification.
+    let set = ok(
+        at,
+        SUBMIT_TOKEN,
+        &[
+            "pref",
+            "set",
+            "--customer",
+            "acme",
+            "--recipient",
+            "u1",
+            "--lane",
+            "bulk",
+        ],
+    )
+    .await;
+    assert!(set.contains("bulk") && set.contains("opted out"), "{set}");
+    let got = ok(
+        at,
+        SUBMIT_TOKEN,
+        &["pref", "get", "--customer", "acme", "--recipient", "u1"],
+    )
+    .await;
+    assert!(
+        got.lines()
+            .any(|l| l.starts_with("webhook") && l.contains("bulk") && l.ends_with("opted out")),
+        "{got}"
+    );
+    let suppressed = ok(
+        at,
+        SUBMIT_TOKEN,
+        &["send", "--customer", "acme", "--recipient", "u1", "--bulk"],
+    )
+    .await;
+    assert!(suppressed.contains("SUPPRESSED"), "{suppressed}");
+
+    // A delivery, then `status` with every field that has a value.
+    let id = ok(
+        at,
+        SUBMIT_TOKEN,
+        &[
+            "send",
+            "--customer",
+            "acme",
+            "--recipient",
+            "u2",
+            "--key",
+            "k-1",
+        ],
+    )
+    .await;
+    let id = id.trim().to_owned();
+    receiver
+        .wait_for(1, std::time::Duration::from_secs(10))
+        .await;
+    let mut status = String::new();
+    for _ in 0..50 {
+        status = ok(at, SUBMIT_TOKEN, &["status", &id]).await;
+        if status.contains("DELIVERED") {
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    }
+    for field in [
+        "state:     DELIVERED",
+        "key:       k-1",
+        "lane:      transactional",
+        "channel:   webhook",
+        "created:",
+        "delivered:",
+    ] {
+        assert!(status.contains(field), "{field:?} missing in:\n{status}");
+    }
+
+    // Pause, show, cancel a scheduled notification, resume.
+    let paused = ok(at, ADMIN_TOKEN, &["customer", "pause", "acme"]).await;
+    assert!(paused.contains("paused"), "{paused}");
+    let shown = ok(at, ADMIN_TOKEN, &["customer", "get", "acme"]).await;
+    assert!(
+        shown.contains("paused:     true") && shown.contains(&url),
+        "{shown}"
+    );
+    assert!(
+        shown.contains("CUSTOMER") && shown.contains("acme"),
+        "{shown}"
+    );
+    let later = ok(
+        at,
+        SUBMIT_TOKEN,
+        &[
+            "send",
+            "--customer",
+            "acme",
+            "--recipient",
+            "u2",
+            "--send-in",
+            "1h",
+        ],
+    )
+    .await;
+    let cancelled = ok(at, SUBMIT_TOKEN, &["cancel", later.trim()]).await;
+    assert!(cancelled.contains("state:     CANCELLED"), "{cancelled}");
+    let resumed = ok(at, ADMIN_TOKEN, &["customer", "resume", "acme"]).await;
+    assert!(resumed.contains("resumed"), "{resumed}");
+
+    // The inbox lists both of u2's notifications; the archive is empty so far.
+    let inbox = ok(
+        at,
+        SUBMIT_TOKEN,
+        &["inbox", "--customer", "acme", "--recipient", "u2"],
+    )
+    .await;
+    assert!(
+        inbox
+            .lines()
+            .any(|l| l.starts_with(&format!("{id} ")) && l.contains("DELIVERED")),
+        "{inbox}"
+    );
+    assert!(inbox.contains("CANCELLED"), "{inbox}");
+    let archive = ok(
+        at,
+        ADMIN_TOKEN,
+        &["archive", "--customer", "acme", "--recipient", "u2"],
+    )
+    .await;
+    assert_eq!(archive.lines().count(), 1, "only the header: {archive}");
+    server.stop().await.expect("a clean stop");
+}
