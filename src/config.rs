@@ -46,6 +46,11 @@ pub enum Command {
     Pref(crate::client::preferences::PrefCommand),
     /// A live table of every customer system: tier, limit, rate, RTT, errors, backlog.
     Top(crate::client::TopArgs),
+    /// Print a shell completion script: `floodgate completions bash > /etc/bash_completion.d/floodgate`.
+    Completions {
+        /// bash, zsh, fish, elvish or powershell.
+        shell: clap_complete::Shell,
+    },
     /// Run a small webhook receiver that prints and verifies what arrives (for trying floodgate).
     Receive(crate::receiver::ReceiveArgs),
 }

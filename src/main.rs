@@ -21,6 +21,11 @@ async fn main() -> ExitCode {
                 }
             };
         }
+        Command::Completions { shell } => {
+            let mut command = <Cli as clap::CommandFactory>::command();
+            clap_complete::generate(shell, &mut command, "floodgate", &mut std::io::stdout());
+            return ExitCode::SUCCESS;
+        }
         Command::Customer(command) => client::customer(command).await,
         Command::Template(command) => floodgate::template_sheet::run(command).await,
         Command::Send(args) => client::send(args).await,

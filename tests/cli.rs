@@ -312,3 +312,15 @@ async fn every_subcommand_works_against_a_real_server() {
     assert_eq!(archive.lines().count(), 1, "only the header: {archive}");
     server.stop().await.expect("a clean stop");
 }
+
+#[tokio::test]
+async fn completions_cover_the_subcommands() {
+    for shell in ["bash", "zsh", "fish"] {
+        let script = stdout(&floodgate(args(&["completions", shell])).await);
+        for subcommand in ["serve", "send", "inbox", "pref", "customer"] {
+            assert!(script.contains(subcommand), "{shell}: no {subcommand}");
+        }
+    }
+    let output = floodgate(args(&["completions", "no-such-shell"])).await;
+    assert_eq!(output.status.code(), Some(2));
+}
