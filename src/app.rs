@@ -84,9 +84,13 @@ pub enum ServeError {
     Logging(String),
     #[error("invalid configuration: {0}")]
     Config(#[from] crate::config::ConfigError),
-    #[error("cannot listen on {flag} {addr}: {source}")]
+    #[error(
+        "cannot listen on {flag} {addr}: {source}{}",
+        crate::first_run::bind_hint(source, flag, env)
+    )]
     Bind {
         flag: &'static str,
+        env: &'static str,
         addr: std::net::SocketAddr,
         #[source]
         source: std::io::Error,
@@ -101,13 +105,19 @@ pub enum ServeError {
 pub async fn serve(cfg: ServeConfig) -> Result<(), ServeError> {
     crate::telemetry::init(cfg.log_format).map_err(|e| ServeError::Logging(e.to_string()))?;
     cfg.validate()?;
-    let bind = |flag: &'static str, addr: std::net::SocketAddr| async move {
+    let bind = |flag: &'static str, env: &'static str, addr: std::net::SocketAddr| async move {
         TcpListener::bind(addr)
             .await
-            .map_err(|source| ServeError::Bind { flag, addr, source })
+            .map_err(|source| ServeError::Bind {
+                flag,
+                env,
+                addr,
+                source,
+            })
     };
-    let grpc = bind("--grpc-addr", cfg.grpc_addr).await?;
-    let http = bind("--http-addr", cfg.http_addr).await?;
+    let grpc = bind("--grpc-addr", "FLOODGATE_GRPC_ADDR", cfg.grpc_addr).await?;
+    let http = bind("--http-addr", "FLOODGATE_HTTP_ADDR", cfg.http_addr).await?;
+    println!("{}", crate::first_run::banner(&cfg, &grpc, &http));
     run(cfg, Listeners { grpc, http }, crate::shutdown::signal()).await?;
     Ok(())
 }

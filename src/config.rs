@@ -25,7 +25,7 @@ pub struct Cli {
 pub enum Command {
     /// Run the dispatcher server.
     Serve(Box<ServeConfig>),
-    /// Register and list customer systems (admin token).
+    /// Register, list, show, pause and resume customer systems (admin token).
     #[command(subcommand)]
     Customer(crate::client::CustomerCommand),
     /// Export and import a customer's templates as CSV, or list them (admin token).
@@ -35,8 +35,22 @@ pub enum Command {
     Send(crate::client::SendArgs),
     /// Show one notification's state.
     Status(crate::client::StatusArgs),
+    /// Cancel a notification that is not in flight yet.
+    Cancel(crate::client::notifications::CancelArgs),
+    /// A recipient's notifications, newest first (within the inbox retention).
+    Inbox(crate::client::notifications::ListArgs),
+    /// A recipient's archived notifications, past the inbox retention (admin token).
+    Archive(crate::client::notifications::ListArgs),
+    /// Set or show a recipient's opt-outs per channel and lane.
+    #[command(subcommand)]
+    Pref(crate::client::preferences::PrefCommand),
     /// A live table of every customer system: tier, limit, rate, RTT, errors, backlog.
     Top(crate::client::TopArgs),
+    /// Print a shell completion script: `floodgate completions bash > /etc/bash_completion.d/floodgate`.
+    Completions {
+        /// bash, zsh, fish, elvish or powershell.
+        shell: clap_complete::Shell,
+    },
     /// Run a small webhook receiver that prints and verifies what arrives (for trying floodgate).
     Receive(crate::receiver::ReceiveArgs),
 }

@@ -3,6 +3,7 @@
 //!
 //! | path | auth | what |
 //! |---|---|---|
+//! | `/` | none | redirects to `/dashboard` |
 //! | `/healthz` | none | the process is up |
 //! | `/readyz` | none | the database answers |
 //! | `/metrics` | token | Prometheus text format (see [`crate::telemetry::metrics`]) |
@@ -46,6 +47,7 @@ pub async fn serve(
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> std::io::Result<()> {
     let app = Router::new()
+        .route("/", get(to_dashboard))
         .route("/healthz", get(|| async { "ok\n" }))
         .route("/readyz", get(ready))
         .route("/metrics", get(metrics))
@@ -56,6 +58,17 @@ pub async fn serve(
     axum::serve(listener, app)
         .with_graceful_shutdown(shutdown)
         .await
+}
+
+/// `GET /`: a person who opens the bare address wants the dashboard; the query (a `?token=`)
+/// goes along.
+async fn to_dashboard(
+    axum::extract::RawQuery(query): axum::extract::RawQuery,
+) -> axum::response::Redirect {
+    match query {
+        Some(query) => axum::response::Redirect::to(&format!("/dashboard?{query}")),
+        None => axum::response::Redirect::to("/dashboard"),
+    }
 }
 
 /// Ready when the database answers.

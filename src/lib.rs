@@ -27,6 +27,7 @@ pub mod dashboard;
 pub mod directory;
 pub mod dispatch;
 pub mod error;
+pub mod first_run;
 pub mod http;
 pub mod idempotency;
 pub mod intake;

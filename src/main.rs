@@ -1,7 +1,11 @@
 //! The `floodgate` binary: parses the command line and runs the server or a client command.
+//! Failures are printed as one or two lines with a distinct exit code (see `client::error`),
+//! never as a backtrace.
 
-use anyhow::Result;
+use std::process::ExitCode;
+
 use clap::Parser as _;
+use floodgate::client::error::{EXIT_OTHER, one_line, report};
 use floodgate::config::{Cli, Command};
 use floodgate::{app, client, receiver};
 
@@ -11,14 +15,35 @@ use floodgate::{app, client, receiver};
 static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
 #[tokio::main]
-async fn main() -> Result<()> {
-    match Cli::parse().command {
-        Command::Serve(cfg) => Ok(app::serve(*cfg).await?),
+async fn main() -> ExitCode {
+    let outcome = match Cli::parse().command {
+        Command::Serve(cfg) => {
+            return match app::serve(*cfg).await {
+                Ok(()) => ExitCode::SUCCESS,
+                Err(err) => {
+                    eprintln!("error: {}", one_line(&err));
+                    ExitCode::from(EXIT_OTHER)
+                }
+            };
+        }
+        Command::Completions { shell } => {
+            let mut command = <Cli as clap::CommandFactory>::command();
+            clap_complete::generate(shell, &mut command, "floodgate", &mut std::io::stdout());
+            return ExitCode::SUCCESS;
+        }
         Command::Customer(command) => client::customer(command).await,
         Command::Template(command) => floodgate::template_sheet::run(command).await,
         Command::Send(args) => client::send(args).await,
         Command::Status(args) => client::status(args).await,
+        Command::Cancel(args) => client::notifications::cancel(args).await,
+        Command::Inbox(args) => client::notifications::inbox(args).await,
+        Command::Archive(args) => client::notifications::archive(args).await,
+        Command::Pref(command) => client::preferences::run(command).await,
         Command::Top(args) => client::top(args).await,
         Command::Receive(args) => receiver::run(args).await,
+    };
+    match outcome {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(err) => report(&err),
     }
 }
