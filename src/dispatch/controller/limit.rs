@@ -3,13 +3,14 @@
 
 use tokio::time::Instant;
 
+use super::plateau::BreakPoint;
 use super::settings::{
     BACKOFF_RATIO, CIRCUIT_COOLDOWN, CIRCUIT_FAILURES, DRAIN, INCREASE_STEP, INITIAL_LIMIT,
     INITIAL_RTT, MAX_WAIT, MIN_GRADIENT, MIN_LIMIT, MIN_RATE, MIN_RTT_SECS, PACING_GAIN,
     PROBE_ACCELERATION, PROBE_STEP, REBASELINE_AFTER, SLOW_TIER_START_RATE, SPURIOUS_CUT_DEPTH,
 };
-use super::signal::Failure;
-use super::{Controller, Tier};
+use super::signal::{Failure, Signal};
+use super::{Controller, Ticket, Tier};
 use std::time::Duration;
 
 /// The limit and what it remembers.
@@ -33,6 +34,8 @@ pub(super) struct Limiter {
     /// The last cut for rising RTT, while the window after it is judged: undone if the RTT did
     /// not respond to it.
     last_cut: Option<LatencyCut>,
+    /// Where the system last refused one more attempt (429/503), and the probing above it.
+    pub(super) break_point: Option<BreakPoint>,
 }
 
 impl Limiter {
@@ -47,6 +50,7 @@ impl Limiter {
             last_decrease: now,
             congested_windows: 0,
             last_cut: None,
+            break_point: None,
         }
     }
 }
@@ -114,12 +118,18 @@ impl Controller {
         self.rtt.baseline = Some(mean);
     }
 
-    pub(super) fn window_clear(&mut self, mean: f64, baseline: f64) {
+    pub(super) fn window_clear(&mut self, now: Instant, mean: f64, baseline: f64) {
         self.limiter.congested_windows = 0;
         self.limiter.last_cut = None;
         self.update_baseline(mean, baseline, false);
-        if self.window.reached {
-            self.grow();
+        let (limit, cohort) = (self.limiter.limit, f64::from(self.window.sent));
+        let reached = self.window.reached;
+        if let Some(point) = &mut self.limiter.break_point {
+            // A probe that did not reach its limit tested nothing: it is simply over.
+            point.probe_cleared(limit, cohort, reached);
+        }
+        if reached {
+            self.grow(now);
         }
         self.open_window();
     }
@@ -134,6 +144,9 @@ impl Controller {
             return;
         }
         self.update_baseline(mean, baseline, true);
+        if let Some(point) = &mut self.limiter.break_point {
+            point.probe_congested(now);
+        }
         let concurrency = self.concurrency();
         let queue_free = (concurrency * baseline / mean).max(self.floor());
         let l = &mut self.limiter;
@@ -186,16 +199,39 @@ impl Controller {
         self.open_window();
     }
 
-    pub(super) fn on_failure(&mut self, now: Instant, sent_at: Instant, kind: Failure) {
+    pub(super) fn on_failure(
+        &mut self,
+        now: Instant,
+        ticket: Ticket,
+        kind: Failure,
+        signal: Signal,
+    ) {
+        let sent_at = ticket.sent_at;
         self.breaker.count_failure(now, sent_at, kind);
         if self.breaker.run_total() >= CIRCUIT_FAILURES {
             self.open_circuit(now);
             return;
         }
+        // A failed probe goes back to the plateau it left; any other failure backs off.
+        let probe_failed = self
+            .limiter
+            .break_point
+            .as_ref()
+            .is_some_and(|point| point.probing);
+        if let Signal::Overload { retry_after } = signal {
+            // The system said "no more": remember how many it took (one at a time at least).
+            let last = self.limiter.break_point.take();
+            let point = BreakPoint::on_failure(last, now, sent_at, ticket.in_flight, retry_after);
+            self.limiter.break_point = Some(point);
+        }
         // Once per window: attempts sent before the last decrease were sent at the old limit.
         if sent_at >= self.limiter.last_decrease {
             self.limiter.last_cut = None;
-            let target = self.limiter.limit * BACKOFF_RATIO;
+            let mut target = self.limiter.limit * BACKOFF_RATIO;
+            if probe_failed {
+                let plateau = self.limiter.break_point.as_ref().map(|p| p.plateau);
+                target = target.max(plateau.unwrap_or(target));
+            }
             self.limiter.capacity = Some(target.max(self.floor()));
             self.decrease_to(now, target);
         }
@@ -211,7 +247,7 @@ impl Controller {
         self.open_window();
     }
 
-    fn grow(&mut self) {
+    fn grow(&mut self, now: Instant) {
         let cap = self.growth_cap();
         if self.limiter.limit >= cap {
             return;
@@ -221,7 +257,28 @@ impl Controller {
         } else {
             self.additive_next()
         };
+        let next = self.held_below_break(now, next);
         self.limiter.limit = next.min(cap).max(self.limiter.limit);
+    }
+
+    /// Growth stops at the break point's plateau (slow start ends there), unless a probe may go
+    /// now (see `plateau.rs`). A probe adds at least one attempt in flight, or it would test
+    /// nothing; while held, the probe step does not grow, so the probe that finally goes is small.
+    fn held_below_break(&mut self, now: Instant, next: f64) -> f64 {
+        let cohort = f64::from(self.samples_needed());
+        let l = &mut self.limiter;
+        let Some(point) = &mut l.break_point else {
+            return next;
+        };
+        if next <= point.plateau {
+            return next;
+        }
+        if !l.slow_start && point.try_probe(now, cohort) {
+            return next.max(point.plateau.floor() + 1.0);
+        }
+        l.slow_start = false;
+        l.probe = PROBE_STEP * point.plateau;
+        point.plateau.max(l.limit).min(next)
     }
 
     fn slow_start_next(&mut self) -> f64 {

@@ -173,13 +173,13 @@ impl Controller {
         let mean = self.window.mean();
         let Some(baseline) = self.rtt.baseline else {
             self.first_baseline(mean);
-            self.window_clear(mean, mean);
+            self.window_clear(now, mean, mean);
             return;
         };
         if self.congested(mean, baseline, samples) {
             self.window_congested(now, mean, baseline);
         } else {
-            self.window_clear(mean, baseline);
+            self.window_clear(now, mean, baseline);
         }
     }
 
@@ -192,7 +192,7 @@ impl Controller {
     /// `WINDOW_MIN_SAMPLES`, and more when RTTs are noisy: enough for the noise allowance to
     /// shrink to the RTT tolerance, `(z · cv / tolerance)²` samples, up to `WINDOW_MAX_FILL` ×
     /// limit. A noisy system is judged less often but not on noise.
-    fn samples_needed(&self) -> u32 {
+    pub(super) fn samples_needed(&self) -> u32 {
         let limit = self.limiter.limit;
         let fill = limit * WINDOW_FILL;
         let precise = (RTT_NOISE_ALLOWANCE * self.rtt.variation() / RTT_TOLERANCE).powi(2);

@@ -24,6 +24,7 @@ mod breaker;
 mod limit;
 mod measure;
 mod pacer;
+mod plateau;
 mod settings;
 mod signal;
 mod tiers;
@@ -32,6 +33,8 @@ mod tiers;
 mod sim;
 #[cfg(test)]
 mod tests;
+#[cfg(test)]
+mod tests_probe;
 #[cfg(test)]
 mod tests_sim;
 
@@ -78,6 +81,9 @@ pub struct Ticket {
     sent_at: Instant,
     /// The window whose cohort this attempt belongs to, if any.
     window: Option<u32>,
+    /// Attempts already in flight when this one was sent: if the system refuses it, that many
+    /// is what it took.
+    in_flight: usize,
 }
 
 impl Ticket {
@@ -212,12 +218,16 @@ impl Controller {
         let mut ticket = Ticket {
             sent_at: now,
             window: None,
+            in_flight,
         };
         match self.breaker.state {
             Circuit::Open if now < self.breaker.open_until => {}
             Circuit::Open | Circuit::HalfOpen => self.breaker.probe_sent(now),
             Circuit::Closed => {
                 ticket.window = self.count_send(now, in_flight);
+                if let Some(point) = &mut self.limiter.break_point {
+                    point.on_send();
+                }
                 let interval = self.pacing_interval();
                 self.pacer.advance(now, interval);
             }
@@ -247,7 +257,7 @@ impl Controller {
         match (self.breaker.state, failure) {
             (Circuit::Closed, None) => self.on_success(now, in_cohort, rtt),
             (Circuit::Closed, Some(kind)) => {
-                self.on_failure(now, ticket.sent_at, kind);
+                self.on_failure(now, ticket, kind, signal);
                 if self.breaker.state == Circuit::Closed {
                     self.judge_window(now);
                 }

@@ -150,3 +150,18 @@ pub(super) const DEMOTE_AFTER: Duration = Duration::from_secs(2);
 pub(super) const PROMOTE_AFTER: Duration = Duration::from_secs(60);
 /// Tier changes kept between two `take_tier_changes` calls; the oldest is dropped beyond this.
 pub(super) const MAX_PENDING_TIER_CHANGES: usize = 16;
+
+// ---- memory of the break point --------------------------------------------------------------
+
+/// First hold after a failure: no probe above the break point for this long. Ten seconds is
+/// hundreds of round trips for a webhook, so a hard cap costs one probe per ten seconds at most.
+pub(super) const BREAK_HOLD: Duration = Duration::from_secs(10);
+/// Longest hold: after repeated failed probes, one probe every five minutes (the circuit's
+/// longest cool-down) finds a system that gained capacity soon enough.
+pub(super) const MAX_BREAK_HOLD: Duration = Duration::from_secs(300);
+/// A `Retry-After` of R holds the limit below the break point for at least this many times R:
+/// the system said how long to stay away, and asking again in R would buy another pause.
+pub(super) const RETRY_AFTER_HOLD: u32 = 10;
+/// Share of attempts that may be probes above the break point: 1%, so a thousand one-worker
+/// systems cannot each spend several percent of their requests finding out what they know.
+pub(super) const PROBE_SHARE: f64 = 0.01;

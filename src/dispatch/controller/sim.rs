@@ -64,6 +64,18 @@ impl System {
         }
     }
 
+    /// The same system with its randomness drawn from `seed`.
+    pub(super) fn seeded(mut self, seed: u64) -> Self {
+        self.rng = Rng(seed | 1);
+        self
+    }
+
+    /// The same system answering every overload with this `Retry-After` (a hard cap).
+    pub(super) fn with_retry_after(mut self, wait: Duration) -> Self {
+        self.retry_after = Some(wait);
+        self
+    }
+
     fn service_time(&mut self) -> Duration {
         let factor = if self.exponential {
             -(1.0 - self.rng.unit()).ln()
@@ -226,6 +238,7 @@ impl Sim {
             Signal::Success
         };
         let rtt = at - reply.sent_at;
+
         self.controller
             .observe(self.t0 + at, reply.ticket, Some(rtt), signal);
     }
@@ -303,6 +316,7 @@ impl Report for Controller {
         let ticket = Ticket {
             sent_at: now.checked_sub(rtt).unwrap_or(now),
             window: None,
+            in_flight: usize::MAX,
         };
         self.observe(now, ticket, Some(rtt), signal);
     }
