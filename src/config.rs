@@ -314,7 +314,6 @@ impl ServeConfig {
                 max_limit: self.max_in_flight_per_customer as f64,
                 fast_threshold: self.tier_fast,
                 medium_threshold: self.tier_medium,
-                ..defaults.controller
             },
             policy: PolicySettings {
                 policy: self.policy,

@@ -161,6 +161,14 @@ async fn metrics_follow_deliveries(backend: Backend) {
             &[("customer", "acme")]
         ) >= 1.0
     );
+    // 20 deliveries fill the first measurement window: the baseline is known.
+    assert!(
+        value(
+            &after,
+            "floodgate_customer_rtt_baseline_seconds",
+            &[("customer", "acme")]
+        ) > 0.0
+    );
     let tiers: f64 = after
         .iter()
         .filter(|s| s.name == "floodgate_customer_tier" && s.labels["customer"] == "acme")

@@ -506,6 +506,20 @@ fn render_actors(page: &mut Exposition, actors: &[CustomerStats]) {
         }
     }
     page.family(
+        "floodgate_customer_rtt_baseline_seconds",
+        Kind::Gauge,
+        "The controller's RTT baseline per customer: the system's own queue-free round trip.",
+    );
+    for stats in actors {
+        if let Some(baseline) = stats.rtt_baseline {
+            page.sample(
+                "floodgate_customer_rtt_baseline_seconds",
+                &[("customer", &stats.customer_id)],
+                baseline.as_secs_f64(),
+            );
+        }
+    }
+    page.family(
         "floodgate_customer_tier",
         Kind::Gauge,
         "1 for the tier each customer is in, 0 for the others.",
