@@ -129,9 +129,11 @@ pub async fn run(
     tracing::info!(backend = ?store.backend(), "store ready");
     let tokens = resolve_tokens(&cfg)?;
     let directory = Arc::new(CustomerDirectory::new(store.clone(), DIRECTORY_TTL));
+    let target_policy = Arc::new(cfg.target_policy());
     let sink = Sinks::new(&WebhookSettings {
         timeout: cfg.webhook_timeout,
         connect_timeout: cfg.webhook_timeout.min(Duration::from_secs(5)),
+        target_policy: target_policy.clone(),
     })?;
     let preferences = Arc::new(Preferences::connect(store.clone(), &cfg.preference_cache()).await?);
     let templates = Arc::new(Templates::new(store.clone()));
@@ -177,6 +179,7 @@ pub async fn run(
         preferences,
         templates,
         fast_path,
+        target_policy,
         inbox_retention: cfg.inbox_retention,
         max_payload_bytes: cfg.max_payload_bytes,
         max_message_bytes: cfg.max_message_bytes,

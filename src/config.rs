@@ -165,6 +165,12 @@ pub struct ServeConfig {
     /// answered without the database (the database's unique key still decides after that).
     #[arg(long, env = "FLOODGATE_IDEMPOTENCY_CACHE_TTL", default_value = "24h", value_parser = humantime::parse_duration)]
     pub idempotency_cache_ttl: Duration,
+    /// Networks deliveries may reach although they are loopback, link-local, private, CGNAT,
+    /// unique-local, multicast or unspecified (all refused by default, against server-side
+    /// request forgery). Repeat the flag, or give a comma-separated list in the env twin, e.g.
+    /// `127.0.0.0/8` for local development or `10.20.0.0/16` for an in-house relay.
+    #[arg(long, env = "FLOODGATE_ALLOW_TARGET_CIDR", value_delimiter = ',')]
+    pub allow_target_cidr: Vec<crate::sink::target_policy::Cidr>,
     /// Log format; the level is set with RUST_LOG (default info).
     #[arg(long, env = "FLOODGATE_LOG_FORMAT", value_enum, default_value_t = LogFormat::Text)]
     pub log_format: LogFormat,
@@ -292,6 +298,11 @@ impl ServeConfig {
         }
     }
 
+    /// Which addresses deliveries may reach.
+    pub fn target_policy(&self) -> crate::sink::target_policy::TargetPolicy {
+        crate::sink::target_policy::TargetPolicy::new(self.allow_target_cidr.clone())
+    }
+
     /// The dispatcher's settings.
     pub fn dispatch_settings(&self) -> DispatchSettings {
         let defaults = DispatchSettings::default();
@@ -341,6 +352,26 @@ mod tests {
             "sqlite://floodgate-data/floodgate.db"
         );
         assert_eq!(config.dispatch_settings().retry.max_attempts, 12);
+        assert!(config.allow_target_cidr.is_empty());
+    }
+
+    #[test]
+    fn allow_target_cidrs_repeat() {
+        let config = ServeConfig::parse_from_args(
+            [
+                "--allow-target-cidr",
+                "127.0.0.0/8",
+                "--allow-target-cidr",
+                "fd00::/8",
+            ]
+            .map(String::from),
+        );
+        let shown: Vec<String> = config
+            .allow_target_cidr
+            .iter()
+            .map(ToString::to_string)
+            .collect();
+        assert_eq!(shown, ["127.0.0.0/8", "fd00::/8"]);
     }
 
     #[test]

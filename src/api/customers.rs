@@ -4,7 +4,7 @@ use tonic::{Request, Response, Status};
 
 use super::proto;
 use super::proto::customers_server::Customers;
-use super::{ApiState, channels, convert};
+use super::{ApiState, channels, convert, targets};
 use crate::error::Error;
 use std::collections::HashMap;
 
@@ -46,6 +46,7 @@ impl Customers for CustomerService {
             channels::keep_secrets(&mut customer.channels, &existing.channels);
         }
         channels::require_secrets(&customer.channels)?;
+        targets::check(&self.state.target_policy, &customer)?;
         self.state
             .store
             .upsert_customer(&customer, now_millis())

@@ -8,6 +8,7 @@ pub mod convert;
 mod customers;
 mod dispatcher;
 mod preferences;
+mod targets;
 mod templates;
 
 use std::future::Future;
@@ -57,6 +58,8 @@ pub struct ApiState {
     pub fast_path: Option<Arc<crate::idempotency::FastPath>>,
     /// Versioned templates, pinned at intake.
     pub templates: Arc<crate::templates::Templates>,
+    /// Which addresses deliveries may reach, checked again at upsert for IP-literal targets.
+    pub target_policy: Arc<crate::sink::target_policy::TargetPolicy>,
     /// How far back `ListNotifications` reaches.
     pub inbox_retention: std::time::Duration,
     /// Largest accepted payload, in bytes.

@@ -1,0 +1,221 @@
+//! Security over real sockets: the outbound target policy (at upsert and at connect, redirects,
+//! the allow-list) and what `last_error` may hold.
+
+mod common;
+
+use std::net::SocketAddr;
+use std::time::Duration;
+
+use axum::Router;
+use axum::http::{StatusCode, header};
+use axum::routing::post;
+use common::{Backend, Receiver, TestDb, TestServer, add_customer, submit_request, test_config};
+use floodgate::api::proto;
+use floodgate::api::proto::State;
+use tokio::net::TcpListener;
+
+const WAIT: Duration = Duration::from_secs(10);
+
+/// A server whose allow-list is `allow` (the test default opens all of loopback).
+async fn server_allowing(db: &TestDb, allow: &[&str]) -> TestServer {
+    let mut cfg = test_config(db);
+    cfg.allow_target_cidr = allow.iter().map(|c| c.parse().unwrap()).collect();
+    TestServer::start(cfg).await
+}
+
+async fn upsert(server: &TestServer, customer: proto::Customer) -> Result<(), tonic::Status> {
+    server
+        .customers()
+        .await
+        .upsert_customer(proto::UpsertCustomerRequest {
+            customer: Some(customer),
+        })
+        .await
+        .map(drop)
+}
+
+fn webhook_customer(url: &str) -> proto::Customer {
+    proto::Customer {
+        id: "acme".into(),
+        webhook_url: url.into(),
+        ..Default::default()
+    }
+}
+
+/// Submits one webhook notification to `acme` and waits for it to end in `state`.
+async fn deliver_one(server: &TestServer, state: State) -> proto::Notification {
+    let mut client = server.dispatcher().await;
+    let id = client
+        .submit(submit_request("acme", "k1", "user-1"))
+        .await
+        .unwrap()
+        .into_inner()
+        .notification_id;
+    common::wait_for_state(&mut client, &id, state, WAIT).await
+}
+
+/// An HTTP server on `addr` that answers every POST with `status`, `headers` and `body`.
+async fn answering(
+    addr: &str,
+    status: u16,
+    headers: Vec<(header::HeaderName, String)>,
+    body: &'static str,
+) -> (SocketAddr, tokio::task::JoinHandle<()>) {
+    let listener = TcpListener::bind(addr).await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let app = Router::new().route(
+        "/hook",
+        post(move || {
+            let headers = headers.clone();
+            async move {
+                let mut response = axum::response::Response::new(axum::body::Body::from(body));
+                *response.status_mut() = StatusCode::from_u16(status).unwrap();
+                for (name, value) in headers {
+                    response.headers_mut().insert(name, value.parse().unwrap());
+                }
+                response
+            }
+        }),
+    );
+    let task = tokio::spawn(async move {
+        let _ = axum::serve(listener, app).await;
+    });
+    (addr, task)
+}
+
+/// Every non-public address class is refused at upsert, in every field that names a target,
+/// with INVALID_ARGUMENT naming the field and the class.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn every_blocked_class_is_refused_at_upsert() {
+    let db = TestDb::new(Backend::Sqlite).await;
+    let server = server_allowing(&db, &[]).await;
+    for (url, class) in [
+        ("http://127.0.0.1:8080/hook", "loopback"),
+        ("http://[::1]/hook", "loopback"),
+        ("http://[::ffff:127.0.0.1]/hook", "loopback"),
+        ("http://169.254.169.254/latest/meta-data", "link-local"),
+        ("http://[fe80::1]/hook", "link-local"),
+        ("http://10.0.0.1/hook", "private"),
+        ("http://172.16.5.4/hook", "private"),
+        ("http://192.168.1.1/hook", "private"),
+        ("http://100.64.0.1/hook", "CGNAT"),
+        ("http://[fd00::1]/hook", "unique local"),
+        ("http://224.0.0.1/hook", "multicast"),
+        ("http://0.0.0.0:8080/hook", "unspecified"),
+        ("http://[::]/hook", "unspecified"),
+    ] {
+        let status = upsert(&server, webhook_customer(url)).await.unwrap_err();
+        assert_eq!(status.code(), tonic::Code::InvalidArgument, "{url}");
+        assert!(
+            status.message().starts_with("customer.webhook_url:")
+                && status.message().contains(class),
+            "{url}: {}",
+            status.message()
+        );
+    }
+    let sms = proto::Customer {
+        sms: Some(proto::SmsSettings {
+            base_url: "http://10.1.2.3".into(),
+            account_sid: "AC1".into(),
+            auth_token: "token".into(),
+            from: "+14155550100".into(),
+        }),
+        ..webhook_customer("https://hooks.example.com/")
+    };
+    let status = upsert(&server, sms).await.unwrap_err();
+    assert!(
+        status.message().starts_with("customer.sms.base_url:"),
+        "{status:?}"
+    );
+    let email = proto::Customer {
+        email: Some(proto::EmailSettings {
+            smtp_host: "169.254.169.254".into(),
+            from: "a@example.com".into(),
+            tls: proto::EmailTls::Tls as i32,
+            ..Default::default()
+        }),
+        ..webhook_customer("https://hooks.example.com/")
+    };
+    let status = upsert(&server, email).await.unwrap_err();
+    assert!(
+        status.message().starts_with("customer.email.smtp_host:")
+            && status.message().contains("link-local"),
+        "{status:?}"
+    );
+    // A public target and a host name are accepted (a name is checked at every connection).
+    upsert(&server, webhook_customer("https://93.184.216.34/hook"))
+        .await
+        .unwrap();
+    upsert(&server, webhook_customer("http://localhost:1/hook"))
+        .await
+        .unwrap();
+    server.stop().await.unwrap();
+}
+
+/// A host name that resolves to 127.0.0.1 passes the upsert but is refused when connecting: the
+/// receiver never sees a request, and the notification fails at once naming the class.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_name_resolving_to_loopback_is_refused_at_connect() {
+    let db = TestDb::new(Backend::Sqlite).await;
+    let server = server_allowing(&db, &[]).await;
+    let receiver = Receiver::start().await;
+    let url = format!("http://localhost:{}/hook", receiver.addr.port());
+    add_customer(&server.grpc_url, "acme", &url).await;
+    let failed = deliver_one(&server, State::Failed).await;
+    assert_eq!(failed.attempts, 1, "a refused target is not retried");
+    assert!(
+        failed
+            .last_error
+            .contains("127.0.0.1 is a loopback address"),
+        "{}",
+        failed.last_error
+    );
+    assert!(receiver.received().is_empty());
+    server.stop().await.unwrap();
+}
+
+/// The same name is reached once the operator allows loopback.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_allow_list_opens_a_blocked_network() {
+    let db = TestDb::new(Backend::Sqlite).await;
+    let server = server_allowing(&db, &["127.0.0.0/8"]).await;
+    let receiver = Receiver::start().await;
+    let url = format!("http://localhost:{}/hook", receiver.addr.port());
+    add_customer(&server.grpc_url, "acme", &url).await;
+    deliver_one(&server, State::Delivered).await;
+    assert_eq!(receiver.received().len(), 1);
+    server.stop().await.unwrap();
+}
+
+/// A 302 to a private address is not followed: the notification fails with the status alone.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_redirect_to_a_private_address_is_not_followed() {
+    let db = TestDb::new(Backend::Sqlite).await;
+    // Only the redirecting receiver's address is open; 127.0.0.2 stays refused.
+    let server = server_allowing(&db, &["127.0.0.1/32"]).await;
+    let inner = Receiver::start_on("127.0.0.2:0".parse().unwrap()).await;
+    let (outer, _task) = answering(
+        "127.0.0.1:0",
+        302,
+        vec![(header::LOCATION, inner.url.clone())],
+        "",
+    )
+    .await;
+    add_customer(&server.grpc_url, "acme", &format!("http://{outer}/hook")).await;
+    let failed = deliver_one(&server, State::Failed).await;
+    assert_eq!(failed.last_error, "HTTP 302 Found");
+    assert!(inner.received().is_empty());
+    server.stop().await.unwrap();
+}
+
+/// Whatever a target answers stays out of `last_error`: the status and its reason phrase only.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn last_error_holds_no_answer_body() {
+    let db = TestDb::new(Backend::Sqlite).await;
+    let server = TestServer::start(test_config(&db)).await;
+    let (addr, _task) = answering("127.0.0.1:0", 400, vec![], "internal-secret-42").await;
+    add_customer(&server.grpc_url, "acme", &format!("http://{addr}/hook")).await;
+    let failed = deliver_one(&server, State::Failed).await;
+    assert_eq!(failed.last_error, "HTTP 400 Bad Request");
+    server.stop().await.unwrap();
+}
