@@ -71,6 +71,12 @@ pub enum AppError {
         #[source]
         source: std::io::Error,
     },
+    #[error("cannot make the data directory {path} owner-only: {source}")]
+    DataDir {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
     #[error("HTTP server failed: {0}")]
     Http(#[source] std::io::Error),
     #[error("a server task panicked: {0}")]
@@ -118,6 +124,13 @@ pub async fn run(
     listeners: Listeners,
     shutdown: impl Future<Output = ()>,
 ) -> Result<(), AppError> {
+    if cfg.data_dir.exists() || cfg.database_url.is_none() || cfg.admin_token.is_none() {
+        // Owner-only: it holds the database and the admin token.
+        crate::private_files::tighten_dir(&cfg.data_dir).map_err(|source| AppError::DataDir {
+            path: cfg.data_dir.clone(),
+            source,
+        })?;
+    }
     let store = Store::connect(
         &cfg.database_url(),
         &StoreOptions {
@@ -289,23 +302,17 @@ fn load_or_generate_admin_token(data_dir: &Path) -> Result<String, AppError> {
         source,
     };
     match std::fs::read_to_string(&path) {
-        Ok(token) if !token.trim().is_empty() => return Ok(token.trim().to_owned()),
+        Ok(token) if !token.trim().is_empty() => {
+            crate::private_files::tighten_file(&path).map_err(token_error)?;
+            return Ok(token.trim().to_owned());
+        }
         Ok(_) => {}
         Err(err) if err.kind() == std::io::ErrorKind::NotFound => {}
         Err(err) => return Err(token_error(err)),
     }
-    std::fs::create_dir_all(data_dir).map_err(token_error)?;
+    crate::private_files::create_dir(data_dir).map_err(token_error)?;
     let token = format!("fgadm_{}", hex(&rand::random::<[u8; 24]>()));
-    let mut file = {
-        use std::os::unix::fs::OpenOptionsExt as _;
-        std::fs::OpenOptions::new()
-            .write(true)
-            .create(true)
-            .truncate(true)
-            .mode(0o600)
-            .open(&path)
-            .map_err(token_error)?
-    };
+    let mut file = crate::private_files::create_file(&path).map_err(token_error)?;
     writeln!(file, "{token}").map_err(token_error)?;
     println!(
         "Generated an admin token (saved to {}):\n\n    {token}\n",

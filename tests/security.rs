@@ -219,3 +219,62 @@ async fn last_error_holds_no_answer_body() {
     assert_eq!(failed.last_error, "HTTP 400 Bad Request");
     server.stop().await.unwrap();
 }
+
+fn mode(path: &std::path::Path) -> u32 {
+    use std::os::unix::fs::PermissionsExt as _;
+    std::fs::metadata(path)
+        .unwrap_or_else(|e| panic!("{}: {e}", path.display()))
+        .permissions()
+        .mode()
+        & 0o777
+}
+
+/// The zero-configuration start keeps its secrets owner-only: the data directory is 0700 (even
+/// one created 0755 beforehand), the database with its WAL and shared-memory files and the
+/// generated admin token are 0600.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn data_files_are_owner_only() {
+    use std::os::unix::fs::PermissionsExt as _;
+    let db = TestDb::new(Backend::Sqlite).await;
+    let data = db.dir.path().join("data");
+    std::fs::create_dir(&data).unwrap();
+    std::fs::set_permissions(&data, std::fs::Permissions::from_mode(0o755)).unwrap();
+    let mut cfg = test_config(&db);
+    cfg.data_dir = data.clone();
+    cfg.database_url = None;
+    cfg.admin_token = None;
+    let token_file = data.join(floodgate::app::ADMIN_TOKEN_FILE);
+    let server = TestServer::start(cfg).await;
+    let receiver = Receiver::start().await;
+    // Wait for the server to be up (it writes the token file before it serves).
+    let token = loop {
+        if let Ok(token) = std::fs::read_to_string(&token_file)
+            && !token.trim().is_empty()
+        {
+            break token.trim().to_owned();
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    };
+    let mut customers = server.customers_with(Some(&token)).await;
+    customers
+        .upsert_customer(proto::UpsertCustomerRequest {
+            customer: Some(webhook_customer(&receiver.url)),
+        })
+        .await
+        .unwrap();
+    let mut client = server.dispatcher_with(Some(&token)).await;
+    let id = client
+        .submit(submit_request("acme", "k1", "user-1"))
+        .await
+        .unwrap()
+        .into_inner()
+        .notification_id;
+    common::wait_for_state(&mut client, &id, State::Delivered, WAIT).await;
+
+    assert_eq!(mode(&data), 0o700);
+    assert_eq!(mode(&token_file), 0o600);
+    for file in floodgate::private_files::sqlite_files(&data.join("floodgate.db")) {
+        assert_eq!(mode(&file), 0o600, "{}", file.display());
+    }
+    server.stop().await.unwrap();
+}
