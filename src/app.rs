@@ -42,6 +42,9 @@ use crate::templates::Templates;
 const DIRECTORY_TTL: Duration = Duration::from_secs(5);
 /// The file in the data directory holding the generated admin token.
 pub const ADMIN_TOKEN_FILE: &str = "admin-token";
+/// The file in the data directory holding the generated metrics token (unless
+/// `--metrics-token-file` names another).
+pub const METRICS_TOKEN_FILE: &str = "metrics-token";
 
 /// The two bound sockets the server uses. Binding is the caller's job, so tests can bind port 0.
 #[derive(Debug)]
@@ -65,7 +68,7 @@ pub enum AppError {
     WebhookClient(#[from] crate::sink::webhook::ClientError),
     #[error(transparent)]
     Api(#[from] api::ServeError),
-    #[error("cannot use the admin token file {path}: {source}")]
+    #[error("cannot use the token file {path}: {source}")]
     TokenFile {
         path: PathBuf,
         #[source]
@@ -124,7 +127,11 @@ pub async fn run(
     listeners: Listeners,
     shutdown: impl Future<Output = ()>,
 ) -> Result<(), AppError> {
-    if cfg.data_dir.exists() || cfg.database_url.is_none() || cfg.admin_token.is_none() {
+    if cfg.data_dir.exists()
+        || cfg.database_url.is_none()
+        || cfg.admin_token.is_none()
+        || cfg.metrics_token_file.is_none()
+    {
         // Owner-only: it holds the database and the admin token.
         crate::private_files::tighten_dir(&cfg.data_dir).map_err(|source| AppError::DataDir {
             path: cfg.data_dir.clone(),
@@ -193,6 +200,7 @@ pub async fn run(
         templates,
         fast_path,
         target_policy,
+        grpc_reflection: cfg.grpc_reflection,
         inbox_retention: cfg.inbox_retention,
         max_payload_bytes: cfg.max_payload_bytes,
         max_message_bytes: cfg.max_message_bytes,
@@ -290,35 +298,61 @@ pub async fn run(
 fn resolve_tokens(cfg: &ServeConfig) -> Result<Tokens, AppError> {
     let admin = match &cfg.admin_token {
         Some(token) => token.clone(),
-        None => load_or_generate_admin_token(&cfg.data_dir)?,
+        None => load_or_generate_token(&cfg.data_dir.join(ADMIN_TOKEN_FILE), &ADMIN)?,
     };
-    Ok(Tokens::new(&admin, cfg.submit_token.as_deref()))
+    let metrics_file = cfg
+        .metrics_token_file
+        .clone()
+        .unwrap_or_else(|| cfg.data_dir.join(METRICS_TOKEN_FILE));
+    let metrics = load_or_generate_token(&metrics_file, &METRICS)?;
+    Ok(Tokens::new(&admin, cfg.submit_token.as_deref()).with_metrics(&metrics))
 }
 
-fn load_or_generate_admin_token(data_dir: &Path) -> Result<String, AppError> {
-    let path = data_dir.join(ADMIN_TOKEN_FILE);
+/// A kind of token floodgate generates when none is saved.
+struct Generated {
+    prefix: &'static str,
+    what: &'static str,
+    usage: &'static str,
+}
+
+const ADMIN: Generated = Generated {
+    prefix: "fgadm_",
+    what: "an admin token",
+    usage: "Clients read it from there by default; pass it as `authorization: Bearer <token>`.",
+};
+const METRICS: Generated = Generated {
+    prefix: "fgmet_",
+    what: "a read-only metrics token",
+    usage: "It opens /metrics and the dashboard (with the admin token), as `Authorization: Bearer <token>`.",
+};
+
+/// The token saved in `path` (made owner-only), or a new one, saved owner-only and printed once.
+fn load_or_generate_token(path: &Path, kind: &Generated) -> Result<String, AppError> {
     let token_error = |source| AppError::TokenFile {
-        path: path.clone(),
+        path: path.to_owned(),
         source,
     };
-    match std::fs::read_to_string(&path) {
+    match std::fs::read_to_string(path) {
         Ok(token) if !token.trim().is_empty() => {
-            crate::private_files::tighten_file(&path).map_err(token_error)?;
+            crate::private_files::tighten_file(path).map_err(token_error)?;
             return Ok(token.trim().to_owned());
         }
         Ok(_) => {}
         Err(err) if err.kind() == std::io::ErrorKind::NotFound => {}
         Err(err) => return Err(token_error(err)),
     }
-    crate::private_files::create_dir(data_dir).map_err(token_error)?;
-    let token = format!("fgadm_{}", hex(&rand::random::<[u8; 24]>()));
-    let mut file = crate::private_files::create_file(&path).map_err(token_error)?;
+    if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
+        crate::private_files::create_dir(dir).map_err(token_error)?;
+    }
+    let token = format!("{}{}", kind.prefix, hex(&rand::random::<[u8; 24]>()));
+    let mut file = crate::private_files::create_file(path).map_err(token_error)?;
     writeln!(file, "{token}").map_err(token_error)?;
     println!(
-        "Generated an admin token (saved to {}):\n\n    {token}\n",
+        "Generated {} (saved to {}):\n\n    {token}\n",
+        kind.what,
         path.display()
     );
-    println!("Clients read it from there by default; pass it as `authorization: Bearer <token>`.");
+    println!("{}", kind.usage);
     Ok(token)
 }
 

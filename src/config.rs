@@ -70,6 +70,14 @@ pub struct ServeConfig {
     /// Token allowed to call only the Dispatcher service (submit and read notifications).
     #[arg(long, env = "FLOODGATE_SUBMIT_TOKEN", hide_env_values = true)]
     pub submit_token: Option<String>,
+    /// File holding the read-only token for /metrics and the dashboard's data (the admin token
+    /// works there too). Generated there when missing. [default: DATA_DIR/metrics-token]
+    #[arg(long, env = "FLOODGATE_METRICS_TOKEN_FILE")]
+    pub metrics_token_file: Option<PathBuf>,
+    /// Serve gRPC server reflection (grpcurl, Postman discover the API with it). It reveals only
+    /// the API's shape, never data; turn it off to hide even that.
+    #[arg(long, env = "FLOODGATE_GRPC_REFLECTION", default_value_t = true, action = clap::ArgAction::Set)]
+    pub grpc_reflection: bool,
     /// Largest accepted notification payload, in bytes.
     #[arg(long, env = "FLOODGATE_MAX_PAYLOAD_BYTES", default_value_t = 256 * 1024)]
     pub max_payload_bytes: usize,

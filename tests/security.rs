@@ -278,3 +278,70 @@ async fn data_files_are_owner_only() {
     }
     server.stop().await.unwrap();
 }
+
+/// The configured metrics token opens /metrics and nothing on gRPC; health answers without a
+/// token; reflection is off when `--grpc-reflection false`, on by default.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn metrics_token_health_and_reflection() {
+    use tonic_reflection::pb::v1::ServerReflectionRequest;
+    use tonic_reflection::pb::v1::server_reflection_client::ServerReflectionClient;
+    use tonic_reflection::pb::v1::server_reflection_request::MessageRequest;
+
+    async fn reflection(url: &str) -> Result<(), tonic::Status> {
+        let channel = common::connect(url, None).await;
+        let request = ServerReflectionRequest {
+            host: String::new(),
+            message_request: Some(MessageRequest::ListServices(String::new())),
+        };
+        let mut answers = ServerReflectionClient::new(channel)
+            .server_reflection_info(tokio_stream::iter([request]))
+            .await?
+            .into_inner();
+        answers.message().await.map(drop)
+    }
+
+    let db = TestDb::new(Backend::Sqlite).await;
+    let token_file = db.dir.path().join("prometheus-token");
+    std::fs::write(&token_file, "scrape-only-token\n").unwrap();
+    let mut cfg = test_config(&db);
+    cfg.metrics_token_file = Some(token_file);
+    cfg.grpc_reflection = false;
+    let server = TestServer::start(cfg).await;
+
+    let metrics = reqwest::Client::new()
+        .get(format!("http://{}/metrics", server.http_addr))
+        .bearer_auth("scrape-only-token")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(metrics.status(), 200);
+    let denied = server
+        .dispatcher_with(Some("scrape-only-token"))
+        .await
+        .get_notification(proto::GetNotificationRequest {
+            notification_id: "1".into(),
+        })
+        .await
+        .unwrap_err();
+    assert_eq!(denied.code(), tonic::Code::Unauthenticated);
+
+    let health = tonic_health::pb::health_client::HealthClient::new(
+        common::connect(&server.grpc_url, None).await,
+    )
+    .check(tonic_health::pb::HealthCheckRequest::default())
+    .await
+    .unwrap()
+    .into_inner();
+    assert_eq!(
+        health.status,
+        tonic_health::pb::health_check_response::ServingStatus::Serving as i32
+    );
+    let off = reflection(&server.grpc_url).await.unwrap_err();
+    assert_eq!(off.code(), tonic::Code::Unimplemented);
+    server.stop().await.unwrap();
+
+    let db = TestDb::new(Backend::Sqlite).await;
+    let server = TestServer::start(test_config(&db)).await;
+    reflection(&server.grpc_url).await.unwrap();
+    server.stop().await.unwrap();
+}

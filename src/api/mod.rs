@@ -60,6 +60,8 @@ pub struct ApiState {
     pub templates: Arc<crate::templates::Templates>,
     /// Which addresses deliveries may reach, checked again at upsert for IP-literal targets.
     pub target_policy: Arc<crate::sink::target_policy::TargetPolicy>,
+    /// Whether gRPC server reflection is served (`--grpc-reflection`).
+    pub grpc_reflection: bool,
     /// How far back `ListNotifications` reaches.
     pub inbox_retention: std::time::Duration,
     /// Largest accepted payload, in bytes.
@@ -98,9 +100,14 @@ pub async fn serve<H: Health>(
     health_service: HealthServer<H>,
     shutdown: impl Future<Output = ()>,
 ) -> Result<(), ServeError> {
-    let reflection = tonic_reflection::server::Builder::configure()
-        .register_encoded_file_descriptor_set(proto::FILE_DESCRIPTOR_SET)
-        .build_v1()?;
+    let reflection = if state.grpc_reflection {
+        let service = tonic_reflection::server::Builder::configure()
+            .register_encoded_file_descriptor_set(proto::FILE_DESCRIPTOR_SET)
+            .build_v1()?;
+        Some(service)
+    } else {
+        None
+    };
     let limit = state.max_message_bytes;
     let dispatcher = InterceptedService::new(
         DispatcherServer::new(dispatcher::DispatchService::new(state.clone()))
@@ -130,7 +137,7 @@ pub async fn serve<H: Health>(
     let incoming = TcpIncoming::from(listener).with_nodelay(Some(true));
     Server::builder()
         .add_service(health_service)
-        .add_service(reflection)
+        .add_optional_service(reflection)
         .add_service(dispatcher)
         .add_service(customers)
         .add_service(preferences)
