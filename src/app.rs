@@ -154,6 +154,7 @@ pub async fn run(
         timeout: cfg.webhook_timeout,
         connect_timeout: cfg.webhook_timeout.min(Duration::from_secs(5)),
         target_policy: target_policy.clone(),
+        allow_plaintext_smtp_auth: cfg.allow_plaintext_smtp_auth,
     })?;
     let preferences = Arc::new(Preferences::connect(store.clone(), &cfg.preference_cache()).await?);
     let templates = Arc::new(Templates::new(store.clone()));
@@ -201,6 +202,7 @@ pub async fn run(
         fast_path,
         target_policy,
         grpc_reflection: cfg.grpc_reflection,
+        allow_plaintext_smtp_auth: cfg.allow_plaintext_smtp_auth,
         inbox_retention: cfg.inbox_retention,
         max_payload_bytes: cfg.max_payload_bytes,
         max_message_bytes: cfg.max_message_bytes,

@@ -179,6 +179,11 @@ pub struct ServeConfig {
     /// `127.0.0.0/8` for local development or `10.20.0.0/16` for an in-house relay.
     #[arg(long, env = "FLOODGATE_ALLOW_TARGET_CIDR", value_delimiter = ',')]
     pub allow_target_cidr: Vec<crate::sink::target_policy::Cidr>,
+    /// Let SMTP authenticate over a plain-text connection (a customer's `tls: NONE` with a
+    /// username), which sends the password in clear. Off: such settings are refused at upsert
+    /// and at send. Only for a relay on a network you trust.
+    #[arg(long, env = "FLOODGATE_ALLOW_PLAINTEXT_SMTP_AUTH")]
+    pub allow_plaintext_smtp_auth: bool,
     /// Log format; the level is set with RUST_LOG (default info).
     #[arg(long, env = "FLOODGATE_LOG_FORMAT", value_enum, default_value_t = LogFormat::Text)]
     pub log_format: LogFormat,

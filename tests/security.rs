@@ -345,3 +345,94 @@ async fn metrics_token_health_and_reflection() {
     reflection(&server.grpc_url).await.unwrap();
     server.stop().await.unwrap();
 }
+
+fn sms_settings(base_url: &str, auth_token: &str) -> proto::Customer {
+    proto::Customer {
+        sms: Some(proto::SmsSettings {
+            base_url: base_url.into(),
+            account_sid: "AC1".into(),
+            auth_token: auth_token.into(),
+            from: "+14155550100".into(),
+        }),
+        ..webhook_customer("https://hooks.example.com/")
+    }
+}
+
+fn email_settings(host: &str, password: &str, tls: proto::EmailTls) -> proto::Customer {
+    proto::Customer {
+        email: Some(proto::EmailSettings {
+            smtp_host: host.into(),
+            smtp_port: 587,
+            username: "mailer".into(),
+            password: password.into(),
+            from: "a@example.com".into(),
+            tls: tls as i32,
+        }),
+        ..webhook_customer("https://hooks.example.com/")
+    }
+}
+
+fn field_error(status: tonic::Status) -> String {
+    assert_eq!(status.code(), tonic::Code::InvalidArgument, "{status:?}");
+    status.message().to_owned()
+}
+
+/// A stored provider secret never follows a new endpoint: changing the SMS base URL or the SMTP
+/// host without sending the secret again is INVALID_ARGUMENT; the same endpoint keeps it; SMTP
+/// credentials over plain text need the operator's opt-in.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn provider_secrets_stay_with_their_endpoint() {
+    let db = TestDb::new(Backend::Sqlite).await;
+    let mut cfg = test_config(&db);
+    cfg.allow_plaintext_smtp_auth = false;
+    let server = TestServer::start(cfg).await;
+    let starttls = proto::EmailTls::Starttls;
+
+    upsert(&server, sms_settings("https://sms.example.com", "tok"))
+        .await
+        .unwrap();
+    // Same endpoint, secret left out: kept.
+    upsert(&server, sms_settings("https://sms.example.com", ""))
+        .await
+        .unwrap();
+    let moved = upsert(&server, sms_settings("https://attacker.example", ""))
+        .await
+        .unwrap_err();
+    assert!(
+        field_error(moved).starts_with("customer.sms.auth_token: must be sent again"),
+        "moved"
+    );
+    upsert(&server, sms_settings("https://sms2.example.com", "tok2"))
+        .await
+        .unwrap();
+
+    upsert(&server, email_settings("smtp.example.com", "pw", starttls))
+        .await
+        .unwrap();
+    upsert(&server, email_settings("smtp.example.com", "", starttls))
+        .await
+        .unwrap();
+    let moved = upsert(
+        &server,
+        email_settings("smtp.attacker.example", "", starttls),
+    )
+    .await
+    .unwrap_err();
+    assert!(field_error(moved).starts_with("customer.email.password: must be sent again"));
+    // Dropping TLS is a new endpoint too, and plain text with a password needs the opt-in.
+    let downgraded = upsert(
+        &server,
+        email_settings("smtp.example.com", "", proto::EmailTls::None),
+    )
+    .await
+    .unwrap_err();
+    assert!(field_error(downgraded).starts_with("customer.email.password"));
+    let plaintext = upsert(
+        &server,
+        email_settings("smtp.example.com", "pw", proto::EmailTls::None),
+    )
+    .await
+    .unwrap_err();
+    assert!(field_error(plaintext).starts_with("customer.email.tls:"));
+    server.stop().await.unwrap();
+}

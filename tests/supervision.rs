@@ -108,6 +108,7 @@ async fn a_panicking_actor_is_restarted_and_loses_nothing() {
         target_policy: Arc::new(floodgate::sink::target_policy::TargetPolicy::new(vec![
             "127.0.0.0/8".parse().unwrap(),
         ])),
+        allow_plaintext_smtp_auth: false,
     })
     .unwrap();
     let metrics = Arc::new(floodgate::telemetry::metrics::Metrics::default());

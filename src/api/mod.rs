@@ -60,6 +60,8 @@ pub struct ApiState {
     pub templates: Arc<crate::templates::Templates>,
     /// Which addresses deliveries may reach, checked again at upsert for IP-literal targets.
     pub target_policy: Arc<crate::sink::target_policy::TargetPolicy>,
+    /// Whether SMTP may authenticate over plain text (`--allow-plaintext-smtp-auth`).
+    pub allow_plaintext_smtp_auth: bool,
     /// Whether gRPC server reflection is served (`--grpc-reflection`).
     pub grpc_reflection: bool,
     /// How far back `ListNotifications` reaches.

@@ -22,6 +22,7 @@ use lettre::{AsyncSmtpTransport, AsyncTransport as _, Message, Tokio1Executor};
 
 use super::payload::{ChannelPayload, EmailPayload};
 use super::target_policy::{TargetPolicy, refusal_in};
+use super::webhook::WebhookSettings;
 use super::{RetryCause, SinkError, answer};
 use crate::model::{EmailSettings, EmailTls};
 use crate::store::Claimed;
@@ -46,17 +47,20 @@ pub struct EmailSink {
     timeout: Duration,
     /// Which addresses the SMTP host may resolve to.
     policy: Arc<TargetPolicy>,
+    /// Whether a password may cross a plain-text connection.
+    allow_plaintext_auth: bool,
     /// Per customer: the transport (and its connection pool). Changed settings or an address
     /// older than [`RESOLVE_TTL`] replace it. std Mutex: never held across an `.await`.
     transports: Mutex<HashMap<String, Built>>,
 }
 
 impl EmailSink {
-    /// `timeout` bounds each SMTP command, as the webhook timeout bounds an HTTP attempt.
-    pub fn new(timeout: Duration, policy: Arc<TargetPolicy>) -> Self {
+    /// The webhook timeout bounds each SMTP command, as it bounds an HTTP attempt.
+    pub fn new(settings: &WebhookSettings) -> Self {
         Self {
-            timeout,
-            policy,
+            timeout: settings.timeout,
+            policy: settings.target_policy.clone(),
+            allow_plaintext_auth: settings.allow_plaintext_smtp_auth,
             transports: Mutex::new(HashMap::new()),
         }
     }
@@ -97,6 +101,14 @@ impl EmailSink {
             && built.built_at.elapsed() < RESOLVE_TTL
         {
             return Ok(built.transport.clone());
+        }
+        if settings.tls == EmailTls::None
+            && !settings.username.is_empty()
+            && !self.allow_plaintext_auth
+        {
+            return Err(SinkError::Permanent {
+                reason: "SMTP: refusing to send the password over a plain-text connection (tls NONE); use STARTTLS or TLS".into(),
+            });
         }
         let address = self.resolve(settings).await?;
         let transport = build(settings, address, self.timeout)?;

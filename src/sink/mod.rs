@@ -42,7 +42,7 @@ impl Sinks {
             webhook: WebhookSink::new(client.clone()),
             fcm: fcm::FcmSink::new(client.clone()),
             apns: apns::ApnsSink::new(client.clone(), Outbound::new(settings, true)?),
-            email: email::EmailSink::new(settings.timeout, settings.target_policy.clone()),
+            email: email::EmailSink::new(settings),
             sms: sms::SmsSink::new(client),
         })
     }

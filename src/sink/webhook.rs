@@ -30,6 +30,8 @@ pub struct WebhookSettings {
     pub connect_timeout: Duration,
     /// Which addresses deliveries may reach.
     pub target_policy: Arc<TargetPolicy>,
+    /// Whether SMTP may authenticate over a plain-text connection.
+    pub allow_plaintext_smtp_auth: bool,
 }
 
 /// Could not build the HTTP client (for example, no TLS roots).

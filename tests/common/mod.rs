@@ -174,6 +174,8 @@ pub fn test_config(db: &TestDb) -> ServeConfig {
     // The receivers and fakes are local: the test suite opens loopback explicitly, as a
     // development setup does.
     cfg.allow_target_cidr = vec![LOOPBACK.parse().unwrap()];
+    // The SMTP fake speaks plain text and checks a password.
+    cfg.allow_plaintext_smtp_auth = true;
     cfg
 }
 
