@@ -32,6 +32,7 @@ use crate::http::HttpState;
 use crate::idempotency::FastPath;
 use crate::intake::Intake;
 use crate::preferences::Preferences;
+use crate::redact::SecretString;
 use crate::sink::Sinks;
 use crate::sink::webhook::WebhookSettings;
 use crate::store::{self, Backend, Store, StoreOptions};
@@ -299,7 +300,7 @@ pub async fn run(
 /// saved (owner-only) and printed once so the zero-config start is still locked.
 fn resolve_tokens(cfg: &ServeConfig) -> Result<Tokens, AppError> {
     let admin = match &cfg.admin_token {
-        Some(token) => token.clone(),
+        Some(token) => token.expose().to_owned(),
         None => load_or_generate_token(&cfg.data_dir.join(ADMIN_TOKEN_FILE), &ADMIN)?,
     };
     let metrics_file = cfg
@@ -307,7 +308,8 @@ fn resolve_tokens(cfg: &ServeConfig) -> Result<Tokens, AppError> {
         .clone()
         .unwrap_or_else(|| cfg.data_dir.join(METRICS_TOKEN_FILE));
     let metrics = load_or_generate_token(&metrics_file, &METRICS)?;
-    Ok(Tokens::new(&admin, cfg.submit_token.as_deref()).with_metrics(&metrics))
+    let submit = cfg.submit_token.as_ref().map(SecretString::expose);
+    Ok(Tokens::new(&admin, submit).with_metrics(&metrics))
 }
 
 /// A kind of token floodgate generates when none is saved.

@@ -66,10 +66,10 @@ pub struct ServeConfig {
     /// Token allowed to call everything. When neither this nor a saved one exists, one is
     /// generated, saved as DATA_DIR/admin-token and printed once.
     #[arg(long, env = "FLOODGATE_ADMIN_TOKEN", hide_env_values = true)]
-    pub admin_token: Option<String>,
+    pub admin_token: Option<crate::redact::SecretString>,
     /// Token allowed to call only the Dispatcher service (submit and read notifications).
     #[arg(long, env = "FLOODGATE_SUBMIT_TOKEN", hide_env_values = true)]
-    pub submit_token: Option<String>,
+    pub submit_token: Option<crate::redact::SecretString>,
     /// File holding the read-only token for /metrics and the dashboard's data (the admin token
     /// works there too). Generated there when missing. [default: DATA_DIR/metrics-token]
     #[arg(long, env = "FLOODGATE_METRICS_TOKEN_FILE")]
@@ -277,7 +277,7 @@ impl ServeConfig {
             ("admin-token", &self.admin_token),
             ("submit-token", &self.submit_token),
         ] {
-            if token.as_deref().is_some_and(|t| t.trim().is_empty()) {
+            if token.as_ref().is_some_and(|t| t.expose().trim().is_empty()) {
                 return Err(ConfigError::EmptyToken(flag));
             }
         }

@@ -18,6 +18,7 @@
 //! - [`preferences`]: recipients' opt-outs, checked at intake; [`templates`]: versioned
 //!   templates, checked at intake and rendered at send time.
 //! - [`private_files`]: owner-only modes for the data directory, database and token files.
+//! - [`redact`]: the redacting `Debug` every secret goes through.
 //! - [`model`]: the domain words (customer, notification, lane, state).
 
 pub mod api;
@@ -35,6 +36,7 @@ pub mod model;
 pub mod preferences;
 pub mod private_files;
 pub mod receiver;
+pub mod redact;
 pub mod retention;
 pub mod shutdown;
 pub mod sink;

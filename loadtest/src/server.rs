@@ -60,7 +60,7 @@ impl Server {
         let mut cfg = ServeConfig::defaults();
         cfg.data_dir = data_dir.path().to_owned();
         cfg.database_url = database_url;
-        cfg.admin_token = Some(admin_token.clone());
+        cfg.admin_token = Some(admin_token.clone().into());
         cfg.shutdown_grace = SHUTDOWN_GRACE;
         // The simulated customer systems listen on loopback, which deliveries may not reach
         // unless it is opened.

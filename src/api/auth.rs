@@ -6,12 +6,23 @@ use std::sync::Arc;
 
 use tonic::{Request, Status};
 
-/// The configured tokens.
-#[derive(Debug, Clone)]
+/// The configured tokens. `Debug` shows which are set, never their values.
+#[derive(Clone)]
 pub struct Tokens {
     admin: Arc<str>,
     submit: Option<Arc<str>>,
     metrics: Option<Arc<str>>,
+}
+
+impl std::fmt::Debug for Tokens {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        use crate::redact::Redacted;
+        f.debug_struct("Tokens")
+            .field("admin", &Redacted(&self.admin))
+            .field("submit", &self.submit.as_deref().map(Redacted))
+            .field("metrics", &self.metrics.as_deref().map(Redacted))
+            .finish()
+    }
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

@@ -50,8 +50,7 @@ pub fn provider_token(settings: &ApnsSettings) -> Result<String, SigningError> {
     Ok(jsonwebtoken::encode(&header, &claims, &key)?)
 }
 
-/// Delivers push notifications through APNs.
-#[derive(Debug)]
+/// Delivers push notifications through APNs. `Debug` leaves the cached provider tokens out.
 pub struct ApnsSink {
     /// For `https://` (production): HTTP/2 negotiated by ALPN.
     tls: Outbound,
@@ -59,6 +58,15 @@ pub struct ApnsSink {
     h2c: Outbound,
     // std Mutex: never held across an `.await`.
     tokens: Mutex<HashMap<(String, String), (String, Instant)>>,
+}
+
+impl std::fmt::Debug for ApnsSink {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ApnsSink")
+            .field("tls", &self.tls)
+            .field("h2c", &self.h2c)
+            .finish_non_exhaustive()
+    }
 }
 
 /// One APNs answer, as far as classifying it needs.

@@ -32,16 +32,15 @@ type Transport = AsyncSmtpTransport<Tokio1Executor>;
 /// How long a transport keeps the address its host resolved to.
 const RESOLVE_TTL: Duration = Duration::from_secs(60);
 
-/// A customer's transport and what it was built from.
-#[derive(Debug)]
+/// A customer's transport and what it was built from (no `Debug`: the transport holds the
+/// SMTP credentials).
 struct Built {
     settings: EmailSettings,
     built_at: Instant,
     transport: Transport,
 }
 
-/// Delivers e-mail.
-#[derive(Debug)]
+/// Delivers e-mail. `Debug` leaves the transports (and their credentials) out.
 pub struct EmailSink {
     /// Limit for one SMTP command or connection.
     timeout: Duration,
@@ -52,6 +51,16 @@ pub struct EmailSink {
     /// Per customer: the transport (and its connection pool). Changed settings or an address
     /// older than [`RESOLVE_TTL`] replace it. std Mutex: never held across an `.await`.
     transports: Mutex<HashMap<String, Built>>,
+}
+
+impl std::fmt::Debug for EmailSink {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("EmailSink")
+            .field("timeout", &self.timeout)
+            .field("policy", &self.policy)
+            .field("allow_plaintext_auth", &self.allow_plaintext_auth)
+            .finish_non_exhaustive()
+    }
 }
 
 impl EmailSink {

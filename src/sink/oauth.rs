@@ -63,10 +63,20 @@ pub fn assertion(account: &ServiceAccount) -> Result<String, SigningError> {
     Ok(jsonwebtoken::encode(&header, &claims, &key)?)
 }
 
-#[derive(Debug, Clone)]
+/// An access token; `Debug` hides its value.
+#[derive(Clone)]
 struct Token {
     value: String,
     refresh_at: Instant,
+}
+
+impl std::fmt::Debug for Token {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Token")
+            .field("value", &crate::redact::Redacted(&self.value))
+            .field("refresh_at", &self.refresh_at)
+            .finish()
+    }
 }
 
 type Slot = Arc<tokio::sync::Mutex<Option<Token>>>;
