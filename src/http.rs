@@ -10,8 +10,8 @@
 //! | `/dashboard` | none (the page asks for a token) | the live dashboard (see [`crate::dashboard`]) |
 //! | `/dashboard/api/...` | token | the dashboard's data |
 //!
-//! "token" means the admin or the submit token, as `Authorization: Bearer <token>` or
-//! `?token=<token>`: everything here is read-only.
+//! "token" means the admin or the read-only metrics token, as `Authorization: Bearer <token>`
+//! only: a token in the query string would end up in access logs, proxies and browser history.
 
 use std::future::Future;
 use std::sync::Arc;
@@ -60,15 +60,11 @@ pub async fn serve(
         .await
 }
 
-/// `GET /`: a person who opens the bare address wants the dashboard; the query (a `?token=`)
-/// goes along.
-async fn to_dashboard(
-    axum::extract::RawQuery(query): axum::extract::RawQuery,
-) -> axum::response::Redirect {
-    match query {
-        Some(query) => axum::response::Redirect::to(&format!("/dashboard?{query}")),
-        None => axum::response::Redirect::to("/dashboard"),
-    }
+/// `GET /`: a person who opens the bare address wants the dashboard. A token travels in the URL
+/// fragment (`/#token=…`), which the browser keeps across the redirect and never sends; a query
+/// string is dropped, so no token is passed along in a URL a server sees.
+async fn to_dashboard() -> axum::response::Redirect {
+    axum::response::Redirect::to("/dashboard")
 }
 
 /// Ready when the database answers.
@@ -103,7 +99,7 @@ async fn metrics(State(state): State<Arc<HttpState>>, _: Authorized) -> Response
         .into_response()
 }
 
-/// Proof that the request carried a valid token (admin or submit).
+/// Proof that the request carried the admin or the metrics token in its `Authorization` header.
 #[derive(Debug, Clone, Copy)]
 pub struct Authorized;
 
@@ -119,18 +115,13 @@ impl FromRequestParts<Arc<HttpState>> for Authorized {
             .get(header::AUTHORIZATION)
             .and_then(|value| value.to_str().ok())
             .and_then(|value| value.strip_prefix("Bearer "));
-        let from_query = parts.uri.query().and_then(|query| {
-            query
-                .split('&')
-                .find_map(|pair| pair.strip_prefix("token="))
-        });
-        match from_header.or(from_query) {
-            Some(token) if state.tokens.accepts(token) => Ok(Authorized),
+        match from_header {
+            Some(token) if state.tokens.reads_metrics(token) => Ok(Authorized),
             Some(_) => Err((StatusCode::UNAUTHORIZED, "invalid token\n").into_response()),
             None => Err((
                 StatusCode::UNAUTHORIZED,
                 [(header::WWW_AUTHENTICATE, "Bearer")],
-                "send `Authorization: Bearer <token>` or ?token=<token>\n",
+                "send `Authorization: Bearer <admin or metrics token>`\n",
             )
                 .into_response()),
         }

@@ -17,6 +17,8 @@
 //! - [`retention`]: the job that archives old notifications and purges the archive.
 //! - [`preferences`]: recipients' opt-outs, checked at intake; [`templates`]: versioned
 //!   templates, checked at intake and rendered at send time.
+//! - [`private_files`]: owner-only modes for the data directory, database and token files.
+//! - [`redact`]: the redacting `Debug` every secret goes through.
 //! - [`model`]: the domain words (customer, notification, lane, state).
 
 pub mod api;
@@ -33,7 +35,9 @@ pub mod idempotency;
 pub mod intake;
 pub mod model;
 pub mod preferences;
+pub mod private_files;
 pub mod receiver;
+pub mod redact;
 pub mod retention;
 pub mod shutdown;
 pub mod sink;

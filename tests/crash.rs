@@ -36,6 +36,7 @@ impl Process {
                 &db.url,
             ])
             .args(["--admin-token", ADMIN_TOKEN])
+            .args(["--allow-target-cidr", common::LOOPBACK])
             .args([
                 "--retry-base-delay",
                 "50ms",

@@ -64,6 +64,12 @@ pub enum Error {
         #[source]
         source: std::io::Error,
     },
+    #[error("cannot make the SQLite database {path} owner-only: {source}")]
+    Permissions {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
     #[error(
         "{path} is locked: another floodgate process is using this SQLite database (one node per SQLite file; use PostgreSQL for many)"
     )]
@@ -286,12 +292,17 @@ impl Store {
 
     async fn connect_sqlite(url: &str, path: &Path, options: &StoreOptions) -> Result<Self, Error> {
         if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
-            std::fs::create_dir_all(dir).map_err(|source| Error::CreateDir {
+            crate::private_files::create_dir(dir).map_err(|source| Error::CreateDir {
                 path: dir.to_owned(),
                 source,
             })?;
         }
         let lock = lock_sqlite_file(path)?;
+        // It holds secrets: owner-only, whatever the umask says.
+        crate::private_files::prepare_sqlite(path).map_err(|source| Error::Permissions {
+            path: path.to_owned(),
+            source,
+        })?;
         let url = with_create_mode(url);
         let pool = |max, autocheckpoint: bool| {
             AnyPoolOptions::new()
