@@ -285,7 +285,12 @@ impl Store {
         };
         store.migrate().await?;
         if store.backend == Backend::Sqlite {
-            tokio::spawn(checkpoint_loop(store.clone()));
+            // Without the single-node lock: a closed store must free the file at once, not
+            // when the checkpointer next wakes up.
+            tokio::spawn(checkpoint_loop(Self {
+                _lock: None,
+                ..store.clone()
+            }));
         }
         Ok(store)
     }
