@@ -15,7 +15,8 @@
 //! # Layout
 //! - `settings`: the configurable part and every named constant;
 //! - `measure`: RTT statistics, the measurement window (a cohort of sends) and its verdict;
-//! - `limit`: the concurrency limit: slow start, growth, decreases, the break-point memory;
+//! - `limit`: the concurrency limit: slow start, growth, decreases;
+//! - `plateau`: memory of the break point (where the system last refused), holds and probes;
 //! - `pacer`: spacing between sends and `Retry-After` pauses;
 //! - `breaker`: the circuit breaker;
 //! - `tiers`: the speed label derived from the rate, with hysteresis.
