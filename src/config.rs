@@ -128,9 +128,39 @@ pub struct ServeConfig {
     /// How often the store is swept for work that came due (send_at, retries) and expired leases.
     #[arg(long, env = "FLOODGATE_SWEEP_INTERVAL", default_value = "1s", value_parser = humantime::parse_duration)]
     pub sweep_interval: Duration,
-    /// How long deliveries under way may take to finish after SIGTERM/SIGINT.
+    /// How long the whole shutdown may take after SIGTERM/SIGINT: calls and deliveries under
+    /// way finish within it, connections still open at its end are closed, then the process exits.
     #[arg(long, env = "FLOODGATE_SHUTDOWN_GRACE", default_value = "30s", value_parser = humantime::parse_duration)]
     pub shutdown_grace: Duration,
+    /// How long an HTTP client may take to send a request's headers.
+    #[arg(long, env = "FLOODGATE_HTTP_HEADER_READ_TIMEOUT", default_value = "10s", value_parser = humantime::parse_duration)]
+    pub http_header_read_timeout: Duration,
+    /// How long one HTTP request (metrics, dashboard, probes) may take to be answered.
+    #[arg(long, env = "FLOODGATE_HTTP_REQUEST_TIMEOUT", default_value = "30s", value_parser = humantime::parse_duration)]
+    pub http_request_timeout: Duration,
+    /// Most connections open at once on the HTTP port; more wait in the listen backlog.
+    #[arg(long, env = "FLOODGATE_HTTP_MAX_CONNECTIONS", default_value_t = 256)]
+    pub http_max_connections: usize,
+    /// gRPC calls one connection may have running at once; more wait.
+    #[arg(
+        long,
+        env = "FLOODGATE_GRPC_CONCURRENCY_PER_CONNECTION",
+        default_value_t = 256
+    )]
+    pub grpc_concurrency_per_connection: usize,
+    /// HTTP/2 streams one gRPC connection may open at once.
+    #[arg(
+        long,
+        env = "FLOODGATE_GRPC_MAX_CONCURRENT_STREAMS",
+        default_value_t = 512
+    )]
+    pub grpc_max_concurrent_streams: u32,
+    /// How often an idle gRPC connection is pinged (HTTP/2 keepalive).
+    #[arg(long, env = "FLOODGATE_GRPC_KEEPALIVE_INTERVAL", default_value = "30s", value_parser = humantime::parse_duration)]
+    pub grpc_keepalive_interval: Duration,
+    /// How long a keepalive ping may go unanswered before the connection is closed.
+    #[arg(long, env = "FLOODGATE_GRPC_KEEPALIVE_TIMEOUT", default_value = "10s", value_parser = humantime::parse_duration)]
+    pub grpc_keepalive_timeout: Duration,
     /// Database connections in the pool.
     #[arg(long, env = "FLOODGATE_DB_MAX_CONNECTIONS", default_value_t = 16)]
     pub db_max_connections: u32,
@@ -236,6 +266,21 @@ impl ServeConfig {
                 medium: self.tier_medium,
             });
         }
+        for (flag, value) in [
+            ("http-max-connections", self.http_max_connections),
+            (
+                "grpc-concurrency-per-connection",
+                self.grpc_concurrency_per_connection,
+            ),
+            (
+                "grpc-max-concurrent-streams",
+                self.grpc_max_concurrent_streams as usize,
+            ),
+        ] {
+            if value == 0 {
+                return Err(ConfigError::Zero(flag));
+            }
+        }
         if self.db_max_connections == 0 {
             return Err(ConfigError::Zero("db-max-connections"));
         }
@@ -278,6 +323,24 @@ impl ServeConfig {
             redis_url: self.redis_url.clone(),
             redis_prefix: self.redis_prefix.clone(),
             ttl: self.preference_cache_ttl,
+        }
+    }
+
+    /// Limits of the HTTP port.
+    pub fn http_limits(&self) -> crate::http::HttpLimits {
+        crate::http::HttpLimits {
+            header_read_timeout: self.http_header_read_timeout,
+            request_timeout: self.http_request_timeout,
+        }
+    }
+
+    /// Limits of the gRPC port.
+    pub fn grpc_limits(&self) -> crate::api::GrpcLimits {
+        crate::api::GrpcLimits {
+            concurrency_per_connection: self.grpc_concurrency_per_connection,
+            max_concurrent_streams: self.grpc_max_concurrent_streams,
+            keepalive_interval: self.grpc_keepalive_interval,
+            keepalive_timeout: self.grpc_keepalive_timeout,
         }
     }
 

@@ -14,6 +14,7 @@
 
 use std::future::Future;
 use std::sync::Arc;
+use std::time::Duration;
 
 use axum::Router;
 use axum::extract::{FromRequestParts, State};
@@ -21,9 +22,13 @@ use axum::http::request::Parts;
 use axum::http::{StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
-use tokio::net::TcpListener;
+use hyper_util::rt::{TokioIo, TokioTimer};
+use hyper_util::service::TowerToHyperService;
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
 
 use crate::api::Tokens;
+use crate::connections::{CutStream, Incoming};
 use crate::dashboard::{self, history::History};
 use crate::dispatch::Dispatcher;
 use crate::store::Store;
@@ -39,12 +44,25 @@ pub struct HttpState {
     pub tokens: Tokens,
 }
 
-/// Serves the HTTP endpoints until `shutdown` completes.
+/// Time limits on the HTTP port, so slow or silent clients cannot hold connections open.
+#[derive(Debug, Clone, Copy)]
+pub struct HttpLimits {
+    /// How long a client may take to send a request's headers (slowloris).
+    pub header_read_timeout: Duration,
+    /// How long one request may take to be answered.
+    pub request_timeout: Duration,
+}
+
+/// Serves the HTTP endpoints until `shutdown` completes, then lets requests under way finish.
+/// Connections still open after that are ended by the [`crate::connections::Cut`] that
+/// accepted them.
 pub async fn serve(
-    listener: TcpListener,
+    mut incoming: Incoming,
     state: HttpState,
+    limits: HttpLimits,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> std::io::Result<()> {
+    let request_timeout = limits.request_timeout;
     let app = Router::new()
         .route("/healthz", get(|| async { "ok\n" }))
         .route("/readyz", get(ready))
@@ -52,10 +70,63 @@ pub async fn serve(
         .route("/dashboard", get(dashboard::page))
         .route("/dashboard/api/overview", get(dashboard::overview))
         .route("/dashboard/api/customers/{id}", get(dashboard::customer))
+        .layer(axum::middleware::from_fn(
+            move |request, next: axum::middleware::Next| async move {
+                match tokio::time::timeout(request_timeout, next.run(request)).await {
+                    Ok(response) => response,
+                    Err(_) => {
+                        (StatusCode::SERVICE_UNAVAILABLE, "request timed out\n").into_response()
+                    }
+                }
+            },
+        ))
         .with_state(Arc::new(state));
-    axum::serve(listener, app)
-        .with_graceful_shutdown(shutdown)
-        .await
+    let stop = CancellationToken::new();
+    let connections = TaskTracker::new();
+    tokio::pin!(shutdown);
+    loop {
+        tokio::select! {
+            _ = &mut shutdown => break,
+            next = incoming.next() => match next {
+                Some((stream, _)) => {
+                    connections.spawn(serve_connection(stream, app.clone(), limits, stop.clone()));
+                }
+                None => break,
+            },
+        }
+    }
+    drop(incoming); // stop accepting
+    stop.cancel();
+    connections.close();
+    connections.wait().await;
+    Ok(())
+}
+
+/// One HTTP/1 connection (keep-alive), closed gracefully when `stop` fires.
+async fn serve_connection(
+    stream: CutStream,
+    app: Router,
+    limits: HttpLimits,
+    stop: CancellationToken,
+) {
+    let connection = hyper::server::conn::http1::Builder::new()
+        .timer(TokioTimer::new())
+        .header_read_timeout(limits.header_read_timeout)
+        .serve_connection(TokioIo::new(stream), TowerToHyperService::new(app));
+    tokio::pin!(connection);
+    tokio::select! {
+        result = connection.as_mut() => {
+            if let Err(err) = result {
+                tracing::debug!(error = %err, "HTTP connection ended with an error");
+            }
+            return;
+        }
+        _ = stop.cancelled() => {}
+    }
+    connection.as_mut().graceful_shutdown();
+    if let Err(err) = connection.await {
+        tracing::debug!(error = %err, "HTTP connection ended with an error");
+    }
 }
 
 /// Ready when the database answers.

@@ -17,12 +17,14 @@
 //! - [`retention`]: the job that archives old notifications and purges the archive.
 //! - [`preferences`]: recipients' opt-outs, checked at intake; [`templates`]: versioned
 //!   templates, checked at intake and rendered at send time.
+//! - [`connections`]: accepted connections, capped and cut at the shutdown deadline.
 //! - [`model`]: the domain words (customer, notification, lane, state).
 
 pub mod api;
 pub mod app;
 pub mod client;
 pub mod config;
+pub mod connections;
 pub mod dashboard;
 pub mod directory;
 pub mod dispatch;
