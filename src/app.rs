@@ -140,7 +140,7 @@ pub async fn run(
         connect_timeout: cfg.webhook_timeout.min(Duration::from_secs(5)),
     })?;
     let preferences = Arc::new(Preferences::connect(store.clone(), &cfg.preference_cache()).await?);
-    let templates = Arc::new(Templates::new(store.clone()));
+    let templates = Arc::new(Templates::new(store.clone()).with_limits(cfg.render_limits()));
     let fast_path = match &cfg.redis_url {
         Some(url) => Some(Arc::new(
             FastPath::connect(url, &cfg.redis_prefix, cfg.idempotency_cache_ttl).await?,
@@ -186,6 +186,10 @@ pub async fn run(
         inbox_retention: cfg.inbox_retention,
         max_payload_bytes: cfg.max_payload_bytes,
         max_message_bytes: cfg.max_message_bytes,
+        max_schedule_ahead: cfg.max_schedule_ahead,
+        backlog_quota: Arc::new(api::quota::BacklogQuota::new(
+            Some(cfg.max_backlog_per_customer).filter(|limit| *limit > 0),
+        )),
     };
     let stop = CancellationToken::new();
     let cut = Cut::default();

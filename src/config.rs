@@ -76,6 +76,17 @@ pub struct ServeConfig {
     /// Largest accepted gRPC message (a whole SubmitBatch), in bytes.
     #[arg(long, env = "FLOODGATE_MAX_MESSAGE_BYTES", default_value_t = 16 * 1024 * 1024)]
     pub max_message_bytes: usize,
+    /// How far ahead a notification's send_at or expires_at may lie (e.g. 30days).
+    #[arg(long, env = "FLOODGATE_MAX_SCHEDULE_AHEAD", default_value = "30days", value_parser = humantime::parse_duration)]
+    pub max_schedule_ahead: Duration,
+    /// Most notifications one customer may have waiting (pending or retrying); submits beyond
+    /// it answer RESOURCE_EXHAUSTED. 0: no quota.
+    #[arg(
+        long,
+        env = "FLOODGATE_MAX_BACKLOG_PER_CUSTOMER",
+        default_value_t = 1_000_000
+    )]
+    pub max_backlog_per_customer: u64,
     /// Attempts per notification (the first included) before it is FAILED.
     #[arg(long, env = "FLOODGATE_RETRY_MAX_ATTEMPTS", default_value_t = 12)]
     pub retry_max_attempts: u32,
@@ -132,6 +143,13 @@ pub struct ServeConfig {
     /// way finish within it, connections still open at its end are closed, then the process exits.
     #[arg(long, env = "FLOODGATE_SHUTDOWN_GRACE", default_value = "30s", value_parser = humantime::parse_duration)]
     pub shutdown_grace: Duration,
+    /// minijinja instructions one template render may execute; a render that runs out is
+    /// refused (INVALID_ARGUMENT at intake).
+    #[arg(long, env = "FLOODGATE_TEMPLATE_FUEL", default_value_t = crate::templates::DEFAULT_FUEL)]
+    pub template_fuel: u64,
+    /// Longest one template render may take (it runs on a blocking thread).
+    #[arg(long, env = "FLOODGATE_TEMPLATE_RENDER_TIMEOUT", default_value = "1s", value_parser = humantime::parse_duration)]
+    pub template_render_timeout: Duration,
     /// How long an HTTP client may take to send a request's headers.
     #[arg(long, env = "FLOODGATE_HTTP_HEADER_READ_TIMEOUT", default_value = "10s", value_parser = humantime::parse_duration)]
     pub http_header_read_timeout: Duration,
@@ -268,6 +286,7 @@ impl ServeConfig {
         }
         for (flag, value) in [
             ("http-max-connections", self.http_max_connections),
+            ("template-fuel", self.template_fuel as usize),
             (
                 "grpc-concurrency-per-connection",
                 self.grpc_concurrency_per_connection,
@@ -323,6 +342,15 @@ impl ServeConfig {
             redis_url: self.redis_url.clone(),
             redis_prefix: self.redis_prefix.clone(),
             ttl: self.preference_cache_ttl,
+        }
+    }
+
+    /// What one template render may cost; its output is held to the payload limit.
+    pub fn render_limits(&self) -> crate::templates::RenderLimits {
+        crate::templates::RenderLimits {
+            max_bytes: self.max_payload_bytes,
+            fuel: self.template_fuel,
+            timeout: self.template_render_timeout,
         }
     }
 

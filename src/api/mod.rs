@@ -8,6 +8,7 @@ pub mod convert;
 mod customers;
 mod dispatcher;
 mod preferences;
+pub mod quota;
 mod templates;
 
 use std::future::Future;
@@ -62,6 +63,10 @@ pub struct ApiState {
     pub max_payload_bytes: usize,
     /// Largest accepted gRPC message, in bytes (tonic answers OUT_OF_RANGE above it).
     pub max_message_bytes: usize,
+    /// How far ahead `send_at` and `expires_at` may lie.
+    pub max_schedule_ahead: std::time::Duration,
+    /// The per-customer backlog quota.
+    pub backlog_quota: Arc<quota::BacklogQuota>,
 }
 
 impl ApiState {
