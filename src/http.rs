@@ -4,7 +4,7 @@
 //! | path | auth | what |
 //! |---|---|---|
 //! | `/healthz` | none | the process is up |
-//! | `/readyz` | none | the database answers |
+//! | `/readyz` | none | the database answers and takes a write |
 //! | `/metrics` | token | Prometheus text format (see [`crate::telemetry::metrics`]) |
 //! | `/dashboard` | none (the page asks for a token) | the live dashboard (see [`crate::dashboard`]) |
 //! | `/dashboard/api/...` | token | the dashboard's data |
@@ -129,11 +129,26 @@ async fn serve_connection(
     }
 }
 
-/// Ready when the database answers.
+/// How long `/readyz` waits for the database before answering not ready.
+const READY_TIMEOUT: Duration = Duration::from_secs(2);
+
+/// Ready when the database answers reads *and takes a write* (see [`Store::probe_write`]): a
+/// node that cannot store submits must not be sent any.
 async fn ready(State(state): State<Arc<HttpState>>) -> (StatusCode, &'static str) {
-    match state.store.ping().await {
-        Ok(()) => (StatusCode::OK, "ready\n"),
-        Err(_) => (StatusCode::SERVICE_UNAVAILABLE, "database unavailable\n"),
+    let check = async {
+        state.store.ping().await?;
+        state.store.probe_write(crate::model::now_millis()).await
+    };
+    match tokio::time::timeout(READY_TIMEOUT, check).await {
+        Ok(Ok(())) => (StatusCode::OK, "ready\n"),
+        Ok(Err(crate::store::Error::Full(_))) => (
+            StatusCode::SERVICE_UNAVAILABLE,
+            "database storage is full\n",
+        ),
+        Ok(Err(_)) | Err(_) => (
+            StatusCode::SERVICE_UNAVAILABLE,
+            "database unavailable for writes\n",
+        ),
     }
 }
 
