@@ -244,3 +244,67 @@ async fn hostile_templates_are_refused_in_bounded_time_while_healthz_answers() {
     assert!(refused_in < Duration::from_secs(5), "{refused_in:?}");
     assert!(slowest < Duration::from_secs(1), "{slowest:?}");
 }
+
+#[tokio::test]
+async fn a_slowloris_client_is_disconnected_at_the_header_read_timeout() {
+    use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
+    let db = TestDb::new(Backend::Sqlite).await;
+    let mut cfg = test_config(&db);
+    cfg.http_header_read_timeout = Duration::from_millis(300);
+    let server = TestServer::start(cfg).await;
+    let mut slow = tokio::net::TcpStream::connect(server.http_addr)
+        .await
+        .unwrap();
+    slow.write_all(b"GET /healthz HTTP/1.1\r\nHost: x\r\n")
+        .await
+        .unwrap();
+    let started = Instant::now();
+    let mut rest = Vec::new();
+    // The server closes the connection (perhaps after a 408); the read ends either way.
+    let read = tokio::time::timeout(Duration::from_secs(3), slow.read_to_end(&mut rest)).await;
+    assert!(read.is_ok(), "the connection is still open after 3 s");
+    eprintln!(
+        "half-sent headers: connection closed after {:?}",
+        started.elapsed()
+    );
+}
+
+#[tokio::test]
+async fn http_connections_over_the_cap_wait_for_a_place() {
+    let db = TestDb::new(Backend::Sqlite).await;
+    let mut cfg = test_config(&db);
+    cfg.http_max_connections = 1;
+    let server = TestServer::start(cfg).await;
+    let healthz = format!("http://{}/healthz", server.http_addr);
+    let client = || {
+        reqwest::Client::builder()
+            .pool_max_idle_per_host(0)
+            .timeout(Duration::from_millis(500))
+            .build()
+            .unwrap()
+    };
+    client()
+        .get(&healthz)
+        .send()
+        .await
+        .expect("served below the cap");
+    let holder = tokio::net::TcpStream::connect(server.http_addr)
+        .await
+        .unwrap();
+    // Give the server a moment to accept the holder, then the next one must wait.
+    let deadline = Instant::now() + Duration::from_secs(5);
+    loop {
+        if client().get(&healthz).send().await.is_err() {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "a connection over the cap was served"
+        );
+    }
+    drop(holder);
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while client().get(&healthz).send().await.is_err() {
+        assert!(Instant::now() < deadline, "the freed place was not reused");
+    }
+}
