@@ -18,6 +18,7 @@
 //! - [`preferences`]: recipients' opt-outs, checked at intake; [`templates`]: versioned
 //!   templates, checked at intake and rendered at send time.
 //! - [`connections`]: accepted connections, capped and cut at the shutdown deadline.
+//! - [`failpoints`]: fault injection for tests (the `failpoints` feature).
 //! - [`model`]: the domain words (customer, notification, lane, state).
 
 pub mod api;
@@ -29,6 +30,7 @@ pub mod dashboard;
 pub mod directory;
 pub mod dispatch;
 pub mod error;
+pub mod failpoints;
 pub mod http;
 pub mod idempotency;
 pub mod intake;

@@ -71,6 +71,13 @@ impl Sinks {
     }
 
     async fn attempt(&self, customer: &Customer, notification: &Claimed) -> Result<(), SinkError> {
+        crate::failpoints::check(crate::failpoints::point::SINK_SEND).map_err(|err| {
+            SinkError::Retryable {
+                reason: err.to_string(),
+                cause: RetryCause::Connection,
+                retry_after: None,
+            }
+        })?;
         let settings = &customer.channels;
         match notification.channel {
             Channel::Webhook => self.webhook.deliver(customer, notification).await,

@@ -71,6 +71,13 @@ pub enum Error {
     Locked { path: PathBuf },
 }
 
+impl From<crate::failpoints::Injected> for Error {
+    /// An injected fault looks like the database going away, the fault it stands for.
+    fn from(err: crate::failpoints::Injected) -> Self {
+        Error::Unavailable(sqlx::Error::Io(std::io::Error::other(err.to_string())))
+    }
+}
+
 impl From<sqlx::Error> for Error {
     fn from(err: sqlx::Error) -> Self {
         if let sqlx::Error::Database(db) = &err
