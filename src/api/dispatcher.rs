@@ -61,10 +61,17 @@ impl DispatchService {
             rendered.as_deref().unwrap_or(&notification.payload),
         )?;
         // Last: only a notification that would be stored counts against the quota.
-        self.state
+        if let Err(err) = self
+            .state
             .backlog_quota
             .admit(&self.state.store, &notification.customer_id)
-            .await?;
+            .await
+        {
+            if matches!(err, Error::ResourceExhausted(_)) {
+                self.state.metrics.over_quota(&notification.customer_id);
+            }
+            return Err(err);
+        }
         Ok(notification)
     }
 
