@@ -36,6 +36,7 @@ use crate::http::HttpState;
 use crate::idempotency::FastPath;
 use crate::intake::Intake;
 use crate::preferences::Preferences;
+use crate::redact::SecretString;
 use crate::shutdown::Deadline;
 use crate::sink::Sinks;
 use crate::sink::webhook::WebhookSettings;
@@ -47,6 +48,9 @@ use crate::templates::Templates;
 const DIRECTORY_TTL: Duration = Duration::from_secs(5);
 /// The file in the data directory holding the generated admin token.
 pub const ADMIN_TOKEN_FILE: &str = "admin-token";
+/// The file in the data directory holding the generated metrics token (unless
+/// `--metrics-token-file` names another).
+pub const METRICS_TOKEN_FILE: &str = "metrics-token";
 
 /// The two bound sockets the server uses. Binding is the caller's job, so tests can bind port 0.
 #[derive(Debug)]
@@ -70,8 +74,14 @@ pub enum AppError {
     WebhookClient(#[from] crate::sink::webhook::ClientError),
     #[error(transparent)]
     Api(#[from] api::ServeError),
-    #[error("cannot use the admin token file {path}: {source}")]
+    #[error("cannot use the token file {path}: {source}")]
     TokenFile {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("cannot make the data directory {path} owner-only: {source}")]
+    DataDir {
         path: PathBuf,
         #[source]
         source: std::io::Error,
@@ -89,9 +99,13 @@ pub enum ServeError {
     Logging(String),
     #[error("invalid configuration: {0}")]
     Config(#[from] crate::config::ConfigError),
-    #[error("cannot listen on {flag} {addr}: {source}")]
+    #[error(
+        "cannot listen on {flag} {addr}: {source}{}",
+        crate::first_run::bind_hint(source, flag, env)
+    )]
     Bind {
         flag: &'static str,
+        env: &'static str,
         addr: std::net::SocketAddr,
         #[source]
         source: std::io::Error,
@@ -107,13 +121,19 @@ pub async fn serve(cfg: ServeConfig) -> Result<(), ServeError> {
     crate::telemetry::init(cfg.log_format).map_err(|e| ServeError::Logging(e.to_string()))?;
     cfg.validate()?;
     let shutdown = crate::shutdown::signal();
-    let bind = |flag: &'static str, addr: std::net::SocketAddr| async move {
+    let bind = |flag: &'static str, env: &'static str, addr: std::net::SocketAddr| async move {
         TcpListener::bind(addr)
             .await
-            .map_err(|source| ServeError::Bind { flag, addr, source })
+            .map_err(|source| ServeError::Bind {
+                flag,
+                env,
+                addr,
+                source,
+            })
     };
-    let grpc = bind("--grpc-addr", cfg.grpc_addr).await?;
-    let http = bind("--http-addr", cfg.http_addr).await?;
+    let grpc = bind("--grpc-addr", "FLOODGATE_GRPC_ADDR", cfg.grpc_addr).await?;
+    let http = bind("--http-addr", "FLOODGATE_HTTP_ADDR", cfg.http_addr).await?;
+    println!("{}", crate::first_run::banner(&cfg, &grpc, &http));
     run(cfg, Listeners { grpc, http }, shutdown).await?;
     Ok(())
 }
@@ -124,6 +144,17 @@ pub async fn run(
     listeners: Listeners,
     shutdown: impl Future<Output = ()>,
 ) -> Result<(), AppError> {
+    if cfg.data_dir.exists()
+        || cfg.database_url.is_none()
+        || cfg.admin_token.is_none()
+        || cfg.metrics_token_file.is_none()
+    {
+        // Owner-only: it holds the database and the admin token.
+        crate::private_files::tighten_dir(&cfg.data_dir).map_err(|source| AppError::DataDir {
+            path: cfg.data_dir.clone(),
+            source,
+        })?;
+    }
     let store = Store::connect(
         &cfg.database_url(),
         &StoreOptions {
@@ -135,9 +166,12 @@ pub async fn run(
     tracing::info!(backend = ?store.backend(), "store ready");
     let tokens = resolve_tokens(&cfg)?;
     let directory = Arc::new(CustomerDirectory::new(store.clone(), DIRECTORY_TTL));
+    let target_policy = Arc::new(cfg.target_policy());
     let sink = Sinks::new(&WebhookSettings {
         timeout: cfg.webhook_timeout,
         connect_timeout: cfg.webhook_timeout.min(Duration::from_secs(5)),
+        target_policy: target_policy.clone(),
+        allow_plaintext_smtp_auth: cfg.allow_plaintext_smtp_auth,
     })?;
     let preferences = Arc::new(Preferences::connect(store.clone(), &cfg.preference_cache()).await?);
     let templates = Arc::new(Templates::new(store.clone()).with_limits(cfg.render_limits()));
@@ -159,8 +193,10 @@ pub async fn run(
         metrics.clone(),
     )
     .await?;
+    // SQLite commits one transaction at a time, but a second writer task gathers the next batch
+    // and reads its opt-outs while the first commits, so the two steps overlap.
     let writers = match store.backend() {
-        Backend::Sqlite => 1,
+        Backend::Sqlite => 2,
         Backend::Postgres => 4,
     };
     let (intake, intake_writers) = Intake::spawn(
@@ -183,6 +219,9 @@ pub async fn run(
         preferences,
         templates,
         fast_path,
+        target_policy,
+        grpc_reflection: cfg.grpc_reflection,
+        allow_plaintext_smtp_auth: cfg.allow_plaintext_smtp_auth,
         inbox_retention: cfg.inbox_retention,
         max_payload_bytes: cfg.max_payload_bytes,
         max_message_bytes: cfg.max_message_bytes,
@@ -326,42 +365,63 @@ async fn finish_by<T>(task: &mut JoinHandle<T>, end: tokio::time::Instant, what:
 /// saved (owner-only) and printed once so the zero-config start is still locked.
 fn resolve_tokens(cfg: &ServeConfig) -> Result<Tokens, AppError> {
     let admin = match &cfg.admin_token {
-        Some(token) => token.clone(),
-        None => load_or_generate_admin_token(&cfg.data_dir)?,
+        Some(token) => token.expose().to_owned(),
+        None => load_or_generate_token(&cfg.data_dir.join(ADMIN_TOKEN_FILE), &ADMIN)?,
     };
-    Ok(Tokens::new(&admin, cfg.submit_token.as_deref()))
+    let metrics_file = cfg
+        .metrics_token_file
+        .clone()
+        .unwrap_or_else(|| cfg.data_dir.join(METRICS_TOKEN_FILE));
+    let metrics = load_or_generate_token(&metrics_file, &METRICS)?;
+    let submit = cfg.submit_token.as_ref().map(SecretString::expose);
+    Ok(Tokens::new(&admin, submit).with_metrics(&metrics))
 }
 
-fn load_or_generate_admin_token(data_dir: &Path) -> Result<String, AppError> {
-    let path = data_dir.join(ADMIN_TOKEN_FILE);
+/// A kind of token floodgate generates when none is saved.
+struct Generated {
+    prefix: &'static str,
+    what: &'static str,
+    usage: &'static str,
+}
+
+const ADMIN: Generated = Generated {
+    prefix: "fgadm_",
+    what: "an admin token",
+    usage: "Clients read it from there by default; pass it as `authorization: Bearer <token>`.",
+};
+const METRICS: Generated = Generated {
+    prefix: "fgmet_",
+    what: "a read-only metrics token",
+    usage: "It opens /metrics and the dashboard (with the admin token), as `Authorization: Bearer <token>`.",
+};
+
+/// The token saved in `path` (made owner-only), or a new one, saved owner-only and printed once.
+fn load_or_generate_token(path: &Path, kind: &Generated) -> Result<String, AppError> {
     let token_error = |source| AppError::TokenFile {
-        path: path.clone(),
+        path: path.to_owned(),
         source,
     };
-    match std::fs::read_to_string(&path) {
-        Ok(token) if !token.trim().is_empty() => return Ok(token.trim().to_owned()),
+    match std::fs::read_to_string(path) {
+        Ok(token) if !token.trim().is_empty() => {
+            crate::private_files::tighten_file(path).map_err(token_error)?;
+            return Ok(token.trim().to_owned());
+        }
         Ok(_) => {}
         Err(err) if err.kind() == std::io::ErrorKind::NotFound => {}
         Err(err) => return Err(token_error(err)),
     }
-    std::fs::create_dir_all(data_dir).map_err(token_error)?;
-    let token = format!("fgadm_{}", hex(&rand::random::<[u8; 24]>()));
-    let mut file = {
-        use std::os::unix::fs::OpenOptionsExt as _;
-        std::fs::OpenOptions::new()
-            .write(true)
-            .create(true)
-            .truncate(true)
-            .mode(0o600)
-            .open(&path)
-            .map_err(token_error)?
-    };
+    if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
+        crate::private_files::create_dir(dir).map_err(token_error)?;
+    }
+    let token = format!("{}{}", kind.prefix, hex(&rand::random::<[u8; 24]>()));
+    let mut file = crate::private_files::create_file(path).map_err(token_error)?;
     writeln!(file, "{token}").map_err(token_error)?;
     println!(
-        "Generated an admin token (saved to {}):\n\n    {token}\n",
+        "Generated {} (saved to {}):\n\n    {token}\n",
+        kind.what,
         path.display()
     );
-    println!("Clients read it from there by default; pass it as `authorization: Bearer <token>`.");
+    println!("{}", kind.usage);
     Ok(token)
 }
 

@@ -1,10 +1,15 @@
 //! The client subcommands (`floodgate customer|send|status`), so a person can try floodgate
 //! without writing code. They speak the same gRPC API as any service.
 
+mod address;
+pub mod error;
+pub mod notifications;
+pub mod preferences;
+
 use std::path::PathBuf;
 use std::time::Duration;
 
-use anyhow::{Context as _, Result};
+use anyhow::Result;
 use clap::{Args, Subcommand};
 use tonic::metadata::{Ascii, MetadataValue};
 use tonic::service::Interceptor;
@@ -17,15 +22,16 @@ use crate::api::proto::customers_client::CustomersClient;
 use crate::api::proto::dispatcher_client::DispatcherClient;
 use crate::app::ADMIN_TOKEN_FILE;
 use crate::model::now_millis;
+use error::CliError;
 
 /// Where the server is and how to authenticate; shared by every client subcommand.
 #[derive(Debug, Clone, Args)]
 pub struct Connection {
-    /// The server's gRPC address.
+    /// The server's gRPC address: HOST:PORT (as --grpc-addr) or a URL (http://…, https://…).
     #[arg(
         long,
         env = "FLOODGATE_SERVER",
-        default_value = "http://127.0.0.1:50051",
+        default_value = "127.0.0.1:50051",
         global = true
     )]
     server: String,
@@ -48,6 +54,20 @@ pub enum CustomerCommand {
     Add(AddCustomerArgs),
     /// List customer systems.
     List(ListArgs),
+    /// Show one customer system's settings and live figures.
+    Get(CustomerIdArgs),
+    /// Stop sending to a customer system; its notifications wait in the store.
+    Pause(CustomerIdArgs),
+    /// Start sending to a paused customer system again.
+    Resume(CustomerIdArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct CustomerIdArgs {
+    /// Customer id.
+    id: String,
+    #[command(flatten)]
+    connection: Connection,
 }
 
 #[derive(Debug, Args)]
@@ -163,29 +183,46 @@ impl Interceptor for BearerToken {
 }
 
 impl Connection {
+    /// Connects to the server with the bearer token; every failure is a [`CliError`] saying what
+    /// to fix.
     pub(crate) async fn channel(&self) -> Result<Authed> {
-        let token = match &self.token {
-            Some(token) => token.clone(),
-            None => {
-                let path = self.data_dir.join(ADMIN_TOKEN_FILE);
-                std::fs::read_to_string(&path)
-                    .with_context(|| {
-                        format!("no --token given and cannot read {}", path.display())
-                    })?
-                    .trim()
-                    .to_owned()
-            }
+        let header: MetadataValue<Ascii> =
+            format!("Bearer {}", self.token()?)
+                .parse()
+                .map_err(|_| CliError::Usage {
+                    message: "the token holds characters an HTTP header cannot carry".into(),
+                    hint: "check --token (or FLOODGATE_TOKEN) for stray spaces or line breaks."
+                        .into(),
+                })?;
+        let url = address::server_url(&self.server)?;
+        let unreachable = |reason: String| CliError::Connect {
+            server: self.server.clone(),
+            reason,
         };
-        let header: MetadataValue<Ascii> = format!("Bearer {token}")
-            .parse()
-            .context("the token is not valid in a header")?;
-        let channel = Endpoint::from_shared(self.server.clone())
-            .with_context(|| format!("invalid server address {:?}", self.server))?
+        let channel = Endpoint::from_shared(url)
+            .map_err(|err| unreachable(error::one_line(&err)))?
             .connect_timeout(Duration::from_secs(5))
             .connect()
             .await
-            .with_context(|| format!("cannot connect to {}", self.server))?;
+            .map_err(|err| unreachable(error::root_cause(&err)))?;
         Ok(InterceptedService::new(channel, BearerToken(header)))
+    }
+
+    /// `--token`, or else the admin token `floodgate serve` saved in the data directory.
+    fn token(&self) -> Result<String, CliError> {
+        if let Some(token) = &self.token {
+            return Ok(token.clone());
+        }
+        let path = self.data_dir.join(ADMIN_TOKEN_FILE);
+        match std::fs::read_to_string(&path) {
+            Ok(token) => Ok(token.trim().to_owned()),
+            Err(err) => Err(CliError::Usage {
+                message: format!("no --token given and cannot read {}: {err}", path.display()),
+                hint: "pass --token (or set FLOODGATE_TOKEN), or run where `floodgate serve` \
+                       keeps its data (or point --data-dir at it)."
+                    .into(),
+            }),
+        }
     }
 }
 
@@ -253,8 +290,84 @@ pub async fn customer(command: CustomerCommand) -> Result<()> {
                 );
             }
         }
+        CustomerCommand::Get(args) => {
+            let mut client = CustomersClient::new(args.connection.channel().await?);
+            let customer = client
+                .get_customer(proto::GetCustomerRequest {
+                    customer_id: args.id.clone(),
+                })
+                .await
+                .map_err(|status| rpc_error("GetCustomer", &status))?
+                .into_inner();
+            let stats = client
+                .get_customer_stats(proto::GetCustomerStatsRequest {
+                    customer_id: args.id,
+                })
+                .await
+                .map_err(|status| rpc_error("GetCustomerStats", &status))?
+                .into_inner();
+            print_customer(&customer);
+            print!("{}", render_top(std::slice::from_ref(&stats)));
+        }
+        CustomerCommand::Pause(args) => {
+            let mut client = CustomersClient::new(args.connection.channel().await?);
+            let customer = client
+                .pause_customer(proto::PauseCustomerRequest {
+                    customer_id: args.id,
+                })
+                .await
+                .map_err(|status| rpc_error("PauseCustomer", &status))?
+                .into_inner();
+            println!(
+                "customer {} paused: nothing is sent until `floodgate customer resume {}`",
+                customer.id, customer.id
+            );
+        }
+        CustomerCommand::Resume(args) => {
+            let mut client = CustomersClient::new(args.connection.channel().await?);
+            let customer = client
+                .resume_customer(proto::ResumeCustomerRequest {
+                    customer_id: args.id,
+                })
+                .await
+                .map_err(|status| rpc_error("ResumeCustomer", &status))?
+                .into_inner();
+            println!("customer {} resumed", customer.id);
+        }
     }
     Ok(())
+}
+
+/// A customer's settings, one per line; provider secrets are never returned by the server.
+fn print_customer(c: &proto::Customer) {
+    let tier = proto::Tier::try_from(c.start_tier)
+        .map_or("?", |t| t.as_str_name())
+        .trim_start_matches("TIER_")
+        .to_lowercase();
+    let channels: Vec<&str> = [
+        ("fcm", c.fcm.is_some()),
+        ("apns", c.apns.is_some()),
+        ("email", c.email.is_some()),
+        ("sms", c.sms.is_some()),
+    ]
+    .into_iter()
+    .filter_map(|(name, set)| set.then_some(name))
+    .collect();
+    println!("id:         {}", c.id);
+    println!("webhook:    {}", c.webhook_url);
+    println!("secret:     {}", c.signing_secret);
+    println!(
+        "max rate:   {}",
+        if c.max_rate_per_sec == 0 {
+            "none".to_owned()
+        } else {
+            format!("{}/s", c.max_rate_per_sec)
+        }
+    );
+    println!("paused:     {}", c.paused);
+    println!("start tier: {tier}");
+    println!("channels:   webhook {}", channels.join(" "));
+    println!();
 }
 
 /// Submits one notification and prints its id.
@@ -307,11 +420,23 @@ pub async fn send(args: SendArgs) -> Result<()> {
         .await
         .map_err(|status| rpc_error("Submit", &status))?
         .into_inner();
-    let note = if response.duplicate {
-        " (duplicate: already accepted)"
+    let mut note = if response.duplicate {
+        " (duplicate: already accepted)".to_owned()
     } else {
-        ""
+        String::new()
     };
+    // A recipient who opted out still gets a stored notification; say so, or the person
+    // waits for a webhook that will never come.
+    let stored = client
+        .get_notification(proto::GetNotificationRequest {
+            notification_id: response.notification_id.clone(),
+        })
+        .await
+        .map_err(|status| rpc_error("GetNotification", &status))?
+        .into_inner();
+    if stored.state == proto::State::Suppressed as i32 {
+        note.push_str(&format!(" SUPPRESSED: {}", stored.last_error));
+    }
     println!("{}{note}", response.notification_id);
     Ok(())
 }
@@ -326,21 +451,13 @@ pub async fn status(args: StatusArgs) -> Result<()> {
         .await
         .map_err(|status| rpc_error("GetNotification", &status))?
         .into_inner();
-    let state = proto::State::try_from(n.state).map_or("UNKNOWN", |s| s.as_str_name());
-    println!("id:        {}", n.id);
-    println!("customer:  {}", n.customer_id);
-    println!("recipient: {}", n.recipient);
-    println!("state:     {}", state.trim_start_matches("STATE_"));
-    println!("attempts:  {}", n.attempts);
-    if !n.last_error.is_empty() {
-        println!("error:     {}", n.last_error);
-    }
+    notifications::print_notification(&n);
     Ok(())
 }
 
-/// A failed call as one line: what was asked, the gRPC code and the server's message.
-pub(crate) fn rpc_error(call: &str, status: &tonic::Status) -> anyhow::Error {
-    anyhow::anyhow!("{call} failed: {:?}: {}", status.code(), status.message())
+/// A failed call, typed for the exit code: a broken connection or the server's refusal.
+pub(crate) fn rpc_error(call: &'static str, status: &tonic::Status) -> anyhow::Error {
+    CliError::from_status(call, "the --server address", status).into()
 }
 
 /// A live table of every customer system's delivery figures, refreshed until Ctrl-C.

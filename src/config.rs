@@ -25,7 +25,7 @@ pub struct Cli {
 pub enum Command {
     /// Run the dispatcher server.
     Serve(Box<ServeConfig>),
-    /// Register and list customer systems (admin token).
+    /// Register, list, show, pause and resume customer systems (admin token).
     #[command(subcommand)]
     Customer(crate::client::CustomerCommand),
     /// Export and import a customer's templates as CSV, or list them (admin token).
@@ -35,8 +35,22 @@ pub enum Command {
     Send(crate::client::SendArgs),
     /// Show one notification's state.
     Status(crate::client::StatusArgs),
+    /// Cancel a notification that is not in flight yet.
+    Cancel(crate::client::notifications::CancelArgs),
+    /// A recipient's notifications, newest first (within the inbox retention).
+    Inbox(crate::client::notifications::ListArgs),
+    /// A recipient's archived notifications, past the inbox retention (admin token).
+    Archive(crate::client::notifications::ListArgs),
+    /// Set or show a recipient's opt-outs per channel and lane.
+    #[command(subcommand)]
+    Pref(crate::client::preferences::PrefCommand),
     /// A live table of every customer system: tier, limit, rate, RTT, errors, backlog.
     Top(crate::client::TopArgs),
+    /// Print a shell completion script: `floodgate completions bash > /etc/bash_completion.d/floodgate`.
+    Completions {
+        /// bash, zsh, fish, elvish or powershell.
+        shell: clap_complete::Shell,
+    },
     /// Run a small webhook receiver that prints and verifies what arrives (for trying floodgate).
     Receive(crate::receiver::ReceiveArgs),
 }
@@ -66,10 +80,18 @@ pub struct ServeConfig {
     /// Token allowed to call everything. When neither this nor a saved one exists, one is
     /// generated, saved as DATA_DIR/admin-token and printed once.
     #[arg(long, env = "FLOODGATE_ADMIN_TOKEN", hide_env_values = true)]
-    pub admin_token: Option<String>,
+    pub admin_token: Option<crate::redact::SecretString>,
     /// Token allowed to call only the Dispatcher service (submit and read notifications).
     #[arg(long, env = "FLOODGATE_SUBMIT_TOKEN", hide_env_values = true)]
-    pub submit_token: Option<String>,
+    pub submit_token: Option<crate::redact::SecretString>,
+    /// File holding the read-only token for /metrics and the dashboard's data (the admin token
+    /// works there too). Generated there when missing. [default: DATA_DIR/metrics-token]
+    #[arg(long, env = "FLOODGATE_METRICS_TOKEN_FILE")]
+    pub metrics_token_file: Option<PathBuf>,
+    /// Serve gRPC server reflection (grpcurl, Postman discover the API with it). It reveals only
+    /// the API's shape, never data; turn it off to hide even that.
+    #[arg(long, env = "FLOODGATE_GRPC_REFLECTION", default_value_t = true, action = clap::ArgAction::Set)]
+    pub grpc_reflection: bool,
     /// Largest accepted notification payload, in bytes.
     #[arg(long, env = "FLOODGATE_MAX_PAYLOAD_BYTES", default_value_t = 256 * 1024)]
     pub max_payload_bytes: usize,
@@ -213,6 +235,17 @@ pub struct ServeConfig {
     /// answered without the database (the database's unique key still decides after that).
     #[arg(long, env = "FLOODGATE_IDEMPOTENCY_CACHE_TTL", default_value = "24h", value_parser = humantime::parse_duration)]
     pub idempotency_cache_ttl: Duration,
+    /// Networks deliveries may reach although they are loopback, link-local, private, CGNAT,
+    /// unique-local, multicast or unspecified (all refused by default, against server-side
+    /// request forgery). Repeat the flag, or give a comma-separated list in the env twin, e.g.
+    /// `127.0.0.0/8` for local development or `10.20.0.0/16` for an in-house relay.
+    #[arg(long, env = "FLOODGATE_ALLOW_TARGET_CIDR", value_delimiter = ',')]
+    pub allow_target_cidr: Vec<crate::sink::target_policy::Cidr>,
+    /// Let SMTP authenticate over a plain-text connection (a customer's `tls: NONE` with a
+    /// username), which sends the password in clear. Off: such settings are refused at upsert
+    /// and at send. Only for a relay on a network you trust.
+    #[arg(long, env = "FLOODGATE_ALLOW_PLAINTEXT_SMTP_AUTH")]
+    pub allow_plaintext_smtp_auth: bool,
     /// Log format; the level is set with RUST_LOG (default info).
     #[arg(long, env = "FLOODGATE_LOG_FORMAT", value_enum, default_value_t = LogFormat::Text)]
     pub log_format: LogFormat,
@@ -322,7 +355,7 @@ impl ServeConfig {
             ("admin-token", &self.admin_token),
             ("submit-token", &self.submit_token),
         ] {
-            if token.as_deref().is_some_and(|t| t.trim().is_empty()) {
+            if token.as_ref().is_some_and(|t| t.expose().trim().is_empty()) {
                 return Err(ConfigError::EmptyToken(flag));
             }
         }
@@ -383,6 +416,11 @@ impl ServeConfig {
         }
     }
 
+    /// Which addresses deliveries may reach.
+    pub fn target_policy(&self) -> crate::sink::target_policy::TargetPolicy {
+        crate::sink::target_policy::TargetPolicy::new(self.allow_target_cidr.clone())
+    }
+
     /// The dispatcher's settings.
     pub fn dispatch_settings(&self) -> DispatchSettings {
         let defaults = DispatchSettings::default();
@@ -391,7 +429,6 @@ impl ServeConfig {
                 max_limit: self.max_in_flight_per_customer as f64,
                 fast_threshold: self.tier_fast,
                 medium_threshold: self.tier_medium,
-                ..defaults.controller
             },
             policy: PolicySettings {
                 policy: self.policy,
@@ -432,6 +469,26 @@ mod tests {
             "sqlite://floodgate-data/floodgate.db"
         );
         assert_eq!(config.dispatch_settings().retry.max_attempts, 12);
+        assert!(config.allow_target_cidr.is_empty());
+    }
+
+    #[test]
+    fn allow_target_cidrs_repeat() {
+        let config = ServeConfig::parse_from_args(
+            [
+                "--allow-target-cidr",
+                "127.0.0.0/8",
+                "--allow-target-cidr",
+                "fd00::/8",
+            ]
+            .map(String::from),
+        );
+        let shown: Vec<String> = config
+            .allow_target_cidr
+            .iter()
+            .map(ToString::to_string)
+            .collect();
+        assert_eq!(shown, ["127.0.0.0/8", "fd00::/8"]);
     }
 
     #[test]

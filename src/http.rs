@@ -3,14 +3,15 @@
 //!
 //! | path | auth | what |
 //! |---|---|---|
+//! | `/` | none | redirects to `/dashboard` |
 //! | `/healthz` | none | the process is up |
 //! | `/readyz` | none | the database answers and takes a write |
 //! | `/metrics` | token | Prometheus text format (see [`crate::telemetry::metrics`]) |
 //! | `/dashboard` | none (the page asks for a token) | the live dashboard (see [`crate::dashboard`]) |
 //! | `/dashboard/api/...` | token | the dashboard's data |
 //!
-//! "token" means the admin or the submit token, as `Authorization: Bearer <token>` or
-//! `?token=<token>`: everything here is read-only.
+//! "token" means the admin or the read-only metrics token, as `Authorization: Bearer <token>`
+//! only: a token in the query string would end up in access logs, proxies and browser history.
 
 use std::future::Future;
 use std::sync::Arc;
@@ -64,6 +65,7 @@ pub async fn serve(
 ) -> std::io::Result<()> {
     let request_timeout = limits.request_timeout;
     let app = Router::new()
+        .route("/", get(to_dashboard))
         .route("/healthz", get(|| async { "ok\n" }))
         .route("/readyz", get(ready))
         .route("/metrics", get(metrics))
@@ -129,6 +131,13 @@ async fn serve_connection(
     }
 }
 
+/// `GET /`: a person who opens the bare address wants the dashboard. A token travels in the URL
+/// fragment (`/#token=…`), which the browser keeps across the redirect and never sends; a query
+/// string is dropped, so no token is passed along in a URL a server sees.
+async fn to_dashboard() -> axum::response::Redirect {
+    axum::response::Redirect::to("/dashboard")
+}
+
 /// How long `/readyz` waits for the database before answering not ready.
 const READY_TIMEOUT: Duration = Duration::from_secs(2);
 
@@ -176,7 +185,7 @@ async fn metrics(State(state): State<Arc<HttpState>>, _: Authorized) -> Response
         .into_response()
 }
 
-/// Proof that the request carried a valid token (admin or submit).
+/// Proof that the request carried the admin or the metrics token in its `Authorization` header.
 #[derive(Debug, Clone, Copy)]
 pub struct Authorized;
 
@@ -192,18 +201,13 @@ impl FromRequestParts<Arc<HttpState>> for Authorized {
             .get(header::AUTHORIZATION)
             .and_then(|value| value.to_str().ok())
             .and_then(|value| value.strip_prefix("Bearer "));
-        let from_query = parts.uri.query().and_then(|query| {
-            query
-                .split('&')
-                .find_map(|pair| pair.strip_prefix("token="))
-        });
-        match from_header.or(from_query) {
-            Some(token) if state.tokens.accepts(token) => Ok(Authorized),
+        match from_header {
+            Some(token) if state.tokens.reads_metrics(token) => Ok(Authorized),
             Some(_) => Err((StatusCode::UNAUTHORIZED, "invalid token\n").into_response()),
             None => Err((
                 StatusCode::UNAUTHORIZED,
                 [(header::WWW_AUTHENTICATE, "Bearer")],
-                "send `Authorization: Bearer <token>` or ?token=<token>\n",
+                "send `Authorization: Bearer <admin or metrics token>`\n",
             )
                 .into_response()),
         }

@@ -210,8 +210,10 @@ impl Writer {
                 .push(claimed_at_intake(item, id, now));
         }
         for (slot, notifications) in by_slot.into_values() {
-            if let Err(refused) = slot.hand(notifications) {
-                self.dispatcher.hand_back(refused);
+            let count = notifications.len() as u64;
+            match slot.hand(notifications) {
+                Ok(()) => self.metrics.handed_off(count),
+                Err(refused) => self.dispatcher.hand_back(refused),
             }
         }
     }

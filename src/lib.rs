@@ -19,6 +19,8 @@
 //!   templates, checked at intake and rendered at send time.
 //! - [`connections`]: accepted connections, capped and cut at the shutdown deadline.
 //! - [`failpoints`]: fault injection for tests (the `failpoints` feature).
+//! - [`private_files`]: owner-only modes for the data directory, database and token files.
+//! - [`redact`]: the redacting `Debug` every secret goes through.
 //! - [`model`]: the domain words (customer, notification, lane, state).
 
 pub mod api;
@@ -31,12 +33,15 @@ pub mod directory;
 pub mod dispatch;
 pub mod error;
 pub mod failpoints;
+pub mod first_run;
 pub mod http;
 pub mod idempotency;
 pub mod intake;
 pub mod model;
 pub mod preferences;
+pub mod private_files;
 pub mod receiver;
+pub mod redact;
 pub mod retention;
 pub mod shutdown;
 pub mod sink;

@@ -5,6 +5,8 @@
 
 use std::fmt;
 
+use crate::redact::Redacted;
+
 /// Milliseconds since the Unix epoch: how every timestamp is stored (portable across SQLite and
 /// PostgreSQL as a plain `BIGINT`).
 pub type EpochMillis = i64;
@@ -184,8 +186,8 @@ impl fmt::Display for NotificationId {
     }
 }
 
-/// A downstream customer system and how to deliver to it.
-#[derive(Debug, Clone, PartialEq, Eq)]
+/// A downstream customer system and how to deliver to it. `Debug` hides the signing secret.
+#[derive(Clone, PartialEq, Eq)]
 pub struct Customer {
     pub id: String,
     pub webhook_url: String,
@@ -236,8 +238,8 @@ pub struct FcmSettings {
     pub service_account: ServiceAccount,
 }
 
-/// The fields floodgate uses from a Google service-account JSON key.
-#[derive(Debug, Clone, PartialEq, Eq, Hash, serde::Serialize, serde::Deserialize)]
+/// The fields floodgate uses from a Google service-account JSON key. `Debug` hides the key.
+#[derive(Clone, PartialEq, Eq, Hash, serde::Serialize, serde::Deserialize)]
 pub struct ServiceAccount {
     pub project_id: String,
     pub client_email: String,
@@ -250,8 +252,8 @@ pub struct ServiceAccount {
     pub token_uri: String,
 }
 
-/// Apple Push Notification service settings (token-based authentication).
-#[derive(Debug, Clone, PartialEq, Eq, Hash, serde::Serialize, serde::Deserialize)]
+/// Apple Push Notification service settings (token-based authentication). `Debug` hides the key.
+#[derive(Clone, PartialEq, Eq, Hash, serde::Serialize, serde::Deserialize)]
 pub struct ApnsSettings {
     /// `https://api.push.apple.com` in production (`https://api.sandbox.push.apple.com` for
     /// development builds); a local h2c fake in tests.
@@ -264,8 +266,8 @@ pub struct ApnsSettings {
     pub topic: String,
 }
 
-/// SMTP submission settings.
-#[derive(Debug, Clone, PartialEq, Eq, Hash, serde::Serialize, serde::Deserialize)]
+/// SMTP submission settings. `Debug` hides the password.
+#[derive(Clone, PartialEq, Eq, Hash, serde::Serialize, serde::Deserialize)]
 pub struct EmailSettings {
     pub smtp_host: String,
     pub smtp_port: u16,
@@ -289,8 +291,8 @@ pub enum EmailTls {
     Tls,
 }
 
-/// Twilio-style SMS REST settings.
-#[derive(Debug, Clone, PartialEq, Eq, Hash, serde::Serialize, serde::Deserialize)]
+/// Twilio-style SMS REST settings. `Debug` hides the auth token.
+#[derive(Clone, PartialEq, Eq, Hash, serde::Serialize, serde::Deserialize)]
 pub struct SmsSettings {
     /// `https://api.twilio.com` in production; a local fake in tests.
     pub base_url: String,
@@ -419,5 +421,67 @@ impl RecipientPreferences {
                 channel.as_str()
             )
         })
+    }
+}
+
+impl fmt::Debug for Customer {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Customer")
+            .field("id", &self.id)
+            .field("webhook_url", &self.webhook_url)
+            .field("signing_secret", &Redacted(&self.signing_secret))
+            .field("max_rate_per_sec", &self.max_rate_per_sec)
+            .field("paused", &self.paused)
+            .field("start_tier", &self.start_tier)
+            .field("channels", &self.channels)
+            .finish()
+    }
+}
+
+impl fmt::Debug for ServiceAccount {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("ServiceAccount")
+            .field("project_id", &self.project_id)
+            .field("client_email", &self.client_email)
+            .field("private_key", &Redacted(&self.private_key))
+            .field("private_key_id", &self.private_key_id)
+            .field("token_uri", &self.token_uri)
+            .finish()
+    }
+}
+
+impl fmt::Debug for ApnsSettings {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("ApnsSettings")
+            .field("base_url", &self.base_url)
+            .field("team_id", &self.team_id)
+            .field("key_id", &self.key_id)
+            .field("private_key_pem", &Redacted(&self.private_key_pem))
+            .field("topic", &self.topic)
+            .finish()
+    }
+}
+
+impl fmt::Debug for EmailSettings {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("EmailSettings")
+            .field("smtp_host", &self.smtp_host)
+            .field("smtp_port", &self.smtp_port)
+            .field("username", &self.username)
+            .field("password", &Redacted(&self.password))
+            .field("from", &self.from)
+            .field("tls", &self.tls)
+            .finish()
+    }
+}
+
+impl fmt::Debug for SmsSettings {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("SmsSettings")
+            .field("base_url", &self.base_url)
+            .field("account_sid", &self.account_sid)
+            .field("auth_token", &Redacted(&self.auth_token))
+            .field("from", &self.from)
+            .finish()
     }
 }

@@ -1,6 +1,6 @@
 //! `floodgate receive`: a small webhook receiver for trying floodgate out. It prints every webhook
 //! that arrives and, given the customer's signing secret, whether its signature verifies — the
-//! same check a customer system should make (see the README).
+//! same check a customer system should make (see docs/guide.md).
 
 use std::net::SocketAddr;
 use std::sync::Arc;

@@ -15,6 +15,7 @@ use floodgate::api::proto::dispatcher_client::DispatcherClient;
 /// The floodgate binary serving `db` on fixed ports (so a restart is reachable at the same place).
 struct Process {
     grpc: SocketAddr,
+    http: SocketAddr,
     child: Option<Child>,
 }
 
@@ -35,6 +36,7 @@ impl Process {
                 &db.url,
             ])
             .args(["--admin-token", ADMIN_TOKEN])
+            .args(["--allow-target-cidr", common::LOOPBACK])
             .args([
                 "--retry-base-delay",
                 "50ms",
@@ -57,12 +59,29 @@ impl Process {
             .expect("start floodgate");
         Self {
             grpc,
+            http,
             child: Some(child),
         }
     }
 
     fn url(&self) -> String {
         format!("http://{}", self.grpc)
+    }
+
+    /// A counter's value on /metrics.
+    async fn counter(&self, name: &str) -> f64 {
+        let page = reqwest::Client::new()
+            .get(format!("http://{}/metrics", self.http))
+            .bearer_auth(ADMIN_TOKEN)
+            .send()
+            .await
+            .unwrap()
+            .text()
+            .await
+            .unwrap();
+        page.lines()
+            .find_map(|line| line.strip_prefix(name)?.trim().parse().ok())
+            .unwrap_or_else(|| panic!("{name} is not on /metrics"))
     }
 
     fn kill(&mut self) {
@@ -156,6 +175,56 @@ async fn sigkill_with_deliveries_in_flight_loses_nothing(backend: Backend) {
     drop(process);
 }
 on_both_backends!(sigkill_with_deliveries_in_flight_loses_nothing);
+
+/// A notification intake handed straight to its running actor is stored leased, not pending:
+/// when the process dies mid-delivery, the lease brings it back and it is delivered.
+async fn sigkill_after_a_hand_off_loses_nothing(backend: Backend) {
+    let db = TestDb::new(backend).await;
+    let receiver = Receiver::start().await;
+    let (grpc, http) = (free_addr(), free_addr());
+    let mut process = Process::start(&db, grpc, http);
+    add_customer(&process.url(), "acme", &receiver.url).await;
+    // A first delivery starts acme's actor; with its lane drained it takes hand-offs.
+    submit_all(&process.url(), "acme", 1).await;
+    receiver.wait_for(1, Duration::from_secs(20)).await;
+
+    receiver.set_delay(Duration::from_secs(3600)); // the next attempt never finishes
+    let handed_before = process.counter("floodgate_intake_handed_off_total").await;
+    let mut client = DispatcherClient::new(connect(&process.url(), Some(ADMIN_TOKEN)).await);
+    let id = client
+        .submit(common::submit_request("acme", "handed", "u"))
+        .await
+        .unwrap()
+        .into_inner()
+        .notification_id;
+    let handed_after = process.counter("floodgate_intake_handed_off_total").await;
+    assert_eq!(
+        handed_after - handed_before,
+        1.0,
+        "the Submit was handed to acme's actor"
+    );
+    process.kill();
+
+    receiver.set_delay(Duration::ZERO);
+    let process = Process::start(&db, grpc, http);
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(60);
+    while !receiver.received().iter().any(|d| d.webhook_id == id) {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "the handed-off notification {id} never arrived after the restart"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let mut client = DispatcherClient::new(connect(&process.url(), Some(ADMIN_TOKEN)).await);
+    common::wait_for_state(
+        &mut client,
+        &id,
+        proto::State::Delivered,
+        Duration::from_secs(20),
+    )
+    .await;
+}
+on_both_backends!(sigkill_after_a_hand_off_loses_nothing);
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn sigterm_finishes_deliveries_under_way_and_exits_zero() {

@@ -161,6 +161,14 @@ async fn metrics_follow_deliveries(backend: Backend) {
             &[("customer", "acme")]
         ) >= 1.0
     );
+    // 20 deliveries fill the first measurement window: the baseline is known.
+    assert!(
+        value(
+            &after,
+            "floodgate_customer_rtt_baseline_seconds",
+            &[("customer", "acme")]
+        ) > 0.0
+    );
     let tiers: f64 = after
         .iter()
         .filter(|s| s.name == "floodgate_customer_tier" && s.labels["customer"] == "acme")
@@ -182,14 +190,29 @@ async fn metrics_and_dashboard_data_need_a_token() {
             401,
             "{path}"
         );
+        // The submit token belongs to services that submit; it reads no metrics.
         assert_eq!(
             get(&server, path, Some(SUBMIT_TOKEN)).await.status(),
+            401,
+            "{path}"
+        );
+        assert_eq!(
+            get(&server, path, Some(ADMIN_TOKEN)).await.status(),
+            200,
+            "{path}"
+        );
+        let metrics_token = std::fs::read_to_string(db.dir.path().join("metrics-token")).unwrap();
+        assert_eq!(
+            get(&server, path, Some(metrics_token.trim()))
+                .await
+                .status(),
             200,
             "{path}"
         );
     }
+    // Header only: a token in the query string is not looked at.
     let url = format!("http://{}/metrics?token={ADMIN_TOKEN}", server.http_addr);
-    assert_eq!(reqwest::get(url).await.unwrap().status(), 200);
+    assert_eq!(reqwest::get(url).await.unwrap().status(), 401);
     // The page itself holds no data: it loads without a token and then asks for one.
     let page = get(&server, "/dashboard", None).await;
     assert_eq!(page.status(), 200);
@@ -312,7 +335,7 @@ async fn dashboard_in_a_browser_shows_customers_and_draws_the_chart() {
     // Two sampling rounds, so the chart has history.
     tokio::time::sleep(Duration::from_secs(5)).await;
     let url = format!(
-        "http://{}/dashboard?token={ADMIN_TOKEN}#customer=alpha",
+        "http://{}/dashboard#token={ADMIN_TOKEN}&customer=alpha",
         server.http_addr
     );
     let dom = {

@@ -104,6 +104,11 @@ async fn a_panicking_actor_is_restarted_and_loses_nothing() {
     let sink = Sinks::new(&WebhookSettings {
         timeout: Duration::from_secs(2),
         connect_timeout: Duration::from_secs(1),
+        // The receivers are local: open loopback explicitly.
+        target_policy: Arc::new(floodgate::sink::target_policy::TargetPolicy::new(vec![
+            "127.0.0.0/8".parse().unwrap(),
+        ])),
+        allow_plaintext_smtp_auth: false,
     })
     .unwrap();
     let metrics = Arc::new(floodgate::telemetry::metrics::Metrics::default());

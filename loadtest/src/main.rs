@@ -89,6 +89,10 @@ enum Command {
     ReceiverProcess(receiver_process::ReceiverProcessArgs),
 }
 
+/// The server's allocator (see floodgate's main.rs), so in-process measurements match it.
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 #[tokio::main]
 async fn main() -> Result<()> {
     let cli = Cli::parse();

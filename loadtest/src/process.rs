@@ -138,6 +138,10 @@ impl Launch {
             .arg(&self.admin_token)
             .arg("--shutdown-grace")
             .arg(SHUTDOWN_GRACE)
+            // The simulated customer systems listen on loopback, which the outbound target
+            // policy refuses unless it is opened.
+            .arg("--allow-target-cidr")
+            .arg("127.0.0.0/8")
             .args(&self.args);
         // Warnings only, like this harness itself, unless RUST_LOG says otherwise: its log goes
         // to the shared stderr, and info lines would bury the progress lines.

@@ -60,8 +60,11 @@ impl Server {
         let mut cfg = ServeConfig::defaults();
         cfg.data_dir = data_dir.path().to_owned();
         cfg.database_url = database_url;
-        cfg.admin_token = Some(admin_token.clone());
+        cfg.admin_token = Some(admin_token.clone().into());
         cfg.shutdown_grace = SHUTDOWN_GRACE;
+        // The simulated customer systems listen on loopback, which deliveries may not reach
+        // unless it is opened.
+        cfg.allow_target_cidr = vec!["127.0.0.0/8".parse().context("loopback CIDR")?];
         cfg.validate().context("invalid server configuration")?;
 
         let grpc = TcpListener::bind("127.0.0.1:0")

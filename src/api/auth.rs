@@ -1,15 +1,28 @@
 //! Bearer-token authentication. The admin token may call everything; the submit token only the
-//! `Dispatcher` service. Tokens are compared in constant time.
+//! `Dispatcher` service; the metrics token only reads `/metrics` and the dashboard's data.
+//! Tokens are compared in constant time.
 
 use std::sync::Arc;
 
 use tonic::{Request, Status};
 
-/// The configured tokens.
-#[derive(Debug, Clone)]
+/// The configured tokens. `Debug` shows which are set, never their values.
+#[derive(Clone)]
 pub struct Tokens {
     admin: Arc<str>,
     submit: Option<Arc<str>>,
+    metrics: Option<Arc<str>>,
+}
+
+impl std::fmt::Debug for Tokens {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        use crate::redact::Redacted;
+        f.debug_struct("Tokens")
+            .field("admin", &Redacted(&self.admin))
+            .field("submit", &self.submit.as_deref().map(Redacted))
+            .field("metrics", &self.metrics.as_deref().map(Redacted))
+            .finish()
+    }
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -24,7 +37,15 @@ impl Tokens {
         Self {
             admin: admin.into(),
             submit: submit.map(Into::into),
+            metrics: None,
         }
+    }
+
+    /// Adds the read-only metrics token: it opens `/metrics` and the dashboard's data and nothing
+    /// else, so a Prometheus server's credential cannot submit or read notifications.
+    pub fn with_metrics(mut self, metrics: &str) -> Self {
+        self.metrics = Some(metrics.into());
+        self
     }
 
     /// Interceptor for `Dispatcher`: admin or submit token.
@@ -48,10 +69,15 @@ impl Tokens {
         }
     }
 
-    /// Whether `token` is the admin or the submit token: enough for the read-only HTTP side
-    /// (metrics and the dashboard).
-    pub fn accepts(&self, token: &str) -> bool {
-        self.role_of(token).is_some()
+    /// Whether `token` may read the HTTP side (metrics and the dashboard's data): the admin or
+    /// the metrics token. The submit token may not: services that submit have no business
+    /// seeing every customer's traffic.
+    pub fn reads_metrics(&self, token: &str) -> bool {
+        self.role_of(token) == Some(Role::Admin)
+            || self
+                .metrics
+                .as_deref()
+                .is_some_and(|metrics| constant_time_eq(token.as_bytes(), metrics.as_bytes()))
     }
 
     fn role_of(&self, token: &str) -> Option<Role> {
@@ -113,5 +139,10 @@ mod tests {
         assert_eq!(wrong.code(), tonic::Code::Unauthenticated);
         let missing = tokens.dispatcher()(request(None)).unwrap_err();
         assert_eq!(missing.code(), tonic::Code::Unauthenticated);
+        let tokens = tokens.with_metrics("metrics-secret");
+        assert!(tokens.reads_metrics("metrics-secret") && tokens.reads_metrics("admin-secret"));
+        assert!(!tokens.reads_metrics("submit-secret"));
+        let denied = tokens.dispatcher()(request(Some("metrics-secret"))).unwrap_err();
+        assert_eq!(denied.code(), tonic::Code::Unauthenticated);
     }
 }

@@ -155,28 +155,83 @@ fn sms(p: &proto::SmsSettings) -> Result<SmsSettings, Error> {
 }
 
 /// Fills every secret the caller left empty from `stored` (the same channel's stored settings):
-/// reads never return secrets, so a read-modify-write must not erase them.
-pub(super) fn keep_secrets(settings: &mut ChannelSettings, stored: &ChannelSettings) {
+/// reads never return secrets, so a read-modify-write must not erase them. A stored secret is
+/// kept only while it would go to the same endpoint: a changed base URL, SMTP host, port or TLS
+/// mode, or SMS account, must come with the secret again (INVALID_ARGUMENT otherwise), so an
+/// edit cannot send a stored credential to a host of the editor's choosing.
+pub(super) fn keep_secrets(
+    settings: &mut ChannelSettings,
+    stored: &ChannelSettings,
+) -> Result<(), Error> {
     if let (Some(new), Some(old)) = (settings.fcm.as_mut(), stored.fcm.as_ref())
         && new.service_account.private_key.is_empty()
     {
+        same_endpoint(
+            "customer.fcm.service_account_json",
+            "customer.fcm.base_url",
+            new.base_url == old.base_url,
+        )?;
         new.service_account = old.service_account.clone();
     }
     if let (Some(new), Some(old)) = (settings.apns.as_mut(), stored.apns.as_ref())
         && new.private_key_pem.is_empty()
     {
+        same_endpoint(
+            "customer.apns.private_key_pem",
+            "customer.apns.base_url",
+            new.base_url == old.base_url,
+        )?;
         new.private_key_pem = old.private_key_pem.clone();
     }
     if let (Some(new), Some(old)) = (settings.email.as_mut(), stored.email.as_ref())
         && new.password.is_empty()
+        && !new.username.is_empty()
         && new.username == old.username
     {
+        same_endpoint(
+            "customer.email.password",
+            "the SMTP host, port or TLS mode",
+            (&new.smtp_host, new.smtp_port, new.tls) == (&old.smtp_host, old.smtp_port, old.tls),
+        )?;
         new.password = old.password.clone();
     }
     if let (Some(new), Some(old)) = (settings.sms.as_mut(), stored.sms.as_ref())
         && new.auth_token.is_empty()
     {
+        same_endpoint(
+            "customer.sms.auth_token",
+            "customer.sms.base_url or account_sid",
+            (&new.base_url, &new.account_sid) == (&old.base_url, &old.account_sid),
+        )?;
         new.auth_token = old.auth_token.clone();
+    }
+    Ok(())
+}
+
+/// Refuses to keep a stored secret (`field`) when `endpoint` changed.
+fn same_endpoint(field: &'static str, endpoint: &str, same: bool) -> Result<(), Error> {
+    if same {
+        return Ok(());
+    }
+    Err(Error::invalid(
+        field,
+        format!(
+            "must be sent again when {endpoint} changes: a stored secret never follows a new endpoint"
+        ),
+    ))
+}
+
+/// Refuses SMTP authentication over a plain-text connection (the password would cross the
+/// network in clear) unless the operator allowed it (`--allow-plaintext-smtp-auth`).
+pub(super) fn check_plaintext_auth(settings: &ChannelSettings, allowed: bool) -> Result<(), Error> {
+    match &settings.email {
+        Some(email) if email.tls == EmailTls::None && !email.username.is_empty() && !allowed => {
+            Err(Error::invalid(
+                "customer.email.tls",
+                "NONE would send the SMTP password in clear: use STARTTLS or TLS (or the operator opts in with --allow-plaintext-smtp-auth)",
+            ))
+        }
+        _ => Ok(()),
     }
 }
 
@@ -481,9 +536,42 @@ mod tests {
             sms.auth_token.clear();
         }
         assert_eq!(field_of(require_secrets(&new)), "customer.sms.auth_token");
-        keep_secrets(&mut new, &stored);
+        keep_secrets(&mut new, &stored).unwrap();
         assert_eq!(new, stored);
         assert!(require_secrets(&new).is_ok());
-        assert_eq!(redacted(new).sms.unwrap().auth_token, "");
+        assert_eq!(redacted(new.clone()).sms.unwrap().auth_token, "");
+
+        if let Some(sms) = new.sms.as_mut() {
+            sms.auth_token.clear();
+            sms.base_url = "https://elsewhere.example".into();
+        }
+        assert_eq!(
+            field_of(keep_secrets(&mut new, &stored)),
+            "customer.sms.auth_token"
+        );
+    }
+
+    #[test]
+    fn plaintext_smtp_auth_needs_the_opt_in() {
+        let mut settings = ChannelSettings {
+            email: Some(EmailSettings {
+                smtp_host: "smtp.example.com".into(),
+                smtp_port: 25,
+                username: "u".into(),
+                password: "p".into(),
+                from: "a@example.com".into(),
+                tls: EmailTls::None,
+            }),
+            ..Default::default()
+        };
+        assert_eq!(
+            field_of(check_plaintext_auth(&settings, false)),
+            "customer.email.tls"
+        );
+        assert!(check_plaintext_auth(&settings, true).is_ok());
+        if let Some(email) = settings.email.as_mut() {
+            email.username.clear();
+        }
+        assert!(check_plaintext_auth(&settings, false).is_ok());
     }
 }

@@ -4,7 +4,7 @@ use tonic::{Request, Response, Status};
 
 use super::proto;
 use super::proto::customers_server::Customers;
-use super::{ApiState, channels, convert};
+use super::{ApiState, channels, convert, targets};
 use crate::error::Error;
 use std::collections::HashMap;
 
@@ -43,9 +43,11 @@ impl Customers for CustomerService {
         }
         // Reads never return provider secrets: an empty one keeps what is stored.
         if let Some(existing) = &existing {
-            channels::keep_secrets(&mut customer.channels, &existing.channels);
+            channels::keep_secrets(&mut customer.channels, &existing.channels)?;
         }
         channels::require_secrets(&customer.channels)?;
+        channels::check_plaintext_auth(&customer.channels, self.state.allow_plaintext_smtp_auth)?;
+        targets::check(&self.state.target_policy, &customer)?;
         self.state
             .store
             .upsert_customer(&customer, now_millis())

@@ -9,6 +9,7 @@ mod customers;
 mod dispatcher;
 mod preferences;
 pub mod quota;
+mod targets;
 mod templates;
 
 use std::future::Future;
@@ -57,6 +58,12 @@ pub struct ApiState {
     pub fast_path: Option<Arc<crate::idempotency::FastPath>>,
     /// Versioned templates, pinned at intake.
     pub templates: Arc<crate::templates::Templates>,
+    /// Which addresses deliveries may reach, checked again at upsert for IP-literal targets.
+    pub target_policy: Arc<crate::sink::target_policy::TargetPolicy>,
+    /// Whether SMTP may authenticate over plain text (`--allow-plaintext-smtp-auth`).
+    pub allow_plaintext_smtp_auth: bool,
+    /// Whether gRPC server reflection is served (`--grpc-reflection`).
+    pub grpc_reflection: bool,
     /// How far back `ListNotifications` reaches.
     pub inbox_retention: std::time::Duration,
     /// Largest accepted payload, in bytes.
@@ -116,9 +123,14 @@ pub async fn serve<H: Health>(
     health_service: HealthServer<H>,
     shutdown: impl Future<Output = ()>,
 ) -> Result<(), ServeError> {
-    let reflection = tonic_reflection::server::Builder::configure()
-        .register_encoded_file_descriptor_set(proto::FILE_DESCRIPTOR_SET)
-        .build_v1()?;
+    let reflection = if state.grpc_reflection {
+        let service = tonic_reflection::server::Builder::configure()
+            .register_encoded_file_descriptor_set(proto::FILE_DESCRIPTOR_SET)
+            .build_v1()?;
+        Some(service)
+    } else {
+        None
+    };
     let limit = state.max_message_bytes;
     let dispatcher = InterceptedService::new(
         DispatcherServer::new(dispatcher::DispatchService::new(state.clone()))
@@ -151,7 +163,7 @@ pub async fn serve<H: Health>(
         .http2_keepalive_interval(Some(limits.keepalive_interval))
         .http2_keepalive_timeout(Some(limits.keepalive_timeout))
         .add_service(health_service)
-        .add_service(reflection)
+        .add_optional_service(reflection)
         .add_service(dispatcher)
         .add_service(customers)
         .add_service(preferences)

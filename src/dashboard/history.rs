@@ -155,6 +155,7 @@ mod tests {
             delivered_per_sec: delivered,
             rtt_p50: None,
             rtt_p99: Some(Duration::from_millis(12)),
+            rtt_baseline: None,
             error_rate: 0.0,
             in_flight: 2,
             window: [0, 0],

@@ -2,14 +2,16 @@
 //! CDN, works offline) that polls two JSON endpoints every two seconds.
 //!
 //! - `GET /dashboard`: the page. It holds no data, so it is served to anyone; it asks for a token
-//!   (from `?token=` in its URL, or a login form) and sends it with every data request.
+//!   (from `#token=` in its URL fragment, which never reaches a server and is removed from the
+//!   address bar, or a login form) and sends it in the `Authorization` header of every data
+//!   request.
 //! - `GET /dashboard/api/overview`: every customer's current figures and the last minutes of
 //!   delivered/s per customer, for the table and the chart.
 //! - `GET /dashboard/api/customers/{id}`: one customer's samples (limit, rate, RTT, delivered/s)
 //!   and tier changes, for the view where an SRE watches the controller move.
 //!
-//! Both data endpoints are read-only and accept the admin or the submit token, as
-//! `Authorization: Bearer <token>` or `?token=<token>`.
+//! Both data endpoints are read-only and accept the admin or the metrics token, as
+//! `Authorization: Bearer <token>` only.
 
 pub mod history;
 

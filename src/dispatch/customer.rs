@@ -24,7 +24,7 @@ use tracing::Instrument as _;
 
 use super::Context;
 use super::claimer::{ClaimAsk, ClaimError};
-use super::controller::{Permit, Signal};
+use super::controller::{Permit, Signal, Ticket};
 use super::delivery;
 use super::handoff::Slot;
 use super::lanes::LaneWindow;
@@ -273,9 +273,9 @@ impl CustomerState {
                         self.expire(notification).await;
                         continue;
                     }
-                    self.controller.on_send(now, self.in_flight);
+                    let ticket = self.controller.on_send(now, self.in_flight);
                     self.in_flight += 1;
-                    self.start_delivery(myself, notification);
+                    self.start_delivery(myself, notification, ticket);
                 }
                 Permit::WaitUntil(at) => {
                     // At the limit, the next finished delivery pumps again; otherwise wake at `at`.
@@ -290,7 +290,12 @@ impl CustomerState {
         }
     }
 
-    fn start_delivery(&self, myself: &ActorRef<CustomerMsg>, notification: Claimed) {
+    fn start_delivery(
+        &self,
+        myself: &ActorRef<CustomerMsg>,
+        notification: Claimed,
+        ticket: Option<Ticket>,
+    ) {
         let span = tracing::info_span!(
             "delivery",
             customer_id = %notification.customer_id,
@@ -303,6 +308,7 @@ impl CustomerState {
             self.customer.clone(),
             self.counters.clone(),
             notification,
+            ticket,
         );
         self.ctx.tasks.spawn(task.instrument(span));
     }
@@ -321,13 +327,15 @@ impl CustomerState {
         let now = Instant::now();
         self.in_flight = self.in_flight.saturating_sub(1);
         let delivered = matches!(report.signal, Signal::Success);
-        let error = !matches!(report.signal, Signal::Success | Signal::Rejected);
+        // Unsent (no RTT), the customer system said nothing: not its error.
+        let error =
+            report.rtt.is_some() && !matches!(report.signal, Signal::Success | Signal::Rejected);
         self.stats.record(now, report.rtt, delivered, error);
         if report.failed {
             self.stats.record_failed();
         }
         self.controller
-            .observe(now, report.rtt.unwrap_or_default(), report.signal);
+            .observe(now, report.ticket, report.rtt, report.signal);
         for change in self.controller.take_tier_changes() {
             self.stats.tier_changes_total += 1;
             self.counters.tier_changed();
@@ -418,6 +426,7 @@ impl CustomerState {
             delivered_per_sec: self.stats.delivered_per_sec(now),
             rtt_p50: self.stats.rtt_quantile(now, 0.5),
             rtt_p99: self.stats.rtt_quantile(now, 0.99),
+            rtt_baseline: controller.rtt_baseline,
             error_rate: self.stats.error_rate(now),
             in_flight: self.in_flight,
             window: [

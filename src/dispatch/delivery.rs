@@ -8,7 +8,7 @@ use ractor::ActorRef;
 use tokio::time::Instant;
 
 use super::Context;
-use super::controller::Signal;
+use super::controller::{Signal, Ticket};
 use super::messages::{AttemptReport, CustomerMsg};
 use crate::model::{Customer, now_millis};
 use crate::sink::{RetryCause, SinkError};
@@ -23,6 +23,7 @@ pub(super) async fn deliver(
     customer: Arc<Customer>,
     counters: Arc<CustomerCounters>,
     notification: Claimed,
+    ticket: Option<Ticket>,
 ) {
     // `rtt` is `None` when nothing was sent (the template could not be rendered).
     let (result, rtt) = match rendered(&ctx, &notification).await {
@@ -60,13 +61,6 @@ pub(super) async fn deliver(
             (kind, signal_of(cause, retry_after))
         }
     };
-    // Unsent, the customer system said nothing: its controller must not slow down for our
-    // store's hiccup, so the attempt only counts as back.
-    let signal = if rtt.is_some() {
-        signal
-    } else {
-        Signal::Rejected
-    };
     let failed = matches!(kind, OutcomeKind::Failed { .. });
     counters.attempt(notification.lane, attempt_result(&kind), rtt);
     ctx.outcomes
@@ -78,6 +72,7 @@ pub(super) async fn deliver(
         .await;
     // The actor may have stopped (shutdown) or failed (it is being restarted): nothing to tell.
     let _ = actor.send_message(CustomerMsg::Done(AttemptReport {
+        ticket,
         rtt,
         signal,
         failed,

@@ -5,7 +5,7 @@ use std::time::Duration;
 
 use ractor::RpcReplyPort;
 
-use super::controller::{Circuit, Signal, Tier};
+use super::controller::{Circuit, Signal, Ticket, Tier};
 use crate::model::{Channel, Customer, EpochMillis, Lane};
 use crate::store::Claimed;
 
@@ -80,6 +80,8 @@ pub(super) const ALL_LANES: Lanes = [true; 2];
 /// What a delivery task tells its actor about one attempt.
 #[derive(Debug)]
 pub(super) struct AttemptReport {
+    /// The controller's record of the send (`None` under the baseline policies).
+    pub(super) ticket: Option<Ticket>,
     /// `None`: nothing was sent (so there is no round trip to learn from).
     pub(super) rtt: Option<Duration>,
     pub(super) signal: Signal,
@@ -100,6 +102,9 @@ pub struct CustomerStats {
     pub delivered_per_sec: f64,
     pub rtt_p50: Option<Duration>,
     pub rtt_p99: Option<Duration>,
+    /// The controller's RTT baseline: the customer system's own queue-free RTT, once measured
+    /// (`None` under the baseline policies). RTTs far above it mean a queue.
+    pub rtt_baseline: Option<Duration>,
     /// Share of attempts in the last 10 s that met overload, timeouts, connection or server errors.
     pub error_rate: f64,
     pub in_flight: usize,
@@ -126,6 +131,7 @@ impl CustomerStats {
             all.delivered_per_sec += part.delivered_per_sec;
             all.rtt_p50 = all.rtt_p50.max(part.rtt_p50);
             all.rtt_p99 = all.rtt_p99.max(part.rtt_p99);
+            all.rtt_baseline = all.rtt_baseline.max(part.rtt_baseline);
             all.error_rate = all.error_rate.max(part.error_rate);
             all.in_flight += part.in_flight;
             all.window = [
@@ -184,6 +190,7 @@ mod tests {
             delivered_per_sec: 1.0,
             rtt_p50: Some(Duration::from_millis(limit as u64)),
             rtt_p99: None,
+            rtt_baseline: Some(Duration::from_millis(limit as u64)),
             error_rate,
             in_flight: 1,
             window: [1, 2],
@@ -207,5 +214,6 @@ mod tests {
         assert_eq!(merged.delivered_total, 7);
         assert_eq!(merged.window, [2, 4]);
         assert_eq!(merged.rtt_p50, Some(Duration::from_millis(8)));
+        assert_eq!(merged.rtt_baseline, Some(Duration::from_millis(8)));
     }
 }

@@ -11,7 +11,7 @@ use clap::ValueEnum;
 use tokio::time::Instant;
 
 use super::controller::{
-    Circuit, Controller, ControllerSettings, Permit, Signal, Snapshot, Tier, TierChange,
+    Circuit, Controller, ControllerSettings, Permit, Signal, Snapshot, Ticket, Tier, TierChange,
 };
 use crate::model::StartTier;
 
@@ -102,17 +102,29 @@ impl Pacing {
         }
     }
 
-    pub(super) fn on_send(&mut self, now: Instant, in_flight: usize) {
+    /// Records that an attempt started. The controller's ticket goes back to [`Self::observe`]
+    /// with the outcome; the baselines keep no record of their sends (`None`).
+    pub(super) fn on_send(&mut self, now: Instant, in_flight: usize) -> Option<Ticket> {
         match self {
-            Pacing::Adaptive(c) => c.on_send(now, in_flight),
-            Pacing::Fixed(f) => f.on_send(now),
+            Pacing::Adaptive(c) => Some(c.on_send(now, in_flight)),
+            Pacing::Fixed(f) => {
+                f.on_send(now);
+                None
+            }
         }
     }
 
-    /// Feeds an attempt's outcome to the controller; the baselines ignore it (that is the point).
-    pub(super) fn observe(&mut self, now: Instant, rtt: Duration, signal: Signal) {
-        if let Pacing::Adaptive(c) = self {
-            c.observe(now, rtt, signal);
+    /// Feeds an attempt's outcome to the controller (`rtt`: `None` when nothing reached the
+    /// customer system); the baselines ignore it (that is the point).
+    pub(super) fn observe(
+        &mut self,
+        now: Instant,
+        ticket: Option<Ticket>,
+        rtt: Option<Duration>,
+        signal: Signal,
+    ) {
+        if let (Pacing::Adaptive(c), Some(ticket)) = (self, ticket) {
+            c.observe(now, ticket, rtt, signal);
         }
     }
 
@@ -215,7 +227,6 @@ impl FixedRate {
             circuit: Circuit::Closed,
             paused_until: None,
             last_tier_change: None,
-            error_rate: 0.0,
         }
     }
 }
@@ -238,10 +249,11 @@ mod tests {
         while now < t0 + Duration::from_secs(10) {
             match pacing.permit(now, 0) {
                 Permit::Send => {
-                    pacing.on_send(now, 0);
+                    let ticket = pacing.on_send(now, 0);
                     pacing.observe(
                         now,
-                        Duration::from_millis(5),
+                        ticket,
+                        Some(Duration::from_millis(5)),
                         Signal::Overload { retry_after: None },
                     );
                     sent += 1;

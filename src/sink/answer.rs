@@ -11,9 +11,18 @@ use super::{RetryCause, SinkError};
 /// How much of any response body is read (and then discarded) so the connection can be reused.
 const DRAIN_LIMIT: usize = 64 * 1024;
 
+/// How many characters of a far end's own words (a provider's error message) `last_error` keeps.
+pub(crate) const REASON_LIMIT: usize = 100;
+
 /// A request that got no HTTP answer, classified: timeouts and connection errors are worth
-/// retrying, a request that could not even be built is not. `what` names the far end in reasons.
+/// retrying; a request that could not even be built, or whose target the outbound policy
+/// refused, is not. `what` names the far end in reasons.
 pub(crate) fn transport_error(what: &str, err: &reqwest::Error) -> SinkError {
+    if let Some(refused) = super::target_policy::refusal_in(err) {
+        return SinkError::Permanent {
+            reason: format!("{what}: {refused}"),
+        };
+    }
     let (cause, reason) = if err.is_timeout() {
         (RetryCause::Timeout, format!("timed out waiting for {what}"))
     } else if err.is_connect() {
@@ -90,16 +99,25 @@ pub(crate) async fn read_bounded(mut response: reqwest::Response, keep: usize) -
     String::from_utf8_lossy(&kept).trim().to_owned()
 }
 
-/// Cuts `text` to at most `max` bytes on a character boundary (for `last_error`).
-pub(crate) fn truncate(text: &str, max: usize) -> &str {
-    if text.len() <= max {
-        return text;
+/// A far end's own words made fit for `last_error`: printable ASCII only (anything else becomes
+/// `?`, so no control characters or binary reach a client or a terminal), whitespace collapsed,
+/// at most [`REASON_LIMIT`] characters.
+pub(crate) fn sanitize(text: &str) -> String {
+    let mut out = String::new();
+    for word in text.split_whitespace() {
+        if !out.is_empty() {
+            out.push(' ');
+        }
+        out.extend(
+            word.chars()
+                .map(|c| if c.is_ascii_graphic() { c } else { '?' }),
+        );
+        if out.len() >= REASON_LIMIT {
+            break;
+        }
     }
-    let mut end = max;
-    while !text.is_char_boundary(end) {
-        end -= 1;
-    }
-    &text[..end]
+    out.truncate(REASON_LIMIT);
+    out
 }
 
 #[cfg(test)]
@@ -124,8 +142,9 @@ mod tests {
     }
 
     #[test]
-    fn truncate_keeps_char_boundaries() {
-        assert_eq!(truncate("héllo", 2), "h");
-        assert_eq!(truncate("abc", 10), "abc");
+    fn sanitize_keeps_short_printable_text() {
+        assert_eq!(sanitize("héllo\n\tworld\u{7}"), "h?llo world?");
+        assert_eq!(sanitize(&"x".repeat(500)).len(), REASON_LIMIT);
+        assert_eq!(sanitize(""), "");
     }
 }

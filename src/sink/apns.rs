@@ -15,6 +15,7 @@ use reqwest::StatusCode;
 use serde::{Deserialize, Serialize};
 use tokio::time::Instant;
 
+use super::outbound::Outbound;
 use super::payload::{ChannelPayload, PushPayload};
 use super::{RetryCause, SinkError, answer};
 use crate::model::{ApnsSettings, Lane, now_millis};
@@ -49,15 +50,23 @@ pub fn provider_token(settings: &ApnsSettings) -> Result<String, SigningError> {
     Ok(jsonwebtoken::encode(&header, &claims, &key)?)
 }
 
-/// Delivers push notifications through APNs.
-#[derive(Debug)]
+/// Delivers push notifications through APNs. `Debug` leaves the cached provider tokens out.
 pub struct ApnsSink {
     /// For `https://` (production): HTTP/2 negotiated by ALPN.
-    tls: reqwest::Client,
+    tls: Outbound,
     /// For `http://` (local fakes): HTTP/2 without TLS, by prior knowledge.
-    h2c: reqwest::Client,
+    h2c: Outbound,
     // std Mutex: never held across an `.await`.
     tokens: Mutex<HashMap<(String, String), (String, Instant)>>,
+}
+
+impl std::fmt::Debug for ApnsSink {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ApnsSink")
+            .field("tls", &self.tls)
+            .field("h2c", &self.h2c)
+            .finish_non_exhaustive()
+    }
 }
 
 /// One APNs answer, as far as classifying it needs.
@@ -75,7 +84,7 @@ struct ErrorBody {
 
 impl ApnsSink {
     /// `tls` is the shared HTTPS client; `h2c` speaks HTTP/2 to plain-text fakes.
-    pub fn new(tls: reqwest::Client, h2c: reqwest::Client) -> Self {
+    pub fn new(tls: Outbound, h2c: Outbound) -> Self {
         Self {
             tls,
             h2c,
@@ -130,16 +139,14 @@ impl ApnsSink {
             // APNs keeps trying an offline device until then, not longer.
             request = request.header("apns-expiration", (expires_at / 1000).to_string());
         }
-        let response = request
-            .send()
-            .await
-            .map_err(|e| answer::transport_error("APNs", &e))?;
+        let response = client.send("APNs", request).await?;
         let status = response.status();
         let retry_after = answer::retry_after(response.headers());
         let text = answer::read_bounded(response, ERROR_BODY_LIMIT).await;
         let reason = serde_json::from_str::<ErrorBody>(&text)
             .map(|e| e.reason)
             .unwrap_or(text);
+        let reason = answer::sanitize(&reason);
         Ok(Answer {
             status,
             retry_after,

@@ -12,6 +12,7 @@ use serde::Deserialize;
 use serde_json::json;
 
 use super::oauth::TokenCache;
+use super::outbound::Outbound;
 use super::payload::{ChannelPayload, PushPayload};
 use super::{RetryCause, SinkError, answer};
 use crate::model::FcmSettings;
@@ -19,13 +20,11 @@ use crate::store::Claimed;
 
 /// How much of an error answer is read: enough for FCM's JSON error with its details.
 const ERROR_BODY_LIMIT: usize = 4096;
-/// How much of the provider's message goes into `last_error`.
-const REASON_LIMIT: usize = 200;
 
 /// Delivers push notifications through FCM.
 #[derive(Debug)]
 pub struct FcmSink {
-    client: reqwest::Client,
+    client: Outbound,
     tokens: TokenCache,
 }
 
@@ -39,7 +38,7 @@ struct Answer {
 
 impl FcmSink {
     /// Uses the shared HTTP client (HTTP/2 over TLS when FCM offers it).
-    pub fn new(client: reqwest::Client) -> Self {
+    pub fn new(client: Outbound) -> Self {
         Self {
             client,
             tokens: TokenCache::default(),
@@ -79,14 +78,8 @@ impl FcmSink {
             settings.base_url.trim_end_matches('/'),
             account.project_id
         );
-        let response = self
-            .client
-            .post(url)
-            .bearer_auth(token)
-            .json(body)
-            .send()
-            .await
-            .map_err(|e| answer::transport_error("FCM", &e))?;
+        let request = self.client.post(url).bearer_auth(token).json(body);
+        let response = self.client.send("FCM", request).await?;
         let status = response.status();
         let retry_after = answer::retry_after(response.headers());
         let body = answer::read_bounded(response, ERROR_BODY_LIMIT).await;
@@ -146,9 +139,10 @@ fn classify(answer: &Answer) -> Result<(), SinkError> {
         .find_map(|d| d.error_code.clone())
         .unwrap_or(error.status);
     let reason = format!(
-        "FCM HTTP {} {code}: {}",
+        "FCM HTTP {} {}: {}",
         answer.status,
-        answer::truncate(&error.message, REASON_LIMIT)
+        answer::sanitize(&code),
+        answer::sanitize(&error.message)
     );
     let cause = match (answer.status, code.as_str()) {
         (_, "RESOURCE_EXHAUSTED" | "QUOTA_EXCEEDED" | "UNAVAILABLE") => Some(RetryCause::Overload),

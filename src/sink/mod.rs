@@ -9,15 +9,18 @@ pub mod apns;
 pub mod email;
 pub mod fcm;
 pub mod oauth;
+pub mod outbound;
 pub mod payload;
 pub mod signature;
 pub mod sms;
+pub mod target_policy;
 pub mod webhook;
 
 use std::time::Duration;
 
 use crate::model::{Channel, Customer};
 use crate::store::Claimed;
+use outbound::Outbound;
 use webhook::{ClientError, WebhookSettings, WebhookSink};
 
 /// Every sink, and the one choice between them: the notification's channel.
@@ -38,13 +41,13 @@ impl Sinks {
     /// Builds every sink. The webhook's limits (`settings`) bound every provider's attempts too,
     /// so the lease, which must outlast an attempt, covers them all.
     pub fn new(settings: &WebhookSettings) -> Result<Self, ClientError> {
-        let provider = provider_client(settings, false)?;
+        let client = Outbound::new(settings, false)?;
         Ok(Self {
-            webhook: WebhookSink::new(settings)?,
-            fcm: fcm::FcmSink::new(provider.clone()),
-            apns: apns::ApnsSink::new(provider.clone(), provider_client(settings, true)?),
-            email: email::EmailSink::new(settings.timeout),
-            sms: sms::SmsSink::new(provider),
+            webhook: WebhookSink::new(client.clone()),
+            fcm: fcm::FcmSink::new(client.clone()),
+            apns: apns::ApnsSink::new(client.clone(), Outbound::new(settings, true)?),
+            email: email::EmailSink::new(settings),
+            sms: sms::SmsSink::new(client),
             attempt_timeout: settings.timeout,
         })
     }
@@ -107,24 +110,6 @@ fn configured<T>(settings: Option<&T>, channel: Channel) -> Result<&T, SinkError
     settings.ok_or_else(|| SinkError::Permanent {
         reason: format!("the customer has no {} settings any more", channel.as_str()),
     })
-}
-
-/// The HTTP client the providers share: HTTPS (HTTP/2 by ALPN where offered), or, with
-/// `h2c`, HTTP/2 by prior knowledge for plain-text endpoints (APNs has no HTTP/1.1).
-fn provider_client(settings: &WebhookSettings, h2c: bool) -> Result<reqwest::Client, ClientError> {
-    let builder = reqwest::Client::builder()
-        .timeout(settings.timeout)
-        .connect_timeout(settings.connect_timeout)
-        .redirect(reqwest::redirect::Policy::none())
-        .pool_idle_timeout(Duration::from_secs(60))
-        .tcp_nodelay(true)
-        .user_agent(concat!("floodgate/", env!("CARGO_PKG_VERSION")));
-    let builder = if h2c {
-        builder.http2_prior_knowledge()
-    } else {
-        builder
-    };
-    Ok(builder.build()?)
 }
 
 /// Why a delivery attempt did not succeed, classified for the retry policy.

@@ -12,6 +12,7 @@ use jsonwebtoken::{Algorithm, EncodingKey, Header};
 use serde::{Deserialize, Serialize};
 use tokio::time::Instant;
 
+use super::outbound::Outbound;
 use super::{RetryCause, SinkError, answer};
 use crate::model::{ServiceAccount, now_millis};
 
@@ -62,10 +63,20 @@ pub fn assertion(account: &ServiceAccount) -> Result<String, SigningError> {
     Ok(jsonwebtoken::encode(&header, &claims, &key)?)
 }
 
-#[derive(Debug, Clone)]
+/// An access token; `Debug` hides its value.
+#[derive(Clone)]
 struct Token {
     value: String,
     refresh_at: Instant,
+}
+
+impl std::fmt::Debug for Token {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Token")
+            .field("value", &crate::redact::Redacted(&self.value))
+            .field("refresh_at", &self.refresh_at)
+            .finish()
+    }
 }
 
 type Slot = Arc<tokio::sync::Mutex<Option<Token>>>;
@@ -81,7 +92,7 @@ impl TokenCache {
     /// A valid access token for `account`: the cached one, or a fresh one from its `token_uri`.
     pub async fn token(
         &self,
-        client: &reqwest::Client,
+        client: &Outbound,
         account: &ServiceAccount,
     ) -> Result<String, SinkError> {
         let slot = self.slot(account);
@@ -108,20 +119,16 @@ impl TokenCache {
 }
 
 /// Exchanges a fresh assertion for an access token.
-async fn fetch(client: &reqwest::Client, account: &ServiceAccount) -> Result<Token, SinkError> {
+async fn fetch(client: &Outbound, account: &ServiceAccount) -> Result<Token, SinkError> {
     let assertion = assertion(account).map_err(|e| SinkError::Permanent {
         reason: e.to_string(),
     })?;
     let asked_at = Instant::now();
-    let response = client
-        .post(&account.token_uri)
-        .form(&[
-            ("grant_type", "urn:ietf:params:oauth:grant-type:jwt-bearer"),
-            ("assertion", assertion.as_str()),
-        ])
-        .send()
-        .await
-        .map_err(|e| answer::transport_error("the OAuth token endpoint", &e))?;
+    let request = client.post(&account.token_uri).form(&[
+        ("grant_type", "urn:ietf:params:oauth:grant-type:jwt-bearer"),
+        ("assertion", assertion.as_str()),
+    ]);
+    let response = client.send("the OAuth token endpoint", request).await?;
     let status = response.status();
     if !status.is_success() {
         let retry_after = answer::retry_after(response.headers());
@@ -147,7 +154,10 @@ fn token_refused(
     retry_after: Option<Duration>,
     body: &str,
 ) -> SinkError {
-    let reason = format!("OAuth token endpoint answered HTTP {status}: {body}");
+    let reason = format!(
+        "OAuth token endpoint answered HTTP {status}: {}",
+        answer::sanitize(body)
+    );
     match answer::retry_cause(status) {
         Some(cause) => SinkError::Retryable {
             reason,

@@ -10,6 +10,7 @@ use std::time::Duration;
 use reqwest::StatusCode;
 use serde::Deserialize;
 
+use super::outbound::Outbound;
 use super::payload::{ChannelPayload, SmsPayload};
 use super::{RetryCause, SinkError, answer};
 use crate::model::SmsSettings;
@@ -21,13 +22,11 @@ const TOO_MANY_REQUESTS: u64 = 20429;
 const QUEUE_OVERFLOW: u64 = 30001;
 /// How much of an error answer is read.
 const ERROR_BODY_LIMIT: usize = 1024;
-/// How much of the provider's message goes into `last_error`.
-const REASON_LIMIT: usize = 200;
 
 /// Delivers text messages.
 #[derive(Debug, Clone)]
 pub struct SmsSink {
-    client: reqwest::Client,
+    client: Outbound,
 }
 
 #[derive(Deserialize, Default)]
@@ -40,7 +39,7 @@ struct ErrorBody {
 
 impl SmsSink {
     /// Uses the shared HTTP client.
-    pub fn new(client: reqwest::Client) -> Self {
+    pub fn new(client: Outbound) -> Self {
         Self { client }
     }
 
@@ -59,7 +58,7 @@ impl SmsSink {
             settings.base_url.trim_end_matches('/'),
             settings.account_sid
         );
-        let response = self
+        let request = self
             .client
             .post(url)
             .basic_auth(&settings.account_sid, Some(&settings.auth_token))
@@ -67,10 +66,8 @@ impl SmsSink {
                 ("To", notification.recipient.as_str()),
                 ("From", settings.from.as_str()),
                 ("Body", payload.body.as_str()),
-            ])
-            .send()
-            .await
-            .map_err(|e| answer::transport_error("the SMS provider", &e))?;
+            ]);
+        let response = self.client.send("the SMS provider", request).await?;
         let status = response.status();
         let retry_after = answer::retry_after(response.headers());
         let body = answer::read_bounded(response, ERROR_BODY_LIMIT).await;
@@ -93,7 +90,7 @@ fn classify(
         .map_or_else(String::new, |c| format!(" (code {c})"));
     let reason = format!(
         "SMS provider HTTP {status}{code}: {}",
-        answer::truncate(&error.message, REASON_LIMIT)
+        answer::sanitize(&error.message)
     );
     let cause = match (status, error.code) {
         (_, Some(TOO_MANY_REQUESTS | QUEUE_OVERFLOW)) => Some(RetryCause::Overload),

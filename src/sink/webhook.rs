@@ -4,6 +4,7 @@
 //! classified here (2xx delivered; 408, 429, 5xx, timeouts and connection errors retryable;
 //! anything else permanent) and nowhere else.
 
+use std::sync::Arc;
 use std::time::Duration;
 
 use base64::Engine as _;
@@ -14,12 +15,11 @@ use serde::Serialize;
 use serde_json::value::RawValue;
 
 use super::SinkError;
+use super::outbound::Outbound;
+use super::target_policy::TargetPolicy;
 use super::{answer, signature};
 use crate::model::{Customer, now_millis};
 use crate::store::Claimed;
-
-/// How much of an error response's body is kept in `last_error`.
-const ERROR_BODY_LIMIT: usize = 200;
 
 /// Settings of the shared HTTP client.
 #[derive(Debug, Clone)]
@@ -28,6 +28,10 @@ pub struct WebhookSettings {
     pub timeout: Duration,
     /// Limit for establishing a connection (part of `timeout`).
     pub connect_timeout: Duration,
+    /// Which addresses deliveries may reach.
+    pub target_policy: Arc<TargetPolicy>,
+    /// Whether SMTP may authenticate over a plain-text connection.
+    pub allow_plaintext_smtp_auth: bool,
 }
 
 /// Could not build the HTTP client (for example, no TLS roots).
@@ -38,7 +42,7 @@ pub struct ClientError(#[from] reqwest::Error);
 /// Delivers notifications as Standard Webhooks.
 #[derive(Debug, Clone)]
 pub struct WebhookSink {
-    client: reqwest::Client,
+    client: Outbound,
 }
 
 /// The JSON body every webhook carries.
@@ -64,17 +68,9 @@ enum Payload<'a> {
 }
 
 impl WebhookSink {
-    /// Builds the pooled client. Redirects are not followed: a webhook goes where it was registered.
-    pub fn new(settings: &WebhookSettings) -> Result<Self, ClientError> {
-        let client = reqwest::Client::builder()
-            .timeout(settings.timeout)
-            .connect_timeout(settings.connect_timeout)
-            .redirect(reqwest::redirect::Policy::none())
-            .pool_idle_timeout(Duration::from_secs(60))
-            .tcp_nodelay(true)
-            .user_agent(concat!("floodgate/", env!("CARGO_PKG_VERSION")))
-            .build()?;
-        Ok(Self { client })
+    /// Uses the shared client, which follows no redirect: a webhook goes where it was registered.
+    pub fn new(client: Outbound) -> Self {
+        Self { client }
     }
 
     /// Makes one delivery attempt of `notification` to `customer`'s webhook.
@@ -91,7 +87,7 @@ impl WebhookSink {
         let msg_id = notification.id.to_string();
         let body = render_body(notification);
         let timestamp = now_millis() / 1000;
-        let response = self
+        let request = self
             .client
             .post(&customer.webhook_url)
             .header(CONTENT_TYPE, "application/json")
@@ -101,14 +97,14 @@ impl WebhookSink {
                 "webhook-signature",
                 signature::sign(&key, &msg_id, timestamp, &body),
             )
-            .body(body)
-            .send()
-            .await
-            .map_err(|e| answer::transport_error("the webhook", &e))?;
+            .body(body);
+        let response = self.client.send("the webhook", request).await?;
         let status = response.status();
         let retry_after = answer::retry_after(response.headers());
-        let text = answer::read_bounded(response, ERROR_BODY_LIMIT).await;
-        classify_status(status, retry_after, &text)
+        // The body is read only to reuse the connection: whatever the target answers stays out
+        // of `last_error`, which submit-token holders read.
+        answer::read_bounded(response, 0).await;
+        classify_status(status, retry_after)
     }
 }
 
@@ -136,19 +132,13 @@ fn render_body(notification: &Claimed) -> Vec<u8> {
     serde_json::to_vec(&body).unwrap_or_default()
 }
 
-fn classify_status(
-    status: StatusCode,
-    retry_after: Option<Duration>,
-    body: &str,
-) -> Result<(), SinkError> {
+/// A webhook answer as the retry policy needs it. The reason is the status and its reason phrase
+/// only, never the body.
+fn classify_status(status: StatusCode, retry_after: Option<Duration>) -> Result<(), SinkError> {
     if status.is_success() {
         return Ok(());
     }
-    let reason = if body.is_empty() {
-        format!("HTTP {status}")
-    } else {
-        format!("HTTP {status}: {body}")
-    };
+    let reason = format!("HTTP {status}");
     Err(SinkError::refused(
         reason,
         answer::retry_cause(status),
@@ -192,18 +182,18 @@ mod tests {
 
     #[test]
     fn statuses_are_classified() {
-        assert_eq!(classify_status(StatusCode::NO_CONTENT, None, ""), Ok(()));
+        assert_eq!(classify_status(StatusCode::NO_CONTENT, None), Ok(()));
         for code in [408, 429, 500, 503] {
             let status = StatusCode::from_u16(code).unwrap();
             assert!(matches!(
-                classify_status(status, None, ""),
+                classify_status(status, None),
                 Err(SinkError::Retryable { .. })
             ));
         }
         for code in [301, 400, 404, 410] {
             let status = StatusCode::from_u16(code).unwrap();
             assert!(matches!(
-                classify_status(status, None, "no"),
+                classify_status(status, None),
                 Err(SinkError::Permanent { .. })
             ));
         }

@@ -65,6 +65,12 @@ pub enum Error {
         #[source]
         source: std::io::Error,
     },
+    #[error("cannot make the SQLite database {path} owner-only: {source}")]
+    Permissions {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
     #[error(
         "{path} is locked: another floodgate process is using this SQLite database (one node per SQLite file; use PostgreSQL for many)"
     )]
@@ -191,8 +197,16 @@ const POSTGRES_CALLER_WRITERS: u32 = 6;
 /// retention each hold at most one at a time.
 const POSTGRES_BACKGROUND_WRITERS: u32 = 4;
 /// How often the SQLite checkpointer copies the WAL back into the database file. Often enough
-/// that the WAL stays small (a few MB at full speed), rarely enough to cost nothing when idle.
+/// that little is left for the restart step, rarely enough to cost nothing when idle.
 const CHECKPOINT_INTERVAL: Duration = Duration::from_millis(250);
+
+/// WAL frames (pages) after which the checkpointer starts the WAL over (see [`checkpoint_loop`]):
+/// 4,096 pages are 16 MiB at SQLite's default page size, a fraction of a second of writes at full
+/// speed, so the restart's own copying stays a few milliseconds.
+const WAL_RESTART_FRAMES: i64 = 4096;
+
+/// How long a SQLite connection waits for a lock before answering busy.
+const SQLITE_BUSY_TIMEOUT: &str = "PRAGMA busy_timeout = 5000";
 
 /// Handle to the database; cheap to clone (pools are reference-counted).
 #[derive(Debug, Clone)]
@@ -219,6 +233,40 @@ pub(crate) struct WriteConn {
     conn: PoolConnection<Any>,
     /// Dropped after `conn` (fields drop in order): the next writer finds the connection back.
     _turn: Option<Turn>,
+    /// For the slow-write warning: the class, how long it waited for its turn, when it got it.
+    durability: Durability,
+    waited: Duration,
+    since: std::time::Instant,
+}
+
+/// A write that waited for, or held, the write connection this long is logged: every caller
+/// behind it waited as long, so it is what an SRE looks for when Submit latency has a tail.
+const SLOW_WRITE: Duration = Duration::from_millis(250);
+
+/// Writes that waited for or held the connection this long are logged at debug level, to find
+/// what makes up a latency tail.
+const NOTABLE_WRITE: Duration = Duration::from_millis(10);
+
+impl Drop for WriteConn {
+    fn drop(&mut self) {
+        let held = self.since.elapsed();
+        if held >= NOTABLE_WRITE || self.waited >= NOTABLE_WRITE {
+            tracing::debug!(
+                class = ?self.durability.priority(),
+                waited_ms = self.waited.as_millis() as u64,
+                held_ms = held.as_millis() as u64,
+                "write turn"
+            );
+        }
+        if held >= SLOW_WRITE || self.waited >= SLOW_WRITE {
+            tracing::warn!(
+                class = ?self.durability.priority(),
+                waited_ms = self.waited.as_millis() as u64,
+                held_ms = held.as_millis() as u64,
+                "slow write: a transaction waited for or held the database's write connection long"
+            );
+        }
+    }
 }
 
 impl Deref for WriteConn {
@@ -247,19 +295,29 @@ impl Store {
         };
         store.migrate().await?;
         if store.backend == Backend::Sqlite {
-            tokio::spawn(checkpoint_loop(store.read.clone()));
+            // Without the single-node lock: a closed store must free the file at once, not
+            // when the checkpointer next wakes up.
+            tokio::spawn(checkpoint_loop(Self {
+                _lock: None,
+                ..store.clone()
+            }));
         }
         Ok(store)
     }
 
     async fn connect_sqlite(url: &str, path: &Path, options: &StoreOptions) -> Result<Self, Error> {
         if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
-            std::fs::create_dir_all(dir).map_err(|source| Error::CreateDir {
+            crate::private_files::create_dir(dir).map_err(|source| Error::CreateDir {
                 path: dir.to_owned(),
                 source,
             })?;
         }
         let lock = lock_sqlite_file(path)?;
+        // It holds secrets: owner-only, whatever the umask says.
+        crate::private_files::prepare_sqlite(path).map_err(|source| Error::Permissions {
+            path: path.to_owned(),
+            source,
+        })?;
         let url = with_create_mode(url);
         let pool = |max, autocheckpoint: bool| {
             AnyPoolOptions::new()
@@ -275,7 +333,7 @@ impl Store {
                         // group commit keeps the fsync cost per notification small.
                         conn.execute("PRAGMA journal_mode = WAL").await?;
                         conn.execute("PRAGMA synchronous = FULL").await?;
-                        conn.execute("PRAGMA busy_timeout = 5000").await?;
+                        conn.execute(SQLITE_BUSY_TIMEOUT).await?;
                         // Statement journals (every multi-row INSERT inside a transaction writes
                         // one) stay in memory: on disk they were a tenth of the writer's time.
                         conn.execute("PRAGMA temp_store = MEMORY").await?;
@@ -360,6 +418,7 @@ impl Store {
     /// and ordered, and the next FULL commit syncs them too. This keeps hundreds of claim and
     /// outcome transactions a second from each paying an fsync on the one write connection.
     async fn writer(&self, durability: Durability) -> Result<WriteConn, Error> {
+        let asked = std::time::Instant::now();
         let turn = match &self.gate {
             Some(gate) => Some(gate.turn(durability.priority()).await),
             None => None,
@@ -372,7 +431,13 @@ impl Store {
         if self.backend == Backend::Sqlite {
             conn = sqlite_writer_ready(pool, conn, durability).await?;
         }
-        Ok(WriteConn { conn, _turn: turn })
+        Ok(WriteConn {
+            conn,
+            _turn: turn,
+            durability,
+            waited: asked.elapsed(),
+            since: std::time::Instant::now(),
+        })
     }
 
     /// Which database this store talks to.
@@ -429,27 +494,50 @@ async fn sqlite_writer_ready(
     Ok(conn)
 }
 
-/// Checkpoints SQLite's WAL every [`CHECKPOINT_INTERVAL`] from a read connection, until the
-/// store is closed. PASSIVE never waits for (or blocks) the writer or readers: it copies what it
-/// can, and the next round copies the rest.
-async fn checkpoint_loop(read: AnyPool) {
+/// Checkpoints SQLite's WAL every [`CHECKPOINT_INTERVAL`], until the store is closed, in two
+/// steps:
+///
+/// 1. A PASSIVE checkpoint on a read connection copies what the WAL holds into the database
+///    file. It never waits for (or blocks) the writer, so the copying is off the commit path.
+/// 2. Under steady writes a passive checkpoint never quite finishes (commits append frames while
+///    it copies), and SQLite only starts the WAL over from the beginning after a complete one: the
+///    file grew by gigabytes, and every commit's fsync got slower with it. So once the WAL holds
+///    [`WAL_RESTART_FRAMES`], a RESTART checkpoint runs in a background turn at the write
+///    connection, where no commit can interleave. It copies only the frames step 1 had not, and
+///    the next commit writes the WAL from its start again.
+async fn checkpoint_loop(store: Store) {
     let mut tick = tokio::time::interval(CHECKPOINT_INTERVAL);
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
         tick.tick().await;
-        if read.is_closed() {
+        if store.read.is_closed() {
             return;
         }
-        if let Err(err) = sqlx::query("PRAGMA wal_checkpoint(PASSIVE)")
-            .execute(&read)
-            .await
-        {
-            if read.is_closed() {
+        if let Err(err) = checkpoint(&store).await {
+            if store.read.is_closed() {
                 return;
             }
             tracing::warn!(error = %err, "WAL checkpoint failed; retrying");
         }
     }
+}
+
+/// One round of [`checkpoint_loop`].
+async fn checkpoint(store: &Store) -> Result<(), Error> {
+    // (busy, frames in the WAL, frames copied into the database)
+    let (_, frames, _): (i64, i64, i64) = sqlx::query_as("PRAGMA wal_checkpoint(PASSIVE)")
+        .fetch_one(&store.read)
+        .await?;
+    if frames >= WAL_RESTART_FRAMES {
+        // A restart waits for readers still on old WAL frames, holding the writer's turn
+        // meanwhile: give up after 50 ms (it answers busy) and try again next round.
+        let mut conn = store.writer(Durability::Relaxed).await?;
+        conn.execute("PRAGMA busy_timeout = 50").await?;
+        let restarted = conn.execute("PRAGMA wal_checkpoint(RESTART)").await;
+        conn.execute(SQLITE_BUSY_TIMEOUT).await?;
+        restarted?;
+    }
+    Ok(())
 }
 
 /// The file path of a SQLite URL (`sqlite://path`, `sqlite:path`), or `None` for other databases.

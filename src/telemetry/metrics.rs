@@ -194,6 +194,7 @@ pub enum SubmitRpc {
 pub struct Metrics {
     accepted: AtomicU64,
     duplicates: AtomicU64,
+    handed_off: AtomicU64,
     /// Rejected notifications by gRPC code name.
     rejected: Mutex<BTreeMap<&'static str, u64>>,
     /// Notifications refused because their customer's backlog was at its quota, by customer
@@ -275,6 +276,7 @@ impl Default for Metrics {
         Self {
             accepted: AtomicU64::new(0),
             duplicates: AtomicU64::new(0),
+            handed_off: AtomicU64::new(0),
             rejected: Mutex::new(BTreeMap::new()),
             over_quota: Mutex::new(BTreeMap::new()),
             submit_latency: [0, 1].map(|_| Histogram::new(LATENCY_BUCKETS)),
@@ -305,6 +307,12 @@ impl Metrics {
     pub fn accepted(&self, new: u64, duplicates: u64) {
         self.accepted.fetch_add(new, Ordering::Relaxed);
         self.duplicates.fetch_add(duplicates, Ordering::Relaxed);
+    }
+
+    /// Counts new notifications intake gave straight to their actor (stored already leased), so
+    /// an SRE can see how much of the load skipped the claim round trip.
+    pub fn handed_off(&self, count: u64) {
+        self.handed_off.fetch_add(count, Ordering::Relaxed);
     }
 
     /// Counts notifications refused, by the gRPC code they were refused with.
@@ -375,6 +383,12 @@ impl Metrics {
             "floodgate_intake_duplicates_total",
             "Submitted notifications whose idempotency key was already stored (answered with the original id).",
             &self.duplicates,
+        );
+        counter(
+            page,
+            "floodgate_intake_handed_off_total",
+            "New notifications handed straight to their customer actor at intake (stored already leased), skipping the claim.",
+            &self.handed_off,
         );
         page.family(
             "floodgate_intake_rejected_total",
@@ -512,6 +526,20 @@ fn render_actors(page: &mut Exposition, actors: &[CustomerStats]) {
         page.family(name, Kind::Gauge, help);
         for stats in actors {
             page.sample(name, &[("customer", &stats.customer_id)], value(stats));
+        }
+    }
+    page.family(
+        "floodgate_customer_rtt_baseline_seconds",
+        Kind::Gauge,
+        "The controller's RTT baseline per customer: the system's own queue-free round trip.",
+    );
+    for stats in actors {
+        if let Some(baseline) = stats.rtt_baseline {
+            page.sample(
+                "floodgate_customer_rtt_baseline_seconds",
+                &[("customer", &stats.customer_id)],
+                baseline.as_secs_f64(),
+            );
         }
     }
     page.family(

@@ -173,8 +173,16 @@ pub fn test_config(db: &TestDb) -> ServeConfig {
     cfg.webhook_timeout = Duration::from_secs(2);
     cfg.lease = Duration::from_secs(5);
     cfg.max_payload_bytes = 1024;
+    // The receivers and fakes are local: the test suite opens loopback explicitly, as a
+    // development setup does.
+    cfg.allow_target_cidr = vec![LOOPBACK.parse().unwrap()];
+    // The SMTP fake speaks plain text and checks a password.
+    cfg.allow_plaintext_smtp_auth = true;
     cfg
 }
+
+/// The network tests allow deliveries to reach.
+pub const LOOPBACK: &str = "127.0.0.0/8";
 
 /// floodgate running in this process.
 pub struct TestServer {

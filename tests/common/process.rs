@@ -26,6 +26,7 @@ impl Floodgate {
             .args(["--database-url", &db.url])
             .args(["--admin-token", ADMIN_TOKEN])
             .args(["--sweep-interval", "100ms"])
+            .args(["--allow-target-cidr", super::LOOPBACK])
             .args(extra)
             .env("RUST_LOG", "warn")
             .stdout(Stdio::null())

@@ -1,0 +1,326 @@
+//! The `floodgate` binary's client subcommands, run as a person would run them: against a real
+//! server (or none), with `RUST_BACKTRACE=1` set, asserting on what they print and their exit
+//! codes (2 usage, 3 connection, 4 server-side).
+
+mod common;
+
+use std::process::Output;
+
+use common::{ADMIN_TOKEN, Backend, Receiver, SUBMIT_TOKEN, TestDb, TestServer, test_config};
+
+/// Runs `floodgate ARGS` in an empty directory (so no saved admin token is found) with
+/// `RUST_BACKTRACE=1`, the setting that used to turn every error into a backtrace.
+async fn floodgate(args: Vec<String>) -> Output {
+    tokio::task::spawn_blocking(move || {
+        let dir = tempfile::tempdir().expect("a temporary directory");
+        std::process::Command::new(env!("CARGO_BIN_EXE_floodgate"))
+            .args(&args)
+            .current_dir(dir.path())
+            .env("RUST_BACKTRACE", "1")
+            .env_remove("FLOODGATE_TOKEN")
+            .env_remove("FLOODGATE_SERVER")
+            .env_remove("FLOODGATE_DATA_DIR")
+            .output()
+            .expect("the floodgate binary runs")
+    })
+    .await
+    .expect("the blocking task finishes")
+}
+
+fn args(list: &[&str]) -> Vec<String> {
+    list.iter().map(|s| (*s).to_owned()).collect()
+}
+
+/// Asserts the command failed with `code` in one or two lines, without a backtrace or a
+/// repeated cause, and returns its stderr.
+fn failed_with(output: &Output, code: i32) -> String {
+    let stderr = String::from_utf8_lossy(&output.stderr).into_owned();
+    assert_eq!(output.status.code(), Some(code), "stderr: {stderr}");
+    let lines = stderr.lines().count();
+    assert!((1..=2).contains(&lines), "{lines} lines: {stderr}");
+    assert!(stderr.starts_with("error: "), "{stderr}");
+    for noise in ["backtrace", "Caused by", "panicked"] {
+        assert!(!stderr.contains(noise), "{noise:?} in: {stderr}");
+    }
+    stderr
+}
+
+fn stdout(output: &Output) -> String {
+    let text = String::from_utf8_lossy(&output.stdout).into_owned();
+    assert!(
+        output.status.success(),
+        "exit {:?}: {}{text}",
+        output.status.code(),
+        String::from_utf8_lossy(&output.stderr)
+    );
+    text
+}
+
+/// A server address nothing listens on: a port bound and released again.
+fn closed_port() -> String {
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("a free port");
+    let addr = listener.local_addr().expect("its address");
+    drop(listener);
+    addr.to_string()
+}
+
+#[tokio::test]
+async fn no_server_is_a_connection_error_that_says_what_to_do() {
+    let server = closed_port();
+    let output = floodgate(args(&["status", "1", "--token", "t", "--server", &server])).await;
+    let stderr = failed_with(&output, 3);
+    assert!(
+        stderr.contains(&format!("is `floodgate serve` running at {server}?")),
+        "{stderr}"
+    );
+}
+
+#[tokio::test]
+async fn a_bad_server_address_or_missing_argument_is_a_usage_error() {
+    for server in ["ftp://127.0.0.1:50051", "http://", "http://a b:1"] {
+        let output = floodgate(args(&["status", "1", "--token", "t", "--server", server])).await;
+        let stderr = failed_with(&output, 2);
+        assert!(stderr.contains("--server"), "{stderr}");
+    }
+    // No --token and no saved admin token in the (empty) working directory.
+    let output = floodgate(args(&["customer", "list", "--server", &closed_port()])).await;
+    let stderr = failed_with(&output, 2);
+    assert!(stderr.contains("--token"), "{stderr}");
+    // clap's own usage errors keep its exit code 2.
+    let output = floodgate(args(&["send", "--recipient", "r"])).await;
+    assert_eq!(output.status.code(), Some(2));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn server_side_errors_name_the_problem_and_exit_4() {
+    let db = TestDb::new(Backend::Sqlite).await;
+    let server = TestServer::start(test_config(&db)).await;
+    common::connect(&server.grpc_url, Some(ADMIN_TOKEN)).await; // wait until it serves
+    let host_port = server.grpc_url.trim_start_matches("http://").to_owned();
+    let receiver = Receiver::start().await;
+
+    // --server takes host:port as well as the URL.
+    for address in [host_port.as_str(), server.grpc_url.as_str()] {
+        let output = floodgate(args(&[
+            "customer",
+            "add",
+            "acme",
+            "--webhook-url",
+            &receiver.url,
+            "--server",
+            address,
+            "--token",
+            ADMIN_TOKEN,
+        ]))
+        .await;
+        assert!(stdout(&output).starts_with("customer acme -> "));
+    }
+
+    let unknown = floodgate(args(&[
+        "send",
+        "--customer",
+        "nobody",
+        "--recipient",
+        "user-1",
+        "--server",
+        &host_port,
+        "--token",
+        SUBMIT_TOKEN,
+    ]))
+    .await;
+    let stderr = failed_with(&unknown, 4);
+    assert!(stderr.contains("nobody"), "{stderr}");
+    assert!(stderr.contains("NotFound"), "{stderr}");
+
+    let wrong_token = floodgate(args(&[
+        "customer",
+        "list",
+        "--server",
+        &host_port,
+        "--token",
+        "not-the-token",
+    ]))
+    .await;
+    let stderr = failed_with(&wrong_token, 4);
+    assert!(
+        stderr.contains("hint:") && stderr.contains("--token"),
+        "{stderr}"
+    );
+
+    let submit_token_for_admin_call = floodgate(args(&[
+        "customer",
+        "list",
+        "--server",
+        &host_port,
+        "--token",
+        SUBMIT_TOKEN,
+    ]))
+    .await;
+    let stderr = failed_with(&submit_token_for_admin_call, 4);
+    assert!(stderr.contains("admin token"), "{stderr}");
+    server.stop().await.expect("a clean stop");
+}
+
+/// Runs a client subcommand against `server` with `token` and returns its stdout (it must succeed).
+async fn ok(server: &str, token: &str, list: &[&str]) -> String {
+    let mut all = args(list);
+    all.extend(args(&["--server", server, "--token", token]));
+    stdout(&floodgate(all).await)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn every_subcommand_works_against_a_real_server() {
+    let db = TestDb::new(Backend::Sqlite).await;
+    let server = TestServer::start(test_config(&db)).await;
+    common::connect(&server.grpc_url, Some(ADMIN_TOKEN)).await;
+    let at = server.grpc_url.trim_start_matches("http://").to_owned();
+    let at = at.as_str();
+    let receiver = Receiver::start().await;
+    let url = receiver.url.clone();
+    ok(
+        at,
+        ADMIN_TOKEN,
+        &["customer", "add", "acme", "--webhook-url", &url],
+    )
+    .await;
+
+    // Preferences, and `send` saying when an opt-out suppressed the notification.
+    let set = ok(
+        at,
+        SUBMIT_TOKEN,
+        &[
+            "pref",
+            "set",
+            "--customer",
+            "acme",
+            "--recipient",
+            "u1",
+            "--lane",
+            "bulk",
+        ],
+    )
+    .await;
+    assert!(set.contains("bulk") && set.contains("opted out"), "{set}");
+    let got = ok(
+        at,
+        SUBMIT_TOKEN,
+        &["pref", "get", "--customer", "acme", "--recipient", "u1"],
+    )
+    .await;
+    assert!(
+        got.lines()
+            .any(|l| l.starts_with("webhook") && l.contains("bulk") && l.ends_with("opted out")),
+        "{got}"
+    );
+    let suppressed = ok(
+        at,
+        SUBMIT_TOKEN,
+        &["send", "--customer", "acme", "--recipient", "u1", "--bulk"],
+    )
+    .await;
+    assert!(suppressed.contains("SUPPRESSED"), "{suppressed}");
+
+    // A delivery, then `status` with every field that has a value.
+    let id = ok(
+        at,
+        SUBMIT_TOKEN,
+        &[
+            "send",
+            "--customer",
+            "acme",
+            "--recipient",
+            "u2",
+            "--key",
+            "k-1",
+        ],
+    )
+    .await;
+    let id = id.trim().to_owned();
+    receiver
+        .wait_for(1, std::time::Duration::from_secs(10))
+        .await;
+    let mut status = String::new();
+    for _ in 0..50 {
+        status = ok(at, SUBMIT_TOKEN, &["status", &id]).await;
+        if status.contains("DELIVERED") {
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    }
+    for field in [
+        "state:     DELIVERED",
+        "key:       k-1",
+        "lane:      transactional",
+        "channel:   webhook",
+        "created:",
+        "delivered:",
+    ] {
+        assert!(status.contains(field), "{field:?} missing in:\n{status}");
+    }
+
+    // Pause, show, cancel a scheduled notification, resume.
+    let paused = ok(at, ADMIN_TOKEN, &["customer", "pause", "acme"]).await;
+    assert!(paused.contains("paused"), "{paused}");
+    let shown = ok(at, ADMIN_TOKEN, &["customer", "get", "acme"]).await;
+    assert!(
+        shown.contains("paused:     true") && shown.contains(&url),
+        "{shown}"
+    );
+    assert!(
+        shown.contains("CUSTOMER") && shown.contains("acme"),
+        "{shown}"
+    );
+    let later = ok(
+        at,
+        SUBMIT_TOKEN,
+        &[
+            "send",
+            "--customer",
+            "acme",
+            "--recipient",
+            "u2",
+            "--send-in",
+            "1h",
+        ],
+    )
+    .await;
+    let cancelled = ok(at, SUBMIT_TOKEN, &["cancel", later.trim()]).await;
+    assert!(cancelled.contains("state:     CANCELLED"), "{cancelled}");
+    let resumed = ok(at, ADMIN_TOKEN, &["customer", "resume", "acme"]).await;
+    assert!(resumed.contains("resumed"), "{resumed}");
+
+    // The inbox lists both of u2's notifications; the archive is empty so far.
+    let inbox = ok(
+        at,
+        SUBMIT_TOKEN,
+        &["inbox", "--customer", "acme", "--recipient", "u2"],
+    )
+    .await;
+    assert!(
+        inbox
+            .lines()
+            .any(|l| l.starts_with(&format!("{id} ")) && l.contains("DELIVERED")),
+        "{inbox}"
+    );
+    assert!(inbox.contains("CANCELLED"), "{inbox}");
+    let archive = ok(
+        at,
+        ADMIN_TOKEN,
+        &["archive", "--customer", "acme", "--recipient", "u2"],
+    )
+    .await;
+    assert_eq!(archive.lines().count(), 1, "only the header: {archive}");
+    server.stop().await.expect("a clean stop");
+}
+
+#[tokio::test]
+async fn completions_cover_the_subcommands() {
+    for shell in ["bash", "zsh", "fish"] {
+        let script = stdout(&floodgate(args(&["completions", shell])).await);
+        for subcommand in ["serve", "send", "inbox", "pref", "customer"] {
+            assert!(script.contains(subcommand), "{shell}: no {subcommand}");
+        }
+    }
+    let output = floodgate(args(&["completions", "no-such-shell"])).await;
+    assert_eq!(output.status.code(), Some(2));
+}
