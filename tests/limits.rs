@@ -321,3 +321,107 @@ async fn http_connections_over_the_cap_wait_for_a_place() {
         assert!(Instant::now() < deadline, "the freed place was not reused");
     }
 }
+
+/// An SMTP server that answers every command correctly, each after `delay`: each command is
+/// within the per-command timeout, the whole dialogue is not.
+async fn slow_smtp(delay: Duration) -> u16 {
+    use tokio::io::{AsyncBufReadExt as _, AsyncWriteExt as _, BufReader};
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let port = listener.local_addr().unwrap().port();
+    tokio::spawn(async move {
+        while let Ok((stream, _)) = listener.accept().await {
+            tokio::spawn(async move {
+                let (read, mut write) = stream.into_split();
+                let mut lines = BufReader::new(read).lines();
+                let _ = write.write_all(b"220 slow.smtp ESMTP\r\n").await;
+                let mut in_data = false;
+                while let Ok(Some(line)) = lines.next_line().await {
+                    let answer = match line.to_ascii_uppercase() {
+                        _ if in_data && line != "." => continue,
+                        _ if in_data => {
+                            in_data = false;
+                            "250 queued"
+                        }
+                        l if l.starts_with("EHLO") => "250-slow.smtp\r\n250 AUTH PLAIN",
+                        l if l.starts_with("AUTH") => "235 accepted",
+                        l if l.starts_with("DATA") => {
+                            in_data = true;
+                            "354 go on"
+                        }
+                        l if l.starts_with("QUIT") => "221 bye",
+                        _ => "250 ok",
+                    };
+                    tokio::time::sleep(delay).await;
+                    if write
+                        .write_all(format!("{answer}\r\n").as_bytes())
+                        .await
+                        .is_err()
+                    {
+                        return;
+                    }
+                }
+            });
+        }
+    });
+    port
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_smtp_attempt_is_bounded_as_a_whole() {
+    let db = TestDb::new(Backend::Sqlite).await;
+    let mut cfg = test_config(&db);
+    cfg.webhook_timeout = Duration::from_secs(1);
+    let server = TestServer::start(cfg).await;
+    let port = slow_smtp(Duration::from_millis(600)).await;
+    server
+        .customers()
+        .await
+        .upsert_customer(proto::UpsertCustomerRequest {
+            customer: Some(proto::Customer {
+                id: "mailer".into(),
+                webhook_url: "http://127.0.0.1:9/hook".into(),
+                email: Some(proto::EmailSettings {
+                    smtp_host: "127.0.0.1".into(),
+                    smtp_port: u32::from(port),
+                    username: "user".into(),
+                    password: "secret".into(),
+                    from: "floodgate@example.com".into(),
+                    tls: proto::EmailTls::None as i32,
+                }),
+                ..Default::default()
+            }),
+        })
+        .await
+        .unwrap();
+    let mut dispatcher = server.dispatcher().await;
+    let id = dispatcher
+        .submit(proto::SubmitRequest {
+            channel: proto::Channel::Email as i32,
+            payload: br#"{"subject":"Hi","body":"Hello"}"#.to_vec(),
+            ..submit_request("mailer", "slow", "alice@example.com")
+        })
+        .await
+        .unwrap()
+        .into_inner()
+        .notification_id;
+    let deadline = Instant::now() + Duration::from_secs(10);
+    let n = loop {
+        let n = dispatcher
+            .get_notification(proto::GetNotificationRequest {
+                notification_id: id.clone(),
+            })
+            .await
+            .unwrap()
+            .into_inner();
+        if !n.last_error.is_empty() {
+            break n;
+        }
+        assert!(Instant::now() < deadline, "no attempt ended: {n:?}");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    };
+    assert!(
+        n.last_error.contains("longer than"),
+        "the attempt was cut as a whole: {}",
+        n.last_error
+    );
+}
