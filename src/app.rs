@@ -1,16 +1,18 @@
 //! Wiring: opens the store, starts intake, the dispatcher and both servers, and shuts them down in
 //! a fixed order.
 //!
-//! Shutdown order (each step bounded by `--shutdown-grace`):
+//! Shutdown order, all within one deadline (`--shutdown-grace` after the signal):
 //! 1. the signal arrives; health turns NOT_SERVING;
-//! 2. the gRPC server stops accepting calls and lets calls under way finish (so every answered
-//!    submit is committed); the HTTP server (metrics, dashboard) and the dashboard's sampler
-//!    stop too;
-//! 3. the dispatcher stops claiming and waits for deliveries under way;
+//! 2. the gRPC and HTTP servers stop accepting and let calls under way finish (so every answered
+//!    submit is committed); connections still open at half the grace (silent clients, half-sent
+//!    requests, idle keep-alives) are closed; the dashboard's sampler stops too;
+//! 3. the dispatcher stops claiming and waits for deliveries under way, until nine tenths of the
+//!    grace;
 //! 4. intake writers drain their queue, the outcome writer writes the last outcomes;
 //! 5. the database pool closes.
 //!
-//! Anything cut off by the grace period is still safe: it is in the store, and its lease returns it.
+//! At the deadline whatever still runs is abandoned and the process exits. Anything cut off is
+//! still safe: it is in the store, and its lease returns it.
 
 use std::future::Future;
 use std::io::Write as _;
@@ -19,11 +21,13 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use tokio::net::TcpListener;
+use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 use tonic_health::ServingStatus;
 
 use crate::api::{self, ApiState, Tokens};
 use crate::config::ServeConfig;
+use crate::connections::Cut;
 use crate::dashboard::history::History;
 use crate::directory::CustomerDirectory;
 use crate::dispatch::Dispatcher;
@@ -33,6 +37,7 @@ use crate::idempotency::FastPath;
 use crate::intake::Intake;
 use crate::preferences::Preferences;
 use crate::redact::SecretString;
+use crate::shutdown::Deadline;
 use crate::sink::Sinks;
 use crate::sink::webhook::WebhookSettings;
 use crate::store::{self, Backend, Store, StoreOptions};
@@ -115,6 +120,7 @@ pub enum ServeError {
 pub async fn serve(cfg: ServeConfig) -> Result<(), ServeError> {
     crate::telemetry::init(cfg.log_format).map_err(|e| ServeError::Logging(e.to_string()))?;
     cfg.validate()?;
+    let shutdown = crate::shutdown::signal();
     let bind = |flag: &'static str, env: &'static str, addr: std::net::SocketAddr| async move {
         TcpListener::bind(addr)
             .await
@@ -128,7 +134,7 @@ pub async fn serve(cfg: ServeConfig) -> Result<(), ServeError> {
     let grpc = bind("--grpc-addr", "FLOODGATE_GRPC_ADDR", cfg.grpc_addr).await?;
     let http = bind("--http-addr", "FLOODGATE_HTTP_ADDR", cfg.http_addr).await?;
     println!("{}", crate::first_run::banner(&cfg, &grpc, &http));
-    run(cfg, Listeners { grpc, http }, crate::shutdown::signal()).await?;
+    run(cfg, Listeners { grpc, http }, shutdown).await?;
     Ok(())
 }
 
@@ -168,7 +174,7 @@ pub async fn run(
         allow_plaintext_smtp_auth: cfg.allow_plaintext_smtp_auth,
     })?;
     let preferences = Arc::new(Preferences::connect(store.clone(), &cfg.preference_cache()).await?);
-    let templates = Arc::new(Templates::new(store.clone()));
+    let templates = Arc::new(Templates::new(store.clone()).with_limits(cfg.render_limits()));
     let fast_path = match &cfg.redis_url {
         Some(url) => Some(Arc::new(
             FastPath::connect(url, &cfg.redis_prefix, cfg.idempotency_cache_ttl).await?,
@@ -219,24 +225,30 @@ pub async fn run(
         inbox_retention: cfg.inbox_retention,
         max_payload_bytes: cfg.max_payload_bytes,
         max_message_bytes: cfg.max_message_bytes,
+        max_schedule_ahead: cfg.max_schedule_ahead,
+        backlog_quota: Arc::new(api::quota::BacklogQuota::new(
+            Some(cfg.max_backlog_per_customer).filter(|limit| *limit > 0),
+        )),
     };
     let stop = CancellationToken::new();
+    let cut = Cut::default();
     let grpc_addr = listeners.grpc.local_addr().ok();
     let http_addr = listeners.http.local_addr().ok();
     let mut grpc = tokio::spawn(api::serve(
-        listeners.grpc,
+        cut.accept(listeners.grpc, None),
+        cfg.grpc_limits(),
         state,
         health_service,
         stop.clone().cancelled_owned(),
     ));
-    let retention = tokio::spawn(crate::retention::run(
+    let mut retention = tokio::spawn(crate::retention::run(
         store.clone(),
         cfg.retention(),
         metrics.clone(),
         stop.clone(),
     ));
     let history = Arc::new(History::default());
-    let sampler = tokio::spawn({
+    let mut sampler = tokio::spawn({
         let (history, dispatcher, stop) = (history.clone(), dispatcher.clone(), stop.clone());
         async move { history.run(dispatcher, stop).await }
     });
@@ -248,8 +260,9 @@ pub async fn run(
         tokens,
     };
     let mut http = tokio::spawn(crate::http::serve(
-        listeners.http,
+        cut.accept(listeners.http, Some(cfg.http_max_connections)),
         http_state,
+        cfg.http_limits(),
         stop.clone().cancelled_owned(),
     ));
     tracing::info!(grpc = ?grpc_addr, http = ?http_addr, "floodgate serving");
@@ -259,53 +272,93 @@ pub async fn run(
         _ = shutdown => None,
         result = &mut grpc => Some(result),
     };
+    let deadline = Deadline::after(cfg.shutdown_grace);
     health
         .set_service_status("", ServingStatus::NotServing)
         .await;
     stop.cancel();
-    let grace = cfg.shutdown_grace;
-    // 2. The gRPC server finishes the calls under way.
-    let grpc_result = match early_exit {
-        Some(result) => result,
-        None => match tokio::time::timeout(grace, &mut grpc).await {
-            Ok(result) => result,
-            Err(_) => {
-                tracing::warn!("gRPC calls did not finish within the grace period");
-                grpc.abort();
-                Ok(Ok(()))
-            }
-        },
-    };
-    // The HTTP server and the dashboard's sampler hold the dispatcher: they stop before it.
-    let _ = sampler.await;
-    // The retention job stops between two batches: nothing is ever half-moved.
-    let _ = retention.await;
-    let http_result = match tokio::time::timeout(grace, &mut http).await {
-        Ok(result) => result?,
-        Err(_) => {
-            tracing::warn!("HTTP requests did not finish within the grace period");
-            http.abort();
-            Ok(())
+    // 2. Both servers finish the calls under way; lingering connections are cut at half-time.
+    let calls_end = deadline.share(0.5);
+    let grpc_done = async {
+        match early_exit {
+            Some(result) => Some(result),
+            None => drain_server(&mut grpc, &cut, calls_end, deadline.end()).await,
         }
     };
-    // 3. Deliveries under way finish.
-    if !dispatcher.shutdown(grace).await {
+    let (grpc_result, http_result) = tokio::join!(
+        grpc_done,
+        drain_server(&mut http, &cut, calls_end, deadline.end())
+    );
+    // The sampler holds the dispatcher; the retention job stops between two batches (nothing is
+    // ever half-moved).
+    finish_by(&mut sampler, deadline.end(), "the dashboard sampler").await;
+    finish_by(&mut retention, deadline.end(), "the retention job").await;
+    // 3. Deliveries under way finish, leaving the last tenth for the writers.
+    if !dispatcher
+        .shutdown(Deadline::left(deadline.share(0.9)))
+        .await
+    {
         tracing::warn!(
             "deliveries did not finish within the grace period; their leases will recover them"
         );
     }
     drop(dispatcher);
     // 4. Queued submits and outcomes are written. Both writers end once their senders are gone.
-    for writer in intake_writers {
-        writer.await?;
+    for mut writer in intake_writers {
+        finish_by(&mut writer, deadline.end(), "an intake writer").await;
     }
-    outcome_writer.await?;
+    let mut outcome_writer = outcome_writer;
+    finish_by(&mut outcome_writer, deadline.end(), "the outcome writer").await;
     // 5. The rest.
-    http_result.map_err(AppError::Http)?;
-    store.close().await;
+    if tokio::time::timeout_at(deadline.end(), store.close())
+        .await
+        .is_err()
+    {
+        tracing::warn!("the database pool did not close within the grace period");
+    }
     tracing::info!("floodgate stopped");
-    grpc_result??;
+    if let Some(result) = http_result {
+        result?.map_err(AppError::Http)?;
+    }
+    if let Some(result) = grpc_result {
+        result??;
+    }
     Ok(())
+}
+
+/// Waits for a server task to finish the calls under way until `cut_at`, then cuts every
+/// connection still open and waits for the task until `end`; aborts it after that. `None` when
+/// it was aborted.
+async fn drain_server<T>(
+    server: &mut JoinHandle<T>,
+    cut: &Cut,
+    cut_at: tokio::time::Instant,
+    end: tokio::time::Instant,
+) -> Option<Result<T, tokio::task::JoinError>> {
+    if let Ok(result) = tokio::time::timeout_at(cut_at, &mut *server).await {
+        return Some(result);
+    }
+    tracing::warn!("closing connections still open at the shutdown deadline");
+    cut.cut();
+    match tokio::time::timeout_at(end, &mut *server).await {
+        Ok(result) => Some(result),
+        Err(_) => {
+            server.abort();
+            None
+        }
+    }
+}
+
+/// Waits for a background task until `end`; abandons it (aborted) after that.
+async fn finish_by<T>(task: &mut JoinHandle<T>, end: tokio::time::Instant, what: &str) {
+    match tokio::time::timeout_at(end, &mut *task).await {
+        Ok(Ok(_)) => {}
+        Ok(Err(err)) => tracing::error!(task = what, error = %err, "failed while stopping"),
+        Err(_) => {
+            tracing::warn!(task = what, "did not finish within the grace period");
+            task.abort();
+        }
+    }
 }
 
 /// The admin token: from configuration, else from the data directory, else newly generated,

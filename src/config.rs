@@ -98,6 +98,17 @@ pub struct ServeConfig {
     /// Largest accepted gRPC message (a whole SubmitBatch), in bytes.
     #[arg(long, env = "FLOODGATE_MAX_MESSAGE_BYTES", default_value_t = 16 * 1024 * 1024)]
     pub max_message_bytes: usize,
+    /// How far ahead a notification's send_at or expires_at may lie (e.g. 30days).
+    #[arg(long, env = "FLOODGATE_MAX_SCHEDULE_AHEAD", default_value = "30days", value_parser = humantime::parse_duration)]
+    pub max_schedule_ahead: Duration,
+    /// Most notifications one customer may have waiting (pending or retrying); submits beyond
+    /// it answer RESOURCE_EXHAUSTED. 0: no quota.
+    #[arg(
+        long,
+        env = "FLOODGATE_MAX_BACKLOG_PER_CUSTOMER",
+        default_value_t = 1_000_000
+    )]
+    pub max_backlog_per_customer: u64,
     /// Attempts per notification (the first included) before it is FAILED.
     #[arg(long, env = "FLOODGATE_RETRY_MAX_ATTEMPTS", default_value_t = 12)]
     pub retry_max_attempts: u32,
@@ -150,9 +161,46 @@ pub struct ServeConfig {
     /// How often the store is swept for work that came due (send_at, retries) and expired leases.
     #[arg(long, env = "FLOODGATE_SWEEP_INTERVAL", default_value = "1s", value_parser = humantime::parse_duration)]
     pub sweep_interval: Duration,
-    /// How long deliveries under way may take to finish after SIGTERM/SIGINT.
+    /// How long the whole shutdown may take after SIGTERM/SIGINT: calls and deliveries under
+    /// way finish within it, connections still open at its end are closed, then the process exits.
     #[arg(long, env = "FLOODGATE_SHUTDOWN_GRACE", default_value = "30s", value_parser = humantime::parse_duration)]
     pub shutdown_grace: Duration,
+    /// minijinja instructions one template render may execute; a render that runs out is
+    /// refused (INVALID_ARGUMENT at intake).
+    #[arg(long, env = "FLOODGATE_TEMPLATE_FUEL", default_value_t = crate::templates::DEFAULT_FUEL)]
+    pub template_fuel: u64,
+    /// Longest one template render may take (it runs on a blocking thread).
+    #[arg(long, env = "FLOODGATE_TEMPLATE_RENDER_TIMEOUT", default_value = "1s", value_parser = humantime::parse_duration)]
+    pub template_render_timeout: Duration,
+    /// How long an HTTP client may take to send a request's headers.
+    #[arg(long, env = "FLOODGATE_HTTP_HEADER_READ_TIMEOUT", default_value = "10s", value_parser = humantime::parse_duration)]
+    pub http_header_read_timeout: Duration,
+    /// How long one HTTP request (metrics, dashboard, probes) may take to be answered.
+    #[arg(long, env = "FLOODGATE_HTTP_REQUEST_TIMEOUT", default_value = "30s", value_parser = humantime::parse_duration)]
+    pub http_request_timeout: Duration,
+    /// Most connections open at once on the HTTP port; more wait in the listen backlog.
+    #[arg(long, env = "FLOODGATE_HTTP_MAX_CONNECTIONS", default_value_t = 256)]
+    pub http_max_connections: usize,
+    /// gRPC calls one connection may have running at once; more wait.
+    #[arg(
+        long,
+        env = "FLOODGATE_GRPC_CONCURRENCY_PER_CONNECTION",
+        default_value_t = 256
+    )]
+    pub grpc_concurrency_per_connection: usize,
+    /// HTTP/2 streams one gRPC connection may open at once.
+    #[arg(
+        long,
+        env = "FLOODGATE_GRPC_MAX_CONCURRENT_STREAMS",
+        default_value_t = 512
+    )]
+    pub grpc_max_concurrent_streams: u32,
+    /// How often an idle gRPC connection is pinged (HTTP/2 keepalive).
+    #[arg(long, env = "FLOODGATE_GRPC_KEEPALIVE_INTERVAL", default_value = "30s", value_parser = humantime::parse_duration)]
+    pub grpc_keepalive_interval: Duration,
+    /// How long a keepalive ping may go unanswered before the connection is closed.
+    #[arg(long, env = "FLOODGATE_GRPC_KEEPALIVE_TIMEOUT", default_value = "10s", value_parser = humantime::parse_duration)]
+    pub grpc_keepalive_timeout: Duration,
     /// Database connections in the pool.
     #[arg(long, env = "FLOODGATE_DB_MAX_CONNECTIONS", default_value_t = 16)]
     pub db_max_connections: u32,
@@ -269,6 +317,22 @@ impl ServeConfig {
                 medium: self.tier_medium,
             });
         }
+        for (flag, value) in [
+            ("http-max-connections", self.http_max_connections),
+            ("template-fuel", self.template_fuel as usize),
+            (
+                "grpc-concurrency-per-connection",
+                self.grpc_concurrency_per_connection,
+            ),
+            (
+                "grpc-max-concurrent-streams",
+                self.grpc_max_concurrent_streams as usize,
+            ),
+        ] {
+            if value == 0 {
+                return Err(ConfigError::Zero(flag));
+            }
+        }
         if self.db_max_connections == 0 {
             return Err(ConfigError::Zero("db-max-connections"));
         }
@@ -311,6 +375,33 @@ impl ServeConfig {
             redis_url: self.redis_url.clone(),
             redis_prefix: self.redis_prefix.clone(),
             ttl: self.preference_cache_ttl,
+        }
+    }
+
+    /// What one template render may cost; its output is held to the payload limit.
+    pub fn render_limits(&self) -> crate::templates::RenderLimits {
+        crate::templates::RenderLimits {
+            max_bytes: self.max_payload_bytes,
+            fuel: self.template_fuel,
+            timeout: self.template_render_timeout,
+        }
+    }
+
+    /// Limits of the HTTP port.
+    pub fn http_limits(&self) -> crate::http::HttpLimits {
+        crate::http::HttpLimits {
+            header_read_timeout: self.http_header_read_timeout,
+            request_timeout: self.http_request_timeout,
+        }
+    }
+
+    /// Limits of the gRPC port.
+    pub fn grpc_limits(&self) -> crate::api::GrpcLimits {
+        crate::api::GrpcLimits {
+            concurrency_per_connection: self.grpc_concurrency_per_connection,
+            max_concurrent_streams: self.grpc_max_concurrent_streams,
+            keepalive_interval: self.grpc_keepalive_interval,
+            keepalive_timeout: self.grpc_keepalive_timeout,
         }
     }
 

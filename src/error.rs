@@ -27,6 +27,9 @@ pub enum Error {
     /// The database is unreachable or intake is stopping; nothing was stored.
     #[error("{0}")]
     Unavailable(String),
+    /// A limit is reached (storage full, a quota); nothing was stored. Retry later or with less.
+    #[error("{0}")]
+    ResourceExhausted(String),
     /// A fault on our side; details are in the server log.
     #[error("internal error")]
     Internal,
@@ -48,6 +51,7 @@ impl Error {
             Error::AlreadyExists(_) => Code::AlreadyExists,
             Error::FailedPrecondition(_) => Code::FailedPrecondition,
             Error::Unavailable(_) => Code::Unavailable,
+            Error::ResourceExhausted(_) => Code::ResourceExhausted,
             Error::Internal => Code::Internal,
         }
     }
@@ -64,6 +68,10 @@ impl From<store::Error> for Error {
         match err {
             store::Error::Unavailable(_) => {
                 Error::Unavailable("database unavailable; try again".into())
+            }
+            store::Error::Full(_) => {
+                tracing::warn!(error = %err, "store is full");
+                Error::ResourceExhausted("database storage is full; try again later".into())
             }
             other => {
                 tracing::error!(error = %other, "store error");
@@ -102,6 +110,12 @@ impl From<IntakeError> for Error {
         match err {
             IntakeError::Unavailable(_) => {
                 Error::Unavailable("database unavailable; nothing was stored".into())
+            }
+            IntakeError::Full(detail) => {
+                tracing::warn!(error = %detail, "intake: store is full");
+                Error::ResourceExhausted(
+                    "database storage is full; nothing was stored, try again later".into(),
+                )
             }
             IntakeError::ShuttingDown => {
                 Error::Unavailable("server is shutting down; nothing was stored".into())

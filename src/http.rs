@@ -5,7 +5,7 @@
 //! |---|---|---|
 //! | `/` | none | redirects to `/dashboard` |
 //! | `/healthz` | none | the process is up |
-//! | `/readyz` | none | the database answers |
+//! | `/readyz` | none | the database answers and takes a write |
 //! | `/metrics` | token | Prometheus text format (see [`crate::telemetry::metrics`]) |
 //! | `/dashboard` | none (the page asks for a token) | the live dashboard (see [`crate::dashboard`]) |
 //! | `/dashboard/api/...` | token | the dashboard's data |
@@ -15,6 +15,7 @@
 
 use std::future::Future;
 use std::sync::Arc;
+use std::time::Duration;
 
 use axum::Router;
 use axum::extract::{FromRequestParts, State};
@@ -22,9 +23,13 @@ use axum::http::request::Parts;
 use axum::http::{StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
-use tokio::net::TcpListener;
+use hyper_util::rt::{TokioIo, TokioTimer};
+use hyper_util::service::TowerToHyperService;
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
 
 use crate::api::Tokens;
+use crate::connections::{CutStream, Incoming};
 use crate::dashboard::{self, history::History};
 use crate::dispatch::Dispatcher;
 use crate::store::Store;
@@ -40,12 +45,25 @@ pub struct HttpState {
     pub tokens: Tokens,
 }
 
-/// Serves the HTTP endpoints until `shutdown` completes.
+/// Time limits on the HTTP port, so slow or silent clients cannot hold connections open.
+#[derive(Debug, Clone, Copy)]
+pub struct HttpLimits {
+    /// How long a client may take to send a request's headers (slowloris).
+    pub header_read_timeout: Duration,
+    /// How long one request may take to be answered.
+    pub request_timeout: Duration,
+}
+
+/// Serves the HTTP endpoints until `shutdown` completes, then lets requests under way finish.
+/// Connections still open after that are ended by the [`crate::connections::Cut`] that
+/// accepted them.
 pub async fn serve(
-    listener: TcpListener,
+    mut incoming: Incoming,
     state: HttpState,
+    limits: HttpLimits,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> std::io::Result<()> {
+    let request_timeout = limits.request_timeout;
     let app = Router::new()
         .route("/", get(to_dashboard))
         .route("/healthz", get(|| async { "ok\n" }))
@@ -54,10 +72,63 @@ pub async fn serve(
         .route("/dashboard", get(dashboard::page))
         .route("/dashboard/api/overview", get(dashboard::overview))
         .route("/dashboard/api/customers/{id}", get(dashboard::customer))
+        .layer(axum::middleware::from_fn(
+            move |request, next: axum::middleware::Next| async move {
+                match tokio::time::timeout(request_timeout, next.run(request)).await {
+                    Ok(response) => response,
+                    Err(_) => {
+                        (StatusCode::SERVICE_UNAVAILABLE, "request timed out\n").into_response()
+                    }
+                }
+            },
+        ))
         .with_state(Arc::new(state));
-    axum::serve(listener, app)
-        .with_graceful_shutdown(shutdown)
-        .await
+    let stop = CancellationToken::new();
+    let connections = TaskTracker::new();
+    tokio::pin!(shutdown);
+    loop {
+        tokio::select! {
+            _ = &mut shutdown => break,
+            next = incoming.next() => match next {
+                Some((stream, _)) => {
+                    connections.spawn(serve_connection(stream, app.clone(), limits, stop.clone()));
+                }
+                None => break,
+            },
+        }
+    }
+    drop(incoming); // stop accepting
+    stop.cancel();
+    connections.close();
+    connections.wait().await;
+    Ok(())
+}
+
+/// One HTTP/1 connection (keep-alive), closed gracefully when `stop` fires.
+async fn serve_connection(
+    stream: CutStream,
+    app: Router,
+    limits: HttpLimits,
+    stop: CancellationToken,
+) {
+    let connection = hyper::server::conn::http1::Builder::new()
+        .timer(TokioTimer::new())
+        .header_read_timeout(limits.header_read_timeout)
+        .serve_connection(TokioIo::new(stream), TowerToHyperService::new(app));
+    tokio::pin!(connection);
+    tokio::select! {
+        result = connection.as_mut() => {
+            if let Err(err) = result {
+                tracing::debug!(error = %err, "HTTP connection ended with an error");
+            }
+            return;
+        }
+        _ = stop.cancelled() => {}
+    }
+    connection.as_mut().graceful_shutdown();
+    if let Err(err) = connection.await {
+        tracing::debug!(error = %err, "HTTP connection ended with an error");
+    }
 }
 
 /// `GET /`: a person who opens the bare address wants the dashboard. A token travels in the URL
@@ -67,11 +138,26 @@ async fn to_dashboard() -> axum::response::Redirect {
     axum::response::Redirect::to("/dashboard")
 }
 
-/// Ready when the database answers.
+/// How long `/readyz` waits for the database before answering not ready.
+const READY_TIMEOUT: Duration = Duration::from_secs(2);
+
+/// Ready when the database answers reads *and takes a write* (see [`Store::probe_write`]): a
+/// node that cannot store submits must not be sent any.
 async fn ready(State(state): State<Arc<HttpState>>) -> (StatusCode, &'static str) {
-    match state.store.ping().await {
-        Ok(()) => (StatusCode::OK, "ready\n"),
-        Err(_) => (StatusCode::SERVICE_UNAVAILABLE, "database unavailable\n"),
+    let check = async {
+        state.store.ping().await?;
+        state.store.probe_write(crate::model::now_millis()).await
+    };
+    match tokio::time::timeout(READY_TIMEOUT, check).await {
+        Ok(Ok(())) => (StatusCode::OK, "ready\n"),
+        Ok(Err(crate::store::Error::Full(_))) => (
+            StatusCode::SERVICE_UNAVAILABLE,
+            "database storage is full\n",
+        ),
+        Ok(Err(_)) | Err(_) => (
+            StatusCode::SERVICE_UNAVAILABLE,
+            "database unavailable for writes\n",
+        ),
     }
 }
 

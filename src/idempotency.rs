@@ -36,12 +36,25 @@ impl std::fmt::Debug for FastPath {
     }
 }
 
+/// How floodgate talks to Redis (fast path and preference cache alike). Redis is a cache in
+/// front of the database, so a dead Redis must fail calls within a fraction of a second, never
+/// hold a caller for the client's default retries (6 reconnects with backoff, several seconds):
+/// the fast path then falls back to the database, and intake answers UNAVAILABLE at once. The
+/// manager keeps reconnecting in the background either way.
+pub(crate) fn redis_config() -> redis::aio::ConnectionManagerConfig {
+    redis::aio::ConnectionManagerConfig::new()
+        .set_response_timeout(Some(Duration::from_millis(250)))
+        .set_connection_timeout(Some(Duration::from_millis(250)))
+        .set_number_of_retries(1)
+        .set_max_delay(Duration::from_millis(100))
+}
+
 impl FastPath {
     /// Connects (the connection manager reconnects by itself later).
     pub async fn connect(url: &str, prefix: &str, ttl: Duration) -> Result<Self, ConnectError> {
         let client = redis::Client::open(url)?;
         Ok(Self {
-            connection: ConnectionManager::new(client).await?,
+            connection: ConnectionManager::new_with_config(client, redis_config()).await?,
             prefix: prefix.to_owned(),
             ttl_secs: ttl.as_secs().max(1),
         })

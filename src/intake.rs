@@ -34,6 +34,9 @@ pub enum IntakeError {
     /// The database could not be reached; nothing was stored. Worth retrying.
     #[error("database unavailable: {0}")]
     Unavailable(String),
+    /// The database's storage is full; nothing was stored. Worth retrying once space is freed.
+    #[error("database storage is full: {0}")]
+    Full(String),
     /// The database refused the batch; nothing was stored.
     #[error("storing failed: {0}")]
     Storage(String),
@@ -45,6 +48,7 @@ impl From<&store::Error> for IntakeError {
     fn from(err: &store::Error) -> Self {
         match err {
             store::Error::Unavailable(_) => IntakeError::Unavailable(err.to_string()),
+            store::Error::Full(_) => IntakeError::Full(err.to_string()),
             _ => IntakeError::Storage(err.to_string()),
         }
     }

@@ -17,6 +17,8 @@
 //! - [`retention`]: the job that archives old notifications and purges the archive.
 //! - [`preferences`]: recipients' opt-outs, checked at intake; [`templates`]: versioned
 //!   templates, checked at intake and rendered at send time.
+//! - [`connections`]: accepted connections, capped and cut at the shutdown deadline.
+//! - [`failpoints`]: fault injection for tests (the `failpoints` feature).
 //! - [`private_files`]: owner-only modes for the data directory, database and token files.
 //! - [`redact`]: the redacting `Debug` every secret goes through.
 //! - [`model`]: the domain words (customer, notification, lane, state).
@@ -25,10 +27,12 @@ pub mod api;
 pub mod app;
 pub mod client;
 pub mod config;
+pub mod connections;
 pub mod dashboard;
 pub mod directory;
 pub mod dispatch;
 pub mod error;
+pub mod failpoints;
 pub mod first_run;
 pub mod http;
 pub mod idempotency;

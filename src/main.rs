@@ -14,9 +14,26 @@ use floodgate::{app, client, receiver};
 #[global_allocator]
 static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
-#[tokio::main]
-async fn main() -> ExitCode {
-    let outcome = match Cli::parse().command {
+/// After the server has stopped, tasks it abandoned at the shutdown deadline (a connection
+/// being cut, a render on a blocking thread) get this long before the process exits anyway.
+const EXIT_WAIT: std::time::Duration = std::time::Duration::from_millis(200);
+
+fn main() -> ExitCode {
+    let runtime = match tokio::runtime::Runtime::new() {
+        Ok(runtime) => runtime,
+        Err(err) => {
+            eprintln!("error: cannot start the async runtime: {err}");
+            return ExitCode::from(EXIT_OTHER);
+        }
+    };
+    let code = runtime.block_on(run(Cli::parse()));
+    // Dropping the runtime would wait for every blocking task without limit.
+    runtime.shutdown_timeout(EXIT_WAIT);
+    code
+}
+
+async fn run(cli: Cli) -> ExitCode {
+    let outcome = match cli.command {
         Command::Serve(cfg) => {
             return match app::serve(*cfg).await {
                 Ok(()) => ExitCode::SUCCESS,

@@ -43,7 +43,8 @@ pub fn customer_id(field: &'static str, id: &str) -> Result<(), Error> {
 }
 
 /// Checks a free-form key (idempotency key, recipient): 1 to 256 bytes, no control characters.
-fn key(field: &'static str, value: &str) -> Result<(), Error> {
+/// Every RPC that takes one checks it here, so none caches or looks up an unbounded string.
+pub fn key(field: &'static str, value: &str) -> Result<(), Error> {
     if value.is_empty() {
         return Err(Error::invalid(field, "must not be empty"));
     }

@@ -8,7 +8,7 @@ use tonic::{Request, Response, Status};
 
 use super::proto::dispatcher_server::Dispatcher;
 use super::proto::{self, submit_result};
-use super::{ApiState, channels, convert};
+use super::{ApiState, channels, convert, quota};
 use crate::error::Error;
 use crate::model::{NewNotification, Notification, NotificationId, now_millis};
 use crate::store::Inserted;
@@ -41,8 +41,10 @@ impl DispatchService {
         request: proto::SubmitRequest,
         seen: &mut TemplatesSeen,
     ) -> Result<NewNotification, Error> {
+        let now = now_millis();
         let mut notification =
-            convert::new_notification(request, self.state.max_payload_bytes, now_millis())?;
+            convert::new_notification(request, self.state.max_payload_bytes, now)?;
+        quota::within_horizon(&notification, self.state.max_schedule_ahead, now)?;
         let Some(customer) = self.state.directory.get(&notification.customer_id).await? else {
             return Err(Error::NotFound(format!(
                 "customer {:?} not found",
@@ -58,6 +60,18 @@ impl DispatchService {
             &notification.recipient,
             rendered.as_deref().unwrap_or(&notification.payload),
         )?;
+        // Last: only a notification that would be stored counts against the quota.
+        if let Err(err) = self
+            .state
+            .backlog_quota
+            .admit(&self.state.store, &notification.customer_id)
+            .await
+        {
+            if matches!(err, Error::ResourceExhausted(_)) {
+                self.state.metrics.over_quota(&notification.customer_id);
+            }
+            return Err(err);
+        }
         Ok(notification)
     }
 
@@ -92,13 +106,16 @@ impl DispatchService {
         };
         let variables: serde_json::Value =
             serde_json::from_slice(&notification.payload).map_err(|_| Error::Internal)?;
-        let rendered = templates::render(&template, notification.channel, &variables).map_err(
-            |err| match err {
+        let rendered = self
+            .state
+            .templates
+            .render(template.clone(), notification.channel, variables)
+            .await
+            .map_err(|err| match err {
                 templates::Error::Render(problem) => Error::invalid("variables", problem),
                 templates::Error::Invalid(problem) => Error::invalid("channel", problem),
                 other => other.into(),
-            },
-        )?;
+            })?;
         reference.version = template.version;
         Ok(Some(rendered))
     }
@@ -203,9 +220,7 @@ pub(super) struct InboxPage {
 impl InboxPage {
     pub(super) fn parse(request: proto::ListNotificationsRequest) -> Result<Self, Error> {
         convert::customer_id("customer_id", &request.customer_id)?;
-        if request.recipient.is_empty() {
-            return Err(Error::invalid("recipient", "must not be empty"));
-        }
+        convert::key("recipient", &request.recipient)?;
         let size = match usize::try_from(request.page_size).unwrap_or(MAX_PAGE) {
             0 => DEFAULT_PAGE,
             n => n.min(MAX_PAGE),

@@ -8,18 +8,18 @@ pub mod convert;
 mod customers;
 mod dispatcher;
 mod preferences;
+pub mod quota;
 mod targets;
 mod templates;
 
 use std::future::Future;
 use std::sync::Arc;
 
-use tokio::net::TcpListener;
 use tonic::service::interceptor::InterceptedService;
 use tonic::transport::Server;
-use tonic::transport::server::TcpIncoming;
 use tonic_health::pb::health_server::{Health, HealthServer};
 
+use crate::connections::Incoming;
 use crate::directory::CustomerDirectory;
 use crate::dispatch::Dispatcher;
 use crate::intake::Intake;
@@ -70,6 +70,10 @@ pub struct ApiState {
     pub max_payload_bytes: usize,
     /// Largest accepted gRPC message, in bytes (tonic answers OUT_OF_RANGE above it).
     pub max_message_bytes: usize,
+    /// How far ahead `send_at` and `expires_at` may lie.
+    pub max_schedule_ahead: std::time::Duration,
+    /// The per-customer backlog quota.
+    pub backlog_quota: Arc<quota::BacklogQuota>,
 }
 
 impl ApiState {
@@ -94,10 +98,27 @@ pub enum ServeError {
     Transport(#[from] tonic::transport::Error),
 }
 
-/// Serves the API on `listener` until `shutdown` completes; then stops accepting calls and lets
-/// calls under way finish.
+/// HTTP/2 limits of the gRPC port: how much one connection may ask of the server, and how dead
+/// peers are found.
+#[derive(Debug, Clone, Copy)]
+pub struct GrpcLimits {
+    /// Calls one connection may have running at once; more wait (per connection, so one busy
+    /// client cannot take every worker).
+    pub concurrency_per_connection: usize,
+    /// HTTP/2 streams one connection may open at once.
+    pub max_concurrent_streams: u32,
+    /// How often an idle connection is pinged.
+    pub keepalive_interval: std::time::Duration,
+    /// How long a ping may go unanswered before the connection is closed.
+    pub keepalive_timeout: std::time::Duration,
+}
+
+/// Serves the API on `incoming` until `shutdown` completes; then stops accepting calls and lets
+/// calls under way finish. Connections still open after that are ended by the
+/// [`crate::connections::Cut`] that accepted them.
 pub async fn serve<H: Health>(
-    listener: TcpListener,
+    incoming: Incoming,
+    limits: GrpcLimits,
     state: ApiState,
     health_service: HealthServer<H>,
     shutdown: impl Future<Output = ()>,
@@ -136,8 +157,11 @@ pub async fn serve<H: Health>(
             .max_decoding_message_size(limit),
         state.tokens.admin_only(),
     );
-    let incoming = TcpIncoming::from(listener).with_nodelay(Some(true));
     Server::builder()
+        .concurrency_limit_per_connection(limits.concurrency_per_connection)
+        .max_concurrent_streams(Some(limits.max_concurrent_streams))
+        .http2_keepalive_interval(Some(limits.keepalive_interval))
+        .http2_keepalive_timeout(Some(limits.keepalive_timeout))
         .add_service(health_service)
         .add_optional_service(reflection)
         .add_service(dispatcher)

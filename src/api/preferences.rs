@@ -57,9 +57,7 @@ impl Preferences for PreferenceService {
     ) -> Result<Response<proto::GetPreferencesResponse>, Status> {
         let request = request.into_inner();
         convert::customer_id("customer_id", &request.customer_id)?;
-        if request.recipient.is_empty() {
-            return Err(Error::invalid("recipient", "must not be empty").into());
-        }
+        convert::key("recipient", &request.recipient)?;
         self.state.known_customer(&request.customer_id).await?;
         let set = self
             .state

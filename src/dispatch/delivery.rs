@@ -104,7 +104,10 @@ async fn rendered(ctx: &Context, notification: &Claimed) -> Result<Option<Claime
     let permanent = |reason: String| SinkError::Permanent { reason };
     let variables: serde_json::Value = serde_json::from_slice(&notification.payload)
         .map_err(|err| permanent(format!("unreadable template variables: {err}")))?;
-    let payload = templates::render(&template, notification.channel, &variables)
+    let payload = ctx
+        .templates
+        .render(template, notification.channel, variables)
+        .await
         .map_err(|err| permanent(err.to_string()))?;
     Ok(Some(Claimed {
         payload,

@@ -297,17 +297,20 @@ impl Dispatcher {
     /// `grace` for deliveries under way. Returns false if the grace period ran out first (their
     /// leases will recover them).
     pub async fn shutdown(&self, grace: Duration) -> bool {
+        // One deadline for all three steps: `grace` bounds the whole drain, not each step.
+        let deadline = tokio::time::Instant::now() + grace;
+        let left = || deadline.saturating_duration_since(tokio::time::Instant::now());
         self.stop.cancel();
         let drained = self
             .supervisor
-            .call(SupervisorMsg::Drain, Some(grace))
+            .call(SupervisorMsg::Drain, Some(left()))
             .await;
         if !matches!(drained, Ok(ractor::rpc::CallResult::Success(()))) {
             tracing::warn!("customer actors did not all stop within the grace period");
         }
-        let _ = self.supervisor.stop_and_wait(None, Some(grace)).await;
+        let _ = self.supervisor.stop_and_wait(None, Some(left())).await;
         self.ctx.tasks.close();
-        tokio::time::timeout(grace, self.ctx.tasks.wait())
+        tokio::time::timeout_at(deadline, self.ctx.tasks.wait())
             .await
             .is_ok()
     }

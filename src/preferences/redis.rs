@@ -45,7 +45,10 @@ impl RedisCache {
     /// Connects (the connection manager reconnects by itself later).
     pub(super) async fn connect(url: &str, prefix: &str, ttl: Duration) -> Result<Self, Error> {
         let client = redis::Client::open(url).map_err(unavailable)?;
-        let connection = ConnectionManager::new(client).await.map_err(unavailable)?;
+        let connection =
+            ConnectionManager::new_with_config(client, crate::idempotency::redis_config())
+                .await
+                .map_err(unavailable)?;
         Ok(Self {
             connection,
             prefix: prefix.to_owned(),

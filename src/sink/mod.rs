@@ -31,6 +31,10 @@ pub struct Sinks {
     apns: apns::ApnsSink,
     email: email::EmailSink,
     sms: sms::SmsSink,
+    /// Bound on a whole attempt (token fetch, connect, SMTP dialogue, response), whatever the
+    /// channel: `--webhook-timeout`, which the lease must exceed, so no attempt outlives its
+    /// lease and races a redelivery.
+    attempt_timeout: Duration,
 }
 
 impl Sinks {
@@ -44,15 +48,39 @@ impl Sinks {
             apns: apns::ApnsSink::new(client.clone(), Outbound::new(settings, true)?),
             email: email::EmailSink::new(settings),
             sms: sms::SmsSink::new(client),
+            attempt_timeout: settings.timeout,
         })
     }
 
-    /// Makes one delivery attempt of `notification` on its channel with `customer`'s settings.
+    /// Makes one delivery attempt of `notification` on its channel with `customer`'s settings,
+    /// given up (retryable, as a timeout) once it has taken longer than the attempt timeout.
     pub async fn deliver(
         &self,
         customer: &Customer,
         notification: &Claimed,
     ) -> Result<(), SinkError> {
+        match tokio::time::timeout(self.attempt_timeout, self.attempt(customer, notification)).await
+        {
+            Ok(result) => result,
+            Err(_) => Err(SinkError::Retryable {
+                reason: format!(
+                    "the attempt took longer than {:?} and was abandoned",
+                    self.attempt_timeout
+                ),
+                cause: RetryCause::Timeout,
+                retry_after: None,
+            }),
+        }
+    }
+
+    async fn attempt(&self, customer: &Customer, notification: &Claimed) -> Result<(), SinkError> {
+        crate::failpoints::check(crate::failpoints::point::SINK_SEND).map_err(|err| {
+            SinkError::Retryable {
+                reason: err.to_string(),
+                cause: RetryCause::Connection,
+                retry_after: None,
+            }
+        })?;
         let settings = &customer.channels;
         match notification.channel {
             Channel::Webhook => self.webhook.deliver(customer, notification).await,

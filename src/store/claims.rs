@@ -52,6 +52,7 @@ impl Store {
         now: EpochMillis,
         lease_until: EpochMillis,
     ) -> Result<Vec<Vec<Claimed>>, Error> {
+        crate::failpoints::check(crate::failpoints::point::STORE_CLAIM)?;
         let mut claimed: Vec<(usize, EpochMillis, Claimed)> = Vec::new();
         let mut conn = self.writer(Durability::Relaxed).await?;
         let mut first = 0;
@@ -98,6 +99,7 @@ impl Store {
         outcomes: &[Outcome],
         now: EpochMillis,
     ) -> Result<u64, Error> {
+        crate::failpoints::check(crate::failpoints::point::STORE_OUTCOME)?;
         let mut conn = self.writer(Durability::Relaxed).await?;
         let mut applied = 0;
         let mut first = 0;
@@ -164,6 +166,7 @@ impl Store {
         lease_ended_by: EpochMillis,
         now: EpochMillis,
     ) -> Result<u64, Error> {
+        crate::failpoints::check(crate::failpoints::point::STORE_LEASE_SWEEP)?;
         let sql = format!(
             "UPDATE notifications SET state = {pending}, due_at = $1, lease_until = NULL, updated_at = $1 \
              WHERE state = {in_flight} AND lease_until <= $2",

@@ -23,6 +23,7 @@ mod customers;
 mod gate;
 mod notifications;
 mod preferences;
+mod probe;
 mod retention;
 mod templates;
 
@@ -74,6 +75,13 @@ pub enum Error {
         "{path} is locked: another floodgate process is using this SQLite database (one node per SQLite file; use PostgreSQL for many)"
     )]
     Locked { path: PathBuf },
+}
+
+impl From<crate::failpoints::Injected> for Error {
+    /// An injected fault looks like the database going away, the fault it stands for.
+    fn from(err: crate::failpoints::Injected) -> Self {
+        Error::Unavailable(sqlx::Error::Io(std::io::Error::other(err.to_string())))
+    }
 }
 
 impl From<sqlx::Error> for Error {
@@ -215,6 +223,8 @@ pub struct Store {
     gate: Option<Arc<WriteGate>>,
     /// Held (and locked) for as long as any clone of the store lives: the SQLite single-node guard.
     _lock: Option<Arc<File>>,
+    /// This process's row in `write_probe` (random: nodes need no configured identity).
+    probe_node: i64,
 }
 
 /// A write connection, held for one transaction (and, on SQLite, the turn at the gate with it).
@@ -349,6 +359,7 @@ impl Store {
             read,
             gate: Some(Arc::new(WriteGate::default())),
             _lock: Some(Arc::new(lock)),
+            probe_node: probe_node(),
         })
     }
 
@@ -378,6 +389,7 @@ impl Store {
             read,
             gate: None,
             _lock: None,
+            probe_node: probe_node(),
         })
     }
 
@@ -445,6 +457,11 @@ impl Store {
         self.background_writes.close().await;
         self.read.close().await;
     }
+}
+
+/// A random positive id for this process's `write_probe` row.
+fn probe_node() -> i64 {
+    (rand::random::<u64>() >> 1) as i64
 }
 
 /// Sets the write connection's `synchronous` mode for this write. This doubles as its health

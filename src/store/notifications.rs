@@ -108,6 +108,7 @@ impl Store {
             });
         }
 
+        crate::failpoints::check(crate::failpoints::point::STORE_INSERT)?;
         let mut conn = self.writer(Durability::Durable).await?;
         let mut tx = conn.begin().await?;
         let mut new_ids: HashMap<(String, String), i64> = HashMap::with_capacity(unique.len());
@@ -166,6 +167,7 @@ impl Store {
                 None => compare_with_stored(&mut tx, n).await?,
             });
         }
+        crate::failpoints::check(crate::failpoints::point::STORE_INSERT_COMMIT)?;
         tx.commit().await?;
 
         Ok(items

@@ -197,6 +197,9 @@ pub struct Metrics {
     handed_off: AtomicU64,
     /// Rejected notifications by gRPC code name.
     rejected: Mutex<BTreeMap<&'static str, u64>>,
+    /// Notifications refused because their customer's backlog was at its quota, by customer
+    /// (registered customers only, so bounded).
+    over_quota: Mutex<BTreeMap<String, u64>>,
     /// `[Submit, SubmitBatch]`.
     submit_latency: [Histogram; 2],
     commit_rows: Histogram,
@@ -275,6 +278,7 @@ impl Default for Metrics {
             duplicates: AtomicU64::new(0),
             handed_off: AtomicU64::new(0),
             rejected: Mutex::new(BTreeMap::new()),
+            over_quota: Mutex::new(BTreeMap::new()),
             submit_latency: [0, 1].map(|_| Histogram::new(LATENCY_BUCKETS)),
             commit_rows: Histogram::new(COMMIT_ROW_BUCKETS),
             store_latency: [0, 1, 2, 3].map(|_| Histogram::new(LATENCY_BUCKETS)),
@@ -314,6 +318,13 @@ impl Metrics {
     /// Counts notifications refused, by the gRPC code they were refused with.
     pub fn rejected(&self, code: tonic::Code, count: u64) {
         *lock(&self.rejected).entry(code_name(code)).or_default() += count;
+    }
+
+    /// Counts one notification refused by `customer_id`'s backlog quota.
+    pub fn over_quota(&self, customer_id: &str) {
+        *lock(&self.over_quota)
+            .entry(customer_id.to_owned())
+            .or_default() += 1;
     }
 
     /// Records one submit call's latency.
@@ -388,6 +399,18 @@ impl Metrics {
             page.sample(
                 "floodgate_intake_rejected_total",
                 &[("code", code)],
+                *count as f64,
+            );
+        }
+        page.family(
+            "floodgate_backlog_quota_refused_total",
+            Kind::Counter,
+            "Submitted notifications refused because the customer's backlog was at --max-backlog-per-customer.",
+        );
+        for (customer, count) in lock(&self.over_quota).iter() {
+            page.sample(
+                "floodgate_backlog_quota_refused_total",
+                &[("customer", customer)],
                 *count as f64,
             );
         }

@@ -10,6 +10,7 @@ pub mod csv;
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex, PoisonError};
+use std::time::Duration;
 
 use minijinja::{Environment, UndefinedBehavior};
 use serde::{Deserialize, Serialize};
@@ -20,6 +21,34 @@ use crate::store::{self, Store};
 /// Template versions kept in memory before the cache starts over (they are small, and
 /// re-reading one costs a single indexed query).
 const CACHE_CAPACITY: usize = 10_000;
+
+/// What one render may cost. A template is code its author runs on our threads: a loop of
+/// 100,000 × 300 renders 30 MB in seconds, so every render is bounded in work (fuel: minijinja
+/// instructions), in output (the payload limit, checked while writing, so memory stays bounded
+/// too) and in time (it runs on a blocking thread, never an async worker, under a timeout).
+#[derive(Debug, Clone, Copy)]
+pub struct RenderLimits {
+    /// Largest rendered payload, in bytes (the same limit as a payload submitted as is).
+    pub max_bytes: usize,
+    /// minijinja instructions one render may execute.
+    pub fuel: u64,
+    /// Longest one render may take.
+    pub timeout: Duration,
+}
+
+impl Default for RenderLimits {
+    fn default() -> Self {
+        Self {
+            max_bytes: 256 * 1024,
+            fuel: DEFAULT_FUEL,
+            timeout: Duration::from_secs(1),
+        }
+    }
+}
+
+/// Instructions one render may execute: ample for a message (a loop over a 1,000-line bill
+/// uses a few tens of thousands), and a few milliseconds of CPU.
+pub const DEFAULT_FUEL: u64 = 1_000_000;
 
 /// What one channel of a template sends.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -77,6 +106,7 @@ pub struct Templates {
     store: Store,
     /// std Mutex: held only for map operations, never across an `.await`.
     versions: Mutex<HashMap<(String, TemplateRef), Arc<Template>>>,
+    limits: RenderLimits,
 }
 
 impl Templates {
@@ -84,6 +114,35 @@ impl Templates {
         Self {
             store,
             versions: Mutex::default(),
+            limits: RenderLimits::default(),
+        }
+    }
+
+    /// The same registry, rendering under `limits`.
+    pub fn with_limits(self, limits: RenderLimits) -> Self {
+        Self { limits, ..self }
+    }
+
+    /// Renders like [`render`], under this registry's limits, on a blocking thread (a render is
+    /// CPU work and must not stall the async workers that answer callers and probes).
+    pub async fn render(
+        &self,
+        template: Arc<Template>,
+        channel: Channel,
+        variables: serde_json::Value,
+    ) -> Result<Vec<u8>, Error> {
+        let limits = self.limits;
+        let task =
+            tokio::task::spawn_blocking(move || render(&template, channel, &variables, &limits));
+        match tokio::time::timeout(limits.timeout, task).await {
+            Ok(Ok(result)) => result,
+            Ok(Err(err)) => Err(Error::Render(format!(
+                "the template cannot be rendered: {err}"
+            ))),
+            Err(_) => Err(Error::Render(format!(
+                "rendering took longer than {:?}",
+                limits.timeout
+            ))),
         }
     }
 
@@ -203,6 +262,7 @@ pub fn render(
     template: &Template,
     channel: Channel,
     variables: &serde_json::Value,
+    limits: &RenderLimits,
 ) -> Result<Vec<u8>, Error> {
     let content = template.content(channel).ok_or_else(|| {
         Error::Invalid(format!(
@@ -212,19 +272,11 @@ pub fn render(
             channel.as_str()
         ))
     })?;
-    let env = environment();
+    let mut env = environment();
+    env.set_fuel(Some(limits.fuel));
     let context = minijinja::Value::from_serialize(variables);
     let render = |part: &str, source: &str| {
-        env.render_str(source, context.clone()).map_err(|err| {
-            let missing = missing_variables(&env, source, variables);
-            Error::Render(match missing.is_empty() {
-                true => format!("the {part} cannot be rendered: {err}"),
-                false => format!(
-                    "the {part} uses variables not given: {}",
-                    missing.join(", ")
-                ),
-            })
-        })
+        render_part(&env, part, source, &context, variables, limits.max_bytes)
     };
     let body = render("body", &content.body)?;
     let subject = match channel {
@@ -232,12 +284,84 @@ pub fn render(
         _ => render("subject", &content.subject)?,
     };
     let payload = match channel {
-        Channel::Webhook => return Ok(body.into_bytes()),
-        Channel::Sms => serde_json::json!({ "body": body }),
-        Channel::Email => serde_json::json!({ "subject": subject, "body": body }),
-        Channel::Fcm | Channel::Apns => serde_json::json!({ "title": subject, "body": body }),
+        Channel::Webhook => body.into_bytes(),
+        Channel::Sms => serde_json::json!({ "body": body }).to_string().into_bytes(),
+        Channel::Email => serde_json::json!({ "subject": subject, "body": body })
+            .to_string()
+            .into_bytes(),
+        Channel::Fcm | Channel::Apns => serde_json::json!({ "title": subject, "body": body })
+            .to_string()
+            .into_bytes(),
     };
-    Ok(payload.to_string().into_bytes())
+    if payload.len() > limits.max_bytes {
+        return Err(too_large("payload", limits.max_bytes));
+    }
+    Ok(payload)
+}
+
+/// Renders one part (subject or body), writing into a buffer that refuses to grow past
+/// `max_bytes`, so an oversized render stops as soon as it is too big.
+fn render_part(
+    env: &Environment<'_>,
+    part: &str,
+    source: &str,
+    context: &minijinja::Value,
+    variables: &serde_json::Value,
+    max_bytes: usize,
+) -> Result<String, Error> {
+    let failed = |err: minijinja::Error| {
+        let missing = match err.kind() {
+            minijinja::ErrorKind::UndefinedError => missing_variables(env, source, variables),
+            _ => Vec::new(),
+        };
+        Error::Render(match missing.is_empty() {
+            true => format!("the {part} cannot be rendered: {err}"),
+            false => format!(
+                "the {part} uses variables not given: {}",
+                missing.join(", ")
+            ),
+        })
+    };
+    let template = env.template_from_str(source).map_err(failed)?;
+    let mut out = CappedBuffer {
+        bytes: Vec::new(),
+        max_bytes,
+        overflowed: false,
+    };
+    match template.render_captured_to(context, &mut out) {
+        Ok(_) => String::from_utf8(out.bytes)
+            .map_err(|err| Error::Render(format!("the {part} is not UTF-8: {err}"))),
+        Err(_) if out.overflowed => Err(too_large(part, max_bytes)),
+        Err(err) => Err(failed(err)),
+    }
+}
+
+fn too_large(part: &str, max_bytes: usize) -> Error {
+    Error::Render(format!(
+        "the rendered {part} is larger than {max_bytes} bytes (the payload limit)"
+    ))
+}
+
+/// Output that fails once it would exceed `max_bytes`.
+struct CappedBuffer {
+    bytes: Vec<u8>,
+    max_bytes: usize,
+    overflowed: bool,
+}
+
+impl std::io::Write for CappedBuffer {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        if self.bytes.len() + buf.len() > self.max_bytes {
+            self.overflowed = true;
+            return Err(std::io::Error::other("rendered output over the limit"));
+        }
+        self.bytes.extend_from_slice(buf);
+        Ok(buf.len())
+    }
+
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
 }
 
 /// The top-level variables `source` uses that `variables` lacks, sorted (what a caller most
@@ -253,7 +377,7 @@ fn missing_variables(
     let mut missing: Vec<String> = template
         .undeclared_variables(false)
         .into_iter()
-        .filter(|name| variables.get(name).is_none())
+        .filter(|name| variables.get(name).is_none() && env.globals().all(|(g, _)| g != name))
         .collect();
     missing.sort();
     missing
@@ -290,6 +414,46 @@ mod tests {
     }
 
     #[test]
+    fn a_runaway_loop_runs_out_of_fuel() {
+        let t = template(vec![content(
+            Channel::Webhook,
+            "",
+            "{% for i in range(100000) %}{% for j in range(100000) %}x{% endfor %}{% endfor %}",
+        )]);
+        let limits = RenderLimits {
+            max_bytes: usize::MAX,
+            ..RenderLimits::default()
+        };
+        let started = std::time::Instant::now();
+        let err = render(&t, Channel::Webhook, &serde_json::json!({}), &limits).unwrap_err();
+        assert!(err.to_string().contains("fuel"), "{err}");
+        assert!(started.elapsed() < Duration::from_secs(5), "bounded");
+    }
+
+    #[test]
+    fn output_over_the_payload_limit_is_refused_while_rendering() {
+        let t = template(vec![content(
+            Channel::Sms,
+            "",
+            "{% for i in range(2000) %}0123456789{% endfor %}",
+        )]);
+        let limits = RenderLimits {
+            max_bytes: 10_000,
+            ..RenderLimits::default()
+        };
+        let err = render(&t, Channel::Sms, &serde_json::json!({}), &limits).unwrap_err();
+        assert!(err.to_string().contains("larger than 10000 bytes"), "{err}");
+        // Just under the limit for the body, but over it once wrapped in the SMS payload.
+        let t = template(vec![content(
+            Channel::Sms,
+            "",
+            "{% for i in range(1000) %}0123456789{% endfor %}",
+        )]);
+        let err = render(&t, Channel::Sms, &serde_json::json!({}), &limits).unwrap_err();
+        assert!(err.to_string().contains("payload"), "{err}");
+    }
+
+    #[test]
     fn renders_each_channel_into_its_payload_shape() {
         let t = template(vec![
             content(
@@ -307,34 +471,52 @@ mod tests {
         ]);
         let vars =
             serde_json::json!({"name": "Ann", "amount": 12, "month": "May", "items": [1, 2]});
-        let email: serde_json::Value =
-            serde_json::from_slice(&render(&t, Channel::Email, &vars).unwrap()).unwrap();
+        let email: serde_json::Value = serde_json::from_slice(
+            &render(&t, Channel::Email, &vars, &RenderLimits::default()).unwrap(),
+        )
+        .unwrap();
         assert_eq!(
             email,
             serde_json::json!({"subject": "Bill May", "body": "Hello Ann, you owe 12."})
         );
-        let sms: serde_json::Value =
-            serde_json::from_slice(&render(&t, Channel::Sms, &vars).unwrap()).unwrap();
+        let sms: serde_json::Value = serde_json::from_slice(
+            &render(&t, Channel::Sms, &vars, &RenderLimits::default()).unwrap(),
+        )
+        .unwrap();
         assert_eq!(sms, serde_json::json!({"body": "Ann: 12 due"}));
         assert_eq!(
-            render(&t, Channel::Webhook, &vars).unwrap(),
+            render(&t, Channel::Webhook, &vars, &RenderLimits::default()).unwrap(),
             br#"{"name": "Ann"}"#
         );
-        let push: serde_json::Value =
-            serde_json::from_slice(&render(&t, Channel::Fcm, &vars).unwrap()).unwrap();
+        let push: serde_json::Value = serde_json::from_slice(
+            &render(&t, Channel::Fcm, &vars, &RenderLimits::default()).unwrap(),
+        )
+        .unwrap();
         assert_eq!(push, serde_json::json!({"title": "May", "body": "1 2 "}));
     }
 
     #[test]
     fn a_missing_variable_or_channel_is_an_error() {
         let t = template(vec![content(Channel::Sms, "", "Hi {{ name }}")]);
-        let err = render(&t, Channel::Sms, &serde_json::json!({})).unwrap_err();
+        let err = render(
+            &t,
+            Channel::Sms,
+            &serde_json::json!({}),
+            &RenderLimits::default(),
+        )
+        .unwrap_err();
         assert!(matches!(err, Error::Render(_)), "{err}");
         assert!(
             err.to_string().ends_with("variables not given: name"),
             "{err}"
         );
-        let err = render(&t, Channel::Email, &serde_json::json!({"name": "x"})).unwrap_err();
+        let err = render(
+            &t,
+            Channel::Email,
+            &serde_json::json!({"name": "x"}),
+            &RenderLimits::default(),
+        )
+        .unwrap_err();
         assert!(
             err.to_string().contains("no content for the email channel"),
             "{err}"

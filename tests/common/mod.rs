@@ -3,6 +3,8 @@
 #![allow(dead_code, unreachable_pub)] // each test binary uses a different part of the harness
 
 pub mod fakes;
+pub mod load;
+pub mod process;
 pub mod prometheus;
 
 use std::net::SocketAddr;

@@ -1,0 +1,101 @@
+//! The real `floodgate` binary as a child process, for tests about signals, exits and the
+//! process as a whole.
+
+use std::net::SocketAddr;
+use std::process::{Child, Command, ExitStatus, Stdio};
+use std::time::{Duration, Instant};
+
+use super::{ADMIN_TOKEN, TestDb};
+
+/// A running `floodgate serve` on fixed addresses; killed when dropped.
+pub struct Floodgate {
+    pub grpc: SocketAddr,
+    pub http: SocketAddr,
+    child: Option<Child>,
+}
+
+impl Floodgate {
+    /// Starts the binary on `db` with test-friendly defaults plus `extra` flags (later flags win).
+    pub async fn start(db: &TestDb, extra: &[&str]) -> Self {
+        let (grpc, http) = (free_addr(), free_addr());
+        let child = Command::new(env!("CARGO_BIN_EXE_floodgate"))
+            .arg("serve")
+            .args(["--grpc-addr", &grpc.to_string()])
+            .args(["--http-addr", &http.to_string()])
+            .args(["--data-dir", &db.dir.path().display().to_string()])
+            .args(["--database-url", &db.url])
+            .args(["--admin-token", ADMIN_TOKEN])
+            .args(["--sweep-interval", "100ms"])
+            .args(["--allow-target-cidr", super::LOOPBACK])
+            .args(extra)
+            .env("RUST_LOG", "warn")
+            .stdout(Stdio::null())
+            .spawn()
+            .expect("start floodgate");
+        let process = Self {
+            grpc,
+            http,
+            child: Some(child),
+        };
+        process.wait_until_ready().await;
+        process
+    }
+
+    /// The gRPC URL.
+    pub fn url(&self) -> String {
+        format!("http://{}", self.grpc)
+    }
+
+    /// Polls `/readyz` until it answers 200.
+    pub async fn wait_until_ready(&self) {
+        let deadline = Instant::now() + Duration::from_secs(20);
+        let url = format!("http://{}/readyz", self.http);
+        let client = reqwest::Client::new();
+        loop {
+            if let Ok(response) = client.get(&url).send().await
+                && response.status().is_success()
+            {
+                return;
+            }
+            assert!(Instant::now() < deadline, "floodgate did not become ready");
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
+
+    /// Sends SIGTERM and waits (up to `limit`) for the exit; returns the status and how long the
+    /// process took to exit. Panics (after SIGKILL) if it is still running at `limit`.
+    pub async fn terminate(&mut self, limit: Duration) -> (ExitStatus, Duration) {
+        let mut child = self.child.take().expect("running");
+        let sent = Instant::now();
+        let status = Command::new("kill")
+            .args(["-TERM", &child.id().to_string()])
+            .status()
+            .expect("run kill");
+        assert!(status.success());
+        while sent.elapsed() < limit {
+            if let Some(status) = child.try_wait().expect("wait for floodgate") {
+                return (status, sent.elapsed());
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        let _ = child.kill();
+        let _ = child.wait();
+        panic!("floodgate still running {limit:?} after SIGTERM");
+    }
+}
+
+impl Drop for Floodgate {
+    fn drop(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+}
+
+/// A free local port (bound and released: the child binds it a moment later).
+pub fn free_addr() -> SocketAddr {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|listener| listener.local_addr())
+        .expect("a free port")
+}
