@@ -48,7 +48,7 @@ impl Tokens {
         self
     }
 
-    /// Interceptor for `Dispatcher`: admin or submit token.
+    /// Interceptor for `Dispatcher` and `Preferences`: admin or submit token.
     pub fn dispatcher(
         &self,
     ) -> impl FnMut(Request<()>) -> Result<Request<()>, Status> + Clone + use<> {
@@ -64,7 +64,7 @@ impl Tokens {
         move |request| match tokens.role(&request)? {
             Role::Admin => Ok(request),
             Role::Submit => Err(Status::permission_denied(
-                "this token may only use the Dispatcher service",
+                "this token may only use the Dispatcher and Preferences services; this call needs the admin token",
             )),
         }
     }
