@@ -10,24 +10,13 @@ use std::time::Duration;
 
 use common::{Backend, Receiver, TestDb, TestServer, add_customer, submit_request, test_config};
 use floodgate::api::proto;
-use floodgate::model::{Channel, Lane, NewNotification, NotificationId, now_millis};
+use floodgate::model::{Channel, Lane, NotificationId, now_millis};
 use floodgate::store::{ClaimRequest, Claimed, Inserted, Store, StoreOptions};
 
 /// Stores `count` due notifications of `customer` in `lane`, oldest first; returns their ids.
 async fn enqueue(store: &Store, customer: &str, lane: Lane, count: usize) -> Vec<NotificationId> {
     let items: Vec<_> = (0..count)
-        .map(|i| NewNotification {
-            customer_id: customer.into(),
-            idempotency_key: format!("{customer}-{lane:?}-{i}"),
-            recipient: "u".into(),
-            lane,
-            payload: b"{}".to_vec(),
-            send_at: None,
-            expires_at: None,
-            channel: Channel::Webhook,
-            suppressed: None,
-            template: None,
-        })
+        .map(|i| common::stored_notification(customer, format!("{customer}-{lane:?}-{i}"), lane))
         .collect();
     let mut ids = Vec::new();
     // One transaction per row, so the rows are stored in this order.

@@ -11,7 +11,7 @@ use common::{Backend, Receiver, TestDb};
 use floodgate::directory::CustomerDirectory;
 use floodgate::dispatch::outcomes::OutcomeWriter;
 use floodgate::dispatch::{DispatchSettings, Dispatcher};
-use floodgate::model::{Channel, Customer, Lane, NewNotification, now_millis};
+use floodgate::model::{Customer, Lane, now_millis};
 use floodgate::sink::Sinks;
 use floodgate::sink::signature::generate_secret;
 use floodgate::sink::webhook::WebhookSettings;
@@ -37,17 +37,8 @@ async fn register(store: &Store, id: &str, url: &str) {
 
 async fn enqueue(store: &Store, customer: &str, count: usize) -> HashSet<String> {
     let items: Vec<_> = (0..count)
-        .map(|i| NewNotification {
-            customer_id: customer.into(),
-            idempotency_key: format!("{customer}-{i}"),
-            recipient: "u".into(),
-            lane: Lane::Transactional,
-            payload: b"{}".to_vec(),
-            send_at: None,
-            expires_at: None,
-            channel: Channel::Webhook,
-            suppressed: None,
-            template: None,
+        .map(|i| {
+            common::stored_notification(customer, format!("{customer}-{i}"), Lane::Transactional)
         })
         .collect();
     let results = store

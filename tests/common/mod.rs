@@ -160,6 +160,27 @@ impl Drop for TestDb {
     }
 }
 
+/// A due webhook notification of `customer` in `lane` with an empty JSON payload, for tests that
+/// write to the store directly.
+pub fn stored_notification(
+    customer: &str,
+    key: String,
+    lane: floodgate::model::Lane,
+) -> floodgate::model::NewNotification {
+    floodgate::model::NewNotification {
+        customer_id: customer.into(),
+        idempotency_key: key,
+        recipient: "u".into(),
+        lane,
+        payload: b"{}".to_vec(),
+        send_at: None,
+        expires_at: None,
+        channel: floodgate::model::Channel::Webhook,
+        suppressed: None,
+        template: None,
+    }
+}
+
 /// The server configuration tests use: fast retries and sweeps, known tokens.
 pub fn test_config(db: &TestDb) -> ServeConfig {
     let mut cfg = ServeConfig::defaults();
