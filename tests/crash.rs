@@ -70,15 +70,7 @@ impl Process {
 
     /// A counter's value on /metrics.
     async fn counter(&self, name: &str) -> f64 {
-        let page = reqwest::Client::new()
-            .get(format!("http://{}/metrics", self.http))
-            .bearer_auth(ADMIN_TOKEN)
-            .send()
-            .await
-            .unwrap()
-            .text()
-            .await
-            .unwrap();
+        let page = common::metrics_page(self.http).await;
         page.lines()
             .find_map(|line| line.strip_prefix(name)?.trim().parse().ok())
             .unwrap_or_else(|| panic!("{name} is not on /metrics"))

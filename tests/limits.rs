@@ -151,15 +151,7 @@ async fn a_customer_over_its_backlog_quota_gets_resource_exhausted() {
         }
         other => panic!("over the quota: {other:?}"),
     }
-    let metrics = reqwest::Client::new()
-        .get(format!("http://{}/metrics", server.http_addr))
-        .bearer_auth(common::ADMIN_TOKEN)
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let metrics = common::metrics_page(server.http_addr).await;
     assert!(
         metrics.contains("floodgate_backlog_quota_refused_total{customer=\"shop\"} 2"),
         "the refusals are counted per customer: {metrics}"

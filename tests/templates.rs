@@ -414,15 +414,7 @@ async fn an_unrenderable_notification_fails_without_blaming_the_customer() {
         stats.rtt_p50_ms, 0.0,
         "no round trip was measured: {stats:?}"
     );
-    let page = reqwest::Client::new()
-        .get(format!("http://{}/metrics", server.http_addr))
-        .bearer_auth(ADMIN_TOKEN)
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let page = common::metrics_page(server.http_addr).await;
     let rtt_samples = page.lines().find_map(|line| {
         line.strip_prefix("floodgate_customer_rtt_seconds_count{customer=\"shop\"} ")
     });

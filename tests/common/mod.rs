@@ -181,6 +181,19 @@ pub fn stored_notification(
     }
 }
 
+/// The `/metrics` page of the server whose HTTP port is `http`, read with the admin token.
+pub async fn metrics_page(http: SocketAddr) -> String {
+    reqwest::Client::new()
+        .get(format!("http://{http}/metrics"))
+        .bearer_auth(ADMIN_TOKEN)
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap()
+}
+
 /// The server configuration tests use: fast retries and sweeps, known tokens.
 pub fn test_config(db: &TestDb) -> ServeConfig {
     let mut cfg = ServeConfig::defaults();
