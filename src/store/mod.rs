@@ -250,21 +250,21 @@ const NOTABLE_WRITE: Duration = Duration::from_millis(10);
 impl Drop for WriteConn {
     fn drop(&mut self) {
         let held = self.since.elapsed();
-        if held >= NOTABLE_WRITE || self.waited >= NOTABLE_WRITE {
-            tracing::debug!(
-                class = ?self.durability.priority(),
-                waited_ms = self.waited.as_millis() as u64,
-                held_ms = held.as_millis() as u64,
-                "write turn"
-            );
-        }
-        if held >= SLOW_WRITE || self.waited >= SLOW_WRITE {
+        let longest = held.max(self.waited);
+        let (class, waited_ms, held_ms) = (
+            self.durability.priority(),
+            self.waited.as_millis() as u64,
+            held.as_millis() as u64,
+        );
+        if longest >= SLOW_WRITE {
             tracing::warn!(
-                class = ?self.durability.priority(),
-                waited_ms = self.waited.as_millis() as u64,
-                held_ms = held.as_millis() as u64,
+                ?class,
+                waited_ms,
+                held_ms,
                 "slow write: a transaction waited for or held the database's write connection long"
             );
+        } else if longest >= NOTABLE_WRITE {
+            tracing::debug!(?class, waited_ms, held_ms, "write turn");
         }
     }
 }
