@@ -124,11 +124,13 @@ async fn a_customer_over_its_backlog_quota_gets_resource_exhausted() {
             .unwrap();
     }
     let mut dispatcher = server.dispatcher().await;
+    let mut ids = Vec::new();
     for i in 0..5 {
-        dispatcher
+        let accepted = dispatcher
             .submit(submit_request("shop", &format!("k{i}"), "u"))
             .await
             .expect("within the quota");
+        ids.push(accepted.into_inner().notification_id);
     }
     let status = status_of(dispatcher.submit(submit_request("shop", "k5", "u")).await);
     assert_eq!(status.code(), Code::ResourceExhausted, "{status:?}");
@@ -163,6 +165,30 @@ async fn a_customer_over_its_backlog_quota_gets_resource_exhausted() {
         ),
         "another customer is not affected: {results:?}"
     );
+
+    // Once the backlog shrinks, the store is counted again and the customer is admitted.
+    for id in &ids[..2] {
+        dispatcher
+            .cancel_notification(proto::CancelNotificationRequest {
+                notification_id: id.clone(),
+            })
+            .await
+            .expect("a pending notification can be cancelled");
+    }
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    loop {
+        match dispatcher.submit(submit_request("shop", "k7", "u")).await {
+            Ok(_) => break,
+            Err(status) if status.code() == Code::ResourceExhausted => {
+                assert!(
+                    std::time::Instant::now() < deadline,
+                    "still refused 10 s after the backlog shrank: {status:?}"
+                );
+                tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+            }
+            Err(status) => panic!("unexpected answer: {status:?}"),
+        }
+    }
 }
 
 async fn save_template(server: &TestServer, id: &str, body: &str) {
