@@ -229,6 +229,11 @@ pub struct TestServer {
 impl TestServer {
     pub async fn start(cfg: ServeConfig) -> Self {
         let grpc = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        Self::start_on(cfg, grpc).await
+    }
+
+    /// Starts on a gRPC listener the test made (one whose port a client already knows).
+    pub async fn start_on(cfg: ServeConfig, grpc: TcpListener) -> Self {
         let http = TcpListener::bind("127.0.0.1:0").await.unwrap();
         let grpc_url = format!("http://{}", grpc.local_addr().unwrap());
         let http_addr = http.local_addr().unwrap();
