@@ -62,7 +62,7 @@ async fn submits_a_batch_of_any_size_in_order_and_reads_it_back() {
     // 1,000 in one. Item 1,234 is too large, so its error must come back in its own place.
     const ITEMS: usize = 2_500;
     const BAD: usize = 1_234;
-    assert!(ITEMS > 2 * MAX_BATCH);
+    const { assert!(ITEMS > 2 * MAX_BATCH) };
     let mut items: Vec<proto::SubmitRequest> = (0..ITEMS).map(|i| request("acme", i)).collect();
     items[BAD].payload = vec![b'x'; 4096]; // over the test server's 1,024-byte limit
     let results = client.submit_batch(items).await.unwrap();
