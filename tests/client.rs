@@ -227,3 +227,46 @@ async fn unavailable_is_retried_with_the_same_key_until_the_server_is_up() {
     assert_eq!(again.notification_id, submitted.notification_id);
     server.stop().await.expect("a clean stop");
 }
+
+/// A caller's build pulls in the gRPC stack and nothing of the server: the crate's dependencies
+/// stay within this list, and tonic without its server half (axum, the hyper server).
+#[test]
+fn the_client_depends_on_the_grpc_stack_only() {
+    let manifest =
+        std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/client/Cargo.toml")).unwrap();
+    let dependencies: Vec<&str> = manifest
+        .split("\n[dependencies]\n")
+        .nth(1)
+        .expect("a [dependencies] table")
+        .split("\n[")
+        .next()
+        .unwrap()
+        .lines()
+        .filter(|line| !line.trim().is_empty() && !line.starts_with('#'))
+        .collect();
+    let allowed = [
+        "prost",
+        "prost-types",
+        "rand",
+        "thiserror",
+        "tokio",
+        "tonic",
+        "tonic-prost",
+    ];
+    for line in &dependencies {
+        let name = line.split('=').next().unwrap().trim();
+        assert!(
+            allowed.contains(&name),
+            "floodgate-client depends on {name}"
+        );
+    }
+    let tonic = dependencies
+        .iter()
+        .find(|line| line.starts_with("tonic "))
+        .expect("tonic");
+    assert!(tonic.contains("default-features = false"), "{tonic}");
+    assert!(
+        !tonic.contains("server") && !tonic.contains("router"),
+        "{tonic}"
+    );
+}
