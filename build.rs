@@ -1,5 +1,9 @@
 //! Compiles `proto/` with protox, a pure-Rust protobuf compiler, so a fresh machine needs no `protoc`.
 //! The descriptor set is also written to `OUT_DIR` for gRPC server reflection.
+//!
+//! Only the service traits are generated here: the messages and clients come from the
+//! floodgate-client crate (`extern_path`), so the server, its CLI and every Rust caller share
+//! one set of types.
 
 use std::path::PathBuf;
 
@@ -17,6 +21,8 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     )?;
 
     tonic_prost_build::configure()
+        .build_client(false)
+        .extern_path(".floodgate.v1", "::floodgate_client::proto")
         .emit_rerun_if_changed(false)
         .compile_fds(descriptors)?;
     Ok(())

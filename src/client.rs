@@ -1,7 +1,6 @@
 //! The client subcommands (`floodgate customer|send|status`), so a person can try floodgate
 //! without writing code. They speak the same gRPC API as any service.
 
-mod address;
 pub mod error;
 pub mod notifications;
 pub mod preferences;
@@ -11,15 +10,9 @@ use std::time::Duration;
 
 use anyhow::Result;
 use clap::{Args, Subcommand};
-use tonic::metadata::{Ascii, MetadataValue};
-use tonic::service::Interceptor;
-use tonic::service::interceptor::InterceptedService;
-use tonic::transport::{Channel, Endpoint};
 
 use crate::api::convert::timestamp;
 use crate::api::proto;
-use crate::api::proto::customers_client::CustomersClient;
-use crate::api::proto::dispatcher_client::DispatcherClient;
 use crate::app::ADMIN_TOKEN_FILE;
 use crate::model::now_millis;
 use error::CliError;
@@ -164,48 +157,46 @@ pub struct StatusArgs {
     connection: Connection,
 }
 
-pub(crate) type Authed = InterceptedService<Channel, BearerToken>;
-
-/// Adds `authorization: Bearer <token>` to every call.
-#[derive(Debug, Clone)]
-pub struct BearerToken(MetadataValue<Ascii>);
-
-impl Interceptor for BearerToken {
-    fn call(
-        &mut self,
-        mut request: tonic::Request<()>,
-    ) -> Result<tonic::Request<()>, tonic::Status> {
-        request
-            .metadata_mut()
-            .insert("authorization", self.0.clone());
-        Ok(request)
-    }
-}
-
 impl Connection {
-    /// Connects to the server with the bearer token; every failure is a [`CliError`] saying what
-    /// to fix.
-    pub(crate) async fn channel(&self) -> Result<Authed> {
-        let header: MetadataValue<Ascii> =
-            format!("Bearer {}", self.token()?)
-                .parse()
-                .map_err(|_| CliError::Usage {
-                    message: "the token holds characters an HTTP header cannot carry".into(),
-                    hint: "check --token (or FLOODGATE_TOKEN) for stray spaces or line breaks."
-                        .into(),
-                })?;
-        let url = address::server_url(&self.server)?;
-        let unreachable = |reason: String| CliError::Connect {
-            server: self.server.clone(),
-            reason,
-        };
-        let channel = Endpoint::from_shared(url)
-            .map_err(|err| unreachable(error::one_line(&err)))?
+    /// Connects to the server with the bearer token through floodgate-client; every failure is
+    /// a [`CliError`] saying what to fix.
+    pub(crate) async fn client(&self) -> Result<floodgate_client::Client> {
+        let connected = floodgate_client::Client::builder(self.server.as_str())
+            .token(self.token()?)
             .connect_timeout(Duration::from_secs(5))
             .connect()
-            .await
-            .map_err(|err| unreachable(error::root_cause(&err)))?;
-        Ok(InterceptedService::new(channel, BearerToken(header)))
+            .await;
+        connected.map_err(|err| self.cli_error(err).into())
+    }
+
+    /// What a failed connection or call means for the person at the terminal.
+    pub(crate) fn cli_error(&self, error: floodgate_client::Error) -> CliError {
+        use floodgate_client::Error;
+        match error {
+            Error::InvalidAddress { reason, .. } => CliError::Usage {
+                message: format!("--server {:?} is not an address: {reason}", self.server),
+                hint: "give HOST:PORT (such as 127.0.0.1:50051) or a URL (such as \
+                       http://127.0.0.1:50051)."
+                    .into(),
+            },
+            Error::InvalidToken => CliError::Usage {
+                message: "the token holds characters an HTTP header cannot carry".into(),
+                hint: "check --token (or FLOODGATE_TOKEN) for stray spaces or line breaks.".into(),
+            },
+            Error::Connect { source, .. } => CliError::Connect {
+                server: self.server.clone(),
+                reason: error::root_cause(&source),
+            },
+            Error::Status { call, status, .. } => {
+                CliError::from_status(call, "the --server address", &status)
+            }
+            Error::Batch { source, .. } => self.cli_error(*source),
+            // A kind of failure newer than this match: still one line, never a backtrace.
+            other => CliError::Usage {
+                message: error::one_line(&other),
+                hint: String::new(),
+            },
+        }
     }
 
     /// `--token`, or else the admin token `floodgate serve` saved in the data directory.
@@ -230,7 +221,7 @@ impl Connection {
 pub async fn customer(command: CustomerCommand) -> Result<()> {
     match command {
         CustomerCommand::Add(args) => {
-            let mut client = CustomersClient::new(args.connection.channel().await?);
+            let mut client = args.connection.client().await?.customers();
             // Channel settings have no flags here: keep the stored ones (their secrets come
             // back empty, which UpsertCustomer reads as "keep").
             let stored = match client
@@ -271,7 +262,7 @@ pub async fn customer(command: CustomerCommand) -> Result<()> {
             println!("signing secret: {}", saved.signing_secret);
         }
         CustomerCommand::List(args) => {
-            let mut client = CustomersClient::new(args.connection.channel().await?);
+            let mut client = args.connection.client().await?.customers();
             let list = client
                 .list_customers(proto::ListCustomersRequest {})
                 .await
@@ -291,7 +282,7 @@ pub async fn customer(command: CustomerCommand) -> Result<()> {
             }
         }
         CustomerCommand::Get(args) => {
-            let mut client = CustomersClient::new(args.connection.channel().await?);
+            let mut client = args.connection.client().await?.customers();
             let customer = client
                 .get_customer(proto::GetCustomerRequest {
                     customer_id: args.id.clone(),
@@ -310,7 +301,7 @@ pub async fn customer(command: CustomerCommand) -> Result<()> {
             print!("{}", render_top(std::slice::from_ref(&stats)));
         }
         CustomerCommand::Pause(args) => {
-            let mut client = CustomersClient::new(args.connection.channel().await?);
+            let mut client = args.connection.client().await?.customers();
             let customer = client
                 .pause_customer(proto::PauseCustomerRequest {
                     customer_id: args.id,
@@ -324,7 +315,7 @@ pub async fn customer(command: CustomerCommand) -> Result<()> {
             );
         }
         CustomerCommand::Resume(args) => {
-            let mut client = CustomersClient::new(args.connection.channel().await?);
+            let mut client = args.connection.client().await?.customers();
             let customer = client
                 .resume_customer(proto::ResumeCustomerRequest {
                     customer_id: args.id,
@@ -372,7 +363,8 @@ fn print_customer(c: &proto::Customer) {
 
 /// Submits one notification and prints its id.
 pub async fn send(args: SendArgs) -> Result<()> {
-    let mut client = DispatcherClient::new(args.connection.channel().await?);
+    // Through floodgate-client's submit: an UNAVAILABLE answer is retried with the same key.
+    let client = args.connection.client().await?;
     let key = args
         .key
         .unwrap_or_else(|| format!("cli-{:016x}", rand::random::<u64>()));
@@ -418,8 +410,7 @@ pub async fn send(args: SendArgs) -> Result<()> {
             variables,
         })
         .await
-        .map_err(|status| rpc_error("Submit", &status))?
-        .into_inner();
+        .map_err(|err| args.connection.cli_error(err))?;
     let mut note = if response.duplicate {
         " (duplicate: already accepted)".to_owned()
     } else {
@@ -428,12 +419,9 @@ pub async fn send(args: SendArgs) -> Result<()> {
     // A recipient who opted out still gets a stored notification; say so, or the person
     // waits for a webhook that will never come.
     let stored = client
-        .get_notification(proto::GetNotificationRequest {
-            notification_id: response.notification_id.clone(),
-        })
+        .get_notification(&response.notification_id)
         .await
-        .map_err(|status| rpc_error("GetNotification", &status))?
-        .into_inner();
+        .map_err(|err| args.connection.cli_error(err))?;
     if stored.state == proto::State::Suppressed as i32 {
         note.push_str(&format!(" SUPPRESSED: {}", stored.last_error));
     }
@@ -443,7 +431,7 @@ pub async fn send(args: SendArgs) -> Result<()> {
 
 /// Prints one notification's state.
 pub async fn status(args: StatusArgs) -> Result<()> {
-    let mut client = DispatcherClient::new(args.connection.channel().await?);
+    let mut client = args.connection.client().await?.dispatcher();
     let n = client
         .get_notification(proto::GetNotificationRequest {
             notification_id: args.id,
@@ -462,7 +450,7 @@ pub(crate) fn rpc_error(call: &'static str, status: &tonic::Status) -> anyhow::E
 
 /// A live table of every customer system's delivery figures, refreshed until Ctrl-C.
 pub async fn top(args: TopArgs) -> Result<()> {
-    let mut client = CustomersClient::new(args.connection.channel().await?);
+    let mut client = args.connection.client().await?.customers();
     loop {
         let mut stats = client
             .list_customer_stats(proto::ListCustomerStatsRequest {})

@@ -7,7 +7,6 @@ use anyhow::{Context as _, Result};
 use clap::{Args, Subcommand};
 
 use crate::api::proto;
-use crate::api::proto::templates_client::TemplatesClient;
 use crate::client::{Connection, rpc_error};
 
 #[derive(Debug, Subcommand)]
@@ -49,7 +48,7 @@ pub async fn run(command: TemplateCommand) -> Result<()> {
 }
 
 async fn export(args: SheetArgs) -> Result<()> {
-    let mut client = TemplatesClient::new(args.connection.channel().await?);
+    let mut client = args.connection.client().await?.templates();
     let sheet = client
         .export_templates(proto::ExportTemplatesRequest {
             customer_id: args.customer,
@@ -79,7 +78,7 @@ async fn import(args: SheetArgs) -> Result<()> {
             sheet
         }
     };
-    let mut client = TemplatesClient::new(args.connection.channel().await?);
+    let mut client = args.connection.client().await?.templates();
     let saved = client
         .import_templates(proto::ImportTemplatesRequest {
             customer_id: args.customer,
@@ -96,7 +95,7 @@ async fn import(args: SheetArgs) -> Result<()> {
 }
 
 async fn list(args: ListTemplatesArgs) -> Result<()> {
-    let mut client = TemplatesClient::new(args.connection.channel().await?);
+    let mut client = args.connection.client().await?.templates();
     let templates = client
         .list_templates(proto::ListTemplatesRequest {
             customer_id: args.customer,

@@ -8,48 +8,26 @@ use anyhow::{Context as _, Result};
 use floodgate::api::proto;
 use floodgate::api::proto::customers_client::CustomersClient;
 use tokio::task::JoinSet;
-use tonic::metadata::{Ascii, MetadataValue};
-use tonic::service::Interceptor;
-use tonic::service::interceptor::InterceptedService;
-use tonic::transport::{Channel, Endpoint};
 
 /// Longest a single call may take before it counts as a `DeadlineExceeded` error: long enough
 /// never to cut off a merely slow server, short enough that a stalled one ends the run.
 const CALL_TIMEOUT: Duration = Duration::from_secs(30);
 
-/// A channel that adds `authorization: Bearer <token>` to every call.
-pub(crate) type AuthedChannel = InterceptedService<Channel, Bearer>;
+/// A channel that adds `authorization: Bearer <token>` to every call (floodgate-client's).
+pub(crate) type AuthedChannel = floodgate_client::AuthedChannel;
 
-/// Attaches the bearer token. A named type rather than a boxed closure (as `floodgate::client`
-/// uses) so the channel type can be cloned into every caller without dynamic dispatch.
-#[derive(Debug, Clone)]
-pub(crate) struct Bearer(MetadataValue<Ascii>);
-
-impl Interceptor for Bearer {
-    fn call(
-        &mut self,
-        mut request: tonic::Request<()>,
-    ) -> Result<tonic::Request<()>, tonic::Status> {
-        request
-            .metadata_mut()
-            .insert("authorization", self.0.clone());
-        Ok(request)
-    }
-}
-
-/// Opens one HTTP/2 connection to `url`. Clones of the result share that connection.
+/// Opens one HTTP/2 connection to `url`. Clones of the result share that connection. The
+/// harness makes its calls on the generated clients directly: it counts every failure itself,
+/// so nothing is retried behind its back.
 pub(crate) async fn connect(url: &str, token: &str) -> Result<AuthedChannel> {
-    let header: MetadataValue<Ascii> = format!("Bearer {token}")
-        .parse()
-        .context("the token is not valid in a header")?;
-    let channel = Endpoint::from_shared(url.to_owned())
-        .with_context(|| format!("invalid server address {url:?}"))?
+    let client = floodgate_client::Client::builder(url)
+        .token(token)
         .connect_timeout(Duration::from_secs(5))
         .timeout(CALL_TIMEOUT)
+        .retry(floodgate_client::RetryPolicy::none())
         .connect()
-        .await
-        .with_context(|| format!("cannot connect to {url}"))?;
-    Ok(InterceptedService::new(channel, Bearer(header)))
+        .await?;
+    Ok(client.channel())
 }
 
 /// A fresh admin token for a server started for one run.

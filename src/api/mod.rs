@@ -26,9 +26,12 @@ use crate::intake::Intake;
 use crate::store::Store;
 pub use auth::Tokens;
 
-/// The generated protobuf types, servers and clients of `floodgate.v1`.
+/// The protobuf types and clients of `floodgate.v1` (from floodgate-client, so the server and
+/// its callers share them) and the service traits generated here.
 #[allow(clippy::all, missing_docs, unreachable_pub)]
 pub mod proto {
+    pub use floodgate_client::proto::*;
+
     tonic::include_proto!("floodgate.v1");
 
     /// The encoded descriptors of `floodgate.v1`, served by gRPC reflection.

@@ -9,8 +9,6 @@ use clap::Args;
 
 use super::{Connection, rpc_error};
 use crate::api::proto;
-use crate::api::proto::archive_client::ArchiveClient;
-use crate::api::proto::dispatcher_client::DispatcherClient;
 
 #[derive(Debug, Args)]
 pub struct CancelArgs {
@@ -114,7 +112,7 @@ fn time(t: Option<prost_types::Timestamp>) -> String {
 
 /// `floodgate cancel ID`.
 pub async fn cancel(args: CancelArgs) -> Result<()> {
-    let mut client = DispatcherClient::new(args.connection.channel().await?);
+    let mut client = args.connection.client().await?.dispatcher();
     let n = client
         .cancel_notification(proto::CancelNotificationRequest {
             notification_id: args.id,
@@ -128,7 +126,7 @@ pub async fn cancel(args: CancelArgs) -> Result<()> {
 
 /// `floodgate inbox`: the recipient's notifications within the inbox retention, newest first.
 pub async fn inbox(args: ListArgs) -> Result<()> {
-    let mut client = DispatcherClient::new(args.connection.channel().await?);
+    let mut client = args.connection.client().await?.dispatcher();
     let page = client
         .list_notifications(request(&args))
         .await
@@ -140,7 +138,7 @@ pub async fn inbox(args: ListArgs) -> Result<()> {
 
 /// `floodgate archive`: the recipient's notifications past the inbox retention (admin token).
 pub async fn archive(args: ListArgs) -> Result<()> {
-    let mut client = ArchiveClient::new(args.connection.channel().await?);
+    let mut client = args.connection.client().await?.archive();
     let page = client
         .list_archived_notifications(request(&args))
         .await

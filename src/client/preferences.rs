@@ -6,7 +6,6 @@ use clap::{Args, Subcommand};
 
 use super::{Connection, rpc_error};
 use crate::api::proto;
-use crate::api::proto::preferences_client::PreferencesClient;
 
 #[derive(Debug, Subcommand)]
 pub enum PrefCommand {
@@ -57,7 +56,7 @@ pub async fn run(command: PrefCommand) -> Result<()> {
 }
 
 async fn set(args: SetArgs) -> Result<()> {
-    let mut client = PreferencesClient::new(args.connection.channel().await?);
+    let mut client = args.connection.client().await?.preferences();
     let lane = match args.lane.as_deref() {
         Some("transactional") => proto::Lane::Transactional,
         Some("bulk") => proto::Lane::Bulk,
@@ -87,7 +86,7 @@ async fn set(args: SetArgs) -> Result<()> {
 }
 
 async fn get(args: GetArgs) -> Result<()> {
-    let mut client = PreferencesClient::new(args.connection.channel().await?);
+    let mut client = args.connection.client().await?.preferences();
     let found = client
         .get_preferences(proto::GetPreferencesRequest {
             customer_id: args.customer,

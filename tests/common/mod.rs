@@ -24,8 +24,6 @@ use floodgate::api::proto::dispatcher_client::DispatcherClient;
 use tokio::net::TcpListener;
 use tokio::sync::{Notify, oneshot};
 use tokio::task::JoinHandle;
-use tonic::service::interceptor::InterceptedService;
-use tonic::transport::Channel;
 
 pub const ADMIN_TOKEN: &str = "test-admin-token";
 pub const SUBMIT_TOKEN: &str = "test-submit-token";
@@ -229,6 +227,11 @@ pub struct TestServer {
 impl TestServer {
     pub async fn start(cfg: ServeConfig) -> Self {
         let grpc = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        Self::start_on(cfg, grpc).await
+    }
+
+    /// Starts on a gRPC listener the test made (one whose port a client already knows).
+    pub async fn start_on(cfg: ServeConfig, grpc: TcpListener) -> Self {
         let http = TcpListener::bind("127.0.0.1:0").await.unwrap();
         let grpc_url = format!("http://{}", grpc.local_addr().unwrap());
         let http_addr = http.local_addr().unwrap();
@@ -276,31 +279,19 @@ impl Drop for TestServer {
     }
 }
 
-pub type Authed = InterceptedService<Channel, TokenInterceptor>;
-
-/// Adds `authorization: Bearer <token>` to every call (or nothing, to test its absence).
-#[derive(Clone)]
-pub struct TokenInterceptor(Option<String>);
-
-impl tonic::service::Interceptor for TokenInterceptor {
-    fn call(
-        &mut self,
-        mut request: tonic::Request<()>,
-    ) -> Result<tonic::Request<()>, tonic::Status> {
-        if let Some(token) = &self.0 {
-            let value = format!("Bearer {token}").parse().unwrap();
-            request.metadata_mut().insert("authorization", value);
-        }
-        Ok(request)
-    }
-}
+/// A channel carrying `authorization: Bearer <token>` (or nothing, to test its absence): the
+/// one floodgate-client makes.
+pub type Authed = floodgate_client::AuthedChannel;
 
 /// A gRPC channel to `url`, retrying while the server starts.
 pub async fn connect(url: &str, token: Option<&str>) -> Authed {
-    let endpoint = Channel::from_shared(url.to_owned()).unwrap();
+    let mut client = floodgate_client::Client::builder(url);
+    if let Some(token) = token {
+        client = client.token(token);
+    }
     for _ in 0..100 {
-        if let Ok(channel) = endpoint.connect().await {
-            return InterceptedService::new(channel, TokenInterceptor(token.map(str::to_owned)));
+        if let Ok(connected) = client.clone().connect().await {
+            return connected.channel();
         }
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
