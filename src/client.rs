@@ -46,6 +46,17 @@ pub struct Connection {
         global = true
     )]
     data_dir: PathBuf,
+    /// PEM CA certificate(s) an https:// --server's certificate must chain to [default: the
+    /// public web roots]. For a private CA, such as the one that signed --tls-cert.
+    #[arg(long, env = "FLOODGATE_TLS_CA", global = true)]
+    tls_ca: Option<PathBuf>,
+    /// PEM client certificate, for a server that requires one (--tls-client-ca); with
+    /// --tls-client-key.
+    #[arg(long, env = "FLOODGATE_TLS_CLIENT_CERT", global = true)]
+    tls_client_cert: Option<PathBuf>,
+    /// PEM private key of --tls-client-cert.
+    #[arg(long, env = "FLOODGATE_TLS_CLIENT_KEY", global = true)]
+    tls_client_key: Option<PathBuf>,
 }
 
 #[derive(Debug, Subcommand)]
@@ -199,9 +210,21 @@ impl Connection {
             server: self.server.clone(),
             reason,
         };
-        let channel = Endpoint::from_shared(url)
+        let tls = address::client_tls(
+            &url,
+            self.tls_ca.as_deref(),
+            self.tls_client_cert.as_deref(),
+            self.tls_client_key.as_deref(),
+        )?;
+        let mut endpoint = Endpoint::from_shared(url)
             .map_err(|err| unreachable(error::one_line(&err)))?
-            .connect_timeout(Duration::from_secs(5))
+            .connect_timeout(Duration::from_secs(5));
+        if let Some(tls) = tls {
+            endpoint = endpoint
+                .tls_config(tls)
+                .map_err(|err| unreachable(error::root_cause(&err)))?;
+        }
+        let channel = endpoint
             .connect()
             .await
             .map_err(|err| unreachable(error::root_cause(&err)))?;

@@ -11,7 +11,7 @@ use tokio::task::JoinSet;
 use tonic::metadata::{Ascii, MetadataValue};
 use tonic::service::Interceptor;
 use tonic::service::interceptor::InterceptedService;
-use tonic::transport::{Channel, Endpoint};
+use tonic::transport::{Certificate, Channel, ClientTlsConfig, Endpoint};
 
 /// Longest a single call may take before it counts as a `DeadlineExceeded` error: long enough
 /// never to cut off a merely slow server, short enough that a stalled one ends the run.
@@ -37,15 +37,31 @@ impl Interceptor for Bearer {
     }
 }
 
-/// Opens one HTTP/2 connection to `url`. Clones of the result share that connection.
-pub(crate) async fn connect(url: &str, token: &str) -> Result<AuthedChannel> {
+/// Opens one HTTP/2 connection to `url`. Clones of the result share that connection. An
+/// `https://` URL speaks TLS, trusting `tls_ca` (a PEM file) if given, else the public web roots.
+pub(crate) async fn connect(
+    url: &str,
+    token: &str,
+    tls_ca: Option<&std::path::Path>,
+) -> Result<AuthedChannel> {
     let header: MetadataValue<Ascii> = format!("Bearer {token}")
         .parse()
         .context("the token is not valid in a header")?;
-    let channel = Endpoint::from_shared(url.to_owned())
+    let mut endpoint = Endpoint::from_shared(url.to_owned())
         .with_context(|| format!("invalid server address {url:?}"))?
         .connect_timeout(Duration::from_secs(5))
-        .timeout(CALL_TIMEOUT)
+        .timeout(CALL_TIMEOUT);
+    if url.starts_with("https://") {
+        let tls = match tls_ca {
+            Some(path) => ClientTlsConfig::new().ca_certificate(Certificate::from_pem(
+                std::fs::read(path)
+                    .with_context(|| format!("cannot read --tls-ca {}", path.display()))?,
+            )),
+            None => ClientTlsConfig::new().with_webpki_roots(),
+        };
+        endpoint = endpoint.tls_config(tls).context("cannot set up TLS")?;
+    }
+    let channel = endpoint
         .connect()
         .await
         .with_context(|| format!("cannot connect to {url}"))?;
@@ -60,7 +76,7 @@ pub(crate) fn random_admin_token() -> String {
 /// Succeeds once the server answers a real call: its ports accept connections at once, but calls
 /// are answered only once the store is open and migrated.
 pub(crate) async fn answers_calls(url: &str, token: &str) -> Result<()> {
-    let mut customers = CustomersClient::new(connect(url, token).await?);
+    let mut customers = CustomersClient::new(connect(url, token, None).await?);
     customers
         .list_customers(proto::ListCustomersRequest {})
         .await

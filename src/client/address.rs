@@ -1,6 +1,10 @@
 //! The `--server` address. People copy what `floodgate serve` prints (`127.0.0.1:50051`, the
 //! same form as `--grpc-addr`) as often as a URL, so both are accepted.
 
+use std::path::Path;
+
+use tonic::transport::{Certificate, ClientTlsConfig, Identity};
+
 use super::error::CliError;
 
 /// The URL to dial for `--server`: `host:port` means plain `http://host:port`; a URL must be
@@ -24,6 +28,48 @@ pub(super) fn server_url(server: &str) -> Result<String, CliError> {
         Some(host) if !host.is_empty() => Ok(url),
         _ => Err(bad_address(server, "it has no host")),
     }
+}
+
+/// TLS for an `https://` URL: the server's certificate must chain to `ca` (else to the public web
+/// roots), and with `cert` and `key` the client proves who it is (mTLS). `None` for `http://`,
+/// where TLS flags have nothing to do.
+pub(super) fn client_tls(
+    url: &str,
+    ca: Option<&Path>,
+    cert: Option<&Path>,
+    key: Option<&Path>,
+) -> Result<Option<ClientTlsConfig>, CliError> {
+    if !url.starts_with("https://") {
+        return Ok(None);
+    }
+    let read = |flag: &str, path: &Path| {
+        std::fs::read(path).map_err(|err| CliError::Usage {
+            message: format!("cannot read {flag} {}: {err}", path.display()),
+            hint: format!("{flag} names a PEM file floodgate can read."),
+        })
+    };
+    let mut tls = ClientTlsConfig::new();
+    tls = match ca {
+        Some(ca) => tls.ca_certificate(Certificate::from_pem(read("--tls-ca", ca)?)),
+        None => tls.with_webpki_roots(),
+    };
+    match (cert, key) {
+        (Some(cert), Some(key)) => {
+            let identity = Identity::from_pem(
+                read("--tls-client-cert", cert)?,
+                read("--tls-client-key", key)?,
+            );
+            tls = tls.identity(identity);
+        }
+        (None, None) => {}
+        _ => {
+            return Err(CliError::Usage {
+                message: "--tls-client-cert and --tls-client-key go together".into(),
+                hint: "give both (the certificate and its key), or neither.".into(),
+            });
+        }
+    }
+    Ok(Some(tls))
 }
 
 fn bad_address(server: &str, why: &str) -> CliError {
@@ -52,6 +98,29 @@ mod tests {
             server_url("https://floodgate.internal").unwrap(),
             "https://floodgate.internal"
         );
+    }
+
+    #[test]
+    fn tls_only_for_https_and_client_identity_needs_both_files() {
+        assert!(
+            client_tls("http://127.0.0.1:1", None, None, None)
+                .unwrap()
+                .is_none()
+        );
+        assert!(
+            client_tls("https://h:1", None, None, None)
+                .unwrap()
+                .is_some()
+        );
+        let half = client_tls("https://h:1", None, Some(Path::new("c.pem")), None);
+        assert_eq!(half.unwrap_err().exit_code(), 2);
+        let missing = client_tls(
+            "https://h:1",
+            Some(Path::new("/nonexistent/ca.pem")),
+            None,
+            None,
+        );
+        assert_eq!(missing.unwrap_err().exit_code(), 2);
     }
 
     #[test]
