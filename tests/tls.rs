@@ -414,8 +414,7 @@ async fn postgres_verify_full_refuses_a_server_certificate_from_another_ca() {
     );
     let refused = floodgate::store::Store::connect(&url, &Default::default()).await;
     let err = refused
-        .err()
-        .expect("verify-full against the wrong CA must fail")
+        .expect_err("verify-full against the wrong CA must fail")
         .to_string();
     assert!(err.contains("UnknownIssuer"), "{err}");
 }
