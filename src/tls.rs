@@ -259,3 +259,62 @@ fn build(files: &TlsFiles, contents: &Contents) -> Result<Loaded, TlsError> {
         http: Arc::new(http),
     })
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    struct Files {
+        dir: tempfile::TempDir,
+        files: TlsFiles,
+    }
+
+    fn files() -> Files {
+        let dir = tempfile::tempdir().unwrap();
+        let files = TlsFiles {
+            cert: dir.path().join("cert.pem"),
+            key: dir.path().join("key.pem"),
+            client_ca: None,
+        };
+        Files { dir, files }
+    }
+
+    /// A self-signed certificate for localhost and its key, as PEM.
+    fn self_signed() -> (String, String) {
+        let key = rcgen::KeyPair::generate().unwrap();
+        let params = rcgen::CertificateParams::new(vec!["localhost".to_owned()]).unwrap();
+        (params.self_signed(&key).unwrap().pem(), key.serialize_pem())
+    }
+
+    #[test]
+    fn a_changed_set_is_taken_and_a_broken_one_kept_out_and_reported_once() {
+        let Files { dir: _dir, files } = files();
+        let (cert, key) = self_signed();
+        std::fs::write(&files.cert, &cert).unwrap();
+        std::fs::write(&files.key, &key).unwrap();
+        let tls = ServerTls::load(files.clone()).unwrap();
+        assert!(!tls.reload().unwrap(), "nothing changed");
+
+        // A new certificate with the old key: refused, and the same set is not tried again.
+        let (new_cert, new_key) = self_signed();
+        std::fs::write(&files.cert, &new_cert).unwrap();
+        assert!(matches!(tls.reload(), Err(TlsError::CertifiedKey { .. })));
+        assert!(!tls.reload().unwrap(), "the broken set is reported once");
+
+        // Its key arrives: the new set is in use.
+        std::fs::write(&files.key, &new_key).unwrap();
+        assert!(tls.reload().unwrap());
+    }
+
+    #[test]
+    fn files_that_do_not_load_stop_the_start() {
+        let Files { dir: _dir, files } = files();
+        assert!(matches!(
+            ServerTls::load(files.clone()),
+            Err(TlsError::Read { .. })
+        ));
+        std::fs::write(&files.cert, "not PEM").unwrap();
+        std::fs::write(&files.key, self_signed().1).unwrap();
+        assert!(matches!(ServerTls::load(files), Err(TlsError::Pem { .. })));
+    }
+}
