@@ -222,7 +222,21 @@ async fn grpc_and_http_speak_tls_and_refuse_plain_text() {
         "plain-text gRPC must fail: {plain_grpc:?}"
     );
 
-    server.stop().await.unwrap();
+    // Clients that connect and never start the handshake do not hold up the shutdown (the grace
+    // is 30 s; its first half waits for connections under way).
+    let grpc_port = reqwest::Url::parse(&server.grpc_url)
+        .unwrap()
+        .port()
+        .unwrap();
+    let _silent_grpc = tokio::net::TcpStream::connect(("127.0.0.1", grpc_port))
+        .await
+        .unwrap();
+    let _silent_http = tokio::net::TcpStream::connect(server.http_addr)
+        .await
+        .unwrap();
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    let stopped = tokio::time::timeout(Duration::from_secs(10), server.stop()).await;
+    stopped.expect("stopped promptly").unwrap();
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
