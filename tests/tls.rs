@@ -358,11 +358,11 @@ async fn the_cli_speaks_tls_with_the_ca_it_is_given() {
     );
     // Without --tls-ca the public roots do not know the test CA: a connection failure (exit 3).
     let untrusted = cli(false).await.unwrap();
-    assert_eq!(
-        untrusted.status.code(),
-        Some(3),
-        "{}",
-        String::from_utf8_lossy(&untrusted.stderr)
+    let stderr = String::from_utf8_lossy(&untrusted.stderr);
+    assert_eq!(untrusted.status.code(), Some(3), "{stderr}");
+    assert!(
+        stderr.contains("--tls-ca"),
+        "the hint names the flag: {stderr}"
     );
     server.stop().await.unwrap();
 }
