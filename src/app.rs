@@ -27,7 +27,7 @@ use tonic_health::ServingStatus;
 
 use crate::api::{self, ApiState, Tokens};
 use crate::config::ServeConfig;
-use crate::connections::Cut;
+use crate::connections::{Cut, Tls};
 use crate::dashboard::history::History;
 use crate::directory::CustomerDirectory;
 use crate::dispatch::Dispatcher;
@@ -43,6 +43,7 @@ use crate::sink::webhook::WebhookSettings;
 use crate::store::{self, Backend, Store, StoreOptions};
 use crate::telemetry::metrics::Metrics;
 use crate::templates::Templates;
+use crate::tls::{Listener, ServerTls};
 
 /// How long customer settings are cached before being re-read (changes made on other nodes).
 const DIRECTORY_TTL: Duration = Duration::from_secs(5);
@@ -86,6 +87,8 @@ pub enum AppError {
         #[source]
         source: std::io::Error,
     },
+    #[error("cannot set up TLS: {0}")]
+    Tls(#[from] crate::tls::TlsError),
     #[error("HTTP server failed: {0}")]
     Http(#[source] std::io::Error),
     #[error("a server task panicked: {0}")]
@@ -155,6 +158,8 @@ pub async fn run(
             source,
         })?;
     }
+    // Before anything else: a certificate that does not load is a configuration error.
+    let tls = cfg.tls_files().map(ServerTls::load).transpose()?;
     let store = Store::connect(
         &cfg.database_url(),
         &StoreOptions {
@@ -234,8 +239,12 @@ pub async fn run(
     let cut = Cut::default();
     let grpc_addr = listeners.grpc.local_addr().ok();
     let http_addr = listeners.http.local_addr().ok();
+    let tls_for = |listener| tls.clone().map(|server| Tls { server, listener });
+    let mut tls_watcher = tls
+        .clone()
+        .map(|tls| tokio::spawn(tls.watch(crate::tls::RELOAD_INTERVAL, stop.clone())));
     let mut grpc = tokio::spawn(api::serve(
-        cut.accept(listeners.grpc, None),
+        cut.accept(listeners.grpc, None, tls_for(Listener::Grpc)),
         cfg.grpc_limits(),
         state,
         health_service,
@@ -260,12 +269,16 @@ pub async fn run(
         tokens,
     };
     let mut http = tokio::spawn(crate::http::serve(
-        cut.accept(listeners.http, Some(cfg.http_max_connections)),
+        cut.accept(
+            listeners.http,
+            Some(cfg.http_max_connections),
+            tls_for(Listener::Http),
+        ),
         http_state,
         cfg.http_limits(),
         stop.clone().cancelled_owned(),
     ));
-    tracing::info!(grpc = ?grpc_addr, http = ?http_addr, "floodgate serving");
+    tracing::info!(grpc = ?grpc_addr, http = ?http_addr, tls = tls.is_some(), "floodgate serving");
 
     // 1. Wait for the signal (or for the gRPC server to fail on its own).
     let early_exit = tokio::select! {
@@ -293,6 +306,9 @@ pub async fn run(
     // ever half-moved).
     finish_by(&mut sampler, deadline.end(), "the dashboard sampler").await;
     finish_by(&mut retention, deadline.end(), "the retention job").await;
+    if let Some(watcher) = &mut tls_watcher {
+        finish_by(watcher, deadline.end(), "the TLS reload check").await;
+    }
     // 3. Deliveries under way finish, leaving the last tenth for the writers.
     if !dispatcher
         .shutdown(Deadline::left(deadline.share(0.9)))

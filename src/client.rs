@@ -39,6 +39,17 @@ pub struct Connection {
         global = true
     )]
     data_dir: PathBuf,
+    /// PEM CA certificate(s) an https:// --server's certificate must chain to [default: the
+    /// public web roots]. For a private CA, such as the one that signed --tls-cert.
+    #[arg(long, env = "FLOODGATE_TLS_CA", global = true)]
+    tls_ca: Option<PathBuf>,
+    /// PEM client certificate, for a server that requires one (--tls-client-ca); with
+    /// --tls-client-key.
+    #[arg(long, env = "FLOODGATE_TLS_CLIENT_CERT", global = true)]
+    tls_client_cert: Option<PathBuf>,
+    /// PEM private key of --tls-client-cert.
+    #[arg(long, env = "FLOODGATE_TLS_CLIENT_KEY", global = true)]
+    tls_client_key: Option<PathBuf>,
 }
 
 #[derive(Debug, Subcommand)]
@@ -158,10 +169,11 @@ pub struct StatusArgs {
 }
 
 impl Connection {
-    /// Connects to the server with the bearer token through floodgate-client; every failure is
-    /// a [`CliError`] saying what to fix.
+    /// Connects to the server with the bearer token (and TLS for an `https://` server) through
+    /// floodgate-client; every failure is a [`CliError`] saying what to fix.
     pub(crate) async fn client(&self) -> Result<floodgate_client::Client> {
-        let connected = floodgate_client::Client::builder(self.server.as_str())
+        let connected = self
+            .with_tls(floodgate_client::Client::builder(self.server.as_str()))?
             .token(self.token()?)
             .connect_timeout(Duration::from_secs(5))
             .connect()
@@ -183,6 +195,10 @@ impl Connection {
                 message: "the token holds characters an HTTP header cannot carry".into(),
                 hint: "check --token (or FLOODGATE_TOKEN) for stray spaces or line breaks.".into(),
             },
+            Error::Tls { source } => CliError::Usage {
+                message: format!("cannot set up TLS: {}", error::root_cause(&source)),
+                hint: "--tls-ca, --tls-client-cert and --tls-client-key name PEM files.".into(),
+            },
             Error::Connect { source, .. } => CliError::Connect {
                 server: self.server.clone(),
                 reason: error::root_cause(&source),
@@ -196,6 +212,34 @@ impl Connection {
                 message: error::one_line(&other),
                 hint: String::new(),
             },
+        }
+    }
+
+    /// The TLS files of `--tls-ca`, `--tls-client-cert` and `--tls-client-key`, read into the
+    /// builder (which uses them only for an `https://` server).
+    fn with_tls(
+        &self,
+        mut builder: floodgate_client::ClientBuilder,
+    ) -> Result<floodgate_client::ClientBuilder, CliError> {
+        let read = |flag: &str, path: &std::path::Path| {
+            std::fs::read(path).map_err(|err| CliError::Usage {
+                message: format!("cannot read {flag} {}: {err}", path.display()),
+                hint: format!("{flag} names a PEM file floodgate can read."),
+            })
+        };
+        if let Some(ca) = &self.tls_ca {
+            builder = builder.tls_ca_pem(read("--tls-ca", ca)?);
+        }
+        match (&self.tls_client_cert, &self.tls_client_key) {
+            (Some(cert), Some(key)) => Ok(builder.tls_identity_pem(
+                read("--tls-client-cert", cert)?,
+                read("--tls-client-key", key)?,
+            )),
+            (None, None) => Ok(builder),
+            _ => Err(CliError::Usage {
+                message: "--tls-client-cert and --tls-client-key go together".into(),
+                hint: "give both (the certificate and its key), or neither.".into(),
+            }),
         }
     }
 

@@ -246,6 +246,17 @@ pub struct ServeConfig {
     /// and at send. Only for a relay on a network you trust.
     #[arg(long, env = "FLOODGATE_ALLOW_PLAINTEXT_SMTP_AUTH")]
     pub allow_plaintext_smtp_auth: bool,
+    /// PEM certificate chain (leaf first) for TLS on both the gRPC and the HTTP listener; needs
+    /// --tls-key. Re-read every few seconds, so a renewed certificate is used without a restart.
+    #[arg(long, env = "FLOODGATE_TLS_CERT", requires = "tls_key")]
+    pub tls_cert: Option<PathBuf>,
+    /// PEM private key of --tls-cert (PKCS#8, PKCS#1 or SEC1).
+    #[arg(long, env = "FLOODGATE_TLS_KEY", requires = "tls_cert")]
+    pub tls_key: Option<PathBuf>,
+    /// PEM CA certificates; with it, clients on both listeners must present a certificate signed
+    /// by one of them (mutual TLS). Needs --tls-cert.
+    #[arg(long, env = "FLOODGATE_TLS_CLIENT_CA", requires = "tls_cert")]
+    pub tls_client_ca: Option<PathBuf>,
     /// Log format; the level is set with RUST_LOG (default info).
     #[arg(long, env = "FLOODGATE_LOG_FORMAT", value_enum, default_value_t = LogFormat::Text)]
     pub log_format: LogFormat,
@@ -270,6 +281,10 @@ pub enum ConfigError {
     BulkShare(f64),
     #[error("tier thresholds must satisfy 0 < --tier-medium ({medium}) < --tier-fast ({fast})")]
     Tiers { fast: f64, medium: f64 },
+    #[error(
+        "--tls-cert, --tls-key and --tls-client-ca work together: give both --tls-cert and --tls-key"
+    )]
+    TlsIncomplete,
 }
 
 impl ServeConfig {
@@ -351,6 +366,10 @@ impl ServeConfig {
                 message: self.max_message_bytes,
             });
         }
+        let tls = [&self.tls_cert, &self.tls_key, &self.tls_client_ca];
+        if tls.iter().any(|file| file.is_some()) && self.tls_files().is_none() {
+            return Err(ConfigError::TlsIncomplete);
+        }
         for (flag, token) in [
             ("admin-token", &self.admin_token),
             ("submit-token", &self.submit_token),
@@ -367,6 +386,15 @@ impl ServeConfig {
         self.database_url
             .clone()
             .unwrap_or_else(|| format!("sqlite://{}", self.data_dir.join("floodgate.db").display()))
+    }
+
+    /// The TLS files of both listeners; `None` serves plain text.
+    pub fn tls_files(&self) -> Option<crate::tls::TlsFiles> {
+        Some(crate::tls::TlsFiles {
+            cert: self.tls_cert.clone()?,
+            key: self.tls_key.clone()?,
+            client_ca: self.tls_client_ca.clone(),
+        })
     }
 
     /// Where the preference cache lives.
@@ -503,5 +531,11 @@ mod tests {
             config.validate(),
             Err(ConfigError::EmptyToken("admin-token"))
         ));
+        let mut config = ServeConfig::defaults();
+        config.tls_cert = Some("cert.pem".into());
+        assert!(matches!(config.validate(), Err(ConfigError::TlsIncomplete)));
+        config.tls_key = Some("key.pem".into());
+        config.validate().unwrap();
+        assert!(config.tls_files().is_some());
     }
 }

@@ -1,5 +1,7 @@
 //! Accepted connections that floodgate can end on its own terms: each one is cut when the
-//! shutdown deadline passes, and an optional cap bounds how many are open at once.
+//! shutdown deadline passes, and an optional cap bounds how many are open at once. With TLS on,
+//! the handshake happens here too (each in its own task, bounded in time), so the servers only
+//! ever see connections that completed it.
 //!
 //! A graceful server stop waits for every connection to finish, and a client that connects and
 //! sends nothing (or half a request) never finishes: without a cut, one such client keeps the
@@ -13,15 +15,31 @@ use std::net::SocketAddr;
 use std::pin::Pin;
 use std::sync::Arc;
 use std::task::{Context, Poll};
+use std::time::Duration;
 
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::{OwnedSemaphorePermit, Semaphore, mpsc};
+use tokio_rustls::server::TlsStream;
 use tokio_util::sync::{CancellationToken, WaitForCancellationFutureOwned};
+
+use crate::tls::{Listener, ServerTls};
 
 /// Connections accepted and waiting to be picked up by the server: a short queue, so the cap
 /// (not this buffer) decides how many are open.
 const HANDOVER: usize = 16;
+
+/// How long a client may take to complete the TLS handshake. A client that connects and says
+/// nothing holds a place under the cap until then, as a slow request's headers do until the
+/// header-read timeout.
+pub const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// TLS for one listener: the server's (reloadable) configuration and which listener this is.
+#[derive(Debug, Clone)]
+pub struct Tls {
+    pub server: Arc<ServerTls>,
+    pub listener: Listener,
+}
 
 /// The switch that ends every connection accepted through it; cheap to clone.
 #[derive(Debug, Clone, Default)]
@@ -37,11 +55,13 @@ impl Cut {
 
     /// Accepts connections from `listener` until the returned stream is dropped or the switch is
     /// thrown. With `cap`, at most that many are open at once; more wait in the kernel's backlog.
-    pub fn accept(&self, listener: TcpListener, cap: Option<usize>) -> Incoming {
+    /// With `tls`, only connections that complete a TLS handshake come out; the others (plain
+    /// text, an untrusted client certificate, silence) are closed.
+    pub fn accept(&self, listener: TcpListener, cap: Option<usize>, tls: Option<Tls>) -> Incoming {
         let (tx, rx) = mpsc::channel(HANDOVER);
         let local_addr = listener.local_addr();
         let permits = cap.map(|cap| Arc::new(Semaphore::new(cap.max(1))));
-        tokio::spawn(accept_loop(listener, permits, self.token.clone(), tx));
+        tokio::spawn(accept_loop(listener, permits, tls, self.token.clone(), tx));
         Incoming { rx, local_addr }
     }
 }
@@ -49,6 +69,7 @@ impl Cut {
 async fn accept_loop(
     listener: TcpListener,
     permits: Option<Arc<Semaphore>>,
+    tls: Option<Tls>,
     token: CancellationToken,
     tx: mpsc::Sender<(CutStream, SocketAddr)>,
 ) {
@@ -73,14 +94,44 @@ async fn accept_loop(
             Ok((stream, peer)) => {
                 // Small request/response exchanges: don't let Nagle hold them back.
                 let _ = stream.set_nodelay(true);
-                let stream = CutStream {
-                    inner: stream,
-                    cut: Box::pin(token.clone().cancelled_owned()),
-                    _permit: permit,
+                let Some(tls) = &tls else {
+                    let stream = CutStream {
+                        inner: Transport::Plain(stream),
+                        cut: Box::pin(token.clone().cancelled_owned()),
+                        _permit: permit,
+                    };
+                    if tx.send((stream, peer)).await.is_err() {
+                        return;
+                    }
+                    continue;
                 };
-                if tx.send((stream, peer)).await.is_err() {
-                    return;
-                }
+                // In its own task: one slow handshake must not hold up the connections behind it.
+                let acceptor = tls.server.acceptor(tls.listener);
+                let (token, tx) = (token.clone(), tx.clone());
+                tokio::spawn(async move {
+                    let handshake =
+                        tokio::time::timeout(HANDSHAKE_TIMEOUT, acceptor.accept(stream));
+                    let stream = tokio::select! {
+                        done = handshake => match done {
+                            Ok(Ok(stream)) => stream,
+                            Ok(Err(err)) => {
+                                tracing::debug!(%peer, error = %err, "TLS handshake failed");
+                                return;
+                            }
+                            Err(_) => {
+                                tracing::debug!(%peer, "TLS handshake timed out");
+                                return;
+                            }
+                        },
+                        _ = token.cancelled() => return,
+                    };
+                    let stream = CutStream {
+                        inner: Transport::Tls(Box::new(stream)),
+                        cut: Box::pin(token.cancelled_owned()),
+                        _permit: permit,
+                    };
+                    let _ = tx.send((stream, peer)).await;
+                });
             }
             Err(err) => {
                 // Out of file descriptors and the like: wait a little instead of spinning.
@@ -123,11 +174,67 @@ impl tokio_stream::Stream for Incoming {
     }
 }
 
-/// A TCP connection that fails every read and write once its switch is thrown, and frees its
-/// place under the cap when dropped.
+/// A TCP connection, with TLS on top or not.
+#[derive(Debug)]
+enum Transport {
+    Plain(TcpStream),
+    Tls(Box<TlsStream<TcpStream>>),
+}
+
+impl Transport {
+    fn tcp(&self) -> &TcpStream {
+        match self {
+            Transport::Plain(stream) => stream,
+            Transport::Tls(stream) => stream.get_ref().0,
+        }
+    }
+}
+
+impl AsyncRead for Transport {
+    fn poll_read(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut ReadBuf<'_>,
+    ) -> Poll<io::Result<()>> {
+        match self.get_mut() {
+            Transport::Plain(stream) => Pin::new(stream).poll_read(cx, buf),
+            Transport::Tls(stream) => Pin::new(stream.as_mut()).poll_read(cx, buf),
+        }
+    }
+}
+
+impl AsyncWrite for Transport {
+    fn poll_write(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<io::Result<usize>> {
+        match self.get_mut() {
+            Transport::Plain(stream) => Pin::new(stream).poll_write(cx, buf),
+            Transport::Tls(stream) => Pin::new(stream.as_mut()).poll_write(cx, buf),
+        }
+    }
+
+    fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        match self.get_mut() {
+            Transport::Plain(stream) => Pin::new(stream).poll_flush(cx),
+            Transport::Tls(stream) => Pin::new(stream.as_mut()).poll_flush(cx),
+        }
+    }
+
+    fn poll_shutdown(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        match self.get_mut() {
+            Transport::Plain(stream) => Pin::new(stream).poll_shutdown(cx),
+            Transport::Tls(stream) => Pin::new(stream.as_mut()).poll_shutdown(cx),
+        }
+    }
+}
+
+/// A connection (TLS already set up, when on) that fails every read and write once its switch
+/// is thrown, and frees its place under the cap when dropped.
 #[derive(Debug)]
 pub struct CutStream {
-    inner: TcpStream,
+    inner: Transport,
     cut: Pin<Box<WaitForCancellationFutureOwned>>,
     _permit: Option<OwnedSemaphorePermit>,
 }
@@ -181,7 +288,7 @@ impl tonic::transport::server::Connected for CutStream {
     type ConnectInfo = tonic::transport::server::TcpConnectInfo;
 
     fn connect_info(&self) -> Self::ConnectInfo {
-        self.inner.connect_info()
+        self.inner.tcp().connect_info()
     }
 }
 
@@ -193,7 +300,7 @@ mod tests {
     async fn pair(cut: &Cut, cap: Option<usize>) -> (Incoming, SocketAddr) {
         let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
         let addr = listener.local_addr().unwrap();
-        (cut.accept(listener, cap), addr)
+        (cut.accept(listener, cap, None), addr)
     }
 
     #[tokio::test]

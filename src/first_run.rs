@@ -18,15 +18,19 @@ pub fn banner(cfg: &ServeConfig, grpc: &TcpListener, http: &TcpListener) -> Stri
         Some(_) => "given with --admin-token (FLOODGATE_ADMIN_TOKEN)".to_owned(),
         None => cfg.data_dir.join(ADMIN_TOKEN_FILE).display().to_string(),
     };
+    // With TLS, clients must dial https:// (a bare HOST:PORT means plain text).
+    let (grpc_server, scheme) = match cfg.tls_files() {
+        Some(_) => (format!("https://{}", reachable(grpc_addr)), "https"),
+        None => (reachable(grpc_addr).to_string(), "http"),
+    };
     let mut out = String::from("floodgate is starting:\n");
     let _ = writeln!(
         out,
-        "  gRPC API     {grpc_addr}  (clients: --server {})",
-        reachable(grpc_addr)
+        "  gRPC API     {grpc_addr}  (clients: --server {grpc_server})"
     );
     let _ = writeln!(
         out,
-        "  dashboard    http://{}/dashboard",
+        "  dashboard    {scheme}://{}/dashboard",
         reachable(http_addr)
     );
     let _ = write!(out, "  admin token  {token}");

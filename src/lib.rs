@@ -18,6 +18,7 @@
 //! - [`preferences`]: recipients' opt-outs, checked at intake; [`templates`]: versioned
 //!   templates, checked at intake and rendered at send time.
 //! - [`connections`]: accepted connections, capped and cut at the shutdown deadline.
+//! - [`tls`]: TLS on both listeners, reloaded when the certificate files change.
 //! - [`failpoints`]: fault injection for tests (the `failpoints` feature).
 //! - [`private_files`]: owner-only modes for the data directory, database and token files.
 //! - [`redact`]: the redacting `Debug` every secret goes through.
@@ -49,6 +50,7 @@ pub mod store;
 pub mod telemetry;
 pub mod template_sheet;
 pub mod templates;
+pub mod tls;
 
 pub use app::{Listeners, run};
 pub use config::ServeConfig;

@@ -17,6 +17,14 @@ pub enum Error {
     /// from a token file, typically).
     #[error("the token holds characters an HTTP header cannot carry")]
     InvalidToken,
+    /// TLS could not be set up for an `https://` address (a CA or client certificate that is
+    /// not valid PEM, typically).
+    #[error("cannot set up TLS")]
+    Tls {
+        /// The transport's reason.
+        #[source]
+        source: tonic::transport::Error,
+    },
     /// Nothing answered at the address (only from [`ClientBuilder::connect`](crate::ClientBuilder::connect)).
     #[error("cannot connect to {address}")]
     Connect {

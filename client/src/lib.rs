@@ -59,7 +59,7 @@ use std::time::Duration;
 use tonic::metadata::{Ascii, MetadataValue};
 use tonic::service::Interceptor;
 use tonic::service::interceptor::InterceptedService;
-use tonic::transport::{Channel, Endpoint};
+use tonic::transport::{Certificate, Channel, ClientTlsConfig, Endpoint, Identity};
 
 pub use error::Error;
 pub use retry::RetryPolicy;
@@ -114,13 +114,31 @@ impl Interceptor for BearerToken {
 }
 
 /// How to reach the server; made by [`Client::builder`].
-#[derive(Debug, Clone)]
+#[derive(Clone)]
 pub struct ClientBuilder {
     address: String,
     token: Option<String>,
     connect_timeout: Duration,
     timeout: Option<Duration>,
     retry: RetryPolicy,
+    tls_ca: Option<Vec<u8>>,
+    tls_identity: Option<(Vec<u8>, Vec<u8>)>,
+}
+
+/// Says which secrets are set, never what they are: a builder may end up in a log.
+impl std::fmt::Debug for ClientBuilder {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let set = |present: bool| if present { "<set>" } else { "<none>" };
+        f.debug_struct("ClientBuilder")
+            .field("address", &self.address)
+            .field("token", &set(self.token.is_some()))
+            .field("connect_timeout", &self.connect_timeout)
+            .field("timeout", &self.timeout)
+            .field("retry", &self.retry)
+            .field("tls_ca", &set(self.tls_ca.is_some()))
+            .field("tls_identity", &set(self.tls_identity.is_some()))
+            .finish()
+    }
 }
 
 impl ClientBuilder {
@@ -148,6 +166,21 @@ impl ClientBuilder {
         self
     }
 
+    /// For an `https://` address: the PEM CA certificate(s) the server's certificate must chain
+    /// to, such as a private CA that signed the server's `--tls-cert` (default: the public web
+    /// roots). Ignored for `http://`.
+    pub fn tls_ca_pem(mut self, pem: impl Into<Vec<u8>>) -> Self {
+        self.tls_ca = Some(pem.into());
+        self
+    }
+
+    /// For an `https://` address: the client certificate and its private key (PEM), for a
+    /// server that requires one (`--tls-client-ca`, mutual TLS). Ignored for `http://`.
+    pub fn tls_identity_pem(mut self, cert: impl Into<Vec<u8>>, key: impl Into<Vec<u8>>) -> Self {
+        self.tls_identity = Some((cert.into(), key.into()));
+        self
+    }
+
     /// Connects now: fails with [`Error::Connect`] if nothing answers, so a wrong address shows
     /// at start-up. The connection is re-established by itself if it later breaks.
     pub async fn connect(self) -> Result<Client, Error> {
@@ -169,6 +202,7 @@ impl ClientBuilder {
     fn parts(self) -> Result<(Endpoint, BearerToken, RetryPolicy), Error> {
         let token = BearerToken::new(self.token.as_deref())?;
         let url = address::server_url(&self.address)?;
+        let tls = url.starts_with("https://");
         let mut endpoint = Endpoint::from_shared(url)
             .map_err(|err| Error::InvalidAddress {
                 address: self.address.clone(),
@@ -178,7 +212,23 @@ impl ClientBuilder {
         if let Some(timeout) = self.timeout {
             endpoint = endpoint.timeout(timeout);
         }
+        if tls {
+            endpoint = endpoint
+                .tls_config(self.tls_config())
+                .map_err(|source| Error::Tls { source })?;
+        }
         Ok((endpoint, token, self.retry))
+    }
+
+    fn tls_config(&self) -> ClientTlsConfig {
+        let tls = match &self.tls_ca {
+            Some(ca) => ClientTlsConfig::new().ca_certificate(Certificate::from_pem(ca)),
+            None => ClientTlsConfig::new().with_webpki_roots(),
+        };
+        match &self.tls_identity {
+            Some((cert, key)) => tls.identity(Identity::from_pem(cert, key)),
+            None => tls,
+        }
     }
 }
 
@@ -200,6 +250,8 @@ impl Client {
             connect_timeout: Duration::from_secs(5),
             timeout: None,
             retry: RetryPolicy::default(),
+            tls_ca: None,
+            tls_identity: None,
         }
     }
 
@@ -448,6 +500,17 @@ mod tests {
         let mut none = BearerToken::new(None).unwrap();
         let request = none.call(tonic::Request::new(())).unwrap();
         assert!(request.metadata().get("authorization").is_none());
+    }
+
+    #[test]
+    fn a_builder_never_shows_its_secrets() {
+        let builder = Client::builder("https://floodgate.internal:50051")
+            .token("fgadm_secret-token")
+            .tls_identity_pem("CERT", "PRIVATE-KEY-BYTES");
+        let shown = format!("{builder:?}");
+        assert!(!shown.contains("secret-token"), "{shown}");
+        assert!(!shown.contains("PRIVATE-KEY-BYTES"), "{shown}");
+        assert!(shown.contains("floodgate.internal"), "{shown}");
     }
 
     #[test]

@@ -16,17 +16,27 @@ const CALL_TIMEOUT: Duration = Duration::from_secs(30);
 /// A channel that adds `authorization: Bearer <token>` to every call (floodgate-client's).
 pub(crate) type AuthedChannel = floodgate_client::AuthedChannel;
 
-/// Opens one HTTP/2 connection to `url`. Clones of the result share that connection. The
-/// harness makes its calls on the generated clients directly: it counts every failure itself,
-/// so nothing is retried behind its back.
-pub(crate) async fn connect(url: &str, token: &str) -> Result<AuthedChannel> {
-    let client = floodgate_client::Client::builder(url)
+/// Opens one HTTP/2 connection to `url`. Clones of the result share that connection. An
+/// `https://` URL speaks TLS, trusting `tls_ca` (a PEM file) if given, else the public web roots.
+/// The harness makes its calls on the generated clients directly: it counts every failure
+/// itself, so nothing is retried behind its back.
+pub(crate) async fn connect(
+    url: &str,
+    token: &str,
+    tls_ca: Option<&std::path::Path>,
+) -> Result<AuthedChannel> {
+    let mut builder = floodgate_client::Client::builder(url)
         .token(token)
         .connect_timeout(Duration::from_secs(5))
         .timeout(CALL_TIMEOUT)
-        .retry(floodgate_client::RetryPolicy::none())
-        .connect()
-        .await?;
+        .retry(floodgate_client::RetryPolicy::none());
+    if let Some(path) = tls_ca {
+        builder = builder.tls_ca_pem(
+            std::fs::read(path)
+                .with_context(|| format!("cannot read --tls-ca {}", path.display()))?,
+        );
+    }
+    let client = builder.connect().await?;
     Ok(client.channel())
 }
 
@@ -38,7 +48,7 @@ pub(crate) fn random_admin_token() -> String {
 /// Succeeds once the server answers a real call: its ports accept connections at once, but calls
 /// are answered only once the store is open and migrated.
 pub(crate) async fn answers_calls(url: &str, token: &str) -> Result<()> {
-    let mut customers = CustomersClient::new(connect(url, token).await?);
+    let mut customers = CustomersClient::new(connect(url, token, None).await?);
     customers
         .list_customers(proto::ListCustomersRequest {})
         .await

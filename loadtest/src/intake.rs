@@ -73,6 +73,10 @@ pub(crate) struct IntakeArgs {
     /// Admin token of the --target server (customers are registered with it).
     #[arg(long, env = "FLOODGATE_TOKEN", hide_env_values = true)]
     token: Option<String>,
+    /// PEM CA certificate an https:// --target's certificate must chain to [default: the public
+    /// web roots].
+    #[arg(long, env = "FLOODGATE_TLS_CA", requires = "target")]
+    tls_ca: Option<PathBuf>,
     /// Also deliver: the customers are unpaused and point at an in-process always-200 webhook
     /// receiver, and paused again at the end (for --target, the server must reach 127.0.0.1 here,
     /// and it delivers the backlog of earlier runs too). By default they stay paused so the
@@ -98,6 +102,7 @@ pub(crate) async fn run(args: IntakeArgs) -> Result<()> {
                 .clone()
                 .context("--target needs the server's admin token: --token or FLOODGATE_TOKEN")?,
             name: url.clone(),
+            tls_ca: args.tls_ca.clone(),
         }),
         None => None,
     };
@@ -113,6 +118,7 @@ pub(crate) async fn run(args: IntakeArgs) -> Result<()> {
                 url: server.grpc_url().to_owned(),
                 token: server.admin_token().to_owned(),
                 name: server.describe(),
+                tls_ca: None,
             };
             (Some(server), target)
         }
@@ -142,6 +148,8 @@ struct Target {
     token: String,
     /// What the summary calls it.
     name: String,
+    /// The CA an `https://` target's certificate chains to.
+    tls_ca: Option<PathBuf>,
 }
 
 async fn measure(
@@ -149,7 +157,7 @@ async fn measure(
     target: &Target,
     receiver: Option<&Receiver>,
 ) -> Result<Summary> {
-    let admin = client::connect(&target.url, &target.token).await?;
+    let admin = client::connect(&target.url, &target.token, target.tls_ca.as_deref()).await?;
     let customers: Vec<String> = (0..args.customers).map(|i| format!("load-{i}")).collect();
     let webhook = receiver.map_or(UNUSED_WEBHOOK, Receiver::url);
     client::register_customers(&admin, &customers, &[webhook], !args.deliver).await?;
@@ -245,7 +253,7 @@ async fn measure(
 async fn connect_channels(args: &IntakeArgs, target: &Target) -> Result<Vec<AuthedChannel>> {
     let mut channels = Vec::with_capacity(args.channels);
     for _ in 0..args.channels.min(args.concurrency) {
-        channels.push(client::connect(&target.url, &target.token).await?);
+        channels.push(client::connect(&target.url, &target.token, target.tls_ca.as_deref()).await?);
     }
     Ok(channels)
 }

@@ -243,7 +243,7 @@ impl Floodgate {
 
     /// A new connection to it, with the admin token.
     pub(crate) async fn connect(&self) -> Result<AuthedChannel> {
-        client::connect(&self.launch.grpc_url, &self.launch.admin_token).await
+        client::connect(&self.launch.grpc_url, &self.launch.admin_token, None).await
     }
 
     /// Its resident memory now.

@@ -45,6 +45,12 @@ impl CliError {
     pub fn hint(&self) -> Option<String> {
         match self {
             Self::Usage { hint, .. } => Some(hint.clone()).filter(|h| !h.is_empty()),
+            // The server answered, but its certificate is not one this client trusts.
+            Self::Connect { reason, .. } if reason.contains("certificate") => Some(
+                "pass --tls-ca with the CA that signed the server's certificate (or set \
+                 FLOODGATE_TLS_CA); the public web roots are trusted by default."
+                    .into(),
+            ),
             Self::Connect { server, .. } => Some(format!(
                 "is `floodgate serve` running at {server}? If it listens elsewhere, pass \
                  --server HOST:PORT (or set FLOODGATE_SERVER)."
@@ -171,5 +177,10 @@ mod tests {
         );
         assert_eq!(usage.hint(), None);
         assert!(connect.hint().unwrap().contains("floodgate serve"));
+        let untrusted = CliError::Connect {
+            server: "https://x".into(),
+            reason: "invalid peer certificate: UnknownIssuer".into(),
+        };
+        assert!(untrusted.hint().unwrap().contains("--tls-ca"));
     }
 }

@@ -99,6 +99,10 @@ impl From<sqlx::Error> for Error {
             | sqlx::Error::Io(_)
             | sqlx::Error::Tls(_)
             | sqlx::Error::WorkerCrashed => true,
+            // The conversation on the wire broke, not the query: e.g. a link cut while a new
+            // connection asks for TLS (`sslmode=prefer`, the default) reads as "unexpected
+            // response from SSLRequest". A new connection may well succeed.
+            sqlx::Error::Protocol(_) => true,
             sqlx::Error::Database(db) => db
                 .code()
                 .is_some_and(|code| is_unavailable_code(&code, is_sqlite(db.as_ref()))),
@@ -657,6 +661,16 @@ mod tests {
         assert!(!is_unavailable_code("1", true));
         assert!(is_full_code("13", true) && is_full_code("53100", false));
         assert!(!is_full_code("13", false) && !is_full_code("53100", true));
+    }
+
+    #[test]
+    fn a_broken_wire_conversation_is_unavailable() {
+        let broken = sqlx::Error::Protocol("unexpected response from SSLRequest: 0x00".into());
+        assert!(matches!(Error::from(broken), Error::Unavailable(_)));
+        assert!(matches!(
+            Error::from(sqlx::Error::RowNotFound),
+            Error::Database(_)
+        ));
     }
 
     #[test]

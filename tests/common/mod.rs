@@ -233,7 +233,11 @@ impl TestServer {
     /// Starts on a gRPC listener the test made (one whose port a client already knows).
     pub async fn start_on(cfg: ServeConfig, grpc: TcpListener) -> Self {
         let http = TcpListener::bind("127.0.0.1:0").await.unwrap();
-        let grpc_url = format!("http://{}", grpc.local_addr().unwrap());
+        // With TLS, by name: the test certificates are issued to localhost.
+        let grpc_url = match cfg.tls_files() {
+            Some(_) => format!("https://localhost:{}", grpc.local_addr().unwrap().port()),
+            None => format!("http://{}", grpc.local_addr().unwrap()),
+        };
         let http_addr = http.local_addr().unwrap();
         let (stop, stopped) = oneshot::channel::<()>();
         let listeners = floodgate::Listeners { grpc, http };

@@ -65,6 +65,10 @@ pub(crate) struct RunArgs {
     /// Admin token of the --target floodgate.
     #[arg(long, env = "FLOODGATE_TOKEN")]
     token: Option<String>,
+    /// PEM CA certificate an https:// --target's certificate must chain to [default: the public
+    /// web roots].
+    #[arg(long, env = "FLOODGATE_TLS_CA", requires = "target")]
+    tls_ca: Option<PathBuf>,
     /// Run floodgate from this binary instead of this harness's built-in copy.
     #[arg(long)]
     floodgate_bin: Option<PathBuf>,
@@ -145,14 +149,20 @@ pub(crate) async fn run(args: RunArgs) -> Result<()> {
 /// The floodgate a policy's run talks to.
 enum Server {
     Started(Box<Floodgate>),
-    Target { url: String, token: String },
+    Target {
+        url: String,
+        token: String,
+        tls_ca: Option<PathBuf>,
+    },
 }
 
 impl Server {
     async fn connect(&self) -> Result<AuthedChannel> {
         match self {
             Server::Started(floodgate) => floodgate.connect().await,
-            Server::Target { url, token } => client::connect(url, token).await,
+            Server::Target { url, token, tls_ca } => {
+                client::connect(url, token, tls_ca.as_deref()).await
+            }
         }
     }
 
@@ -190,6 +200,7 @@ async fn run_policy(
         (Some(url), _) => Server::Target {
             url: url.clone(),
             token: args.token.clone().unwrap_or_default(),
+            tls_ca: args.tls_ca.clone(),
         },
         (None, policy) => {
             let program = args
