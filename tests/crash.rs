@@ -82,7 +82,7 @@ impl Process {
         child.wait().unwrap();
     }
 
-    fn terminate(&mut self) -> std::process::ExitStatus {
+    async fn terminate(&mut self) -> std::process::ExitStatus {
         let mut child = self.child.take().unwrap();
         let status = Command::new("kill")
             .args(["-TERM", &child.id().to_string()])
@@ -93,7 +93,7 @@ impl Process {
             if let Some(status) = child.try_wait().unwrap() {
                 return status;
             }
-            std::thread::sleep(Duration::from_millis(50));
+            tokio::time::sleep(Duration::from_millis(50)).await;
         }
         child.kill().unwrap();
         panic!("floodgate did not exit within 15 s of SIGTERM");
@@ -227,9 +227,17 @@ async fn sigterm_finishes_deliveries_under_way_and_exits_zero() {
     let mut process = Process::start(&db, grpc, http);
     add_customer(&process.url(), "acme", &receiver.url).await;
     let accepted = submit_all(&process.url(), "acme", 5).await;
-    tokio::time::sleep(Duration::from_millis(200)).await; // at least one is now in flight
+    let mut client = DispatcherClient::new(connect(&process.url(), Some(ADMIN_TOKEN)).await);
+    // At least one is now in flight (each takes 500 ms at the receiver).
+    common::wait_for_state(
+        &mut client,
+        &accepted[0],
+        proto::State::InFlight,
+        Duration::from_secs(20),
+    )
+    .await;
 
-    let status = process.terminate();
+    let status = process.terminate().await;
     assert!(status.success(), "exit status {status:?}");
     let before_exit: HashSet<String> = receiver
         .received()
