@@ -16,29 +16,36 @@ pub struct Floodgate {
 
 impl Floodgate {
     /// Starts the binary on `db` with test-friendly defaults plus `extra` flags (later flags win).
+    ///
+    /// Its ports are picked free and released for the child to bind, so another process can take
+    /// one in between: a child that exits before it is ready is started again on new ports.
     pub async fn start(db: &TestDb, extra: &[&str]) -> Self {
-        let (grpc, http) = (free_addr(), free_addr());
-        let child = Command::new(env!("CARGO_BIN_EXE_floodgate"))
-            .arg("serve")
-            .args(["--grpc-addr", &grpc.to_string()])
-            .args(["--http-addr", &http.to_string()])
-            .args(["--data-dir", &db.dir.path().display().to_string()])
-            .args(["--database-url", &db.url])
-            .args(["--admin-token", ADMIN_TOKEN])
-            .args(["--sweep-interval", "100ms"])
-            .args(["--allow-target-cidr", super::LOOPBACK])
-            .args(extra)
-            .env("RUST_LOG", "warn")
-            .stdout(Stdio::null())
-            .spawn()
-            .expect("start floodgate");
-        let process = Self {
-            grpc,
-            http,
-            child: Some(child),
-        };
-        process.wait_until_ready().await;
-        process
+        for _ in 0..3 {
+            let (grpc, http) = (free_addr(), free_addr());
+            let child = Command::new(env!("CARGO_BIN_EXE_floodgate"))
+                .arg("serve")
+                .args(["--grpc-addr", &grpc.to_string()])
+                .args(["--http-addr", &http.to_string()])
+                .args(["--data-dir", &db.dir.path().display().to_string()])
+                .args(["--database-url", &db.url])
+                .args(["--admin-token", ADMIN_TOKEN])
+                .args(["--sweep-interval", "100ms"])
+                .args(["--allow-target-cidr", super::LOOPBACK])
+                .args(extra)
+                .env("RUST_LOG", "warn")
+                .stdout(Stdio::null())
+                .spawn()
+                .expect("start floodgate");
+            let mut process = Self {
+                grpc,
+                http,
+                child: Some(child),
+            };
+            if process.ready_unless_exited().await {
+                return process;
+            }
+        }
+        panic!("floodgate exited before it was ready, three times");
     }
 
     /// The gRPC URL.
@@ -46,8 +53,8 @@ impl Floodgate {
         format!("http://{}", self.grpc)
     }
 
-    /// Polls `/readyz` until it answers 200.
-    pub async fn wait_until_ready(&self) {
+    /// Polls `/readyz` until it answers 200 (true) or the process exits (false).
+    async fn ready_unless_exited(&mut self) -> bool {
         let deadline = Instant::now() + Duration::from_secs(20);
         let url = format!("http://{}/readyz", self.http);
         let client = reqwest::Client::new();
@@ -55,7 +62,11 @@ impl Floodgate {
             if let Ok(response) = client.get(&url).send().await
                 && response.status().is_success()
             {
-                return;
+                return true;
+            }
+            let child = self.child.as_mut().expect("running");
+            if child.try_wait().expect("wait for floodgate").is_some() {
+                return false;
             }
             assert!(Instant::now() < deadline, "floodgate did not become ready");
             tokio::time::sleep(Duration::from_millis(20)).await;
