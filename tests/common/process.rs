@@ -73,6 +73,15 @@ impl Floodgate {
         }
     }
 
+    /// Sends SIGKILL and waits for the process to be gone.
+    pub async fn kill(&mut self) {
+        let mut child = self.child.take().expect("running");
+        child.kill().expect("SIGKILL floodgate");
+        while child.try_wait().expect("wait for floodgate").is_none() {
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+    }
+
     /// Sends SIGTERM and waits (up to `limit`) for the exit; returns the status and how long the
     /// process took to exit. Panics (after SIGKILL) if it is still running at `limit`.
     pub async fn terminate(&mut self, limit: Duration) -> (ExitStatus, Duration) {
