@@ -2,6 +2,7 @@
 //! process as a whole.
 
 use std::net::SocketAddr;
+use std::path::Path;
 use std::process::{Child, Command, ExitStatus, Stdio};
 use std::time::{Duration, Instant};
 
@@ -20,9 +21,19 @@ impl Floodgate {
     /// Its ports are picked free and released for the child to bind, so another process can take
     /// one in between: a child that exits before it is ready is started again on new ports.
     pub async fn start(db: &TestDb, extra: &[&str]) -> Self {
+        Self::launch(db, extra, None).await
+    }
+
+    /// Like [`start`](Self::start), logging at debug level into `log` (stdout and stderr).
+    pub async fn start_logging(db: &TestDb, extra: &[&str], log: &Path) -> Self {
+        Self::launch(db, extra, Some(log)).await
+    }
+
+    async fn launch(db: &TestDb, extra: &[&str], log: Option<&Path>) -> Self {
         for _ in 0..3 {
             let (grpc, http) = (free_addr(), free_addr());
-            let child = Command::new(env!("CARGO_BIN_EXE_floodgate"))
+            let mut command = Command::new(env!("CARGO_BIN_EXE_floodgate"));
+            command
                 .arg("serve")
                 .args(["--grpc-addr", &grpc.to_string()])
                 .args(["--http-addr", &http.to_string()])
@@ -32,10 +43,21 @@ impl Floodgate {
                 .args(["--sweep-interval", "100ms"])
                 .args(["--allow-target-cidr", super::LOOPBACK])
                 .args(extra)
-                .env("RUST_LOG", "warn")
-                .stdout(Stdio::null())
-                .spawn()
-                .expect("start floodgate");
+                .stdin(Stdio::null());
+            match log {
+                Some(path) => {
+                    // A new file per attempt: only the process that runs leaves its log.
+                    let file = std::fs::File::create(path).expect("create the log file");
+                    command
+                        .env("RUST_LOG", "debug")
+                        .stdout(file.try_clone().expect("the log file"))
+                        .stderr(file);
+                }
+                None => {
+                    command.env("RUST_LOG", "warn").stdout(Stdio::null());
+                }
+            }
+            let child = command.spawn().expect("start floodgate");
             let mut process = Self {
                 grpc,
                 http,
