@@ -56,17 +56,20 @@ fn stdout(output: &Output) -> String {
     text
 }
 
-/// A server address nothing listens on: a port bound and released again.
-fn closed_port() -> String {
-    let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("a free port");
-    let addr = listener.local_addr().expect("its address");
-    drop(listener);
-    addr.to_string()
+/// A server address nothing listens on: a port held bound but not listening for as long as the
+/// returned socket lives, so every connection is refused and no other process can take it.
+fn closed_port() -> (tokio::net::TcpSocket, String) {
+    let socket = tokio::net::TcpSocket::new_v4().expect("a socket");
+    socket
+        .bind("127.0.0.1:0".parse().unwrap())
+        .expect("a free port");
+    let addr = socket.local_addr().expect("its address");
+    (socket, addr.to_string())
 }
 
 #[tokio::test]
 async fn no_server_is_a_connection_error_that_says_what_to_do() {
-    let server = closed_port();
+    let (_held, server) = closed_port();
     let output = floodgate(args(&["status", "1", "--token", "t", "--server", &server])).await;
     let stderr = failed_with(&output, 3);
     assert!(
@@ -83,7 +86,8 @@ async fn a_bad_server_address_or_missing_argument_is_a_usage_error() {
         assert!(stderr.contains("--server"), "{stderr}");
     }
     // No --token and no saved admin token in the (empty) working directory.
-    let output = floodgate(args(&["customer", "list", "--server", &closed_port()])).await;
+    let (_held, server) = closed_port();
+    let output = floodgate(args(&["customer", "list", "--server", &server])).await;
     let stderr = failed_with(&output, 2);
     assert!(stderr.contains("--token"), "{stderr}");
     // clap's own usage errors keep its exit code 2.

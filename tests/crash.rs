@@ -4,116 +4,40 @@
 mod common;
 
 use std::collections::HashSet;
-use std::net::SocketAddr;
-use std::process::{Child, Command, Stdio};
 use std::time::Duration;
 
+use common::process::Floodgate;
 use common::{ADMIN_TOKEN, Backend, Receiver, TestDb, add_customer, connect, submit_many};
 use floodgate::api::proto;
 use floodgate::api::proto::dispatcher_client::DispatcherClient;
 
-/// The floodgate binary serving `db` on fixed ports (so a restart is reachable at the same place).
-struct Process {
-    grpc: SocketAddr,
-    http: SocketAddr,
-    child: Option<Child>,
+/// The floodgate binary serving `db`, with fast retries and a short lease (so a killed
+/// process's claims come back quickly).
+async fn start(db: &TestDb) -> Floodgate {
+    Floodgate::start(
+        db,
+        &[
+            "--retry-base-delay",
+            "50ms",
+            "--retry-max-delay",
+            "200ms",
+            "--webhook-timeout",
+            "2s",
+            "--lease",
+            "3s",
+            "--shutdown-grace",
+            "10s",
+        ],
+    )
+    .await
 }
 
-impl Process {
-    fn start(db: &TestDb, grpc: SocketAddr, http: SocketAddr) -> Self {
-        let child = Command::new(env!("CARGO_BIN_EXE_floodgate"))
-            .arg("serve")
-            .args([
-                "--grpc-addr",
-                &grpc.to_string(),
-                "--http-addr",
-                &http.to_string(),
-            ])
-            .args([
-                "--data-dir",
-                &db.dir.path().display().to_string(),
-                "--database-url",
-                &db.url,
-            ])
-            .args(["--admin-token", ADMIN_TOKEN])
-            .args(["--allow-target-cidr", common::LOOPBACK])
-            .args([
-                "--retry-base-delay",
-                "50ms",
-                "--retry-max-delay",
-                "200ms",
-                "--sweep-interval",
-                "100ms",
-            ])
-            .args([
-                "--webhook-timeout",
-                "2s",
-                "--lease",
-                "3s",
-                "--shutdown-grace",
-                "10s",
-            ])
-            .env("RUST_LOG", "warn")
-            .stdout(Stdio::null())
-            .spawn()
-            .expect("start floodgate");
-        Self {
-            grpc,
-            http,
-            child: Some(child),
-        }
-    }
-
-    fn url(&self) -> String {
-        format!("http://{}", self.grpc)
-    }
-
-    /// A counter's value on /metrics.
-    async fn counter(&self, name: &str) -> f64 {
-        let page = common::metrics_page(self.http).await;
-        page.lines()
-            .find_map(|line| line.strip_prefix(name)?.trim().parse().ok())
-            .unwrap_or_else(|| panic!("{name} is not on /metrics"))
-    }
-
-    fn kill(&mut self) {
-        let mut child = self.child.take().unwrap();
-        child.kill().unwrap(); // SIGKILL
-        child.wait().unwrap();
-    }
-
-    fn terminate(&mut self) -> std::process::ExitStatus {
-        let mut child = self.child.take().unwrap();
-        let status = Command::new("kill")
-            .args(["-TERM", &child.id().to_string()])
-            .status()
-            .unwrap();
-        assert!(status.success());
-        for _ in 0..300 {
-            if let Some(status) = child.try_wait().unwrap() {
-                return status;
-            }
-            std::thread::sleep(Duration::from_millis(50));
-        }
-        child.kill().unwrap();
-        panic!("floodgate did not exit within 15 s of SIGTERM");
-    }
-}
-
-impl Drop for Process {
-    fn drop(&mut self) {
-        if let Some(mut child) = self.child.take() {
-            let _ = child.kill();
-            let _ = child.wait();
-        }
-    }
-}
-
-fn free_addr() -> SocketAddr {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
+/// A counter's value on the process's /metrics.
+async fn counter(process: &Floodgate, name: &str) -> f64 {
+    let page = common::metrics_page(process.http).await;
+    page.lines()
+        .find_map(|line| line.strip_prefix(name)?.trim().parse().ok())
+        .unwrap_or_else(|| panic!("{name} is not on /metrics"))
 }
 
 async fn submit_all(url: &str, customer: &str, count: usize) -> Vec<String> {
@@ -132,15 +56,14 @@ async fn sigkill_with_deliveries_in_flight_loses_nothing(backend: Backend) {
     let db = TestDb::new(backend).await;
     let receiver = Receiver::start().await;
     receiver.set_delay(Duration::from_millis(100)); // slow enough that the kill lands mid-flight
-    let (grpc, http) = (free_addr(), free_addr());
-    let mut process = Process::start(&db, grpc, http);
+    let mut process = start(&db).await;
     add_customer(&process.url(), "acme", &receiver.url).await;
     let accepted = submit_all(&process.url(), "acme", 300).await;
 
     receiver.wait_for(40, Duration::from_secs(20)).await;
-    process.kill();
+    process.kill().await;
     let before_restart = receiver.received().len();
-    let process = Process::start(&db, grpc, http);
+    let process = start(&db).await;
 
     let wanted: HashSet<String> = accepted.iter().cloned().collect();
     let deadline = tokio::time::Instant::now() + Duration::from_secs(60);
@@ -173,15 +96,14 @@ on_both_backends!(sigkill_with_deliveries_in_flight_loses_nothing);
 async fn sigkill_after_a_hand_off_loses_nothing(backend: Backend) {
     let db = TestDb::new(backend).await;
     let receiver = Receiver::start().await;
-    let (grpc, http) = (free_addr(), free_addr());
-    let mut process = Process::start(&db, grpc, http);
+    let mut process = start(&db).await;
     add_customer(&process.url(), "acme", &receiver.url).await;
     // A first delivery starts acme's actor; with its lane drained it takes hand-offs.
     submit_all(&process.url(), "acme", 1).await;
     receiver.wait_for(1, Duration::from_secs(20)).await;
 
     receiver.set_delay(Duration::from_secs(3600)); // the next attempt never finishes
-    let handed_before = process.counter("floodgate_intake_handed_off_total").await;
+    let handed_before = counter(&process, "floodgate_intake_handed_off_total").await;
     let mut client = DispatcherClient::new(connect(&process.url(), Some(ADMIN_TOKEN)).await);
     let id = client
         .submit(common::submit_request("acme", "handed", "u"))
@@ -189,16 +111,16 @@ async fn sigkill_after_a_hand_off_loses_nothing(backend: Backend) {
         .unwrap()
         .into_inner()
         .notification_id;
-    let handed_after = process.counter("floodgate_intake_handed_off_total").await;
+    let handed_after = counter(&process, "floodgate_intake_handed_off_total").await;
     assert_eq!(
         handed_after - handed_before,
         1.0,
         "the Submit was handed to acme's actor"
     );
-    process.kill();
+    process.kill().await;
 
     receiver.set_delay(Duration::ZERO);
-    let process = Process::start(&db, grpc, http);
+    let process = start(&db).await;
     let deadline = tokio::time::Instant::now() + Duration::from_secs(60);
     while !receiver.received().iter().any(|d| d.webhook_id == id) {
         assert!(
@@ -223,13 +145,20 @@ async fn sigterm_finishes_deliveries_under_way_and_exits_zero() {
     let db = TestDb::new(Backend::Sqlite).await;
     let receiver = Receiver::start().await;
     receiver.set_delay(Duration::from_millis(500));
-    let (grpc, http) = (free_addr(), free_addr());
-    let mut process = Process::start(&db, grpc, http);
+    let mut process = start(&db).await;
     add_customer(&process.url(), "acme", &receiver.url).await;
     let accepted = submit_all(&process.url(), "acme", 5).await;
-    tokio::time::sleep(Duration::from_millis(200)).await; // at least one is now in flight
+    let mut client = DispatcherClient::new(connect(&process.url(), Some(ADMIN_TOKEN)).await);
+    // At least one is now in flight (each takes 500 ms at the receiver).
+    common::wait_for_state(
+        &mut client,
+        &accepted[0],
+        proto::State::InFlight,
+        Duration::from_secs(20),
+    )
+    .await;
 
-    let status = process.terminate();
+    let (status, _) = process.terminate(Duration::from_secs(15)).await;
     assert!(status.success(), "exit status {status:?}");
     let before_exit: HashSet<String> = receiver
         .received()
@@ -243,7 +172,7 @@ async fn sigterm_finishes_deliveries_under_way_and_exits_zero() {
 
     // Outcomes of finished deliveries were recorded: after a restart they read DELIVERED and are
     // not sent again; what had not been sent (handed back at shutdown) is delivered now.
-    let process = Process::start(&db, grpc, http);
+    let process = start(&db).await;
     let mut client = DispatcherClient::new(connect(&process.url(), Some(ADMIN_TOKEN)).await);
     for id in &before_exit {
         let n = client

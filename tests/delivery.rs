@@ -87,6 +87,8 @@ async fn duplicate_key_is_delivered_once(backend: Backend) {
     assert_eq!(conflict.code(), tonic::Code::AlreadyExists);
 
     receiver.wait_for(1, WAIT).await;
+    // A fixed wait on purpose: nothing must arrive during it (a second copy would, with the
+    // test's 50 ms retries and 100 ms sweeps, well within it).
     tokio::time::sleep(Duration::from_millis(500)).await;
     assert_eq!(receiver.received().len(), 1, "delivered exactly once");
     assert_eq!(db.notification_rows().await, 1);
@@ -97,11 +99,11 @@ on_both_backends!(duplicate_key_is_delivered_once);
 async fn receiver_down_is_retried_until_it_is_back(backend: Backend) {
     let db = TestDb::new(backend).await;
     let server = TestServer::start(test_config(&db)).await;
-    // Reserve a port, then leave it closed: connections are refused until the receiver starts.
-    let addr = std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap();
+    // A port bound but not listening: connections are refused until the receiver starts on it,
+    // and no other process can take it meanwhile.
+    let socket = tokio::net::TcpSocket::new_v4().unwrap();
+    socket.bind("127.0.0.1:0".parse().unwrap()).unwrap();
+    let addr = socket.local_addr().unwrap();
     add_customer(&server.grpc_url, "acme", &format!("http://{addr}/hook")).await;
     let mut client = server.dispatcher().await;
     let id = client
@@ -117,12 +119,16 @@ async fn receiver_down_is_retried_until_it_is_back(backend: Backend) {
         "last error: {}",
         retrying.last_error
     );
-    tokio::time::sleep(Duration::from_millis(600)).await;
+    // The receiver stays down through a second failed attempt: retries go on while it is down.
+    common::wait_for_notification(&mut client, &id, "a second failed attempt", WAIT, |n| {
+        n.attempts >= 2 && n.state == State::Retrying as i32
+    })
+    .await;
 
-    let receiver = Receiver::start_on(addr).await;
+    let receiver = Receiver::start_listening(socket.listen(1024).unwrap());
     receiver.wait_for(1, WAIT).await;
     let n = wait_for_state(&mut client, &id, State::Delivered, WAIT).await;
-    assert!(n.attempts >= 2, "took {} attempts", n.attempts);
+    assert!(n.attempts >= 3, "took {} attempts", n.attempts);
     server.stop().await.unwrap();
 }
 on_both_backends!(receiver_down_is_retried_until_it_is_back);
@@ -187,14 +193,16 @@ async fn send_at_waits_and_expired_is_never_sent(backend: Backend) {
         .unwrap()
         .into_inner()
         .notification_id;
+    // A fixed wait on purpose: nothing must arrive during it (send_at is 800 ms after it).
     tokio::time::sleep(Duration::from_millis(700)).await;
     assert!(receiver.received().is_empty(), "sent before send_at");
     wait_for_state(&mut client, &later_id, State::Delivered, WAIT).await;
 
     // Due after it expires: ends EXPIRED and never reaches the receiver.
     let mut doomed = submit_request("acme", "doomed", "u");
-    doomed.send_at = Some(timestamp(now_millis() + 400));
-    doomed.expires_at = Some(timestamp(now_millis() + 450));
+    let expires_at = now_millis() + 450;
+    doomed.send_at = Some(timestamp(expires_at - 50));
+    doomed.expires_at = Some(timestamp(expires_at));
     let doomed_id = client
         .submit(doomed)
         .await
@@ -212,7 +220,9 @@ async fn send_at_waits_and_expired_is_never_sent(backend: Backend) {
         })
         .await
         .unwrap();
-    tokio::time::sleep(Duration::from_millis(700)).await;
+    while now_millis() <= expires_at {
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
     paused.paused = false;
     server
         .customers()

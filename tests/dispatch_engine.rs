@@ -10,8 +10,10 @@ use std::time::Duration;
 
 use common::{Backend, Receiver, TestDb, TestServer, add_customer, submit_request, test_config};
 use floodgate::api::proto;
-use floodgate::model::{Channel, Lane, NotificationId, now_millis};
-use floodgate::store::{ClaimRequest, Claimed, Inserted, Store, StoreOptions};
+use floodgate::model::{Channel, EpochMillis, Lane, NotificationId, State, now_millis};
+use floodgate::store::{
+    ClaimRequest, Claimed, Inserted, Outcome, OutcomeKind, Store, StoreOptions,
+};
 
 /// Stores `count` due notifications of `customer` in `lane`, oldest first; returns their ids.
 async fn enqueue(store: &Store, customer: &str, lane: Lane, count: usize) -> Vec<NotificationId> {
@@ -116,6 +118,227 @@ async fn one_claim_fills_each_window_and_lane_share(backend: Backend) {
     store.close().await;
 }
 on_both_backends!(one_claim_fills_each_window_and_lane_share);
+
+/// Stores one transactional notification of `customer`, accepted at `accepted` and due at
+/// `due_at` (a `send_at` after `accepted`).
+async fn enqueue_due(
+    store: &Store,
+    customer: &str,
+    key: &str,
+    accepted: EpochMillis,
+    due_at: EpochMillis,
+) -> NotificationId {
+    let mut item = common::stored_notification(customer, key.into(), Lane::Transactional);
+    item.send_at = Some(due_at);
+    match store
+        .insert_notifications(&[item], &[], accepted, 0)
+        .await
+        .unwrap()[0]
+    {
+        Inserted::New(id) => id,
+        ref other => panic!("not stored: {other:?}"),
+    }
+}
+
+async fn state_of(store: &Store, id: NotificationId) -> floodgate::model::Notification {
+    store.get_notification(id).await.unwrap().expect("stored")
+}
+
+/// The claim statement takes only pending and retrying rows that are due, oldest due first
+/// (not in insertion order), up to the asked limit; rows another claim holds, rows in a final
+/// state and rows not yet due are left alone.
+async fn claims_take_due_ready_rows_in_due_order(backend: Backend) {
+    let db = TestDb::new(backend).await;
+    let store = Store::connect(&db.url, &StoreOptions::default())
+        .await
+        .unwrap();
+    let now = now_millis();
+    let accepted = now - 60_000;
+    // Stored newest due first, so due order is the reverse of insertion order.
+    let late = enqueue_due(&store, "acme", "late", accepted, now - 1_000).await;
+    let mid = enqueue_due(&store, "acme", "mid", accepted, now - 3_000).await;
+    let retrying = enqueue_due(&store, "acme", "retrying", accepted, now - 4_000).await;
+    let early = enqueue_due(&store, "acme", "early", accepted, now - 5_000).await;
+    let future = enqueue_due(&store, "acme", "future", now, now + 60_000).await;
+    db.execute(&format!(
+        "UPDATE notifications SET state = {} WHERE id = {}",
+        State::Retrying.code(),
+        retrying.0
+    ))
+    .await;
+    // Rows in every other state, all due long ago: none may be claimed.
+    let mut not_ready = Vec::new();
+    for state in [
+        State::InFlight,
+        State::Delivered,
+        State::Failed,
+        State::Suppressed,
+        State::Expired,
+        State::Cancelled,
+    ] {
+        let id = enqueue_due(&store, "acme", state.as_str(), accepted, now - 10_000).await;
+        db.execute(&format!(
+            "UPDATE notifications SET state = {}, lease_until = {} WHERE id = {}",
+            state.code(),
+            now + 60_000,
+            id.0
+        ))
+        .await;
+        not_ready.push(id);
+    }
+
+    let two = [ask("acme", Lane::Transactional, 2)];
+    let first = store.claim_many(&two, now, now + 60_000).await.unwrap();
+    assert_eq!(
+        ids(&first[0]),
+        [early, retrying],
+        "the two due first, within the limit of 2"
+    );
+    // The first claim's rows are leased now: another claim skips them.
+    let all = [ask("acme", Lane::Transactional, 100)];
+    let second = store.claim_many(&all, now, now + 60_000).await.unwrap();
+    assert_eq!(
+        ids(&second[0]),
+        [mid, late],
+        "the rest that is due, in due order"
+    );
+    let third = store.claim_many(&all, now, now + 60_000).await.unwrap();
+    assert!(
+        third[0].is_empty(),
+        "only rows not ready are left: {:?}",
+        ids(&third[0])
+    );
+    for id in not_ready.into_iter().chain([future]) {
+        let n = state_of(&store, id).await;
+        assert_eq!(n.attempts, 0, "{id} ({:?}) was claimed", n.state);
+    }
+    // Once due, the future row is claimed like any other.
+    let later = store
+        .claim_many(&all, now + 60_000, now + 120_000)
+        .await
+        .unwrap();
+    assert_eq!(ids(&later[0]), [future]);
+    store.close().await;
+}
+on_both_backends!(claims_take_due_ready_rows_in_due_order);
+
+/// An outcome is a compare-and-set on the claim token: once a lease ran out and the row was
+/// claimed again, the first worker's outcome is refused and changes nothing, while the current
+/// claim's outcome (in the same statement) applies.
+async fn an_outcome_under_a_superseded_claim_is_refused(backend: Backend) {
+    let db = TestDb::new(backend).await;
+    let store = Store::connect(&db.url, &StoreOptions::default())
+        .await
+        .unwrap();
+    let stored = enqueue(&store, "acme", Lane::Transactional, 2).await;
+    let (stale_id, other_id) = (stored[0], stored[1]);
+    let now = now_millis();
+    let all = [ask("acme", Lane::Transactional, 10)];
+    let first = store.claim_many(&all, now, now + 1_000).await.unwrap();
+    let stale = first[0].iter().find(|c| c.id == stale_id).unwrap().claim;
+    let other = first[0].iter().find(|c| c.id == other_id).unwrap().claim;
+
+    // The lease runs out and the lease sweep hands the rows back; they are claimed again.
+    assert_eq!(
+        store
+            .release_leases(now + 1_000, now + 2_000)
+            .await
+            .unwrap(),
+        2
+    );
+    let second = store
+        .claim_many(&all, now + 2_000, now + 60_000)
+        .await
+        .unwrap();
+    let current = second[0].iter().find(|c| c.id == stale_id).unwrap().claim;
+    assert_ne!(current, stale, "a new claim, a new token");
+    let before = state_of(&store, stale_id).await;
+
+    // The first worker reports late: refused, the row untouched.
+    let applied = store
+        .record_outcomes(
+            &[Outcome {
+                id: stale_id,
+                claim: stale,
+                kind: OutcomeKind::Delivered,
+            }],
+            now + 3_000,
+        )
+        .await
+        .unwrap();
+    assert_eq!(applied, 0, "a superseded claim's outcome applied");
+    let after = state_of(&store, stale_id).await;
+    assert_eq!(after.state, State::InFlight);
+    assert_eq!(
+        (
+            after.attempts,
+            after.delivered_at,
+            after.last_error.clone(),
+            after.updated_at
+        ),
+        (
+            before.attempts,
+            before.delivered_at,
+            before.last_error,
+            before.updated_at
+        ),
+        "the refused outcome changed the row"
+    );
+
+    // In one statement: the other row's stale outcome is refused, this row's current one applies.
+    let other_current = second[0].iter().find(|c| c.id == other_id).unwrap().claim;
+    assert_ne!(other_current, other);
+    let applied = store
+        .record_outcomes(
+            &[
+                Outcome {
+                    id: other_id,
+                    claim: other,
+                    kind: OutcomeKind::Failed {
+                        error: "stale".into(),
+                    },
+                },
+                Outcome {
+                    id: stale_id,
+                    claim: current,
+                    kind: OutcomeKind::Delivered,
+                },
+            ],
+            now + 4_000,
+        )
+        .await
+        .unwrap();
+    assert_eq!(applied, 1);
+    let delivered = state_of(&store, stale_id).await;
+    assert_eq!(
+        (delivered.state, delivered.delivered_at),
+        (State::Delivered, Some(now + 4_000))
+    );
+    let untouched = state_of(&store, other_id).await;
+    assert_eq!(
+        (untouched.state, untouched.last_error),
+        (State::InFlight, None)
+    );
+
+    // A claim's outcome applies once: the row is no longer in flight.
+    let again = store
+        .record_outcomes(
+            &[Outcome {
+                id: stale_id,
+                claim: current,
+                kind: OutcomeKind::Failed {
+                    error: "twice".into(),
+                },
+            }],
+            now + 5_000,
+        )
+        .await
+        .unwrap();
+    assert_eq!(again, 0);
+    assert_eq!(state_of(&store, stale_id).await.state, State::Delivered);
+    store.close().await;
+}
+on_both_backends!(an_outcome_under_a_superseded_claim_is_refused);
 
 /// Many customers with work at once keep the claimer busy; unary Submits in the middle of it
 /// still complete, and every notification is delivered.

@@ -81,6 +81,24 @@ fn value(samples: &[prometheus::Sample], name: &str, labels: &[(&str, &str)]) ->
         .map_or(0.0, |s| s.value)
 }
 
+/// Polls a customer's dashboard view until it holds at least `count` samples (the sampler takes
+/// one per running actor every two seconds); panics after 15 s.
+async fn view_with_samples(server: &TestServer, customer: &str, count: usize) -> serde_json::Value {
+    let path = format!("/dashboard/api/customers/{customer}");
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(15);
+    loop {
+        let view = json(get(server, &path, Some(ADMIN_TOKEN)).await).await;
+        if view["samples"].as_array().is_some_and(|s| s.len() >= count) {
+            return view;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "{customer}'s view never held {count} samples: {view}"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
 async fn metrics_follow_deliveries(backend: Backend) {
     let db = TestDb::new(backend).await;
     let server = TestServer::start(test_config(&db)).await;
@@ -256,9 +274,7 @@ async fn dashboard_data_lists_customers_with_their_backlog() {
         "{overview}"
     );
     // After a sampling round, the customer view has history.
-    tokio::time::sleep(Duration::from_millis(2500)).await;
-    let view = json(get(&server, "/dashboard/api/customers/busy", Some(ADMIN_TOKEN)).await).await;
-    assert!(!view["samples"].as_array().unwrap().is_empty(), "{view}");
+    view_with_samples(&server, "busy", 1).await;
     let missing = get(
         &server,
         "/dashboard/api/customers/nobody",
@@ -328,12 +344,13 @@ async fn dashboard_in_a_browser_shows_customers_and_draws_the_chart() {
                     )
                     .await;
                 }
+                // Part of the scenario: traffic at a steady pace, not a flood.
                 tokio::time::sleep(Duration::from_millis(200)).await;
             }
         }
     });
     // Two sampling rounds, so the chart has history.
-    tokio::time::sleep(Duration::from_secs(5)).await;
+    view_with_samples(&server, "alpha", 2).await;
     let url = format!(
         "http://{}/dashboard#token={ADMIN_TOKEN}&customer=alpha",
         server.http_addr

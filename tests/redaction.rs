@@ -4,22 +4,17 @@
 
 mod common;
 
-use std::process::{Command, Stdio};
 use std::time::Duration;
 
 use common::fakes::sms::{self as sms_fake, SmsFake};
 use common::fakes::smtp::{self as smtp_fake, SmtpFake};
-use common::{ADMIN_TOKEN, Backend, LOOPBACK, Receiver, SUBMIT_TOKEN, TestDb, connect};
+use common::process::Floodgate;
+use common::{ADMIN_TOKEN, Backend, Receiver, SUBMIT_TOKEN, TestDb, connect};
 use floodgate::api::proto::customers_client::CustomersClient;
 use floodgate::api::proto::dispatcher_client::DispatcherClient;
 use floodgate::api::proto::{self, Channel, State};
 
 const METRICS_TOKEN: &str = "metrics-token-for-the-log-test";
-
-fn free_addr() -> std::net::SocketAddr {
-    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
-    listener.local_addr().unwrap()
-}
 
 fn request(channel: Channel, recipient: &str, key: &str, payload: &str) -> proto::SubmitRequest {
     proto::SubmitRequest {
@@ -36,32 +31,22 @@ fn request(channel: Channel, recipient: &str, key: &str, payload: &str) -> proto
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn no_secret_appears_in_debug_logs() {
     let db = TestDb::new(Backend::Sqlite).await;
-    let (grpc, http) = (free_addr(), free_addr());
     let log_path = db.dir.path().join("floodgate.log");
-    let log = std::fs::File::create(&log_path).unwrap();
     let metrics_file = db.dir.path().join("metrics-token");
     std::fs::write(&metrics_file, METRICS_TOKEN).unwrap();
-    let mut child = Command::new(env!("CARGO_BIN_EXE_floodgate"))
-        .arg("serve")
-        .args(["--grpc-addr", &grpc.to_string()])
-        .args(["--http-addr", &http.to_string()])
-        .args(["--data-dir", &db.dir.path().display().to_string()])
-        .args(["--database-url", &db.url])
-        .args(["--admin-token", ADMIN_TOKEN, "--submit-token", SUBMIT_TOKEN])
-        .args(["--metrics-token-file", &metrics_file.display().to_string()])
-        .args([
-            "--allow-target-cidr",
-            LOOPBACK,
+    let mut process = Floodgate::start_logging(
+        &db,
+        &[
+            "--submit-token",
+            SUBMIT_TOKEN,
+            "--metrics-token-file",
+            &metrics_file.display().to_string(),
             "--allow-plaintext-smtp-auth",
-        ])
-        .env("RUST_LOG", "debug")
-        .stdout(log.try_clone().unwrap())
-        .stderr(log)
-        .stdin(Stdio::null())
-        .spawn()
-        .expect("start floodgate");
-
-    let url = format!("http://{grpc}");
+        ],
+        &log_path,
+    )
+    .await;
+    let (url, http) = (process.url(), process.http);
     let receiver = Receiver::start().await;
     let (sms, smtp) = (SmsFake::start().await, SmtpFake::start().await);
     let customer = proto::Customer {
@@ -121,12 +106,8 @@ async fn no_secret_appears_in_debug_logs() {
         .await
         .unwrap();
     assert_eq!(metrics.status(), 200);
-    let status = Command::new("kill")
-        .args(["-TERM", &child.id().to_string()])
-        .status()
-        .unwrap();
-    assert!(status.success());
-    assert!(child.wait().unwrap().success());
+    let (status, _) = process.terminate(Duration::from_secs(20)).await;
+    assert!(status.success(), "exit status {status:?}");
 
     let log = std::fs::read_to_string(&log_path).unwrap();
     assert!(log.contains("DEBUG"), "the log ran at debug level:\n{log}");

@@ -339,6 +339,21 @@ pub async fn wait_for_state(
     state: proto::State,
     timeout: Duration,
 ) -> proto::Notification {
+    wait_for_notification(client, id, &format!("{state:?}"), timeout, |n| {
+        n.state == state as i32
+    })
+    .await
+}
+
+/// Polls a notification until `done` holds for it, or panics after `timeout` (saying it never
+/// became `what`).
+pub async fn wait_for_notification(
+    client: &mut DispatcherClient<Authed>,
+    id: &str,
+    what: &str,
+    timeout: Duration,
+    done: impl Fn(&proto::Notification) -> bool,
+) -> proto::Notification {
     let deadline = tokio::time::Instant::now() + timeout;
     loop {
         let n = client
@@ -348,12 +363,12 @@ pub async fn wait_for_state(
             .await
             .unwrap()
             .into_inner();
-        if n.state == state as i32 {
+        if done(&n) {
             return n;
         }
         assert!(
             tokio::time::Instant::now() < deadline,
-            "notification {id} never reached {state:?}; last: {n:?}"
+            "notification {id} never reached {what}; last: {n:?}"
         );
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
@@ -419,7 +434,12 @@ impl Receiver {
     }
 
     pub async fn start_on(addr: SocketAddr) -> Self {
-        let listener = TcpListener::bind(addr).await.unwrap();
+        Self::start_listening(TcpListener::bind(addr).await.unwrap())
+    }
+
+    /// Serves on a listener the test made (from a socket it held bound, so its port was never
+    /// free for another process to take).
+    pub fn start_listening(listener: TcpListener) -> Self {
         let addr = listener.local_addr().unwrap();
         let state = Arc::new(ReceiverState::default());
         state.status.store(200, Ordering::SeqCst);

@@ -2,6 +2,7 @@
 //! process as a whole.
 
 use std::net::SocketAddr;
+use std::path::Path;
 use std::process::{Child, Command, ExitStatus, Stdio};
 use std::time::{Duration, Instant};
 
@@ -16,29 +17,57 @@ pub struct Floodgate {
 
 impl Floodgate {
     /// Starts the binary on `db` with test-friendly defaults plus `extra` flags (later flags win).
+    ///
+    /// Its ports are picked free and released for the child to bind, so another process can take
+    /// one in between: a child that exits before it is ready is started again on new ports.
     pub async fn start(db: &TestDb, extra: &[&str]) -> Self {
-        let (grpc, http) = (free_addr(), free_addr());
-        let child = Command::new(env!("CARGO_BIN_EXE_floodgate"))
-            .arg("serve")
-            .args(["--grpc-addr", &grpc.to_string()])
-            .args(["--http-addr", &http.to_string()])
-            .args(["--data-dir", &db.dir.path().display().to_string()])
-            .args(["--database-url", &db.url])
-            .args(["--admin-token", ADMIN_TOKEN])
-            .args(["--sweep-interval", "100ms"])
-            .args(["--allow-target-cidr", super::LOOPBACK])
-            .args(extra)
-            .env("RUST_LOG", "warn")
-            .stdout(Stdio::null())
-            .spawn()
-            .expect("start floodgate");
-        let process = Self {
-            grpc,
-            http,
-            child: Some(child),
-        };
-        process.wait_until_ready().await;
-        process
+        Self::launch(db, extra, None).await
+    }
+
+    /// Like [`start`](Self::start), logging at debug level into `log` (stdout and stderr).
+    pub async fn start_logging(db: &TestDb, extra: &[&str], log: &Path) -> Self {
+        Self::launch(db, extra, Some(log)).await
+    }
+
+    async fn launch(db: &TestDb, extra: &[&str], log: Option<&Path>) -> Self {
+        for _ in 0..3 {
+            let (grpc, http) = (free_addr(), free_addr());
+            let mut command = Command::new(env!("CARGO_BIN_EXE_floodgate"));
+            command
+                .arg("serve")
+                .args(["--grpc-addr", &grpc.to_string()])
+                .args(["--http-addr", &http.to_string()])
+                .args(["--data-dir", &db.dir.path().display().to_string()])
+                .args(["--database-url", &db.url])
+                .args(["--admin-token", ADMIN_TOKEN])
+                .args(["--sweep-interval", "100ms"])
+                .args(["--allow-target-cidr", super::LOOPBACK])
+                .args(extra)
+                .stdin(Stdio::null());
+            match log {
+                Some(path) => {
+                    // A new file per attempt: only the process that runs leaves its log.
+                    let file = std::fs::File::create(path).expect("create the log file");
+                    command
+                        .env("RUST_LOG", "debug")
+                        .stdout(file.try_clone().expect("the log file"))
+                        .stderr(file);
+                }
+                None => {
+                    command.env("RUST_LOG", "warn").stdout(Stdio::null());
+                }
+            }
+            let child = command.spawn().expect("start floodgate");
+            let mut process = Self {
+                grpc,
+                http,
+                child: Some(child),
+            };
+            if process.ready_unless_exited().await {
+                return process;
+            }
+        }
+        panic!("floodgate exited before it was ready, three times");
     }
 
     /// The gRPC URL.
@@ -46,8 +75,8 @@ impl Floodgate {
         format!("http://{}", self.grpc)
     }
 
-    /// Polls `/readyz` until it answers 200.
-    pub async fn wait_until_ready(&self) {
+    /// Polls `/readyz` until it answers 200 (true) or the process exits (false).
+    async fn ready_unless_exited(&mut self) -> bool {
         let deadline = Instant::now() + Duration::from_secs(20);
         let url = format!("http://{}/readyz", self.http);
         let client = reqwest::Client::new();
@@ -55,10 +84,23 @@ impl Floodgate {
             if let Ok(response) = client.get(&url).send().await
                 && response.status().is_success()
             {
-                return;
+                return true;
+            }
+            let child = self.child.as_mut().expect("running");
+            if child.try_wait().expect("wait for floodgate").is_some() {
+                return false;
             }
             assert!(Instant::now() < deadline, "floodgate did not become ready");
             tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
+
+    /// Sends SIGKILL and waits for the process to be gone.
+    pub async fn kill(&mut self) {
+        let mut child = self.child.take().expect("running");
+        child.kill().expect("SIGKILL floodgate");
+        while child.try_wait().expect("wait for floodgate").is_none() {
+            tokio::time::sleep(Duration::from_millis(10)).await;
         }
     }
 
