@@ -51,6 +51,9 @@ pub enum Command {
         /// bash, zsh, fish, elvish or powershell.
         shell: clap_complete::Shell,
     },
+    /// Print the man page (roff), generated from this program's own help: `floodgate man > floodgate.1`.
+    #[command(alias = "manpage")]
+    Man,
     /// Run a small webhook receiver that prints and verifies what arrives (for trying floodgate).
     Receive(crate::receiver::ReceiveArgs),
 }

@@ -48,6 +48,16 @@ async fn run(cli: Cli) -> ExitCode {
             clap_complete::generate(shell, &mut command, "floodgate", &mut std::io::stdout());
             return ExitCode::SUCCESS;
         }
+        Command::Man => {
+            let page = clap_mangen::Man::new(<Cli as clap::CommandFactory>::command());
+            return match page.render(&mut std::io::stdout()) {
+                Ok(()) => ExitCode::SUCCESS,
+                Err(err) => {
+                    eprintln!("error: cannot write the man page: {err}");
+                    ExitCode::from(EXIT_OTHER)
+                }
+            };
+        }
         Command::Customer(command) => client::customer(command).await,
         Command::Template(command) => floodgate::template_sheet::run(command).await,
         Command::Send(args) => client::send(args).await,

@@ -328,3 +328,21 @@ async fn completions_cover_the_subcommands() {
     let output = floodgate(args(&["completions", "no-such-shell"])).await;
     assert_eq!(output.status.code(), Some(2));
 }
+
+#[tokio::test]
+async fn the_man_page_is_roff_and_lists_the_subcommands() {
+    for name in ["man", "manpage"] {
+        let page = stdout(&floodgate(args(&[name])).await);
+        assert!(
+            page.lines().any(|line| line.starts_with(".TH floodgate 1")),
+            "no .TH header:\n{page}"
+        );
+        assert!(page.contains(".SH SUBCOMMANDS"), "{page}");
+        for subcommand in ["serve", "send", "customer", "completions", "man"] {
+            assert!(
+                page.contains(&format!("floodgate\\-{subcommand}(1)")),
+                "no {subcommand}:\n{page}"
+            );
+        }
+    }
+}
