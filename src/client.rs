@@ -1,6 +1,7 @@
 //! The client subcommands (`floodgate customer|send|status`), so a person can try floodgate
 //! without writing code. They speak the same gRPC API as any service.
 
+pub mod channels;
 pub mod error;
 pub mod notifications;
 pub mod preferences;
@@ -64,6 +65,9 @@ pub enum CustomerCommand {
     Pause(CustomerIdArgs),
     /// Start sending to a paused customer system again.
     Resume(CustomerIdArgs),
+    /// Set a customer system's FCM, APNs, email or SMS settings.
+    #[command(subcommand)]
+    Channels(channels::ChannelsCommand),
 }
 
 #[derive(Debug, Args)]
@@ -369,6 +373,7 @@ pub async fn customer(command: CustomerCommand) -> Result<()> {
                 .into_inner();
             println!("customer {} resumed", customer.id);
         }
+        CustomerCommand::Channels(command) => channels::run(command).await?,
     }
     Ok(())
 }

@@ -25,7 +25,7 @@ pub struct Cli {
 pub enum Command {
     /// Run the dispatcher server.
     Serve(Box<ServeConfig>),
-    /// Register, list, show, pause and resume customer systems (admin token).
+    /// Register, list, show, pause and resume customer systems, and set their channels (admin token).
     #[command(subcommand)]
     Customer(crate::client::CustomerCommand),
     /// Export and import a customer's templates as CSV, or list them (admin token).

@@ -346,3 +346,108 @@ async fn the_man_page_is_roff_and_lists_the_subcommands() {
         }
     }
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn customer_channels_set_configures_a_channel_through_the_api() {
+    let db = TestDb::new(Backend::Sqlite).await;
+    let server = TestServer::start(test_config(&db)).await;
+    common::connect(&server.grpc_url, Some(ADMIN_TOKEN)).await;
+    let at = server.grpc_url.trim_start_matches("http://").to_owned();
+    let at = at.as_str();
+    let receiver = Receiver::start().await;
+    ok(
+        at,
+        ADMIN_TOKEN,
+        &["customer", "add", "acme", "--webhook-url", &receiver.url],
+    )
+    .await;
+    let email = [
+        "customer",
+        "channels",
+        "set",
+        "acme",
+        "email",
+        "--smtp-host",
+        "127.0.0.1",
+        "--smtp-port",
+        "2525",
+        "--from",
+        "Acme <no-reply@acme.example>",
+        "--tls",
+        "none",
+    ];
+    let set = ok(at, ADMIN_TOKEN, &email).await;
+    assert_eq!(set.trim(), "customer acme: email channel set");
+    let sms = [
+        "customer",
+        "channels",
+        "set",
+        "acme",
+        "sms",
+        "--account-sid",
+        "AC123",
+        "--auth-token",
+        "tok-write-only",
+        "--from",
+        "+14155550100",
+    ];
+    let set = ok(at, ADMIN_TOKEN, &sms).await;
+    assert_eq!(set.trim(), "customer acme: sms channel set");
+    let shown = ok(at, ADMIN_TOKEN, &["customer", "get", "acme"]).await;
+    assert!(shown.contains("channels:   webhook email sms"), "{shown}");
+    // The webhook is kept, and the write-only auth token never comes back.
+    assert!(shown.contains(&receiver.url), "{shown}");
+    assert!(!shown.contains("tok-write-only"), "{shown}");
+    // An email channel, now accepted at Submit.
+    let id = ok(
+        at,
+        SUBMIT_TOKEN,
+        &[
+            "send",
+            "--customer",
+            "acme",
+            "--recipient",
+            "u@example.com",
+            "--channel",
+            "email",
+            "--payload",
+            r#"{"body": "hi"}"#,
+        ],
+    )
+    .await;
+    assert!(!id.trim().is_empty());
+
+    // An unknown customer: the server's NOT_FOUND, exit 4.
+    let mut unknown = args(&email);
+    unknown[3] = "nobody".to_owned();
+    unknown.extend(args(&["--server", at, "--token", ADMIN_TOKEN]));
+    let stderr = failed_with(&floodgate(unknown).await, 4);
+    assert!(
+        stderr.contains("nobody") && stderr.contains("NotFound"),
+        "{stderr}"
+    );
+    // Settings the server refuses: INVALID_ARGUMENT naming the field, exit 4.
+    let mut bad = args(&email);
+    bad[10] = "not a mailbox".to_owned();
+    bad.extend(args(&["--server", at, "--token", ADMIN_TOKEN]));
+    let stderr = failed_with(&floodgate(bad).await, 4);
+    assert!(stderr.contains("customer.email.from"), "{stderr}");
+    // A secret file that cannot be read: a usage error, exit 2.
+    let missing = floodgate(args(&[
+        "customer",
+        "channels",
+        "set",
+        "acme",
+        "fcm",
+        "--service-account",
+        "no-such-file.json",
+        "--server",
+        at,
+        "--token",
+        ADMIN_TOKEN,
+    ]))
+    .await;
+    let stderr = failed_with(&missing, 2);
+    assert!(stderr.contains("--service-account"), "{stderr}");
+    server.stop().await.expect("a clean stop");
+}
