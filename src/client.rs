@@ -387,11 +387,12 @@ pub async fn customer(command: CustomerCommand) -> Result<()> {
             let overlap_seconds = match args.overlap {
                 // Zero asks the server for its default; anything else is at least a second.
                 None => 0,
-                Some(overlap) => u32::try_from(overlap.as_secs().max(1))
-                    .map_err(|_| CliError::Usage {
+                Some(overlap) => {
+                    u32::try_from(overlap.as_secs().max(1)).map_err(|_| CliError::Usage {
                         message: "--overlap is too long".into(),
                         hint: "the server accepts at most 30 days".into(),
-                    })?,
+                    })?
+                }
             };
             let mut client = args.connection.client().await?.customers();
             let customer = client
@@ -402,7 +403,10 @@ pub async fn customer(command: CustomerCommand) -> Result<()> {
                 .await
                 .map_err(|status| rpc_error("RotateSigningSecret", &status))?
                 .into_inner();
-            println!("customer {}: new signing secret: {}", customer.id, customer.signing_secret);
+            println!(
+                "customer {}: new signing secret: {}",
+                customer.id, customer.signing_secret
+            );
             if let Some(until) = customer.previous_secret_until {
                 println!(
                     "the old secret keeps signing until {} (unix seconds)",

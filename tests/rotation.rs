@@ -98,14 +98,22 @@ async fn rotation_overlaps_then_ends(backend: Backend) {
         .duration_since(std::time::UNIX_EPOCH)
         .unwrap()
         .as_secs() as i64;
-    assert!((now + 3590..=now + 3610).contains(&until.seconds), "{until:?}");
+    assert!(
+        (now + 3590..=now + 3610).contains(&until.seconds),
+        "{until:?}"
+    );
     // Reads report the same secret and overlap, and an upsert that keeps the secret keeps both.
     let kept = add_customer(&server.grpc_url, "acme", &receiver.url).await;
     assert_eq!(kept.signing_secret, second);
     assert_eq!(kept.previous_secret_until, Some(until));
 
     let during = deliver(&server, &receiver, "k1", 2).await;
-    assert_eq!(during.signature.split(' ').count(), 2, "{}", during.signature);
+    assert_eq!(
+        during.signature.split(' ').count(),
+        2,
+        "{}",
+        during.signature
+    );
     assert_eq!(signed_with(&first, &during), 1, "the old secret verifies");
     assert_eq!(signed_with(&second, &during), 1, "the new secret verifies");
 
@@ -115,7 +123,11 @@ async fn rotation_overlaps_then_ends(backend: Backend) {
     let after = deliver(&server, &receiver, "k2", 3).await;
     assert_eq!(after.signature.split(' ').count(), 1, "{}", after.signature);
     assert_eq!(signed_with(&third, &after), 1, "the new secret verifies");
-    assert_eq!(signed_with(&second, &after), 0, "the expired secret no longer verifies");
+    assert_eq!(
+        signed_with(&second, &after),
+        0,
+        "the expired secret no longer verifies"
+    );
     assert_eq!(signed_with(&first, &after), 0);
     let read = server
         .customers()
@@ -146,9 +158,14 @@ async fn bad_rotations_are_refused() {
 
     let status = rotate(&server, "nobody", 0).await.unwrap_err();
     assert_eq!(status.code(), tonic::Code::NotFound);
-    let status = rotate(&server, "acme", 30 * 24 * 3600 + 1).await.unwrap_err();
+    let status = rotate(&server, "acme", 30 * 24 * 3600 + 1)
+        .await
+        .unwrap_err();
     assert_eq!(status.code(), tonic::Code::InvalidArgument);
-    assert!(status.message().starts_with("overlap_seconds:"), "{status:?}");
+    assert!(
+        status.message().starts_with("overlap_seconds:"),
+        "{status:?}"
+    );
     let kept = add_customer(&server.grpc_url, "acme", &receiver.url).await;
     assert_eq!(kept.signing_secret, secret);
     assert_eq!(kept.previous_secret_until, None);
@@ -163,6 +180,9 @@ async fn bad_rotations_are_refused() {
         .duration_since(std::time::UNIX_EPOCH)
         .unwrap()
         .as_secs() as i64;
-    assert!((now + 86_390..=now + 86_410).contains(&until.seconds), "{until:?}");
+    assert!(
+        (now + 86_390..=now + 86_410).contains(&until.seconds),
+        "{until:?}"
+    );
     server.stop().await.unwrap();
 }

@@ -91,12 +91,15 @@ impl WebhookSink {
         let mut signatures = signature::sign(&key, &msg_id, timestamp, &body);
         // During a rotation's overlap the replaced secret signs too (space-separated, as
         // Standard Webhooks specifies), so receivers still on the old secret accept the webhook.
-        if let Some(previous) = customer.previous_secret.as_ref().filter(|p| p.valid_at(now)) {
-            let old_key = signature::decode_secret(&previous.secret).map_err(|e| {
-                SinkError::Permanent {
+        if let Some(previous) = customer
+            .previous_secret
+            .as_ref()
+            .filter(|p| p.valid_at(now))
+        {
+            let old_key =
+                signature::decode_secret(&previous.secret).map_err(|e| SinkError::Permanent {
                     reason: e.to_string(),
-                }
-            })?;
+                })?;
             signatures.push(' ');
             signatures.push_str(&signature::sign(&old_key, &msg_id, timestamp, &body));
         }
