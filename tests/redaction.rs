@@ -132,11 +132,17 @@ async fn no_secret_appears_in_debug_logs() {
 /// `Debug` of every type holding a secret shows `<redacted>` instead.
 #[test]
 fn secret_types_redact_their_debug() {
-    use floodgate::model::{ChannelSettings, Customer, EmailSettings, EmailTls, SmsSettings};
+    use floodgate::model::{
+        ChannelSettings, Customer, EmailSettings, EmailTls, PreviousSecret, SmsSettings,
+    };
     let customer = Customer {
         id: "acme".into(),
         webhook_url: "https://hooks.example.com".into(),
         signing_secret: "whsec_c2VjcmV0".into(),
+        previous_secret: Some(PreviousSecret {
+            secret: "whsec_b2xkLXNlY3JldA==".into(),
+            until: 1,
+        }),
         max_rate_per_sec: 0,
         paused: false,
         start_tier: None,
@@ -159,7 +165,7 @@ fn secret_types_redact_their_debug() {
         },
     };
     let shown = format!("{customer:?}");
-    for secret in ["c2VjcmV0", "smtp-pass", "sms-tok"] {
+    for secret in ["c2VjcmV0", "b2xkLXNlY3JldA", "smtp-pass", "sms-tok"] {
         assert!(!shown.contains(secret), "{secret} in {shown}");
     }
     assert!(shown.contains("<redacted>"));

@@ -24,6 +24,7 @@ async fn register(store: &Store, id: &str, url: &str) {
         id: id.into(),
         webhook_url: url.into(),
         signing_secret: generate_secret(),
+        previous_secret: None,
         max_rate_per_sec: 0,
         paused: false,
         start_tier: None,

@@ -10,7 +10,7 @@ use crate::error::Error;
 use crate::model::StartTier;
 use crate::model::{
     Channel, Customer, EpochMillis, Lane, NewNotification, Notification, NotificationId,
-    Preference, State, TemplateRef,
+    Preference, State, TemplateRef, now_millis,
 };
 
 /// Longest customer id, in characters.
@@ -275,6 +275,7 @@ pub fn customer(customer: Option<proto::Customer>) -> Result<Customer, Error> {
         id: customer.id,
         webhook_url: customer.webhook_url,
         signing_secret: customer.signing_secret,
+        previous_secret: None,
         max_rate_per_sec: customer.max_rate_per_sec,
         paused: customer.paused,
         start_tier,
@@ -306,6 +307,10 @@ impl From<Customer> for proto::Customer {
                 StartTier::Medium => proto::Tier::Medium,
                 StartTier::Slow => proto::Tier::Slow,
             }) as i32,
+            previous_secret_until: c
+                .previous_secret
+                .filter(|p| p.valid_at(now_millis()))
+                .map(|p| timestamp(p.until)),
             fcm: blocks.fcm,
             apns: blocks.apns,
             email: blocks.email,

@@ -9,7 +9,7 @@ use crate::error::Error;
 use std::collections::HashMap;
 
 use crate::dispatch::CustomerStats;
-use crate::model::{Customer, now_millis};
+use crate::model::{Customer, PreviousSecret, now_millis};
 use crate::sink::signature;
 
 pub(super) struct CustomerService {
@@ -41,6 +41,12 @@ impl Customers for CustomerService {
                 .as_ref()
                 .map_or_else(signature::generate_secret, |c| c.signing_secret.clone());
         }
+        // A rotation under way survives an upsert that keeps the secret; setting a secret by hand
+        // ends it, since the caller has chosen exactly which secret receivers must know.
+        customer.previous_secret = existing
+            .as_ref()
+            .filter(|c| c.signing_secret == customer.signing_secret)
+            .and_then(|c| c.previous_secret.clone());
         // Reads never return provider secrets: an empty one keeps what is stored.
         if let Some(existing) = &existing {
             channels::keep_secrets(&mut customer.channels, &existing.channels)?;
@@ -148,6 +154,43 @@ impl Customers for CustomerService {
         customer.paused = false;
         Ok(Response::new(self.save(customer).await?))
     }
+
+    async fn rotate_signing_secret(
+        &self,
+        request: Request<proto::RotateSigningSecretRequest>,
+    ) -> Result<Response<proto::Customer>, Status> {
+        let request = request.into_inner();
+        let overlap = overlap_millis(request.overlap_seconds)?;
+        let mut customer = self.existing(&request.customer_id).await?;
+        let old = std::mem::replace(&mut customer.signing_secret, signature::generate_secret());
+        customer.previous_secret = Some(PreviousSecret {
+            secret: old,
+            until: now_millis().saturating_add(overlap),
+        });
+        tracing::info!(customer_id = %customer.id, overlap_seconds = overlap / 1000, "signing secret rotated");
+        Ok(Response::new(self.save(customer).await?))
+    }
+}
+
+/// How long a replaced signing secret keeps signing when the request does not say: a day lets
+/// receivers deployed once a day pick up the new secret.
+const DEFAULT_OVERLAP_SECONDS: u32 = 24 * 60 * 60;
+/// The longest overlap: a leaked secret being rotated out should not stay valid for months.
+const MAX_OVERLAP_SECONDS: u32 = 30 * 24 * 60 * 60;
+
+/// The overlap of a rotation in milliseconds (0 means the default), or `INVALID_ARGUMENT`.
+fn overlap_millis(overlap_seconds: u32) -> Result<i64, Error> {
+    let seconds = match overlap_seconds {
+        0 => DEFAULT_OVERLAP_SECONDS,
+        s if s > MAX_OVERLAP_SECONDS => {
+            return Err(Error::invalid(
+                "overlap_seconds",
+                format!("must be at most {MAX_OVERLAP_SECONDS} (30 days)"),
+            ));
+        }
+        s => s,
+    };
+    Ok(i64::from(seconds) * 1000)
 }
 
 impl CustomerService {

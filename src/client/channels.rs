@@ -107,6 +107,9 @@ pub async fn run(command: ChannelsCommand) -> Result<()> {
         .await
         .map_err(|status| rpc_error("GetCustomer", &status))?
         .into_inner();
+    // Empty: the server keeps the stored signing secret (and a rotation in progress), where
+    // sending back the one just read would set it explicitly and end the rotation's overlap.
+    customer.signing_secret = String::new();
     let name = match args.channel {
         ChannelSettings::Email {
             smtp_host,

@@ -86,17 +86,30 @@ impl WebhookSink {
         })?;
         let msg_id = notification.id.to_string();
         let body = render_body(notification);
-        let timestamp = now_millis() / 1000;
+        let now = now_millis();
+        let timestamp = now / 1000;
+        let mut signatures = signature::sign(&key, &msg_id, timestamp, &body);
+        // During a rotation's overlap the replaced secret signs too (space-separated, as
+        // Standard Webhooks specifies), so receivers still on the old secret accept the webhook.
+        if let Some(previous) = customer
+            .previous_secret
+            .as_ref()
+            .filter(|p| p.valid_at(now))
+        {
+            let old_key =
+                signature::decode_secret(&previous.secret).map_err(|e| SinkError::Permanent {
+                    reason: e.to_string(),
+                })?;
+            signatures.push(' ');
+            signatures.push_str(&signature::sign(&old_key, &msg_id, timestamp, &body));
+        }
         let request = self
             .client
             .post(&customer.webhook_url)
             .header(CONTENT_TYPE, "application/json")
             .header("webhook-id", &msg_id)
             .header("webhook-timestamp", timestamp.to_string())
-            .header(
-                "webhook-signature",
-                signature::sign(&key, &msg_id, timestamp, &body),
-            )
+            .header("webhook-signature", signatures)
             .body(body);
         let response = self.client.send("the webhook", request).await?;
         let status = response.status();

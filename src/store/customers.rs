@@ -4,10 +4,10 @@ use sqlx::Row;
 use sqlx::any::AnyRow;
 
 use super::{Durability, Error, Store};
-use crate::model::{ChannelSettings, Customer, EpochMillis, StartTier};
+use crate::model::{ChannelSettings, Customer, EpochMillis, PreviousSecret, StartTier};
 
-const COLUMNS: &str =
-    "id, webhook_url, signing_secret, max_rate_per_sec, paused, start_tier, channels";
+const COLUMNS: &str = "id, webhook_url, signing_secret, max_rate_per_sec, paused, start_tier, \
+     channels, previous_signing_secret, previous_secret_until";
 
 impl Store {
     /// Creates the customer or replaces its settings (keeping its creation time).
@@ -19,12 +19,14 @@ impl Store {
         sqlx::query(
             "INSERT INTO customers \
                (id, webhook_url, signing_secret, max_rate_per_sec, paused, start_tier, channels, \
-                created_at, updated_at) \
-             VALUES ($1, $2, $3, $4, $5, $7, $8, $6, $6) \
+                previous_signing_secret, previous_secret_until, created_at, updated_at) \
+             VALUES ($1, $2, $3, $4, $5, $7, $8, $9, $10, $6, $6) \
              ON CONFLICT (id) DO UPDATE SET webhook_url = excluded.webhook_url, \
                signing_secret = excluded.signing_secret, \
                max_rate_per_sec = excluded.max_rate_per_sec, paused = excluded.paused, \
                start_tier = excluded.start_tier, channels = excluded.channels, \
+               previous_signing_secret = excluded.previous_signing_secret, \
+               previous_secret_until = excluded.previous_secret_until, \
                updated_at = excluded.updated_at",
         )
         .bind(customer.id.as_str())
@@ -35,6 +37,8 @@ impl Store {
         .bind(now)
         .bind(customer.start_tier.map(StartTier::code))
         .bind(channels_column(&customer.channels)?)
+        .bind(customer.previous_secret.as_ref().map(|p| p.secret.as_str()))
+        .bind(customer.previous_secret.as_ref().map(|p| p.until))
         .execute(&mut *self.writer(Durability::Durable).await?)
         .await?;
         Ok(())
@@ -64,6 +68,13 @@ fn customer_from_row(row: &AnyRow) -> Result<Customer, Error> {
         id: row.try_get("id")?,
         webhook_url: row.try_get("webhook_url")?,
         signing_secret: row.try_get("signing_secret")?,
+        previous_secret: match (
+            row.try_get::<Option<String>, _>("previous_signing_secret")?,
+            row.try_get::<Option<i64>, _>("previous_secret_until")?,
+        ) {
+            (Some(secret), Some(until)) => Some(PreviousSecret { secret, until }),
+            _ => None,
+        },
         max_rate_per_sec: u32::try_from(rate)
             .map_err(|_| Error::Corrupt(format!("max_rate_per_sec {rate} out of range")))?,
         paused: row.try_get::<i64, _>("paused")? != 0,
