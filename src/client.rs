@@ -313,13 +313,7 @@ pub async fn customer(command: CustomerCommand) -> Result<()> {
                     _ => proto::Tier::Unspecified,
                 } as i32,
             };
-            let saved = client
-                .upsert_customer(proto::UpsertCustomerRequest {
-                    customer: Some(customer),
-                })
-                .await
-                .map_err(|status| rpc_error("UpsertCustomer", &status))?
-                .into_inner();
+            let saved = save_customer(&mut client, customer).await?;
             println!("customer {} -> {}", saved.id, saved.webhook_url);
             println!("signing secret: {}", saved.signing_secret);
         }
@@ -535,6 +529,21 @@ pub async fn status(args: StatusArgs) -> Result<()> {
         .into_inner();
     notifications::print_notification(&n);
     Ok(())
+}
+
+/// Writes a customer's registration (`UpsertCustomer`): `customer add` and `customer channels
+/// set` both end here.
+pub(crate) async fn save_customer(
+    client: &mut proto::customers_client::CustomersClient<floodgate_client::AuthedChannel>,
+    customer: proto::Customer,
+) -> Result<proto::Customer> {
+    Ok(client
+        .upsert_customer(proto::UpsertCustomerRequest {
+            customer: Some(customer),
+        })
+        .await
+        .map_err(|status| rpc_error("UpsertCustomer", &status))?
+        .into_inner())
 }
 
 /// A failed call, typed for the exit code: a broken connection or the server's refusal.

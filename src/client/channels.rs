@@ -9,7 +9,7 @@ use anyhow::Result;
 use clap::{Args, Subcommand};
 
 use super::error::CliError;
-use super::{Connection, rpc_error};
+use super::{Connection, rpc_error, save_customer};
 use crate::api::proto;
 
 #[derive(Debug, Subcommand)]
@@ -174,13 +174,7 @@ pub async fn run(command: ChannelsCommand) -> Result<()> {
             "apns"
         }
     };
-    let saved = client
-        .upsert_customer(proto::UpsertCustomerRequest {
-            customer: Some(customer),
-        })
-        .await
-        .map_err(|status| rpc_error("UpsertCustomer", &status))?
-        .into_inner();
+    let saved = save_customer(&mut client, customer).await?;
     println!("customer {}: {name} channel set", saved.id);
     Ok(())
 }
