@@ -6,9 +6,12 @@
 //! 2. the gRPC and HTTP servers stop accepting and let calls under way finish (so every answered
 //!    submit is committed); connections still open at half the grace (silent clients, half-sent
 //!    requests, idle keep-alives) are closed; the dashboard's sampler stops too;
+//!    In a cluster the node also leaves the node table, so the others plan without it, and
+//!    from then on only renews the leases it holds;
 //! 3. the dispatcher stops claiming and waits for deliveries under way, until nine tenths of the
-//!    grace;
-//! 4. intake writers drain their queue, the outcome writer writes the last outcomes;
+//!    grace, and writes its controllers' checkpoints;
+//! 4. intake writers drain their queue, the outcome writer writes the last outcomes; a cluster
+//!    node then releases its leases, so the others take its customers at their next heartbeat;
 //! 5. the database pool closes.
 //!
 //! At the deadline whatever still runs is abandoned and the process exits. Anything cut off is
@@ -26,6 +29,7 @@ use tokio_util::sync::CancellationToken;
 use tonic_health::ServingStatus;
 
 use crate::api::{self, ApiState, Tokens};
+use crate::cluster::{Membership, NodeId, Ownership, Placement, RemoteWakes};
 use crate::config::ServeConfig;
 use crate::connections::{Cut, Tls};
 use crate::dashboard::history::History;
@@ -89,6 +93,8 @@ pub enum AppError {
     },
     #[error("cannot set up TLS: {0}")]
     Tls(#[from] crate::tls::TlsError),
+    #[error("cannot join the cluster: {0}")]
+    NodeId(#[from] crate::cluster::NodeIdError),
     #[error("HTTP server failed: {0}")]
     Http(#[source] std::io::Error),
     #[error("a server task panicked: {0}")]
@@ -188,6 +194,13 @@ pub async fn run(
     };
     let metrics = Arc::new(Metrics::default());
     let (outcomes, outcome_writer) = OutcomeWriter::spawn(store.clone(), metrics.clone());
+    let node = match store.backend() {
+        Backend::Sqlite => None,
+        Backend::Postgres => Some(ClusterNode::prepare(&cfg, &store)?),
+    };
+    let placement = node
+        .as_ref()
+        .map_or_else(Placement::single, |node| node.placement.clone());
     let dispatcher = Dispatcher::start(
         store.clone(),
         directory.clone(),
@@ -196,8 +209,13 @@ pub async fn run(
         outcomes,
         cfg.dispatch_settings(),
         metrics.clone(),
+        placement,
     )
     .await?;
+    let cluster = match node {
+        Some(node) => Some(node.join(&cfg, &store, &dispatcher).await?),
+        None => None,
+    };
     // SQLite commits one transaction at a time, but a second writer task gathers the next batch
     // and reads its opt-outs while the first commits, so the two steps overlap.
     let writers = match store.backend() {
@@ -290,6 +308,9 @@ pub async fn run(
         .set_service_status("", ServingStatus::NotServing)
         .await;
     stop.cancel();
+    if let Some(cluster) = &cluster {
+        cluster.start_leaving(&store).await;
+    }
     // 2. Both servers finish the calls under way; lingering connections are cut at half-time.
     let calls_end = deadline.share(0.5);
     let grpc_done = async {
@@ -318,6 +339,10 @@ pub async fn run(
             "deliveries did not finish within the grace period; their leases will recover them"
         );
     }
+    let cluster = match cluster {
+        Some(cluster) => Some(cluster.stop(deadline.end()).await),
+        None => None,
+    };
     drop(dispatcher);
     // 4. Queued submits and outcomes are written. Both writers end once their senders are gone.
     for mut writer in intake_writers {
@@ -325,6 +350,10 @@ pub async fn run(
     }
     let mut outcome_writer = outcome_writer;
     finish_by(&mut outcome_writer, deadline.end(), "the outcome writer").await;
+    // Every outcome and checkpoint is written: the buckets may go to the other nodes.
+    if let Some(cluster) = cluster {
+        Membership::<Dispatcher>::release_all(&store, &cluster.id, &cluster.ownership).await;
+    }
     // 5. The rest.
     if tokio::time::timeout_at(deadline.end(), store.close())
         .await
@@ -443,4 +472,109 @@ fn load_or_generate_token(path: &Path, kind: &Generated) -> Result<String, AppEr
 
 fn hex(bytes: &[u8]) -> String {
     bytes.iter().map(|b| format!("{b:02x}")).collect()
+}
+
+/// A cluster member before it joins: its locked node id and what the dispatcher needs.
+struct ClusterNode {
+    node: NodeId,
+    placement: Placement,
+    stop: CancellationToken,
+    remote_sender: JoinHandle<()>,
+}
+
+/// A cluster member that has joined: its protocol and wake listener run until [`stop`].
+///
+/// [`stop`]: RunningCluster::stop
+struct RunningCluster {
+    node: NodeId,
+    ownership: Arc<Ownership>,
+    leaving: CancellationToken,
+    stop: CancellationToken,
+    tasks: Vec<JoinHandle<()>>,
+}
+
+/// What is left of a cluster member after it stopped: enough to release its leases.
+struct LeftCluster {
+    id: String,
+    ownership: Arc<Ownership>,
+    _node: NodeId,
+}
+
+impl ClusterNode {
+    /// Locks the node id and starts the sender of wakes to other nodes.
+    fn prepare(cfg: &ServeConfig, store: &Store) -> Result<Self, AppError> {
+        let node = NodeId::claim(&cfg.data_dir, cfg.node_id.as_deref())?;
+        let stop = CancellationToken::new();
+        let (remote, remote_sender) = RemoteWakes::spawn(store.clone(), stop.clone());
+        let placement = Placement {
+            ownership: Arc::new(Ownership::nothing()),
+            remote_wakes: Some(remote),
+        };
+        Ok(Self {
+            node,
+            placement,
+            stop,
+            remote_sender,
+        })
+    }
+
+    /// Joins (the first round takes this node's buckets) and starts the protocol and the wake
+    /// listener.
+    async fn join(
+        self,
+        cfg: &ServeConfig,
+        store: &Store,
+        dispatcher: &Dispatcher,
+    ) -> Result<RunningCluster, AppError> {
+        let ownership = self.placement.ownership.clone();
+        let membership = Membership::join(
+            cfg.membership_settings(self.node.id.clone()),
+            store.clone(),
+            ownership.clone(),
+            dispatcher.clone(),
+        )
+        .await?;
+        tracing::info!(node_id = %self.node.id, buckets = ownership.owned().len(), "joined the cluster");
+        let leaving = CancellationToken::new();
+        let protocol = tokio::spawn(membership.run(leaving.clone(), self.stop.clone()));
+        let on_event = {
+            let dispatcher = dispatcher.clone();
+            move |event, customer: &str| dispatcher.remote_event(event, customer)
+        };
+        let listener = tokio::spawn(crate::cluster::wakes::listen(
+            cfg.database_url(),
+            ownership.clone(),
+            on_event,
+            self.stop.clone(),
+        ));
+        Ok(RunningCluster {
+            node: self.node,
+            ownership,
+            leaving,
+            stop: self.stop,
+            tasks: vec![protocol, listener, self.remote_sender],
+        })
+    }
+}
+
+impl RunningCluster {
+    /// A clean shutdown begins: the others stop counting this node; it keeps renewing its leases
+    /// while the dispatcher drains, and takes nothing new.
+    async fn start_leaving(&self, store: &Store) {
+        self.leaving.cancel();
+        Membership::<Dispatcher>::announce_leaving(store, &self.node.id).await;
+    }
+
+    /// Stops the protocol and the wake tasks (they hold the dispatcher) by `end`.
+    async fn stop(mut self, end: tokio::time::Instant) -> LeftCluster {
+        self.stop.cancel();
+        for task in &mut self.tasks {
+            finish_by(task, end, "a cluster task").await;
+        }
+        LeftCluster {
+            id: self.node.id.clone(),
+            ownership: self.ownership,
+            _node: self.node,
+        }
+    }
 }

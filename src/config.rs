@@ -260,6 +260,20 @@ pub struct ServeConfig {
     /// by one of them (mutual TLS). Needs --tls-cert.
     #[arg(long, env = "FLOODGATE_TLS_CLIENT_CA", requires = "tls_cert")]
     pub tls_client_ca: Option<PathBuf>,
+    /// This node's id in a cluster (several nodes on one PostgreSQL database); unique per running
+    /// process. Default: the host name and a hash of --data-dir, so a restarted node keeps its id
+    /// and takes its own buckets back at once. Ignored on SQLite.
+    #[arg(long, env = "FLOODGATE_NODE_ID")]
+    pub node_id: Option<String>,
+    /// How long a node's ownership of a bucket of customers lasts without renewal. A node that
+    /// dies is replaced within about this time; it stops starting sends --webhook-timeout plus
+    /// one heartbeat before its leases could expire. PostgreSQL only.
+    #[arg(long, env = "FLOODGATE_CLUSTER_LEASE_TTL", default_value = "20s", value_parser = humantime::parse_duration)]
+    pub cluster_lease_ttl: Duration,
+    /// How often a node heartbeats, renews its leases and looks for buckets to hand over or
+    /// take. PostgreSQL only.
+    #[arg(long, env = "FLOODGATE_CLUSTER_HEARTBEAT", default_value = "1s", value_parser = humantime::parse_duration)]
+    pub cluster_heartbeat: Duration,
     /// Log format; the level is set with RUST_LOG (default info).
     #[arg(long, env = "FLOODGATE_LOG_FORMAT", value_enum, default_value_t = LogFormat::Text)]
     pub log_format: LogFormat,
@@ -288,6 +302,10 @@ pub enum ConfigError {
         "--tls-cert, --tls-key and --tls-client-ca work together: give both --tls-cert and --tls-key"
     )]
     TlsIncomplete,
+    #[error(
+        "--cluster-lease-ttl ({ttl:?}) must be at least --webhook-timeout plus three --cluster-heartbeat ({least:?}): a node stops sending that long before its leases expire"
+    )]
+    LeaseTtlTooShort { ttl: Duration, least: Duration },
 }
 
 impl ServeConfig {
@@ -367,6 +385,16 @@ impl ServeConfig {
             return Err(ConfigError::PayloadOverMessage {
                 payload: self.max_payload_bytes,
                 message: self.max_message_bytes,
+            });
+        }
+        if self.cluster_heartbeat.is_zero() {
+            return Err(ConfigError::Zero("cluster-heartbeat"));
+        }
+        let least = self.fence_margin() + self.cluster_heartbeat * 2;
+        if self.cluster_lease_ttl < least {
+            return Err(ConfigError::LeaseTtlTooShort {
+                ttl: self.cluster_lease_ttl,
+                least,
             });
         }
         let tls = [&self.tls_cert, &self.tls_key, &self.tls_client_ca];
@@ -453,6 +481,22 @@ impl ServeConfig {
     }
 
     /// The dispatcher's settings.
+    /// How long before its leases expire a node stops starting sends: the longest attempt
+    /// (--webhook-timeout bounds every channel's) plus one heartbeat of slack.
+    fn fence_margin(&self) -> Duration {
+        self.webhook_timeout + self.cluster_heartbeat
+    }
+
+    /// The cluster protocol's timing for a node called `node_id`.
+    pub fn membership_settings(&self, node_id: String) -> crate::cluster::MembershipSettings {
+        crate::cluster::MembershipSettings {
+            node_id,
+            lease_ttl: self.cluster_lease_ttl,
+            heartbeat: self.cluster_heartbeat,
+            fence_margin: self.fence_margin(),
+        }
+    }
+
     pub fn dispatch_settings(&self) -> DispatchSettings {
         let defaults = DispatchSettings::default();
         DispatchSettings {

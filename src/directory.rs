@@ -49,6 +49,13 @@ impl CustomerDirectory {
         Ok(Some(self.put(customer)))
     }
 
+    /// The customer's settings read from the store now, bypassing the cache: another node
+    /// changed them.
+    pub async fn reload(&self, id: &str) -> Result<Option<Arc<Customer>>, store::Error> {
+        self.write().remove(id);
+        self.get(id).await
+    }
+
     /// Records settings just written to the store, so this node uses them at once.
     pub fn put(&self, customer: Customer) -> Arc<Customer> {
         let customer = Arc::new(customer);

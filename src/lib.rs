@@ -27,6 +27,7 @@
 pub mod api;
 pub mod app;
 pub mod client;
+pub mod cluster;
 pub mod config;
 pub mod connections;
 pub mod dashboard;

@@ -208,6 +208,7 @@ async fn a_panicking_actor_is_restarted_and_loses_nothing() {
         outcomes,
         settings,
         metrics,
+        floodgate::cluster::Placement::single(),
     )
     .await
     .unwrap();

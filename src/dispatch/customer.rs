@@ -23,16 +23,19 @@ use tokio::time::Instant;
 use tracing::Instrument as _;
 
 use super::Context;
+use super::checkpoints::EVERY as CHECKPOINT_EVERY;
 use super::claimer::{ClaimAsk, ClaimError};
-use super::controller::{Permit, Signal, Ticket};
+use super::controller::{Checkpoint, Permit, Signal, Ticket};
 use super::delivery;
 use super::handoff::Slot;
 use super::lanes::LaneWindow;
 use super::messages::{AttemptReport, CustomerMsg, CustomerStats, LaneClaim, SupervisorMsg};
 use super::policy::Pacing;
 use super::stats::DeliveryStats;
+use crate::cluster::buckets::bucket_of;
 use crate::model::{Channel, Customer, Lane, now_millis};
 use crate::store::{Claimed, Outcome, OutcomeKind};
+use tokio::sync::oneshot;
 
 /// The first wait before claiming again after the store failed; it doubles with each failure
 /// in a row, up to [`CLAIM_RETRY_MAX`], with jitter so a thousand actors do not retry as one.
@@ -41,6 +44,8 @@ const CLAIM_RETRY_BASE: Duration = Duration::from_millis(200);
 const CLAIM_RETRY_MAX: Duration = Duration::from_secs(10);
 /// The shortest wait a tick is scheduled for (so a "wait until now" can't spin).
 const MIN_TICK: Duration = Duration::from_millis(1);
+/// How often a fenced actor looks again whether it may send.
+const FENCED_RECHECK: Duration = Duration::from_millis(500);
 
 /// The actor (stateless; its state is [`CustomerState`]).
 pub(super) struct CustomerActor;
@@ -51,6 +56,8 @@ pub(super) struct CustomerArgs {
     pub(super) customer: Arc<Customer>,
     pub(super) channel: Channel,
     pub(super) supervisor: ActorRef<SupervisorMsg>,
+    /// The controller's learned state when an actor for this customer and channel last ran.
+    pub(super) checkpoint: Option<Checkpoint>,
 }
 
 pub(super) struct CustomerState {
@@ -60,6 +67,12 @@ pub(super) struct CustomerState {
     customer: Arc<Customer>,
     /// The only channel this actor claims and sends.
     channel: Channel,
+    /// The customer's cluster bucket: the actor claims and sends only while the node owns it.
+    bucket: u16,
+    /// A planned handover asked this actor to finish: answered once nothing is in flight.
+    releasing: Option<oneshot::Sender<()>>,
+    /// When the controller's checkpoint was last offered for writing.
+    checkpointed: Instant,
     supervisor: ActorRef<SupervisorMsg>,
     /// The controller (or, under a baseline policy, a fixed pace).
     controller: Pacing,
@@ -104,8 +117,14 @@ impl Actor for CustomerActor {
             ceiling(&args.customer),
             args.customer.start_tier,
         );
+        if let Some(checkpoint) = &args.checkpoint {
+            controller.resume(now, checkpoint);
+        }
         controller.set_paused(args.customer.paused, now);
         Ok(CustomerState {
+            bucket: bucket_of(&args.customer.id),
+            releasing: None,
+            checkpointed: now,
             counters: args.ctx.metrics.customer(&args.customer.id),
             window: LaneWindow::new(settings.bulk_share),
             controller,
@@ -153,6 +172,14 @@ impl Actor for CustomerActor {
                 return Ok(());
             }
             CustomerMsg::Crash => panic!("injected panic in customer actor {}", state.customer.id),
+            CustomerMsg::Release(done) => {
+                state.releasing = Some(done);
+                state.hand_back(&myself).await;
+            }
+        }
+        if state.releasing.is_some() {
+            state.finish_release(&myself);
+            return Ok(());
         }
         state.pump(&myself).await;
         Ok(())
@@ -164,6 +191,7 @@ impl Actor for CustomerActor {
         state: &mut CustomerState,
     ) -> Result<(), ActorProcessingErr> {
         state.hand_back(&myself).await;
+        state.offer_checkpoint();
         Ok(())
     }
 }
@@ -172,12 +200,47 @@ impl CustomerState {
     /// Claims what may be sent soon, sends what the controller permits now, and tells intake
     /// how much it may hand over directly.
     async fn pump(&mut self, myself: &ActorRef<CustomerMsg>) {
-        if !self.customer.paused {
+        let fenced = !self.may_send();
+        if fenced {
+            // Past the node's fencing deadline (its leases could not be renewed): nothing starts
+            // until a renewal succeeds or the bucket is lost and this actor stopped.
+            self.schedule_tick(myself, Instant::now() + FENCED_RECHECK);
+        } else if !self.customer.paused {
             self.start_claim(myself);
             self.send_ready(myself).await;
         }
-        self.grant_handoffs();
+        self.grant_handoffs(fenced);
         self.note_idle(myself);
+    }
+
+    /// Whether this node may start sends for the customer now (see [`crate::cluster`]).
+    fn may_send(&self) -> bool {
+        let ownership = &self.ctx.placement.ownership;
+        ownership.owns_bucket(self.bucket) && ownership.within_deadline(Instant::now())
+    }
+
+    /// Ends a planned handover once no attempt is under way: saves the checkpoint, answers, and
+    /// stops the actor.
+    fn finish_release(&mut self, myself: &ActorRef<CustomerMsg>) {
+        if self.in_flight > 0 {
+            return;
+        }
+        self.offer_checkpoint();
+        if let Some(done) = self.releasing.take() {
+            let _ = done.send(());
+        }
+        myself.stop(Some("handed over to another node".into()));
+    }
+
+    /// Offers the controller's learned state for the next checkpoint write.
+    fn offer_checkpoint(&mut self) {
+        let now = Instant::now();
+        self.checkpointed = now;
+        if let Some(checkpoint) = self.controller.checkpoint(now) {
+            self.ctx
+                .checkpoints
+                .offer((self.customer.id.clone(), self.channel), checkpoint);
+        }
     }
 
     /// How many notifications each lane's window should hold: what may be sent now plus a
@@ -246,10 +309,10 @@ impl CustomerState {
     /// Lets intake hand over as many fresh notifications per lane as the window has room for,
     /// but only in a lane whose store backlog is drained (so nothing overtakes older work), and
     /// none while paused.
-    fn grant_handoffs(&self) {
+    fn grant_handoffs(&self, fenced: bool) {
         let target = self.window_target();
         for lane in [Lane::Transactional, Lane::Bulk] {
-            let room = match !self.customer.paused && self.drained[lane.index()] {
+            let room = match !fenced && !self.customer.paused && self.drained[lane.index()] {
                 true => target.saturating_sub(self.window.len(lane)),
                 false => 0,
             };
@@ -336,6 +399,9 @@ impl CustomerState {
         }
         self.controller
             .observe(now, report.ticket, report.rtt, report.signal);
+        if now.duration_since(self.checkpointed) >= CHECKPOINT_EVERY {
+            self.offer_checkpoint();
+        }
         for change in self.controller.take_tier_changes() {
             self.stats.tier_changes_total += 1;
             self.counters.tier_changed();

@@ -5,7 +5,7 @@ use std::time::Duration;
 
 use ractor::RpcReplyPort;
 
-use super::controller::{Circuit, Signal, Ticket, Tier};
+use super::controller::{Checkpoint, Circuit, Signal, Ticket, Tier};
 use crate::model::{Channel, Customer, EpochMillis, Lane};
 use crate::store::Claimed;
 
@@ -20,8 +20,8 @@ pub(super) enum SupervisorMsg {
     /// customer has configured): wake its actors, starting them if needed.
     Wake(String, Option<Channel>, Lanes),
     /// A customer's settings, loaded for the wakes waiting on them (`None`: unknown or
-    /// unreadable for now).
-    Loaded(String, Option<Arc<Customer>>),
+    /// unreadable for now), with its controllers' last checkpoints.
+    Loaded(String, Option<Arc<Customer>>, Vec<(Channel, Checkpoint)>),
     /// A customer's settings changed: pass them to its actor.
     Settings(Arc<Customer>),
     /// An actor has been idle; it may stop if no wake has been sent to it since it last saw one.
@@ -32,6 +32,8 @@ pub(super) enum SupervisorMsg {
     ActorsOf(String, RpcReplyPort<Vec<ractor::ActorRef<CustomerMsg>>>),
     /// Every running actor.
     Actors(RpcReplyPort<Vec<ractor::ActorRef<CustomerMsg>>>),
+    /// The running actors of customers in these buckets (a handover or a lost lease).
+    ActorsIn(Vec<u16>, RpcReplyPort<Vec<ractor::ActorRef<CustomerMsg>>>),
     /// Shutdown: start nothing new, stop every actor (each hands its window back to the store).
     Drain(RpcReplyPort<()>),
     /// Test hook: make a customer's actors panic.
@@ -58,6 +60,9 @@ pub(super) enum CustomerMsg {
     Stats(RpcReplyPort<Option<CustomerStats>>),
     /// Check whether the actor has stayed idle long enough to stop.
     IdleCheck,
+    /// A planned handover: send nothing more, hand the window back, and once the attempts under
+    /// way have ended, save the checkpoint, answer and stop.
+    Release(tokio::sync::oneshot::Sender<()>),
     /// Test hook: panic.
     Crash,
 }

@@ -13,8 +13,14 @@
 //! actor for the channel after each commit for what it did not hand over. A periodic sweep
 //! wakes customers whose work came due in the store (a future `send_at`, a retry backoff) and
 //! recovers expired leases.
+//!
+//! In a cluster only the owner of a customer's bucket runs its actors ([`crate::cluster`]):
+//! wakes for customers this node does not own go to their owner, and actors start no claim and
+//! no send past the node's fencing deadline. Each actor's learned controller state is saved as a
+//! checkpoint and restored when an actor for the same customer starts again, here or elsewhere.
 //! The [`Dispatcher`] handle is what the rest of the program holds.
 
+mod checkpoints;
 mod claimer;
 pub mod controller;
 mod customer;
@@ -36,11 +42,13 @@ use ractor::{Actor, ActorRef};
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
+use crate::cluster::{BucketHolder, Placement, RemoteEvent};
 use crate::directory::CustomerDirectory;
 use crate::model::{Channel, Customer, Lane, now_millis};
 use crate::sink::Sinks;
 use crate::store::{Backend, Store};
 use crate::templates::Templates;
+use checkpoints::CheckpointWriter;
 use claimer::{Claimer, ClaimerTask};
 use controller::ControllerSettings;
 use handoff::Handoffs;
@@ -112,6 +120,10 @@ struct Context {
     metrics: Arc<Metrics>,
     /// Every delivery task, the claimer and the sweep, so shutdown can wait for them.
     tasks: TaskTracker,
+    /// Which customers this node runs actors for, and how to wake the others' owners.
+    placement: Placement,
+    /// Learned controller state, written in batches.
+    checkpoints: CheckpointWriter,
 }
 
 /// Could not start the dispatcher.
@@ -135,7 +147,11 @@ pub struct Dispatcher {
 impl Dispatcher {
     /// Starts the supervisor and the sweep. On SQLite (one node, file locked) every claim left in
     /// flight by a previous process is released at once; on PostgreSQL other nodes may still hold
-    /// theirs, so only expired leases are recovered.
+    /// theirs, so only expired leases are recovered (and a new owner releases what the former
+    /// owner of a bucket held).
+    // Each argument is a separate part of the node, built by the caller; a struct would only
+    // rename them.
+    #[allow(clippy::too_many_arguments)]
     pub async fn start(
         store: Store,
         directory: Arc<CustomerDirectory>,
@@ -144,6 +160,7 @@ impl Dispatcher {
         outcomes: OutcomeWriter,
         settings: DispatchSettings,
         metrics: Arc<Metrics>,
+        placement: Placement,
     ) -> Result<Self, StartError> {
         if store.backend() == Backend::Sqlite {
             let released = store.release_leases(i64::MAX, now_millis()).await?;
@@ -164,6 +181,8 @@ impl Dispatcher {
         });
         tasks.spawn(claiming);
         let ctx = Arc::new(Context {
+            checkpoints: CheckpointWriter::new(store.clone()),
+            placement,
             store,
             directory,
             templates,
@@ -183,6 +202,11 @@ impl Dispatcher {
             stop,
         };
         dispatcher.ctx.tasks.spawn(dispatcher.clone().sweep_loop());
+        let (ctx, stop) = (dispatcher.ctx.clone(), dispatcher.stop.clone());
+        dispatcher
+            .ctx
+            .tasks
+            .spawn(async move { ctx.checkpoints.run(stop).await });
         Ok(dispatcher)
     }
 
@@ -225,7 +249,14 @@ impl Dispatcher {
         self.send_wake(customer_id, Some(channel), lanes);
     }
 
+    /// Wakes the customer's actors here if this node owns the customer, or tells its owner.
     fn send_wake(&self, customer_id: &str, channel: Option<Channel>, lanes: Lanes) {
+        if !self.ctx.placement.ownership.owns(customer_id) {
+            if let Some(remote) = &self.ctx.placement.remote_wakes {
+                remote.send(RemoteEvent::Work, customer_id);
+            }
+            return;
+        }
         let _ = self.supervisor.send_message(SupervisorMsg::Wake(
             customer_id.to_owned(),
             channel,
@@ -235,11 +266,35 @@ impl Dispatcher {
 
     /// Passes changed customer settings (rate ceiling, paused) to its actor, and wakes it.
     pub fn customer_updated(&self, customer: Arc<Customer>) {
+        if !self.ctx.placement.ownership.owns(&customer.id) {
+            if let Some(remote) = &self.ctx.placement.remote_wakes {
+                remote.send(RemoteEvent::Settings, &customer.id);
+            }
+            return;
+        }
         let id = customer.id.clone();
         let _ = self
             .supervisor
             .send_message(SupervisorMsg::Settings(customer));
         self.wake(&id);
+    }
+
+    /// What another node asked for a customer this node owns: wake its actors, or reload its
+    /// settings (changed through that node) and pass them on.
+    pub fn remote_event(&self, event: RemoteEvent, customer_id: &str) {
+        match event {
+            RemoteEvent::Work => self.wake(customer_id),
+            RemoteEvent::Settings => {
+                let (dispatcher, id) = (self.clone(), customer_id.to_owned());
+                self.ctx.tasks.spawn(async move {
+                    match dispatcher.ctx.directory.reload(&id).await {
+                        Ok(Some(customer)) => dispatcher.customer_updated(customer),
+                        Ok(None) => {}
+                        Err(err) => tracing::warn!(customer_id = %id, error = %err, "cannot reload changed settings; the directory refreshes them within a minute"),
+                    }
+                });
+            }
+        }
     }
 
     /// The customer's current stats (its channels' actors merged), or `None` when no actor is
@@ -310,9 +365,11 @@ impl Dispatcher {
         }
         let _ = self.supervisor.stop_and_wait(None, Some(left())).await;
         self.ctx.tasks.close();
-        tokio::time::timeout_at(deadline, self.ctx.tasks.wait())
+        let finished = tokio::time::timeout_at(deadline, self.ctx.tasks.wait())
             .await
-            .is_ok()
+            .is_ok();
+        let _ = tokio::time::timeout_at(deadline, self.ctx.checkpoints.flush()).await;
+        finished
     }
 
     async fn sweep_loop(self) {
@@ -341,8 +398,13 @@ impl Dispatcher {
             Ok(released) => tracing::warn!(released, "recovered claims whose lease expired"),
             Err(err) => tracing::warn!(error = %err, "lease recovery failed"),
         }
+        // Only the customers this node owns: the others' owners sweep for theirs.
+        let ownership = &self.ctx.placement.ownership;
         match self.ctx.store.customers_with_due_work(now).await {
-            Ok(customers) => customers.iter().for_each(|id| self.wake(id)),
+            Ok(customers) => customers
+                .iter()
+                .filter(|id| ownership.owns(id))
+                .for_each(|id| self.wake(id)),
             Err(err) => tracing::warn!(error = %err, "sweep for due work failed"),
         }
     }
@@ -364,4 +426,62 @@ async fn actor_stats(actors: Vec<ActorRef<CustomerMsg>>) -> Vec<CustomerStats> {
         }
     }
     all
+}
+
+impl BucketHolder for Dispatcher {
+    /// A planned handover: every actor of the buckets' customers stops sending, hands its unsent
+    /// window back, waits for its attempts under way and stops; then their outcomes and
+    /// checkpoints are written, so the next owner finds every row settled and the learned state.
+    async fn drain_buckets(&self, buckets: Vec<u16>, within: Duration) {
+        let actors = self.actors_in(buckets).await;
+        let mut released = Vec::with_capacity(actors.len());
+        for actor in actors {
+            let (tx, rx) = tokio::sync::oneshot::channel();
+            if actor.send_message(CustomerMsg::Release(tx)).is_ok() {
+                released.push(rx);
+            }
+        }
+        let all = async {
+            for rx in released {
+                let _ = rx.await;
+            }
+        };
+        if tokio::time::timeout(within, all).await.is_err() {
+            tracing::warn!(
+                "some attempts of handed-over customers did not end in time; their rows are released by the next owner"
+            );
+        }
+        self.ctx.outcomes.flush().await;
+        self.ctx.checkpoints.flush().await;
+    }
+
+    fn drop_buckets(&self, buckets: Vec<u16>) {
+        let dispatcher = self.clone();
+        self.ctx.tasks.spawn(async move {
+            for actor in dispatcher.actors_in(buckets).await {
+                actor.stop(Some("bucket lost to another node".into()));
+            }
+        });
+    }
+
+    async fn buckets_taken(&self) {
+        self.sweep().await;
+    }
+}
+
+impl Dispatcher {
+    /// The running actors of customers in `buckets`.
+    async fn actors_in(&self, buckets: Vec<u16>) -> Vec<ActorRef<CustomerMsg>> {
+        match self
+            .supervisor
+            .call(
+                |reply| SupervisorMsg::ActorsIn(buckets, reply),
+                Some(STATS_TIMEOUT),
+            )
+            .await
+        {
+            Ok(ractor::rpc::CallResult::Success(actors)) => actors,
+            _ => Vec::new(),
+        }
+    }
 }

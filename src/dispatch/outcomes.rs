@@ -8,7 +8,7 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use tokio::sync::mpsc;
+use tokio::sync::{mpsc, oneshot};
 use tokio::task::JoinHandle;
 
 use crate::model::now_millis;
@@ -26,7 +26,15 @@ const TRIES: u32 = 5;
 /// after writing what it was sent.
 #[derive(Debug, Clone)]
 pub struct OutcomeWriter {
-    tx: mpsc::Sender<Outcome>,
+    tx: mpsc::Sender<Entry>,
+}
+
+/// What the writer is sent: an outcome, or a request to answer once everything sent before it
+/// is written.
+#[derive(Debug)]
+enum Entry {
+    Outcome(Outcome),
+    Flush(oneshot::Sender<()>),
 }
 
 impl OutcomeWriter {
@@ -38,17 +46,39 @@ impl OutcomeWriter {
 
     /// Queues one outcome for writing.
     pub async fn record(&self, outcome: Outcome) {
-        if self.tx.send(outcome).await.is_err() {
+        if self.tx.send(Entry::Outcome(outcome)).await.is_err() {
             tracing::error!("outcome writer has stopped; the lease will recover this notification");
+        }
+    }
+
+    /// Returns once every outcome recorded before the call has been written (or given up on):
+    /// a handover releases a bucket only after its last outcomes are in the store.
+    pub async fn flush(&self) {
+        let (tx, rx) = oneshot::channel();
+        if self.tx.send(Entry::Flush(tx)).await.is_ok() {
+            let _ = rx.await;
         }
     }
 }
 
-async fn write_loop(store: Store, metrics: Arc<Metrics>, mut rx: mpsc::Receiver<Outcome>) {
+async fn write_loop(store: Store, metrics: Arc<Metrics>, mut rx: mpsc::Receiver<Entry>) {
+    let mut received = Vec::with_capacity(BATCH);
     let mut batch = Vec::with_capacity(BATCH);
-    while rx.recv_many(&mut batch, BATCH).await > 0 {
-        write_with_retries(&store, &metrics, &batch).await;
-        batch.clear();
+    let mut waiting = Vec::new();
+    while rx.recv_many(&mut received, BATCH).await > 0 {
+        for entry in received.drain(..) {
+            match entry {
+                Entry::Outcome(outcome) => batch.push(outcome),
+                Entry::Flush(done) => waiting.push(done),
+            }
+        }
+        if !batch.is_empty() {
+            write_with_retries(&store, &metrics, &batch).await;
+            batch.clear();
+        }
+        for done in waiting.drain(..) {
+            let _ = done.send(());
+        }
     }
 }
 

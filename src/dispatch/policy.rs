@@ -11,7 +11,8 @@ use clap::ValueEnum;
 use tokio::time::Instant;
 
 use super::controller::{
-    Circuit, Controller, ControllerSettings, Permit, Signal, Snapshot, Ticket, Tier, TierChange,
+    Checkpoint, Circuit, Controller, ControllerSettings, Permit, Signal, Snapshot, Ticket, Tier,
+    TierChange,
 };
 use crate::model::StartTier;
 
@@ -167,6 +168,21 @@ impl Pacing {
         match self {
             Pacing::Adaptive(c) => c.snapshot(),
             Pacing::Fixed(f) => f.snapshot(),
+        }
+    }
+
+    /// The controller's learned state; a fixed pace learns nothing.
+    pub(super) fn checkpoint(&self, now: Instant) -> Option<Checkpoint> {
+        match self {
+            Pacing::Adaptive(c) => Some(c.checkpoint(now)),
+            Pacing::Fixed(_) => None,
+        }
+    }
+
+    /// Resumes the controller from a checkpoint (a fixed pace ignores it).
+    pub(super) fn resume(&mut self, now: Instant, checkpoint: &Checkpoint) {
+        if let Pacing::Adaptive(c) = self {
+            c.resume(now, checkpoint);
         }
     }
 }

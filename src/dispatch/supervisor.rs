@@ -18,8 +18,11 @@ use ractor::{Actor, ActorId, ActorProcessingErr, ActorRef, SupervisionEvent};
 use tokio::time::Instant;
 
 use super::Context;
+use super::checkpoints::parse;
+use super::controller::Checkpoint;
 use super::customer::{CustomerActor, CustomerArgs};
 use super::messages::{ALL_LANES, ActorKey, CustomerMsg, Lanes, SupervisorMsg};
+use crate::cluster::buckets::bucket_of;
 use crate::model::{Channel, Customer};
 
 /// First restart delay after a failure; doubles per consecutive failure.
@@ -37,6 +40,8 @@ pub(super) struct SupervisorState {
     failures: HashMap<ActorKey, Failures>,
     /// Customers whose settings are being loaded, with the wakes that wait for them.
     loading: HashMap<String, Vec<(Option<Channel>, Lanes)>>,
+    /// Checkpoints loaded with a customer's settings, for the actors about to start.
+    checkpoints: HashMap<ActorKey, Checkpoint>,
     /// Shutting down: no new actors.
     draining: bool,
 }
@@ -70,6 +75,7 @@ impl Actor for Supervisor {
             by_actor: HashMap::new(),
             failures: HashMap::new(),
             loading: HashMap::new(),
+            checkpoints: HashMap::new(),
             draining: false,
         })
     }
@@ -84,8 +90,10 @@ impl Actor for Supervisor {
             SupervisorMsg::Wake(customer_id, channel, lanes) => {
                 state.wake(&myself, customer_id, channel, lanes).await
             }
-            SupervisorMsg::Loaded(customer_id, customer) => {
-                state.loaded(&myself, &customer_id, customer).await
+            SupervisorMsg::Loaded(customer_id, customer, checkpoints) => {
+                state
+                    .loaded(&myself, &customer_id, customer, checkpoints)
+                    .await
             }
             SupervisorMsg::Settings(customer) => {
                 for child in state
@@ -116,6 +124,14 @@ impl Actor for Supervisor {
             SupervisorMsg::Actors(reply) => {
                 let all = state.children.values().flat_map(|c| c.values());
                 let _ = reply.send(all.map(|c| c.actor.clone()).collect());
+            }
+            SupervisorMsg::ActorsIn(buckets, reply) => {
+                let in_buckets = state
+                    .children
+                    .iter()
+                    .filter(|(id, _)| buckets.contains(&bucket_of(id)))
+                    .flat_map(|(_, c)| c.values());
+                let _ = reply.send(in_buckets.map(|c| c.actor.clone()).collect());
             }
             SupervisorMsg::Drain(reply) => {
                 state.drain().await;
@@ -201,35 +217,47 @@ impl SupervisorState {
         }
         self.loading
             .insert(customer_id.clone(), vec![(channel, lanes)]);
-        let (directory, myself) = (self.ctx.directory.clone(), myself.clone());
+        let (ctx, myself) = (self.ctx.clone(), myself.clone());
         self.ctx.tasks.spawn(async move {
-            let customer = match directory.get(&customer_id).await {
+            let customer = match ctx.directory.get(&customer_id).await {
                 Ok(customer) => customer,
                 Err(err) => {
                     tracing::warn!(customer_id = %customer_id, error = %err, "cannot load customer; the next sweep retries");
                     None
                 }
             };
-            let _ = myself.send_message(SupervisorMsg::Loaded(customer_id, customer));
+            let checkpoints = match customer {
+                Some(_) => load_checkpoints(&ctx, &customer_id).await,
+                None => Vec::new(),
+            };
+            let _ = myself.send_message(SupervisorMsg::Loaded(customer_id, customer, checkpoints));
         });
     }
 
     /// A customer's settings arrived (`None`: unknown, or unreadable for now): the wakes that
-    /// waited for them go ahead.
+    /// waited for them go ahead, and actors they start resume from `checkpoints`.
     async fn loaded(
         &mut self,
         myself: &ActorRef<SupervisorMsg>,
         customer_id: &str,
         customer: Option<Arc<Customer>>,
+        checkpoints: Vec<(Channel, Checkpoint)>,
     ) {
         let waiting = self.loading.remove(customer_id).unwrap_or_default();
         let Some(customer) = customer else { return };
         if self.draining {
             return;
         }
+        self.checkpoints.extend(
+            checkpoints
+                .into_iter()
+                .map(|(channel, checkpoint)| ((customer_id.to_owned(), channel), checkpoint)),
+        );
         for (channel, lanes) in waiting {
             self.wake_customer(myself, &customer, channel, lanes).await;
         }
+        // Checkpoints for channels that were not started stay stored, not held here.
+        self.checkpoints.retain(|(id, _), _| id != customer_id);
     }
 
     /// Wakes (or starts) the customer's actors on `channel`, or on every configured channel.
@@ -286,7 +314,9 @@ impl SupervisorState {
             return;
         }
         let key = (customer_id.clone(), channel);
-        if self.failures.get(&key).is_some_and(|f| f.restart_pending) {
+        if self.failures.get(&key).is_some_and(|f| f.restart_pending)
+            || !self.ctx.placement.ownership.owns(customer_id)
+        {
             return;
         }
         let args = CustomerArgs {
@@ -294,6 +324,7 @@ impl SupervisorState {
             customer: customer.clone(),
             channel,
             supervisor: myself.clone(),
+            checkpoint: self.checkpoints.remove(&key),
         };
         match CustomerActor::spawn_linked(None, CustomerActor, args, myself.get_cell()).await {
             Ok((actor, _)) => {
@@ -411,5 +442,20 @@ impl SupervisorState {
             }
         }
         self.by_actor.clear();
+    }
+}
+
+/// The customer's stored controller checkpoints (none when they cannot be read: the actors then
+/// start from slow start, as without checkpoints).
+async fn load_checkpoints(ctx: &Context, customer_id: &str) -> Vec<(Channel, Checkpoint)> {
+    match ctx.store.load_checkpoints(customer_id).await {
+        Ok(rows) => rows
+            .into_iter()
+            .filter_map(|row| Some((row.channel, parse(customer_id, &row.state)?)))
+            .collect(),
+        Err(err) => {
+            tracing::warn!(customer_id, error = %err, "cannot read controller checkpoints; starting from slow start");
+            Vec::new()
+        }
     }
 }

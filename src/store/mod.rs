@@ -18,7 +18,9 @@
 //!
 //! Reads use a separate pool and never block writes (WAL mode on SQLite).
 
+mod checkpoints;
 mod claims;
+mod cluster;
 mod customers;
 mod gate;
 mod notifications;
@@ -39,7 +41,9 @@ use sqlx::{Any, AnyConnection, AnyPool, Executor};
 
 use gate::{Priority, Turn, WriteGate};
 
+pub use checkpoints::CheckpointRow;
 pub use claims::ClaimRequest;
+pub use cluster::{HeldBucket, LeaseRow, NodeRow, Takeover};
 pub use notifications::{Claimed, Inserted, Outcome, OutcomeKind};
 
 /// Why a store operation failed. `Unavailable` means "try again later" and is what callers see

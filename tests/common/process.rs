@@ -16,20 +16,27 @@ pub struct Floodgate {
 }
 
 impl Floodgate {
-    /// Starts the binary on `db` with test-friendly defaults plus `extra` flags (later flags win).
+    /// Starts the binary on `db` with test-friendly defaults plus `extra` flags (a flag in
+    /// `extra` replaces the default sweep interval or target allow-list).
     ///
     /// Its ports are picked free and released for the child to bind, so another process can take
     /// one in between: a child that exits before it is ready is started again on new ports.
     pub async fn start(db: &TestDb, extra: &[&str]) -> Self {
-        Self::launch(db, extra, None).await
+        Self::launch(db, db.dir.path(), extra, None).await
+    }
+
+    /// Like [`start`](Self::start), with a data directory of its own: several nodes on one
+    /// PostgreSQL database each need one.
+    pub async fn start_in(db: &TestDb, data_dir: &Path, extra: &[&str]) -> Self {
+        Self::launch(db, data_dir, extra, None).await
     }
 
     /// Like [`start`](Self::start), logging at debug level into `log` (stdout and stderr).
     pub async fn start_logging(db: &TestDb, extra: &[&str], log: &Path) -> Self {
-        Self::launch(db, extra, Some(log)).await
+        Self::launch(db, db.dir.path(), extra, Some(log)).await
     }
 
-    async fn launch(db: &TestDb, extra: &[&str], log: Option<&Path>) -> Self {
+    async fn launch(db: &TestDb, data_dir: &Path, extra: &[&str], log: Option<&Path>) -> Self {
         for _ in 0..3 {
             let (grpc, http) = (free_addr(), free_addr());
             let mut command = Command::new(env!("CARGO_BIN_EXE_floodgate"));
@@ -37,13 +44,19 @@ impl Floodgate {
                 .arg("serve")
                 .args(["--grpc-addr", &grpc.to_string()])
                 .args(["--http-addr", &http.to_string()])
-                .args(["--data-dir", &db.dir.path().display().to_string()])
+                .args(["--data-dir", &data_dir.display().to_string()])
                 .args(["--database-url", &db.url])
-                .args(["--admin-token", ADMIN_TOKEN])
-                .args(["--sweep-interval", "100ms"])
-                .args(["--allow-target-cidr", super::LOOPBACK])
-                .args(extra)
-                .stdin(Stdio::null());
+                .args(["--admin-token", ADMIN_TOKEN]);
+            // Test-friendly defaults, unless `extra` sets the same flag.
+            for (flag, value) in [
+                ("--sweep-interval", "100ms"),
+                ("--allow-target-cidr", super::LOOPBACK),
+            ] {
+                if !extra.contains(&flag) {
+                    command.args([flag, value]);
+                }
+            }
+            command.args(extra).stdin(Stdio::null());
             match log {
                 Some(path) => {
                     // A new file per attempt: only the process that runs leaves its log.
@@ -93,6 +106,16 @@ impl Floodgate {
             assert!(Instant::now() < deadline, "floodgate did not become ready");
             tokio::time::sleep(Duration::from_millis(20)).await;
         }
+    }
+
+    /// Sends a signal by name (`STOP`, `CONT`, …) to the running process.
+    pub fn signal(&self, name: &str) {
+        let child = self.child.as_ref().expect("running");
+        let status = Command::new("kill")
+            .args([format!("-{name}"), child.id().to_string()])
+            .status()
+            .expect("run kill");
+        assert!(status.success(), "kill -{name} failed");
     }
 
     /// Sends SIGKILL and waits for the process to be gone.

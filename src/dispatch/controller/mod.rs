@@ -22,6 +22,7 @@
 //! - `tiers`: the speed label derived from the rate, with hysteresis.
 
 mod breaker;
+mod checkpoint;
 mod limit;
 mod measure;
 mod pacer;
@@ -44,6 +45,7 @@ use std::time::Duration;
 use tokio::time::Instant;
 
 use breaker::Breaker;
+pub use checkpoint::Checkpoint;
 use limit::Limiter;
 use measure::{RttStats, Window};
 use pacer::Pacer;

@@ -65,6 +65,12 @@ impl BreakPoint {
         Self::fresh(now, took, hold, retry_after)
     }
 
+    /// A break point carried over from a checkpoint: held as after a fresh failure, so a new
+    /// owner does not probe above it at once.
+    pub(super) fn remembered(now: Instant, plateau: f64) -> Self {
+        Self::fresh(now, plateau, BREAK_HOLD, None)
+    }
+
     fn fresh(now: Instant, plateau: f64, hold: Duration, retry_after: Option<Duration>) -> Self {
         let mut point = Self {
             plateau,
