@@ -37,6 +37,7 @@ use crate::idempotency::FastPath;
 use crate::intake::Intake;
 use crate::preferences::Preferences;
 use crate::redact::SecretString;
+use crate::scoped_tokens::ScopedTokens;
 use crate::shutdown::Deadline;
 use crate::sink::Sinks;
 use crate::sink::webhook::WebhookSettings;
@@ -169,7 +170,8 @@ pub async fn run(
     )
     .await?;
     tracing::info!(backend = ?store.backend(), "store ready");
-    let tokens = resolve_tokens(&cfg)?;
+    let scoped_tokens = Arc::new(ScopedTokens::load(store.clone()).await?);
+    let tokens = resolve_tokens(&cfg)?.with_scoped(scoped_tokens.clone());
     let directory = Arc::new(CustomerDirectory::new(store.clone(), DIRECTORY_TTL));
     let target_policy = Arc::new(cfg.target_policy());
     let sink = Sinks::new(&WebhookSettings {
@@ -220,6 +222,7 @@ pub async fn run(
         directory,
         dispatcher: dispatcher.clone(),
         tokens: tokens.clone(),
+        scoped_tokens: scoped_tokens.clone(),
         metrics: metrics.clone(),
         preferences,
         templates,
@@ -256,6 +259,7 @@ pub async fn run(
         metrics.clone(),
         stop.clone(),
     ));
+    let mut scoped_reloader = tokio::spawn(scoped_tokens.run(stop.clone()));
     let history = Arc::new(History::default());
     let mut sampler = tokio::spawn({
         let (history, dispatcher, stop) = (history.clone(), dispatcher.clone(), stop.clone());
@@ -306,6 +310,13 @@ pub async fn run(
     // ever half-moved).
     finish_by(&mut sampler, deadline.end(), "the dashboard sampler").await;
     finish_by(&mut retention, deadline.end(), "the retention job").await;
+    // It writes the tokens' last uses once more as it stops.
+    finish_by(
+        &mut scoped_reloader,
+        deadline.end(),
+        "the scoped token reloader",
+    )
+    .await;
     if let Some(watcher) = &mut tls_watcher {
         finish_by(watcher, deadline.end(), "the TLS reload check").await;
     }
