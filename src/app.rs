@@ -5,7 +5,8 @@
 //! 1. the signal arrives; health turns NOT_SERVING;
 //! 2. the gRPC and HTTP servers stop accepting and let calls under way finish (so every answered
 //!    submit is committed); connections still open at half the grace (silent clients, half-sent
-//!    requests, idle keep-alives) are closed; the dashboard's sampler stops too;
+//!    requests, idle keep-alives) are closed; the dashboard's sampler stops too, and the scoped
+//!    token reloader writes the tokens' last uses;
 //! 3. the dispatcher stops claiming and waits for deliveries under way, until nine tenths of the
 //!    grace;
 //! 4. intake writers drain their queue, the outcome writer writes the last outcomes;

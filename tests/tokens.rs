@@ -236,6 +236,13 @@ async fn a_scoped_token_sees_only_its_customers(backend: Backend) {
     let mut archive = ArchiveClient::new(connect(&server.grpc_url, Some(&token_a)).await);
     let archived = archive.list_archived_notifications(inbox("acme")).await;
     assert_eq!(code(archived), Code::PermissionDenied);
+    let metrics = reqwest::Client::new()
+        .get(format!("http://{}/metrics", server.http_addr))
+        .bearer_auth(&token_a)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(metrics.status(), reqwest::StatusCode::UNAUTHORIZED);
 
     // The unscoped submit token still sees every customer.
     let mut unscoped = dispatcher(&server, SUBMIT_TOKEN).await;
