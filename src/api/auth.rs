@@ -133,7 +133,7 @@ impl Tokens {
     }
 
     /// Whether `token` may read the HTTP side (metrics and the dashboard's data): the admin or
-    /// the metrics token. The submit token may not: services that submit have no business
+    /// the metrics token. The submit and scoped tokens may not: services that submit have no business
     /// seeing every customer's traffic.
     pub fn reads_metrics(&self, token: &str) -> bool {
         self.is_admin(token)
