@@ -5,9 +5,9 @@
 //! 1. the signal arrives; health turns NOT_SERVING;
 //! 2. the gRPC and HTTP servers stop accepting and let calls under way finish (so every answered
 //!    submit is committed); connections still open at half the grace (silent clients, half-sent
-//!    requests, idle keep-alives) are closed; the dashboard's sampler stops too;
-//!    In a cluster the node also leaves the node table, so the others plan without it, and
-//!    from then on only renews the leases it holds;
+//!    requests, idle keep-alives) are closed; the dashboard's sampler stops too, and the scoped
+//!    token reloader writes the tokens' last uses. In a cluster the node also leaves the node
+//!    table, so the others plan without it, and from then on only renews the leases it holds;
 //! 3. the dispatcher stops claiming and waits for deliveries under way, until nine tenths of the
 //!    grace, and writes its controllers' checkpoints;
 //! 4. intake writers drain their queue, the outcome writer writes the last outcomes; a cluster
@@ -41,6 +41,7 @@ use crate::idempotency::FastPath;
 use crate::intake::Intake;
 use crate::preferences::Preferences;
 use crate::redact::SecretString;
+use crate::scoped_tokens::ScopedTokens;
 use crate::shutdown::Deadline;
 use crate::sink::Sinks;
 use crate::sink::webhook::WebhookSettings;
@@ -175,7 +176,8 @@ pub async fn run(
     )
     .await?;
     tracing::info!(backend = ?store.backend(), "store ready");
-    let tokens = resolve_tokens(&cfg)?;
+    let scoped_tokens = Arc::new(ScopedTokens::load(store.clone()).await?);
+    let tokens = resolve_tokens(&cfg)?.with_scoped(scoped_tokens.clone());
     let directory = Arc::new(CustomerDirectory::new(store.clone(), DIRECTORY_TTL));
     let target_policy = Arc::new(cfg.target_policy());
     let sink = Sinks::new(&WebhookSettings {
@@ -238,6 +240,7 @@ pub async fn run(
         directory,
         dispatcher: dispatcher.clone(),
         tokens: tokens.clone(),
+        scoped_tokens: scoped_tokens.clone(),
         metrics: metrics.clone(),
         preferences,
         templates,
@@ -274,6 +277,7 @@ pub async fn run(
         metrics.clone(),
         stop.clone(),
     ));
+    let mut scoped_reloader = tokio::spawn(scoped_tokens.run(stop.clone()));
     let history = Arc::new(History::default());
     let mut sampler = tokio::spawn({
         let (history, dispatcher, stop) = (history.clone(), dispatcher.clone(), stop.clone());
@@ -327,6 +331,13 @@ pub async fn run(
     // ever half-moved).
     finish_by(&mut sampler, deadline.end(), "the dashboard sampler").await;
     finish_by(&mut retention, deadline.end(), "the retention job").await;
+    // It writes the tokens' last uses once more as it stops.
+    finish_by(
+        &mut scoped_reloader,
+        deadline.end(),
+        "the scoped token reloader",
+    )
+    .await;
     if let Some(watcher) = &mut tls_watcher {
         finish_by(watcher, deadline.end(), "the TLS reload check").await;
     }

@@ -1,10 +1,11 @@
-//! The client subcommands (`floodgate customer|send|status`), so a person can try floodgate
+//! The client subcommands (`floodgate customer|send|status|token`…), so a person can try floodgate
 //! without writing code. They speak the same gRPC API as any service.
 
 pub mod channels;
 pub mod error;
 pub mod notifications;
 pub mod preferences;
+pub mod tokens;
 
 use std::path::PathBuf;
 use std::time::Duration;

@@ -28,6 +28,9 @@ pub enum Command {
     /// Register, list, show, pause and resume customer systems, and set their channels (admin token).
     #[command(subcommand)]
     Customer(crate::client::CustomerCommand),
+    /// Create, list and revoke scoped tokens, which see only some customer systems (admin token).
+    #[command(subcommand)]
+    Token(crate::client::tokens::TokenCommand),
     /// Export and import a customer's templates as CSV, or list them (admin token).
     #[command(subcommand)]
     Template(crate::template_sheet::TemplateCommand),
@@ -84,7 +87,9 @@ pub struct ServeConfig {
     /// generated, saved as DATA_DIR/admin-token and printed once.
     #[arg(long, env = "FLOODGATE_ADMIN_TOKEN", hide_env_values = true)]
     pub admin_token: Option<crate::redact::SecretString>,
-    /// Token allowed to call only the Dispatcher service (submit and read notifications).
+    /// Token allowed to call only the Dispatcher and Preferences services, for every customer
+    /// system. Scoped tokens (`floodgate token create`) are the recommended way: one per caller,
+    /// each for its own customers, rotated without a restart.
     #[arg(long, env = "FLOODGATE_SUBMIT_TOKEN", hide_env_values = true)]
     pub submit_token: Option<crate::redact::SecretString>,
     /// File holding the read-only token for /metrics and the dashboard's data (the admin token

@@ -45,6 +45,7 @@ pub mod private_files;
 pub mod receiver;
 pub mod redact;
 pub mod retention;
+pub mod scoped_tokens;
 pub mod shutdown;
 pub mod sink;
 pub mod store;

@@ -466,3 +466,89 @@ async fn customer_channels_set_configures_a_channel_through_the_api() {
     assert!(stderr.contains("--service-account"), "{stderr}");
     server.stop().await.expect("a clean stop");
 }
+
+/// `floodgate token create|list|revoke`: the token is printed once at creation and works for its
+/// customer only; the list never shows it; once revoked, it is refused.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn token_subcommands_create_list_and_revoke_scoped_tokens() {
+    let db = TestDb::new(Backend::Sqlite).await;
+    let server = TestServer::start(test_config(&db)).await;
+    common::connect(&server.grpc_url, Some(ADMIN_TOKEN)).await;
+    let at = server.grpc_url.trim_start_matches("http://").to_owned();
+    let at = at.as_str();
+    let receiver = Receiver::start().await;
+    for customer in ["acme", "globex"] {
+        ok(
+            at,
+            ADMIN_TOKEN,
+            &["customer", "add", customer, "--webhook-url", &receiver.url],
+        )
+        .await;
+    }
+
+    let created = ok(
+        at,
+        ADMIN_TOKEN,
+        &["token", "create", "acme-svc", "--customer", "acme"],
+    )
+    .await;
+    let token = created
+        .lines()
+        .find(|line| line.starts_with("fgt_"))
+        .unwrap_or_else(|| panic!("no token in {created}"))
+        .to_owned();
+    assert!(created.contains("only time"), "{created}");
+    let listed = ok(at, ADMIN_TOKEN, &["token", "list"]).await;
+    let row = listed
+        .lines()
+        .find(|line| line.starts_with("acme-svc "))
+        .unwrap_or_else(|| panic!("no acme-svc in {listed}"));
+    assert!(row.contains("never") && row.ends_with("acme"), "{row}");
+    assert!(!listed.contains(&token[4..]), "{listed}");
+
+    // The printed token submits for its customer, and another customer is NOT_FOUND.
+    let id = ok(
+        at,
+        &token,
+        &["send", "--customer", "acme", "--recipient", "u1"],
+    )
+    .await;
+    let foreign = floodgate(args(&[
+        "send",
+        "--customer",
+        "globex",
+        "--recipient",
+        "u1",
+        "--server",
+        at,
+        "--token",
+        &token,
+    ]))
+    .await;
+    let stderr = failed_with(&foreign, 4);
+    assert!(
+        stderr.contains("NotFound") && stderr.contains("globex"),
+        "{stderr}"
+    );
+    // Only the admin token manages tokens.
+    let scoped_lists = floodgate(args(&["token", "list", "--server", at, "--token", &token])).await;
+    let stderr = failed_with(&scoped_lists, 4);
+    assert!(stderr.contains("admin token"), "{stderr}");
+
+    let revoked = ok(at, ADMIN_TOKEN, &["token", "revoke", "acme-svc"]).await;
+    assert!(revoked.contains("acme-svc revoked"), "{revoked}");
+    let refused = floodgate(args(&[
+        "status",
+        id.trim(),
+        "--server",
+        at,
+        "--token",
+        &token,
+    ]))
+    .await;
+    let stderr = failed_with(&refused, 4);
+    assert!(stderr.contains("Unauthenticated"), "{stderr}");
+    let listed = ok(at, ADMIN_TOKEN, &["token", "list"]).await;
+    assert!(!listed.contains("acme-svc"), "{listed}");
+    server.stop().await.expect("a clean stop");
+}

@@ -12,6 +12,7 @@ use common::process::Floodgate;
 use common::{ADMIN_TOKEN, Backend, Receiver, SUBMIT_TOKEN, TestDb, connect};
 use floodgate::api::proto::customers_client::CustomersClient;
 use floodgate::api::proto::dispatcher_client::DispatcherClient;
+use floodgate::api::proto::tokens_client::TokensClient;
 use floodgate::api::proto::{self, Channel, State};
 
 const METRICS_TOKEN: &str = "metrics-token-for-the-log-test";
@@ -75,6 +76,20 @@ async fn no_secret_appears_in_debug_logs() {
         .await
         .unwrap()
         .into_inner();
+    // A scoped token, created and used.
+    let scoped = TokensClient::new(connect(&url, Some(ADMIN_TOKEN)).await)
+        .create_token(proto::CreateTokenRequest {
+            name: "acme-svc".into(),
+            customer_ids: vec!["acme".into()],
+        })
+        .await
+        .unwrap()
+        .into_inner()
+        .token;
+    DispatcherClient::new(connect(&url, Some(&scoped)).await)
+        .submit(request(Channel::Webhook, "user-2", "k4", "{}"))
+        .await
+        .unwrap();
     let mut client = DispatcherClient::new(connect(&url, Some(SUBMIT_TOKEN)).await);
     let mut ids = Vec::new();
     for request in [
@@ -122,6 +137,8 @@ async fn no_secret_appears_in_debug_logs() {
         ("admin token", ADMIN_TOKEN),
         ("submit token", SUBMIT_TOKEN),
         ("metrics token", METRICS_TOKEN),
+        ("scoped token", scoped.as_str()),
+        ("scoped token's secret", scoped.trim_start_matches("fgt_")),
         ("SMS auth token", sms_fake::AUTH_TOKEN),
         ("SMTP password", smtp_fake::PASSWORD),
     ] {
@@ -172,6 +189,22 @@ fn secret_types_redact_their_debug() {
     let tokens = floodgate::api::Tokens::new("adm-1", Some("sub-1")).with_metrics("met-1");
     let shown = format!("{tokens:?}");
     assert!(!shown.contains("adm-1") && !shown.contains("sub-1") && !shown.contains("met-1"));
+    let token = floodgate::scoped_tokens::generate();
+    let created = floodgate::scoped_tokens::NewToken {
+        record: floodgate::scoped_tokens::TokenRecord {
+            name: "acme-svc".into(),
+            hash: floodgate::scoped_tokens::digest(&token).unwrap(),
+            customer_ids: vec!["acme".into()],
+            created_at: 0,
+            last_used_at: None,
+        },
+        token: token.clone().into(),
+    };
+    let shown = format!("{created:?}");
+    assert!(
+        !shown.contains(&token) && shown.contains("acme-svc"),
+        "{shown}"
+    );
     let mut cfg = floodgate::ServeConfig::defaults();
     cfg.admin_token = Some("adm-2".into());
     assert!(!format!("{cfg:?}").contains("adm-2"));

@@ -32,11 +32,16 @@
 //! - **Batches of any size**: [`Client::submit_batch`] splits into calls of at most
 //!   [`MAX_BATCH`] items and returns one result per item in input order.
 //!
+//! - **Scoped tokens**: [`Client::create_token`], [`Client::list_tokens`] and
+//!   [`Client::revoke_token`] (admin token), so the one place a token's value is ever shown is a
+//!   typed field, and a listing is retried like any read.
+//!
 //! Every other call (customers, preferences, templates, the archive, cancel, list) is the
 //! generated client on the same authenticated connection: [`Client::dispatcher`],
-//! [`Client::customers`], [`Client::preferences`], [`Client::templates`], [`Client::archive`]; wrap
-//! one in [`Client::with_retries`] when it should ride out a restart too. Wrapping each in a
-//! hand-written method would only repeat the proto's request and response types.
+//! [`Client::customers`], [`Client::preferences`], [`Client::templates`], [`Client::archive`],
+//! [`Client::tokens`]; wrap one in [`Client::with_retries`] when it should ride out a restart
+//! too. Wrapping each in a hand-written method would only repeat the proto's request and response
+//! types.
 //!
 //! # One set of generated types
 //! [`proto`] holds the API's messages and clients, compiled from the repository's `proto/` by
@@ -69,6 +74,7 @@ use proto::customers_client::CustomersClient;
 use proto::dispatcher_client::DispatcherClient;
 use proto::preferences_client::PreferencesClient;
 use proto::templates_client::TemplatesClient;
+use proto::tokens_client::TokensClient;
 
 /// The generated messages and clients of `floodgate.v1` (proto/floodgate/v1/floodgate.proto).
 #[allow(clippy::all, missing_docs, unreachable_pub)]
@@ -83,8 +89,8 @@ pub const MAX_BATCH: usize = 1000;
 pub type AuthedChannel = InterceptedService<Channel, BearerToken>;
 
 /// Adds `authorization: Bearer <token>` to every call, the header floodgate's server checks
-/// (an admin token may call everything, a submit token the `Dispatcher` and `Preferences`
-/// services). Without a token it adds nothing, and the server answers UNAUTHENTICATED.
+/// (an admin token may call everything, a submit or scoped token the `Dispatcher` and
+/// `Preferences` services). Without a token it adds nothing, and the server answers UNAUTHENTICATED.
 #[derive(Debug, Clone)]
 pub struct BearerToken(Option<MetadataValue<Ascii>>);
 
@@ -142,7 +148,8 @@ impl std::fmt::Debug for ClientBuilder {
 }
 
 impl ClientBuilder {
-    /// The bearer token: an admin token, or a submit token for `Dispatcher` and `Preferences`.
+    /// The bearer token: an admin token, or a submit or scoped (`fgt_…`) token for `Dispatcher`
+    /// and `Preferences`.
     pub fn token(mut self, token: impl Into<String>) -> Self {
         self.token = Some(token.into());
         self
@@ -297,6 +304,46 @@ impl Client {
         ArchiveClient::new(self.channel())
     }
 
+    /// Scoped tokens: create, list, revoke (admin token).
+    pub fn tokens(&self) -> TokensClient<AuthedChannel> {
+        TokensClient::new(self.channel())
+    }
+
+    /// Creates a scoped token `name` for `customer_ids` and returns it with its value
+    /// (`token`), which is shown this once and never again. Not retried: a retry after a lost
+    /// answer would find the name taken (ALREADY_EXISTS) and the value gone; revoke and create
+    /// again instead.
+    pub async fn create_token(
+        &self,
+        name: &str,
+        customer_ids: Vec<String>,
+    ) -> Result<proto::CreateTokenResponse, Error> {
+        let request = proto::CreateTokenRequest {
+            name: name.to_owned(),
+            customer_ids,
+        };
+        once("CreateToken", self.tokens().create_token(request).await)
+    }
+
+    /// Every scoped token, ordered by name, without their values (retried on UNAVAILABLE).
+    pub async fn list_tokens(&self) -> Result<Vec<proto::ScopedToken>, Error> {
+        let answer = self
+            .with_retries("ListTokens", || async {
+                self.tokens().list_tokens(proto::ListTokensRequest {}).await
+            })
+            .await?;
+        Ok(answer.tokens)
+    }
+
+    /// Revokes the scoped token `name` and returns it as it was. Not retried: a repeat after a
+    /// lost answer would be NOT_FOUND although the revocation took place.
+    pub async fn revoke_token(&self, name: &str) -> Result<proto::ScopedToken, Error> {
+        let request = proto::RevokeTokenRequest {
+            name: name.to_owned(),
+        };
+        once("RevokeToken", self.tokens().revoke_token(request).await)
+    }
+
     /// Makes `call` (the gRPC method `name`, for errors) until it succeeds, fails with anything
     /// but UNAVAILABLE, or the policy's attempts are used up. Only for calls that are safe to
     /// repeat: reads, and writes that carry their own idempotency (a submit's key).
@@ -448,6 +495,20 @@ impl Client {
         })
         .await
     }
+}
+
+/// The answer of a call made once, its failure as an [`Error::Status`].
+fn once<T>(
+    name: &'static str,
+    answer: Result<tonic::Response<T>, tonic::Status>,
+) -> Result<T, Error> {
+    answer
+        .map(tonic::Response::into_inner)
+        .map_err(|status| Error::Status {
+            call: name,
+            attempts: 1,
+            status,
+        })
 }
 
 /// Gives a keyless request a random key, so that retrying it cannot store it twice.

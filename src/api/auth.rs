@@ -1,10 +1,18 @@
 //! Bearer-token authentication. The admin token may call everything; the submit token only the
-//! `Dispatcher` service; the metrics token only reads `/metrics` and the dashboard's data.
-//! Tokens are compared in constant time.
+//! `Dispatcher` and `Preferences` services; a scoped token (see [`crate::scoped_tokens`]) the
+//! same services for its own customers only; the metrics token only reads `/metrics` and the
+//! dashboard's data. Configured tokens are compared in constant time; scoped tokens are looked up
+//! by hash.
+//!
+//! The interceptor of the `Dispatcher` and `Preferences` services puts the caller's [`Scope`] on
+//! each request, and their handlers check every customer a call names or reaches against it.
 
 use std::sync::Arc;
 
 use tonic::{Request, Status};
+
+use crate::error::Error;
+use crate::scoped_tokens::{Lookup, Scoped, ScopedTokens};
 
 /// The configured tokens. `Debug` shows which are set, never their values.
 #[derive(Clone)]
@@ -12,6 +20,7 @@ pub struct Tokens {
     admin: Arc<str>,
     submit: Option<Arc<str>>,
     metrics: Option<Arc<str>>,
+    scoped: Option<Arc<ScopedTokens>>,
 }
 
 impl std::fmt::Debug for Tokens {
@@ -21,14 +30,53 @@ impl std::fmt::Debug for Tokens {
             .field("admin", &Redacted(&self.admin))
             .field("submit", &self.submit.as_deref().map(Redacted))
             .field("metrics", &self.metrics.as_deref().map(Redacted))
+            .field("scoped", &self.scoped.is_some())
             .finish()
     }
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone)]
 enum Role {
     Admin,
     Submit,
+    Scoped(Arc<Scoped>),
+}
+
+/// Which customer systems the caller of a `Dispatcher` or `Preferences` call may see.
+#[derive(Debug, Clone)]
+pub enum Scope {
+    /// The admin and the (unscoped) submit token.
+    Every,
+    /// A scoped token: its own customers only.
+    Only(Arc<Scoped>),
+}
+
+impl Scope {
+    /// The scope the interceptor put on `request`. Its absence is a wiring bug, and refused.
+    pub(crate) fn of<T>(request: &Request<T>) -> Result<Self, Error> {
+        request.extensions().get::<Scope>().cloned().ok_or_else(|| {
+            tracing::error!("a call reached a scoped service without its interceptor");
+            Error::Internal
+        })
+    }
+
+    /// Whether the caller may see `customer_id`.
+    pub fn allows(&self, customer_id: &str) -> bool {
+        match self {
+            Scope::Every => true,
+            Scope::Only(scoped) => scoped.allows(customer_id),
+        }
+    }
+
+    /// `Ok` when the caller may see `customer_id`; otherwise the very answer an unknown customer
+    /// gets (NOT_FOUND), so a scoped token cannot tell other customers that exist from ones that
+    /// do not.
+    pub(crate) fn admit(&self, customer_id: &str) -> Result<(), Error> {
+        match self.allows(customer_id) {
+            true => Ok(()),
+            false => Err(super::unknown_customer(customer_id)),
+        }
+    }
 }
 
 impl Tokens {
@@ -38,7 +86,14 @@ impl Tokens {
             admin: admin.into(),
             submit: submit.map(Into::into),
             metrics: None,
+            scoped: None,
         }
+    }
+
+    /// Adds the scoped tokens, checked after the configured ones.
+    pub fn with_scoped(mut self, scoped: Arc<ScopedTokens>) -> Self {
+        self.scoped = Some(scoped);
+        self
     }
 
     /// Adds the read-only metrics token: it opens `/metrics` and the dashboard's data and nothing
@@ -48,12 +103,20 @@ impl Tokens {
         self
     }
 
-    /// Interceptor for `Dispatcher` and `Preferences`: admin or submit token.
+    /// Interceptor for `Dispatcher` and `Preferences`: admin, submit or scoped token. Puts the
+    /// caller's [`Scope`] on the request.
     pub fn dispatcher(
         &self,
     ) -> impl FnMut(Request<()>) -> Result<Request<()>, Status> + Clone + use<> {
         let tokens = self.clone();
-        move |request| tokens.role(&request).map(|_| request)
+        move |mut request| {
+            let scope = match tokens.role(&request)? {
+                Role::Admin | Role::Submit => Scope::Every,
+                Role::Scoped(scoped) => Scope::Only(scoped),
+            };
+            request.extensions_mut().insert(scope);
+            Ok(request)
+        }
     }
 
     /// Interceptor for admin-only services.
@@ -63,34 +126,44 @@ impl Tokens {
         let tokens = self.clone();
         move |request| match tokens.role(&request)? {
             Role::Admin => Ok(request),
-            Role::Submit => Err(Status::permission_denied(
+            Role::Submit | Role::Scoped(_) => Err(Status::permission_denied(
                 "this token may only use the Dispatcher and Preferences services; this call needs the admin token",
             )),
         }
     }
 
     /// Whether `token` may read the HTTP side (metrics and the dashboard's data): the admin or
-    /// the metrics token. The submit token may not: services that submit have no business
+    /// the metrics token. The submit and scoped tokens may not: services that submit have no business
     /// seeing every customer's traffic.
     pub fn reads_metrics(&self, token: &str) -> bool {
-        self.role_of(token) == Some(Role::Admin)
+        self.is_admin(token)
             || self
                 .metrics
                 .as_deref()
                 .is_some_and(|metrics| constant_time_eq(token.as_bytes(), metrics.as_bytes()))
     }
 
-    fn role_of(&self, token: &str) -> Option<Role> {
-        if constant_time_eq(token.as_bytes(), self.admin.as_bytes()) {
-            Some(Role::Admin)
-        } else if self
+    fn is_admin(&self, token: &str) -> bool {
+        constant_time_eq(token.as_bytes(), self.admin.as_bytes())
+    }
+
+    fn role_of(&self, token: &str) -> Result<Role, Status> {
+        if self.is_admin(token) {
+            return Ok(Role::Admin);
+        }
+        if self
             .submit
             .as_deref()
             .is_some_and(|submit| constant_time_eq(token.as_bytes(), submit.as_bytes()))
         {
-            Some(Role::Submit)
-        } else {
-            None
+            return Ok(Role::Submit);
+        }
+        match self.scoped.as_ref().map(|scoped| scoped.find(token)) {
+            Some(Lookup::Valid(scoped)) => Ok(Role::Scoped(scoped)),
+            Some(Lookup::Unconfirmed) => Err(Status::unavailable(
+                "scoped tokens cannot be checked: the database has not answered for a while; try again",
+            )),
+            Some(Lookup::Unknown) | None => Err(Status::unauthenticated("invalid token")),
         }
     }
 
@@ -104,7 +177,6 @@ impl Tokens {
             .and_then(|value| value.strip_prefix("Bearer "))
             .ok_or_else(|| Status::unauthenticated("authorization must be `Bearer <token>`"))?;
         self.role_of(token)
-            .ok_or_else(|| Status::unauthenticated("invalid token"))
     }
 }
 

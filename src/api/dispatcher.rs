@@ -8,7 +8,7 @@ use tonic::{Request, Response, Status};
 
 use super::proto::dispatcher_server::Dispatcher;
 use super::proto::{self, submit_result};
-use super::{ApiState, channels, convert, quota};
+use super::{ApiState, Scope, channels, convert, quota, unknown_customer};
 use crate::error::Error;
 use crate::model::{NewNotification, Notification, NotificationId, now_millis};
 use crate::store::Inserted;
@@ -33,23 +33,23 @@ impl DispatchService {
         Self { state }
     }
 
-    /// Validates one request, checks that its customer exists and can take its channel, and
-    /// pins a templated one to the template's latest version (`seen` keeps the versions a batch
-    /// already looked up).
+    /// Validates one request, checks that its customer exists (and is in the caller's `scope`)
+    /// and can take its channel, and pins a templated one to the template's latest version
+    /// (`seen` keeps the versions a batch already looked up).
     async fn admit(
         &self,
         request: proto::SubmitRequest,
+        scope: &Scope,
         seen: &mut TemplatesSeen,
     ) -> Result<NewNotification, Error> {
         let now = now_millis();
         let mut notification =
             convert::new_notification(request, self.state.max_payload_bytes, now)?;
         quota::within_horizon(&notification, self.state.max_schedule_ahead, now)?;
+        // Where an unknown customer is refused, and with the same answer.
+        scope.admit(&notification.customer_id)?;
         let Some(customer) = self.state.directory.get(&notification.customer_id).await? else {
-            return Err(Error::NotFound(format!(
-                "customer {:?} not found",
-                notification.customer_id
-            )));
+            return Err(unknown_customer(&notification.customer_id));
         };
         // A channel the customer cannot use is the first thing to fix, before its content.
         channels::check_configured(&customer, notification.channel)?;
@@ -161,18 +161,23 @@ impl DispatchService {
     async fn submit_one(
         &self,
         request: proto::SubmitRequest,
+        scope: &Scope,
     ) -> Result<proto::SubmitResponse, Status> {
-        let notification = self.admit(request, &mut TemplatesSeen::new()).await?;
+        let notification = self
+            .admit(request, scope, &mut TemplatesSeen::new())
+            .await?;
         let results = self.store(vec![notification]).await?;
         let inserted = results.into_iter().next().ok_or(Error::Internal)?;
         Ok(response(inserted)?)
     }
 
     /// One `SubmitBatch`: each item admitted on its own, the valid ones stored in one group
-    /// commit, one result per item in order.
+    /// commit, one result per item in order. An item for a customer outside the caller's scope
+    /// is refused on its own, NOT_FOUND, like an item for an unknown customer.
     async fn submit_many(
         &self,
         requests: Vec<proto::SubmitRequest>,
+        scope: &Scope,
     ) -> Result<proto::SubmitBatchResponse, Status> {
         if requests.len() > MAX_BATCH {
             return Err(Error::invalid(
@@ -187,7 +192,7 @@ impl DispatchService {
         let mut valid = Vec::with_capacity(requests.len());
         let mut seen = TemplatesSeen::new();
         for request in requests {
-            match self.admit(request, &mut seen).await {
+            match self.admit(request, scope, &mut seen).await {
                 Ok(notification) => {
                     valid.push(notification);
                     results.push(None);
@@ -204,6 +209,17 @@ impl DispatchService {
             })
             .collect();
         Ok(proto::SubmitBatchResponse { results })
+    }
+
+    /// Notification `id`, if it exists and its customer is in `scope`; NOT_FOUND alike otherwise,
+    /// so a scoped token cannot tell another customer's notification from a missing one.
+    async fn visible(&self, scope: &Scope, id: NotificationId) -> Result<Notification, Error> {
+        self.state
+            .store
+            .get_notification(id)
+            .await?
+            .filter(|notification| scope.allows(&notification.customer_id))
+            .ok_or_else(|| Error::NotFound(format!("notification {id} not found")))
     }
 }
 
@@ -312,7 +328,8 @@ impl Dispatcher for DispatchService {
         request: Request<proto::SubmitRequest>,
     ) -> Result<Response<proto::SubmitResponse>, Status> {
         let started = Instant::now();
-        let result = self.submit_one(request.into_inner()).await;
+        let scope = Scope::of(&request)?;
+        let result = self.submit_one(request.into_inner(), &scope).await;
         let metrics = &self.state.metrics;
         metrics.submit_latency(SubmitRpc::Submit, started.elapsed());
         match &result {
@@ -331,9 +348,10 @@ impl Dispatcher for DispatchService {
         request: Request<proto::SubmitBatchRequest>,
     ) -> Result<Response<proto::SubmitBatchResponse>, Status> {
         let started = Instant::now();
+        let scope = Scope::of(&request)?;
         let requests = request.into_inner().requests;
         let items = requests.len() as u64;
-        let result = self.submit_many(requests).await;
+        let result = self.submit_many(requests, &scope).await;
         let metrics = &self.state.metrics;
         metrics.submit_latency(SubmitRpc::SubmitBatch, started.elapsed());
         match &result {
@@ -347,14 +365,9 @@ impl Dispatcher for DispatchService {
         &self,
         request: Request<proto::GetNotificationRequest>,
     ) -> Result<Response<proto::Notification>, Status> {
+        let scope = Scope::of(&request)?;
         let id = convert::notification_id("notification_id", &request.get_ref().notification_id)?;
-        let notification = self
-            .state
-            .store
-            .get_notification(id)
-            .await
-            .map_err(Error::from)?
-            .ok_or_else(|| Error::NotFound(format!("notification {id} not found")))?;
+        let notification = self.visible(&scope, id).await?;
         Ok(Response::new(notification.into()))
     }
 
@@ -363,17 +376,16 @@ impl Dispatcher for DispatchService {
         &self,
         request: Request<proto::CancelNotificationRequest>,
     ) -> Result<Response<proto::Notification>, Status> {
+        let scope = Scope::of(&request)?;
         let id = convert::notification_id("notification_id", &request.get_ref().notification_id)?;
+        // Checked before it is touched: another customer's notification is left alone.
+        self.visible(&scope, id).await?;
         let store = &self.state.store;
         let cancelled = store
             .cancel_notification(id, now_millis())
             .await
             .map_err(Error::from)?;
-        let notification = store
-            .get_notification(id)
-            .await
-            .map_err(Error::from)?
-            .ok_or_else(|| Error::NotFound(format!("notification {id} not found")))?;
+        let notification = self.visible(&scope, id).await?;
         if !cancelled {
             return Err(Error::FailedPrecondition(format!(
                 "notification {id} is {} and can no longer be cancelled",
@@ -389,7 +401,9 @@ impl Dispatcher for DispatchService {
         &self,
         request: Request<proto::ListNotificationsRequest>,
     ) -> Result<Response<proto::ListNotificationsResponse>, Status> {
+        let scope = Scope::of(&request)?;
         let page = InboxPage::parse(request.into_inner())?;
+        scope.admit(&page.customer_id)?;
         let retention = i64::try_from(self.state.inbox_retention.as_millis()).unwrap_or(i64::MAX);
         let notifications = self
             .state

@@ -1,5 +1,5 @@
-//! The gRPC front door: the `Dispatcher`, `Customers`, `Preferences`, `Templates` and `Archive` services, plus the
-//! standard health and reflection services. Requests are authenticated here, validated in `convert`, and handed on.
+//! The gRPC front door: the `Dispatcher`, `Customers`, `Preferences`, `Templates`, `Archive` and `Tokens` services,
+//! plus the standard health and reflection services. Requests are authenticated here, validated in `convert`, and handed on.
 
 mod archive;
 pub mod auth;
@@ -11,6 +11,7 @@ mod preferences;
 pub mod quota;
 mod targets;
 mod templates;
+mod tokens;
 
 use std::future::Future;
 use std::sync::Arc;
@@ -24,7 +25,7 @@ use crate::directory::CustomerDirectory;
 use crate::dispatch::Dispatcher;
 use crate::intake::Intake;
 use crate::store::Store;
-pub use auth::Tokens;
+pub use auth::{Scope, Tokens};
 
 /// The protobuf types and clients of `floodgate.v1` (from floodgate-client, so the server and
 /// its callers share them) and the service traits generated here.
@@ -44,6 +45,7 @@ use proto::customers_server::CustomersServer;
 use proto::dispatcher_server::DispatcherServer;
 use proto::preferences_server::PreferencesServer;
 use proto::templates_server::TemplatesServer;
+use proto::tokens_server::TokensServer;
 
 /// What the services share.
 #[derive(Debug, Clone)]
@@ -53,6 +55,8 @@ pub struct ApiState {
     pub directory: Arc<CustomerDirectory>,
     pub dispatcher: Dispatcher,
     pub tokens: Tokens,
+    /// The scoped tokens (also inside `tokens`), which the `Tokens` service creates and revokes.
+    pub scoped_tokens: Arc<crate::scoped_tokens::ScopedTokens>,
     /// Intake counters and submit latency.
     pub metrics: Arc<crate::telemetry::metrics::Metrics>,
     /// Opt-out preferences, checked at intake.
@@ -86,10 +90,17 @@ impl ApiState {
         customer_id: &str,
     ) -> Result<Arc<crate::model::Customer>, crate::error::Error> {
         convert::customer_id("customer_id", customer_id)?;
-        self.directory.get(customer_id).await?.ok_or_else(|| {
-            crate::error::Error::NotFound(format!("customer {customer_id:?} not found"))
-        })
+        self.directory
+            .get(customer_id)
+            .await?
+            .ok_or_else(|| unknown_customer(customer_id))
     }
+}
+
+/// The answer about a customer that does not exist, or that a scoped token may not see: the
+/// same, so the two cannot be told apart.
+pub(crate) fn unknown_customer(customer_id: &str) -> crate::error::Error {
+    crate::error::Error::NotFound(format!("customer {customer_id:?} not found"))
 }
 
 /// Could not start the gRPC server.
@@ -160,6 +171,11 @@ pub async fn serve<H: Health>(
             .max_decoding_message_size(limit),
         state.tokens.admin_only(),
     );
+    let tokens = InterceptedService::new(
+        TokensServer::new(tokens::TokenService::new(state.clone()))
+            .max_decoding_message_size(limit),
+        state.tokens.admin_only(),
+    );
     Server::builder()
         .concurrency_limit_per_connection(limits.concurrency_per_connection)
         .max_concurrent_streams(Some(limits.max_concurrent_streams))
@@ -172,6 +188,7 @@ pub async fn serve<H: Health>(
         .add_service(preferences)
         .add_service(templates)
         .add_service(archive)
+        .add_service(tokens)
         .serve_with_incoming_shutdown(incoming, shutdown)
         .await?;
     Ok(())

@@ -3,7 +3,7 @@
 use tonic::{Request, Response, Status};
 
 use super::proto::preferences_server::Preferences;
-use super::{ApiState, convert, proto};
+use super::{ApiState, Scope, convert, proto};
 use crate::error::Error;
 
 pub(super) struct PreferenceService {
@@ -23,8 +23,10 @@ impl Preferences for PreferenceService {
         &self,
         request: Request<proto::SetPreferenceRequest>,
     ) -> Result<Response<proto::Preference>, Status> {
+        let scope = Scope::of(&request)?;
         let (customer_id, recipient, choice) =
             convert::preference(request.into_inner().preference)?;
+        scope.admit(&customer_id)?;
         self.state.known_customer(&customer_id).await?;
         let set = self
             .state
@@ -55,9 +57,11 @@ impl Preferences for PreferenceService {
         &self,
         request: Request<proto::GetPreferencesRequest>,
     ) -> Result<Response<proto::GetPreferencesResponse>, Status> {
+        let scope = Scope::of(&request)?;
         let request = request.into_inner();
         convert::customer_id("customer_id", &request.customer_id)?;
         convert::key("recipient", &request.recipient)?;
+        scope.admit(&request.customer_id)?;
         self.state.known_customer(&request.customer_id).await?;
         let set = self
             .state

@@ -101,7 +101,7 @@ fn template(n: &proto::Notification) -> String {
 }
 
 /// A timestamp as RFC 3339 in UTC, or empty when unset.
-fn time(t: Option<prost_types::Timestamp>) -> String {
+pub(super) fn time(t: Option<prost_types::Timestamp>) -> String {
     let Some(t) = t else { return String::new() };
     let (Ok(secs), Ok(nanos)) = (u64::try_from(t.seconds), u32::try_from(t.nanos)) else {
         return String::new();

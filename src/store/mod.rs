@@ -28,6 +28,7 @@ mod preferences;
 mod probe;
 mod retention;
 mod templates;
+mod tokens;
 
 use std::fs::File;
 use std::ops::{Deref, DerefMut};
