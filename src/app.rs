@@ -215,7 +215,10 @@ pub async fn run(
     )
     .await?;
     let cluster = match node {
-        Some(node) => Some(node.join(&cfg, &store, &dispatcher).await?),
+        Some(node) => Some(
+            node.join(&cfg, &store, &dispatcher, metrics.clone())
+                .await?,
+        ),
         None => None,
     };
     // SQLite commits one transaction at a time, but a second writer task gathers the next batch
@@ -518,6 +521,8 @@ impl ClusterNode {
         let stop = CancellationToken::new();
         let (remote, remote_sender) = RemoteWakes::spawn(store.clone(), stop.clone());
         let placement = Placement {
+            node_id: Some(node.id.clone()),
+            live_for: cfg.membership_settings(node.id.clone()).node_ttl(),
             ownership: Arc::new(Ownership::nothing()),
             remote_wakes: Some(remote),
         };
@@ -536,6 +541,7 @@ impl ClusterNode {
         cfg: &ServeConfig,
         store: &Store,
         dispatcher: &Dispatcher,
+        metrics: Arc<Metrics>,
     ) -> Result<RunningCluster, AppError> {
         let ownership = self.placement.ownership.clone();
         let membership = Membership::join(
@@ -543,6 +549,7 @@ impl ClusterNode {
             store.clone(),
             ownership.clone(),
             dispatcher.clone(),
+            metrics,
         )
         .await?;
         tracing::info!(node_id = %self.node.id, buckets = ownership.owned().len(), "joined the cluster");

@@ -2,6 +2,7 @@
 //! without writing code. They speak the same gRPC API as any service.
 
 pub mod channels;
+pub mod cluster;
 pub mod error;
 pub mod notifications;
 pub mod preferences;
@@ -584,7 +585,7 @@ pub async fn top(args: TopArgs) -> Result<()> {
 fn render_top(stats: &[proto::CustomerStats]) -> String {
     use std::fmt::Write as _;
     let mut out = format!(
-        "{:<20} {:<12} {:>6} {:>9} {:>9} {:>8} {:>8} {:>6} {:>6} {:>10} {:>10} {:<9}\n",
+        "{:<20} {:<12} {:>6} {:>9} {:>9} {:>8} {:>8} {:>6} {:>6} {:>10} {:>10} {:<9} {}\n",
         "CUSTOMER",
         "TIER",
         "LIMIT",
@@ -596,7 +597,8 @@ fn render_top(stats: &[proto::CustomerStats]) -> String {
         "INFLT",
         "BACKLOG-T",
         "BACKLOG-B",
-        "CIRCUIT"
+        "CIRCUIT",
+        "OWNER"
     );
     for s in stats {
         let tier = proto::Tier::try_from(s.tier)
@@ -609,7 +611,7 @@ fn render_top(stats: &[proto::CustomerStats]) -> String {
             .to_lowercase();
         let _ = writeln!(
             out,
-            "{:<20} {:<12} {:>6} {:>9.1} {:>9.1} {:>6.1}ms {:>6.1}ms {:>5.1}% {:>6} {:>10} {:>10} {:<9}",
+            "{:<20} {:<12} {:>6} {:>9.1} {:>9.1} {:>6.1}ms {:>6.1}ms {:>5.1}% {:>6} {:>10} {:>10} {:<9} {}",
             s.customer_id,
             tier,
             s.concurrency_limit,
@@ -621,7 +623,12 @@ fn render_top(stats: &[proto::CustomerStats]) -> String {
             s.in_flight,
             s.backlog_transactional,
             s.backlog_bulk,
-            circuit
+            circuit,
+            if s.owner_node.is_empty() {
+                "-"
+            } else {
+                &s.owner_node
+            }
         );
     }
     out

@@ -31,6 +31,10 @@ pub enum Command {
     /// Create, list and revoke scoped tokens, which see only some customer systems (admin token).
     #[command(subcommand)]
     Token(crate::client::tokens::TokenCommand),
+    /// Show the nodes of a cluster (several nodes on one PostgreSQL database) and which
+    /// customer systems each owns (admin token).
+    #[command(subcommand)]
+    Cluster(crate::client::cluster::ClusterCommand),
     /// Export and import a customer's templates as CSV, or list them (admin token).
     #[command(subcommand)]
     Template(crate::template_sheet::TemplateCommand),

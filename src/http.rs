@@ -174,6 +174,7 @@ async fn metrics(State(state): State<Arc<HttpState>>, _: Authorized) -> Response
     let scrape = Scrape {
         actors: state.dispatcher.all_stats().await,
         backlog,
+        cluster: state.dispatcher.placement().view(),
     };
     (
         [(

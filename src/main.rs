@@ -60,6 +60,7 @@ async fn run(cli: Cli) -> ExitCode {
         }
         Command::Customer(command) => client::customer(command).await,
         Command::Token(command) => client::tokens::run(command).await,
+        Command::Cluster(command) => client::cluster::run(command).await,
         Command::Template(command) => floodgate::template_sheet::run(command).await,
         Command::Send(args) => client::send(args).await,
         Command::Status(args) => client::status(args).await,

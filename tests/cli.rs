@@ -329,6 +329,13 @@ async fn every_subcommand_works_against_a_real_server() {
     )
     .await;
     assert_eq!(archive.lines().count(), 1, "only the header: {archive}");
+
+    // One SQLite node is the whole cluster.
+    let cluster = ok(at, ADMIN_TOKEN, &["cluster", "status"]).await;
+    assert!(
+        cluster.contains("single node (SQLite)") && cluster.contains("1024 buckets"),
+        "{cluster}"
+    );
     server.stop().await.expect("a clean stop");
 }
 

@@ -605,6 +605,31 @@ async fn a_fourth_node_takes_about_a_quarter_of_the_buckets_with_no_duplicates()
     };
     // A quarter of 1,024 is 256.
     assert!((200..=320).contains(&moved), "{moved} buckets moved");
+
+    // Every node tells the same story: four live nodes sharing all 1,024 buckets.
+    let admin = floodgate_client::Client::builder(cluster.url(0))
+        .token(ADMIN_TOKEN)
+        .connect()
+        .await
+        .unwrap();
+    let status = admin.cluster_status().await.unwrap();
+    assert!(
+        status.clustered && status.this_node == "node-0",
+        "{status:?}"
+    );
+    assert_eq!(status.nodes.iter().filter(|n| n.live).count(), 4);
+    let held: u32 = status.nodes.iter().map(|n| n.buckets_owned).sum();
+    assert_eq!((held, status.unowned_buckets), (1024, 0), "{status:?}");
+    assert!(status.handovers_total >= moved as u64, "{status:?}");
+    let owner = cluster.owner_of(&customers[0]).await;
+    let stats = CustomersClient::new(connect(&cluster.url(0), Some(ADMIN_TOKEN)).await)
+        .get_customer_stats(proto::GetCustomerStatsRequest {
+            customer_id: customers[0].clone(),
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(stats.owner_node, format!("node-{owner}"));
     let delivered = hub.wait_delivered(total, Duration::from_secs(60)).await;
     let duplicates: Vec<_> = delivered.iter().filter(|(_, n)| **n > 1).collect();
     assert!(

@@ -381,7 +381,11 @@ async fn revocation_reaches_every_node() {
     }
     let db = TestDb::new(Backend::Postgres).await;
     let first = TestServer::start(test_config(&db)).await;
-    let second = TestServer::start(test_config(&db)).await;
+    // A node of its own: each node of a cluster needs its own data directory.
+    let second_dir = tempfile::tempdir().unwrap();
+    let mut second_config = test_config(&db);
+    second_config.data_dir = second_dir.path().to_owned();
+    let second = TestServer::start(second_config).await;
     let receiver = Receiver::start().await;
     let admin = admin(&first).await;
     add_customer(&first.grpc_url, "acme", &receiver.url).await;

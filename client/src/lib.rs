@@ -70,6 +70,7 @@ pub use error::Error;
 pub use retry::RetryPolicy;
 
 use proto::archive_client::ArchiveClient;
+use proto::cluster_client::ClusterClient;
 use proto::customers_client::CustomersClient;
 use proto::dispatcher_client::DispatcherClient;
 use proto::preferences_client::PreferencesClient;
@@ -333,6 +334,16 @@ impl Client {
             })
             .await?;
         Ok(answer.tokens)
+    }
+
+    /// The cluster's nodes and bucket owners (admin token; retried on UNAVAILABLE).
+    pub async fn cluster_status(&self) -> Result<proto::ClusterStatus, Error> {
+        self.with_retries("GetClusterStatus", || async {
+            ClusterClient::new(self.channel())
+                .get_cluster_status(proto::GetClusterStatusRequest {})
+                .await
+        })
+        .await
     }
 
     /// Revokes the scoped token `name` and returns it as it was. Not retried: a repeat after a

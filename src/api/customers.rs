@@ -120,6 +120,7 @@ impl Customers for CustomerService {
             .into_iter()
             .map(|s| (s.customer_id.clone(), s))
             .collect();
+        let owners = super::cluster::owners(&self.state).await?;
         let mut stats = Vec::with_capacity(customers.len());
         for customer in &customers {
             let backlog = self
@@ -128,11 +129,9 @@ impl Customers for CustomerService {
                 .backlog(&customer.id)
                 .await
                 .map_err(Error::from)?;
-            stats.push(convert::customer_stats(
-                customer,
-                live.remove(&customer.id),
-                backlog,
-            ));
+            let mut one = convert::customer_stats(customer, live.remove(&customer.id), backlog);
+            one.owner_node = owner_of(&owners, &customer.id);
+            stats.push(one);
         }
         Ok(Response::new(proto::ListCustomerStatsResponse { stats }))
     }
@@ -224,6 +223,16 @@ impl CustomerService {
     async fn stats_of(&self, customer: &Customer) -> Result<proto::CustomerStats, Error> {
         let live = self.state.dispatcher.stats(&customer.id).await;
         let backlog = self.state.store.backlog(&customer.id).await?;
-        Ok(convert::customer_stats(customer, live, backlog))
+        let mut stats = convert::customer_stats(customer, live, backlog);
+        stats.owner_node = owner_of(&super::cluster::owners(&self.state).await?, &customer.id);
+        Ok(stats)
     }
+}
+
+/// The node owning the customer's bucket, or empty (a single node, or no owner right now).
+fn owner_of(owners: &HashMap<u16, String>, customer_id: &str) -> String {
+    owners
+        .get(&crate::cluster::buckets::bucket_of(customer_id))
+        .cloned()
+        .unwrap_or_default()
 }

@@ -4,6 +4,7 @@
 mod archive;
 pub mod auth;
 mod channels;
+mod cluster;
 pub mod convert;
 mod customers;
 mod dispatcher;
@@ -41,6 +42,7 @@ pub mod proto {
 }
 
 use proto::archive_server::ArchiveServer;
+use proto::cluster_server::ClusterServer;
 use proto::customers_server::CustomersServer;
 use proto::dispatcher_server::DispatcherServer;
 use proto::preferences_server::PreferencesServer;
@@ -176,6 +178,11 @@ pub async fn serve<H: Health>(
             .max_decoding_message_size(limit),
         state.tokens.admin_only(),
     );
+    let cluster = InterceptedService::new(
+        ClusterServer::new(cluster::ClusterService::new(state.clone()))
+            .max_decoding_message_size(limit),
+        state.tokens.admin_only(),
+    );
     Server::builder()
         .concurrency_limit_per_connection(limits.concurrency_per_connection)
         .max_concurrent_streams(Some(limits.max_concurrent_streams))
@@ -189,6 +196,7 @@ pub async fn serve<H: Health>(
         .add_service(templates)
         .add_service(archive)
         .add_service(tokens)
+        .add_service(cluster)
         .serve_with_incoming_shutdown(incoming, shutdown)
         .await?;
     Ok(())

@@ -30,6 +30,7 @@ use super::buckets::{BUCKETS, bucket_of, owner_of};
 use super::ownership::Ownership;
 use crate::model::now_millis;
 use crate::store::{HeldBucket, Store};
+use crate::telemetry::metrics::Metrics;
 
 /// What the dispatcher does when buckets change hands (implemented by the dispatcher, so this
 /// module never depends on it).
@@ -63,7 +64,7 @@ impl MembershipSettings {
     /// A node is counted live while its last heartbeat is younger than this: three heartbeats
     /// may be missed before the others plan to take its buckets (they still wait for its leases
     /// to expire before taking them).
-    fn node_ttl(&self) -> Duration {
+    pub fn node_ttl(&self) -> Duration {
         self.heartbeat * 3
     }
 }
@@ -74,6 +75,7 @@ pub struct Membership<H: BucketHolder> {
     store: Store,
     ownership: Arc<Ownership>,
     holder: H,
+    metrics: Arc<Metrics>,
     started_at: i64,
     /// Buckets being handed over (drained, then released) by a task.
     releasing: Arc<Mutex<HashSet<u16>>>,
@@ -88,8 +90,10 @@ impl<H: BucketHolder> Membership<H> {
         store: Store,
         ownership: Arc<Ownership>,
         holder: H,
+        metrics: Arc<Metrics>,
     ) -> Result<Self, crate::store::Error> {
         let membership = Self {
+            metrics,
             started_at: now_millis(),
             settings,
             store,
@@ -198,6 +202,7 @@ impl<H: BucketHolder> Membership<H> {
         for bucket in &lost {
             self.ownership.revoke(*bucket);
         }
+        self.metrics.cluster().lost(lost.len());
         self.holder.drop_buckets(lost);
     }
 
@@ -228,10 +233,14 @@ impl<H: BucketHolder> Membership<H> {
             self.settings.node_id.clone(),
         );
         let (within, releasing) = (self.settings.fence_margin, self.releasing.clone());
+        let metrics = self.metrics.clone();
         tokio::spawn(async move {
             holder.drain_buckets(leaving.clone(), within).await;
-            if let Err(err) = store.release_buckets(&node, &leaving).await {
-                tracing::warn!(error = %err, "could not release handed-over buckets; their leases will expire");
+            match store.release_buckets(&node, &leaving).await {
+                Ok(_) => metrics.cluster().handed_over(leaving.len()),
+                Err(err) => {
+                    tracing::warn!(error = %err, "could not release handed-over buckets; their leases will expire")
+                }
             }
             let mut releasing = releasing.lock().unwrap_or_else(|e| e.into_inner());
             for bucket in &leaving {
@@ -271,6 +280,9 @@ impl<H: BucketHolder> Membership<H> {
         for held in &takeover.taken {
             self.ownership.grant(held.bucket, held.epoch);
         }
+        self.metrics
+            .cluster()
+            .taken(takeover.taken.len(), takeover.released);
         tracing::info!(
             buckets = takeover.taken.len(),
             redelivered = takeover.released,

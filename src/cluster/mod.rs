@@ -29,6 +29,10 @@ pub use wakes::{RemoteEvent, RemoteWakes};
 /// What the dispatcher needs to know about the cluster it runs in.
 #[derive(Debug, Clone)]
 pub struct Placement {
+    /// This node's id in the cluster (`None` on a single node).
+    pub node_id: Option<String>,
+    /// How long a node counts as live after its last heartbeat (see [`MembershipSettings`]).
+    pub live_for: std::time::Duration,
     /// Which buckets this node owns now.
     pub ownership: Arc<Ownership>,
     /// Where wakes for customers this node does not own go; `None` on a single node.
@@ -36,9 +40,21 @@ pub struct Placement {
 }
 
 impl Placement {
+    /// This node's place in the cluster now, for `/metrics` (`None` on a single node).
+    pub fn view(&self) -> Option<crate::telemetry::cluster::ClusterView> {
+        let node_id = self.node_id.clone()?;
+        Some(crate::telemetry::cluster::ClusterView {
+            node_id,
+            buckets_owned: self.ownership.owned().len(),
+            fenced: !self.ownership.within_deadline(tokio::time::Instant::now()),
+        })
+    }
+
     /// A node that is the whole cluster: it owns everything and never wakes another node.
     pub fn single() -> Self {
         Self {
+            node_id: None,
+            live_for: std::time::Duration::ZERO,
             ownership: Arc::new(Ownership::everything()),
             remote_wakes: None,
         }

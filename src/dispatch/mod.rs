@@ -210,6 +210,11 @@ impl Dispatcher {
         Ok(dispatcher)
     }
 
+    /// Where this node stands in the cluster.
+    pub fn placement(&self) -> &Placement {
+        &self.ctx.placement
+    }
+
     /// Where intake hands fresh notifications to running actors.
     pub(crate) fn handoffs(&self) -> &Handoffs {
         &self.ctx.handoffs

@@ -20,6 +20,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 use std::time::Duration;
 
+use super::cluster::{ClusterCounters, ClusterView};
 use super::exposition::{Exposition, Kind};
 use crate::dispatch::CustomerStats;
 use crate::dispatch::controller::{Circuit, Tier};
@@ -207,6 +208,7 @@ pub struct Metrics {
     store_latency: [Histogram; 4],
     customers: Mutex<HashMap<String, Arc<CustomerCounters>>>,
     retention: RetentionCounters,
+    cluster: ClusterCounters,
 }
 
 /// What the retention job did: rows archived and purged, passes, and whether one is running
@@ -284,6 +286,7 @@ impl Default for Metrics {
             store_latency: [0, 1, 2, 3].map(|_| Histogram::new(LATENCY_BUCKETS)),
             customers: Mutex::new(HashMap::new()),
             retention: RetentionCounters::default(),
+            cluster: ClusterCounters::default(),
         }
     }
 }
@@ -300,6 +303,8 @@ pub struct Scrape {
     pub actors: Vec<CustomerStats>,
     /// `(customer, transactional, bulk)` notifications waiting in the store.
     pub backlog: Vec<(String, u64, u64)>,
+    /// This node's place in a cluster (`None` on a single node).
+    pub cluster: Option<ClusterView>,
 }
 
 impl Metrics {
@@ -355,6 +360,11 @@ impl Metrics {
         &self.retention
     }
 
+    /// The membership protocol's counters.
+    pub fn cluster(&self) -> &ClusterCounters {
+        &self.cluster
+    }
+
     /// The whole `/metrics` page.
     pub fn render(&self, scrape: &Scrape) -> String {
         let mut page = Exposition::default();
@@ -364,6 +374,9 @@ impl Metrics {
         self.render_customers(&mut page);
         render_actors(&mut page, &scrape.actors);
         render_backlog(&mut page, &scrape.backlog);
+        if let Some(view) = &scrape.cluster {
+            self.cluster.render(&mut page, view);
+        }
         page.finish()
     }
 
@@ -636,15 +649,23 @@ mod tests {
         );
         metrics.accepted(5, 1);
         metrics.rejected(tonic::Code::InvalidArgument, 2);
+        metrics.cluster().taken(3, 7);
         let page = metrics.render(&Scrape {
             actors: Vec::new(),
             backlog: vec![("acme".into(), 3, 4)],
+            cluster: Some(ClusterView {
+                node_id: "node-a".into(),
+                buckets_owned: 3,
+                fenced: false,
+            }),
         });
         for line in [
             "floodgate_customer_attempts_total{customer=\"acme\",lane=\"bulk\",result=\"retried\"} 1",
             "floodgate_customer_attempts_total{customer=\"acme\",lane=\"bulk\",result=\"delivered\"} 1",
             "floodgate_customer_attempts_total{customer=\"acme\",lane=\"transactional\",result=\"delivered\"} 0",
             "floodgate_customer_rtt_seconds_count{customer=\"acme\"} 2",
+            "floodgate_cluster_buckets_owned{node=\"node-a\"} 3",
+            "floodgate_cluster_redelivered_total{node=\"node-a\"} 7",
             "floodgate_intake_accepted_total 5",
             "floodgate_intake_duplicates_total 1",
             "floodgate_intake_rejected_total{code=\"INVALID_ARGUMENT\"} 2",

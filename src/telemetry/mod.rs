@@ -16,6 +16,7 @@ pub fn init(format: LogFormat) -> Result<(), Box<dyn std::error::Error + Send + 
     }
 }
 
+pub mod cluster;
 pub mod exposition;
 pub mod latency;
 pub mod metrics;
