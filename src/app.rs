@@ -36,6 +36,7 @@ use crate::http::HttpState;
 use crate::idempotency::FastPath;
 use crate::intake::Intake;
 use crate::preferences::Preferences;
+use crate::public_id::PublicIds;
 use crate::redact::SecretString;
 use crate::shutdown::Deadline;
 use crate::sink::Sinks;
@@ -73,6 +74,8 @@ pub enum AppError {
     Preferences(#[from] crate::preferences::Error),
     #[error(transparent)]
     WebhookClient(#[from] crate::sink::webhook::ClientError),
+    #[error(transparent)]
+    IdKey(#[from] crate::public_id::BadKey),
     #[error(transparent)]
     Api(#[from] api::ServeError),
     #[error("cannot use the token file {path}: {source}")]
@@ -170,14 +173,22 @@ pub async fn run(
     .await?;
     tracing::info!(backend = ?store.backend(), "store ready");
     let tokens = resolve_tokens(&cfg)?;
+    let ids = PublicIds::from_stored(
+        &store
+            .notification_id_key(&PublicIds::generate_key())
+            .await?,
+    )?;
     let directory = Arc::new(CustomerDirectory::new(store.clone(), DIRECTORY_TTL));
     let target_policy = Arc::new(cfg.target_policy());
-    let sink = Sinks::new(&WebhookSettings {
-        timeout: cfg.webhook_timeout,
-        connect_timeout: cfg.webhook_timeout.min(Duration::from_secs(5)),
-        target_policy: target_policy.clone(),
-        allow_plaintext_smtp_auth: cfg.allow_plaintext_smtp_auth,
-    })?;
+    let sink = Sinks::new(
+        &WebhookSettings {
+            timeout: cfg.webhook_timeout,
+            connect_timeout: cfg.webhook_timeout.min(Duration::from_secs(5)),
+            target_policy: target_policy.clone(),
+            allow_plaintext_smtp_auth: cfg.allow_plaintext_smtp_auth,
+        },
+        ids.clone(),
+    )?;
     let preferences = Arc::new(Preferences::connect(store.clone(), &cfg.preference_cache()).await?);
     let templates = Arc::new(Templates::new(store.clone()).with_limits(cfg.render_limits()));
     let fast_path = match &cfg.redis_url {
@@ -234,6 +245,7 @@ pub async fn run(
         backlog_quota: Arc::new(api::quota::BacklogQuota::new(
             Some(cfg.max_backlog_per_customer).filter(|limit| *limit > 0),
         )),
+        ids,
     };
     let stop = CancellationToken::new();
     let cut = Cut::default();

@@ -21,6 +21,7 @@
 //! - [`tls`]: TLS on both listeners, reloaded when the certificate files change.
 //! - [`failpoints`]: fault injection for tests (the `failpoints` feature).
 //! - [`private_files`]: owner-only modes for the data directory, database and token files.
+//! - [`public_id`]: notification ids as callers see them, unguessable.
 //! - [`redact`]: the redacting `Debug` every secret goes through.
 //! - [`model`]: the domain words (customer, notification, lane, state).
 
@@ -41,6 +42,7 @@ pub mod intake;
 pub mod model;
 pub mod preferences;
 pub mod private_files;
+pub mod public_id;
 pub mod receiver;
 pub mod redact;
 pub mod retention;

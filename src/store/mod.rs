@@ -21,6 +21,7 @@
 mod claims;
 mod customers;
 mod gate;
+mod id_key;
 mod notifications;
 mod preferences;
 mod probe;
