@@ -332,13 +332,15 @@ pub fn notification(ids: &PublicIds, n: Notification) -> proto::Notification {
 }
 
 impl From<Customer> for proto::Customer {
-    /// The customer as reads return it: provider secrets are left out (write-only).
+    /// The customer as reads return it: the signing secret and provider secrets are left out.
+    /// Only the answers that just made a signing secret carry it (see `Customers`' upsert and
+    /// rotation), so a leaked admin session or log of reads cannot sign webhooks.
     fn from(c: Customer) -> Self {
         let blocks = super::channels::redacted(c.channels);
         Self {
             id: c.id,
             webhook_url: c.webhook_url,
-            signing_secret: c.signing_secret,
+            signing_secret: String::new(),
             max_rate_per_sec: c.max_rate_per_sec,
             paused: c.paused,
             start_tier: c.start_tier.map_or(proto::Tier::Unspecified, |t| match t {
