@@ -22,6 +22,7 @@
 //! - [`failpoints`]: fault injection for tests (the `failpoints` feature).
 //! - [`private_files`]: owner-only modes for the data directory, database and token files.
 //! - [`public_id`]: notification ids as callers see them, unguessable.
+//! - [`secrets_at_rest`]: signing secrets and provider secrets sealed in the database.
 //! - [`redact`]: the redacting `Debug` every secret goes through.
 //! - [`model`]: the domain words (customer, notification, lane, state).
 
@@ -46,6 +47,7 @@ pub mod public_id;
 pub mod receiver;
 pub mod redact;
 pub mod retention;
+pub mod secrets_at_rest;
 pub mod shutdown;
 pub mod sink;
 pub mod store;
