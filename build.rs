@@ -12,6 +12,8 @@ use protox::prost::Message as _;
 fn main() -> Result<(), Box<dyn std::error::Error>> {
     let proto = "proto/floodgate/v1/floodgate.proto";
     println!("cargo:rerun-if-changed={proto}");
+    // `sqlx::migrate!` embeds the migrations at compile time: a new one must rebuild the crate.
+    println!("cargo:rerun-if-changed=migrations");
 
     let descriptors = protox::compile([proto], ["proto"])?;
     let out_dir = PathBuf::from(std::env::var("OUT_DIR")?);

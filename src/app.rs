@@ -18,7 +18,6 @@
 //! still safe: it is in the store, and its lease returns it.
 
 use std::future::Future;
-use std::io::Write as _;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
@@ -40,8 +39,10 @@ use crate::http::HttpState;
 use crate::idempotency::FastPath;
 use crate::intake::Intake;
 use crate::preferences::Preferences;
+use crate::public_id::PublicIds;
 use crate::redact::SecretString;
 use crate::scoped_tokens::ScopedTokens;
+use crate::secrets_at_rest::{Sealer, SecretsKey};
 use crate::shutdown::Deadline;
 use crate::sink::Sinks;
 use crate::sink::webhook::WebhookSettings;
@@ -57,6 +58,9 @@ pub const ADMIN_TOKEN_FILE: &str = "admin-token";
 /// The file in the data directory holding the generated metrics token (unless
 /// `--metrics-token-file` names another).
 pub const METRICS_TOKEN_FILE: &str = "metrics-token";
+/// The file in the data directory holding the generated secrets key (unless
+/// `--secrets-key-file` names another).
+pub const SECRETS_KEY_FILE: &str = "secrets-key";
 
 /// The two bound sockets the server uses. Binding is the caller's job, so tests can bind port 0.
 #[derive(Debug)]
@@ -78,6 +82,10 @@ pub enum AppError {
     Preferences(#[from] crate::preferences::Error),
     #[error(transparent)]
     WebhookClient(#[from] crate::sink::webhook::ClientError),
+    #[error(transparent)]
+    IdKey(#[from] crate::public_id::BadKey),
+    #[error(transparent)]
+    SecretsKey(#[from] crate::secrets_at_rest::KeyFileError),
     #[error(transparent)]
     Api(#[from] api::ServeError),
     #[error("cannot use the token file {path}: {source}")]
@@ -158,8 +166,9 @@ pub async fn run(
         || cfg.database_url.is_none()
         || cfg.admin_token.is_none()
         || cfg.metrics_token_file.is_none()
+        || cfg.secrets_key_file.is_none()
     {
-        // Owner-only: it holds the database and the admin token.
+        // Owner-only: it holds the database, the admin token and the secrets key.
         crate::private_files::tighten_dir(&cfg.data_dir).map_err(|source| AppError::DataDir {
             path: cfg.data_dir.clone(),
             source,
@@ -167,10 +176,18 @@ pub async fn run(
     }
     // Before anything else: a certificate that does not load is a configuration error.
     let tls = cfg.tls_files().map(ServerTls::load).transpose()?;
+    let sealer = Sealer::new(
+        SecretsKey::load_or_generate(&cfg.secrets_key_path())?,
+        cfg.secrets_key_file_previous
+            .as_deref()
+            .map(SecretsKey::load)
+            .transpose()?,
+    );
     let store = Store::connect(
         &cfg.database_url(),
         &StoreOptions {
             max_connections: cfg.db_max_connections,
+            sealer: Some(Arc::new(sealer)),
             ..StoreOptions::default()
         },
     )
@@ -178,14 +195,22 @@ pub async fn run(
     tracing::info!(backend = ?store.backend(), "store ready");
     let scoped_tokens = Arc::new(ScopedTokens::load(store.clone()).await?);
     let tokens = resolve_tokens(&cfg)?.with_scoped(scoped_tokens.clone());
+    let ids = PublicIds::from_stored(
+        &store
+            .notification_id_key(&PublicIds::generate_key())
+            .await?,
+    )?;
     let directory = Arc::new(CustomerDirectory::new(store.clone(), DIRECTORY_TTL));
     let target_policy = Arc::new(cfg.target_policy());
-    let sink = Sinks::new(&WebhookSettings {
-        timeout: cfg.webhook_timeout,
-        connect_timeout: cfg.webhook_timeout.min(Duration::from_secs(5)),
-        target_policy: target_policy.clone(),
-        allow_plaintext_smtp_auth: cfg.allow_plaintext_smtp_auth,
-    })?;
+    let sink = Sinks::new(
+        &WebhookSettings {
+            timeout: cfg.webhook_timeout,
+            connect_timeout: cfg.webhook_timeout.min(Duration::from_secs(5)),
+            target_policy: target_policy.clone(),
+            allow_plaintext_smtp_auth: cfg.allow_plaintext_smtp_auth,
+        },
+        ids.clone(),
+    )?;
     let preferences = Arc::new(Preferences::connect(store.clone(), &cfg.preference_cache()).await?);
     let templates = Arc::new(Templates::new(store.clone()).with_limits(cfg.render_limits()));
     let fast_path = match &cfg.redis_url {
@@ -258,6 +283,7 @@ pub async fn run(
         backlog_quota: Arc::new(api::quota::BacklogQuota::new(
             Some(cfg.max_backlog_per_customer).filter(|limit| *limit > 0),
         )),
+        ids,
     };
     let stop = CancellationToken::new();
     let cut = Cut::default();
@@ -456,32 +482,23 @@ const METRICS: Generated = Generated {
 
 /// The token saved in `path` (made owner-only), or a new one, saved owner-only and printed once.
 fn load_or_generate_token(path: &Path, kind: &Generated) -> Result<String, AppError> {
-    let token_error = |source| AppError::TokenFile {
+    let saved = crate::private_files::read_or_create(path, || {
+        format!("{}{}", kind.prefix, hex(&rand::random::<[u8; 24]>()))
+    })
+    .map_err(|source| AppError::TokenFile {
         path: path.to_owned(),
         source,
-    };
-    match std::fs::read_to_string(path) {
-        Ok(token) if !token.trim().is_empty() => {
-            crate::private_files::tighten_file(path).map_err(token_error)?;
-            return Ok(token.trim().to_owned());
-        }
-        Ok(_) => {}
-        Err(err) if err.kind() == std::io::ErrorKind::NotFound => {}
-        Err(err) => return Err(token_error(err)),
+    })?;
+    if saved.created {
+        println!(
+            "Generated {} (saved to {}):\n\n    {}\n",
+            kind.what,
+            path.display(),
+            saved.content
+        );
+        println!("{}", kind.usage);
     }
-    if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
-        crate::private_files::create_dir(dir).map_err(token_error)?;
-    }
-    let token = format!("{}{}", kind.prefix, hex(&rand::random::<[u8; 24]>()));
-    let mut file = crate::private_files::create_file(path).map_err(token_error)?;
-    writeln!(file, "{token}").map_err(token_error)?;
-    println!(
-        "Generated {} (saved to {}):\n\n    {token}\n",
-        kind.what,
-        path.display()
-    );
-    println!("{}", kind.usage);
-    Ok(token)
+    Ok(saved.content)
 }
 
 fn hex(bytes: &[u8]) -> String {

@@ -70,7 +70,8 @@ pub enum CustomerCommand {
     /// Set a customer system's FCM, APNs, email or SMS settings.
     #[command(subcommand)]
     Channels(channels::ChannelsCommand),
-    /// Generate a new signing secret; the old one keeps signing for --overlap; prints the new one.
+    /// Generate a new signing secret; the old one keeps signing for --overlap; prints the new one
+    /// (the only time it is shown).
     RotateSecret(RotateSecretArgs),
 }
 
@@ -106,7 +107,8 @@ pub struct AddCustomerArgs {
     /// Register it paused (nothing is sent until it is updated unpaused).
     #[arg(long)]
     paused: bool,
-    /// Signing secret (whsec_…) [default: keep the current one, or generate one].
+    /// Signing secret (whsec_…) [default: keep the current one, or generate one]. A new secret
+    /// is printed once; the server never shows it again.
     #[arg(long)]
     signing_secret: Option<String>,
     /// Tier the controller starts this customer in (fast, medium, slow) [default: fast].
@@ -317,7 +319,11 @@ pub async fn customer(command: CustomerCommand) -> Result<()> {
             };
             let saved = save_customer(&mut client, customer).await?;
             println!("customer {} -> {}", saved.id, saved.webhook_url);
-            println!("signing secret: {}", saved.signing_secret);
+            // The server shows a signing secret once, in the answer that made it.
+            match saved.signing_secret.as_str() {
+                "" => println!("signing secret: unchanged"),
+                secret => println!("signing secret: {secret}\n{SECRET_SHOWN_ONCE}"),
+            }
         }
         CustomerCommand::List(args) => {
             let mut client = args.connection.client().await?.customers();
@@ -405,7 +411,7 @@ pub async fn customer(command: CustomerCommand) -> Result<()> {
                 .map_err(|status| rpc_error("RotateSigningSecret", &status))?
                 .into_inner();
             println!(
-                "customer {}: new signing secret: {}",
+                "customer {}: new signing secret: {}\n{SECRET_SHOWN_ONCE}",
                 customer.id, customer.signing_secret
             );
             if let Some(until) = customer.previous_secret_until {
@@ -419,7 +425,10 @@ pub async fn customer(command: CustomerCommand) -> Result<()> {
     Ok(())
 }
 
-/// A customer's settings, one per line; provider secrets are never returned by the server.
+/// What follows a signing secret the server has just made: it will not show it again.
+const SECRET_SHOWN_ONCE: &str = "(shown only now: give it to the customer system; a lost secret is replaced with `floodgate customer rotate-secret`)";
+
+/// A customer's settings, one per line; reads return no secret (signing or provider).
 fn print_customer(c: &proto::Customer) {
     let tier = proto::Tier::try_from(c.start_tier)
         .map_or("?", |t| t.as_str_name())
@@ -436,7 +445,7 @@ fn print_customer(c: &proto::Customer) {
     .collect();
     println!("id:         {}", c.id);
     println!("webhook:    {}", c.webhook_url);
-    println!("secret:     {}", c.signing_secret);
+    println!("secret:     set (shown only by `customer add` and `customer rotate-secret`)");
     println!(
         "max rate:   {}",
         if c.max_rate_per_sec == 0 {

@@ -100,6 +100,15 @@ pub struct ServeConfig {
     /// works there too). Generated there when missing. [default: DATA_DIR/metrics-token]
     #[arg(long, env = "FLOODGATE_METRICS_TOKEN_FILE")]
     pub metrics_token_file: Option<PathBuf>,
+    /// File holding the key that seals signing secrets and provider secrets in the database
+    /// (base64 of 32 bytes). Generated there when missing; every node sharing a database needs
+    /// the same file. [default: DATA_DIR/secrets-key]
+    #[arg(long, env = "FLOODGATE_SECRETS_KEY_FILE")]
+    pub secrets_key_file: Option<PathBuf>,
+    /// The key file --secrets-key-file replaced: secrets it sealed are still read, and sealed
+    /// again with the current key at start. Drop it once every node has restarted.
+    #[arg(long, env = "FLOODGATE_SECRETS_KEY_FILE_PREVIOUS")]
+    pub secrets_key_file_previous: Option<PathBuf>,
     /// Serve gRPC server reflection (grpcurl, Postman discover the API with it). It reveals only
     /// the API's shape, never data; turn it off to hide even that.
     #[arg(long, env = "FLOODGATE_GRPC_REFLECTION", default_value_t = true, action = clap::ArgAction::Set)]
@@ -426,6 +435,13 @@ impl ServeConfig {
         self.database_url
             .clone()
             .unwrap_or_else(|| format!("sqlite://{}", self.data_dir.join("floodgate.db").display()))
+    }
+
+    /// The key file sealing customers' secrets, defaulting to one in the data directory.
+    pub fn secrets_key_path(&self) -> PathBuf {
+        self.secrets_key_file
+            .clone()
+            .unwrap_or_else(|| self.data_dir.join(crate::app::SECRETS_KEY_FILE))
     }
 
     /// The TLS files of both listeners; `None` serves plain text.

@@ -2,8 +2,9 @@
 //! Redis, without a database round trip.
 //!
 //! The database's unique key stays the source of truth: Redis only remembers keys the
-//! database has accepted (`SET NX`, with a TTL), each with the id and a fingerprint of the
-//! content. A repeat with the same fingerprint is a duplicate of that id; anything else —
+//! database has accepted (`SET NX`, with a TTL), each with the row id (callers see it only
+//! encoded, see [`crate::public_id`]) and a fingerprint of the content. A repeat with the same
+//! fingerprint is a duplicate of that id; anything else —
 //! a miss, a different fingerprint, Redis unreachable — goes to the database as before, which
 //! decides between new, duplicate and conflict. So Redis can make intake faster, never wrong.
 
@@ -121,7 +122,7 @@ impl FastPath {
             };
             pipe.cmd("SET")
                 .arg(&entry.key)
-                .arg(format!("{id}|{}", entry.fingerprint))
+                .arg(format!("{}|{}", id.0, entry.fingerprint))
                 .arg("NX")
                 .arg("EX")
                 .arg(self.ttl_secs)

@@ -21,6 +21,8 @@
 //! - [`tls`]: TLS on both listeners, reloaded when the certificate files change.
 //! - [`failpoints`]: fault injection for tests (the `failpoints` feature).
 //! - [`private_files`]: owner-only modes for the data directory, database and token files.
+//! - [`public_id`]: notification ids as callers see them, unguessable.
+//! - [`secrets_at_rest`]: signing secrets and provider secrets sealed in the database.
 //! - [`redact`]: the redacting `Debug` every secret goes through.
 //! - [`model`]: the domain words (customer, notification, lane, state).
 
@@ -42,10 +44,12 @@ pub mod intake;
 pub mod model;
 pub mod preferences;
 pub mod private_files;
+pub mod public_id;
 pub mod receiver;
 pub mod redact;
 pub mod retention;
 pub mod scoped_tokens;
+pub mod secrets_at_rest;
 pub mod shutdown;
 pub mod sink;
 pub mod store;

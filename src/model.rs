@@ -175,16 +175,11 @@ impl State {
     }
 }
 
-/// A notification's server-assigned id. Exposed to clients (and in `webhook-id`) as its decimal
-/// string; ids grow with time, so "newest first" is "highest id first".
+/// A notification's row id. Ids grow with time, so "newest first" is "highest id first". It has
+/// no `Display` on purpose: callers (and webhook receivers, and logs) see it only as
+/// [`crate::public_id::PublicIds`] encodes it, so it cannot be guessed from its neighbours.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub struct NotificationId(pub i64);
-
-impl fmt::Display for NotificationId {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        self.0.fmt(f)
-    }
-}
 
 /// A downstream customer system and how to deliver to it. `Debug` hides the signing secret.
 #[derive(Clone, PartialEq, Eq)]

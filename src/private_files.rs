@@ -1,9 +1,9 @@
 //! Files only floodgate's own user may read: the data directory (0700), the SQLite database with
-//! its `-wal` and `-shm` files, and the admin token (0600). They hold signing secrets, provider
+//! its `-wal` and `-shm` files, the admin token and the secrets key (0600). They hold signing secrets, provider
 //! keys and tokens, so the process umask (often 022, world-readable) must not decide.
 
 use std::fs::{DirBuilder, OpenOptions, Permissions};
-use std::io;
+use std::io::{self, Write as _};
 use std::os::unix::fs::{DirBuilderExt as _, OpenOptionsExt as _, PermissionsExt as _};
 use std::path::{Path, PathBuf};
 
@@ -43,6 +43,43 @@ pub fn create_file(path: &Path) -> io::Result<std::fs::File> {
         .open(path)?;
     file.set_permissions(Permissions::from_mode(FILE_MODE))?;
     Ok(file)
+}
+
+/// What [`read_or_create`] found in a file.
+#[derive(Debug)]
+pub struct Saved {
+    /// The file's content, trimmed.
+    pub content: String,
+    /// True when the file was missing (or empty) and has just been written.
+    pub created: bool,
+}
+
+/// The content of the file at `path`, made owner-only; or, when it is missing or empty, `make()`
+/// written there owner-only (its directory created owner-only too). Generated tokens and keys
+/// are kept this way, so a first start locks itself and later starts find the same value.
+pub fn read_or_create(path: &Path, make: impl FnOnce() -> String) -> io::Result<Saved> {
+    match std::fs::read_to_string(path) {
+        Ok(content) if !content.trim().is_empty() => {
+            tighten_file(path)?;
+            return Ok(Saved {
+                content: content.trim().to_owned(),
+                created: false,
+            });
+        }
+        Ok(_) => {}
+        Err(err) if err.kind() == io::ErrorKind::NotFound => {}
+        Err(err) => return Err(err),
+    }
+    if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
+        create_dir(dir)?;
+    }
+    let content = make();
+    let mut file = create_file(path)?;
+    writeln!(file, "{content}")?;
+    Ok(Saved {
+        content,
+        created: true,
+    })
 }
 
 /// Prepares a SQLite database at `db` before it is opened: the file is created owner-only when

@@ -293,7 +293,8 @@ async fn every_subcommand_works_against_a_real_server() {
     let resumed = ok(at, ADMIN_TOKEN, &["customer", "resume", "acme"]).await;
     assert!(resumed.contains("resumed"), "{resumed}");
 
-    // Rotate the signing secret: the new one is printed, stored, and the old one's end is shown.
+    // Rotate the signing secret: the new one is printed (that once only: `get` does not show it)
+    // and the old one's end is shown.
     let rotated = ok(
         at,
         ADMIN_TOKEN,
@@ -305,8 +306,11 @@ async fn every_subcommand_works_against_a_real_server() {
         .find(|word| word.starts_with("whsec_"))
         .unwrap_or_else(|| panic!("no secret in {rotated}"));
     assert!(rotated.contains("keeps signing until"), "{rotated}");
+    assert!(rotated.contains("shown only now"), "{rotated}");
     let shown = ok(at, ADMIN_TOKEN, &["customer", "get", "acme"]).await;
-    assert!(shown.contains(new_secret), "{shown}");
+    assert!(!shown.contains(new_secret), "{shown}");
+    assert!(!shown.contains("whsec_"), "{shown}");
+    assert!(shown.contains("secret:     set"), "{shown}");
 
     // The inbox lists both of u2's notifications; the archive is empty so far.
     let inbox = ok(

@@ -214,7 +214,9 @@ impl Cluster {
         let i = self.nodes.len();
         let dir = tempfile::tempdir().unwrap();
         let id = format!("node-{i}");
-        let mut args: Vec<&str> = vec!["--node-id", &id];
+        // Every node of a database shares its secrets key (the first node generates it).
+        let key = self.db.dir.path().join("secrets-key").display().to_string();
+        let mut args: Vec<&str> = vec!["--node-id", &id, "--secrets-key-file", &key];
         args.extend(FAST);
         args.extend(self.extra.iter().map(String::as_str));
         let node = Floodgate::start_in(&self.db, dir.path(), &args).await;

@@ -93,7 +93,7 @@ async fn one_claim_fills_each_window_and_lane_share(backend: Backend) {
                 (c.customer_id.as_str(), c.lane),
                 (request.customer_id.as_str(), request.lane)
             );
-            assert_eq!((c.claim, c.attempts), (1, 1), "a first claim of {}", c.id);
+            assert_eq!((c.claim, c.attempts), (1, 1), "a first claim of {:?}", c.id);
         }
     }
 
@@ -210,7 +210,7 @@ async fn claims_take_due_ready_rows_in_due_order(backend: Backend) {
     );
     for id in not_ready.into_iter().chain([future]) {
         let n = state_of(&store, id).await;
-        assert_eq!(n.attempts, 0, "{id} ({:?}) was claimed", n.state);
+        assert_eq!(n.attempts, 0, "{id:?} ({:?}) was claimed", n.state);
     }
     // Once due, the future row is claimed like any other.
     let later = store

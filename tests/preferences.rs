@@ -242,6 +242,8 @@ async fn nodes_share_opt_outs(redis_url: Option<String>) {
     let node = |data_dir: &std::path::Path| {
         let mut cfg = test_config(&db);
         cfg.data_dir = data_dir.to_owned();
+        // Nodes sharing a database share the key that seals its secrets.
+        cfg.secrets_key_file = Some(db.dir.path().join("secrets-key"));
         cfg.redis_url = redis_url.clone();
         cfg.redis_prefix = prefix.clone();
         cfg

@@ -130,6 +130,10 @@ async fn no_secret_appears_in_debug_logs() {
         log.contains("customer saved"),
         "the log covers the flow:\n{log}"
     );
+    assert!(
+        saved.signing_secret.starts_with("whsec_"),
+        "a new customer's answer shows it"
+    );
     let signing_key = saved.signing_secret.trim_start_matches("whsec_");
     for (what, secret) in [
         ("signing secret", saved.signing_secret.as_str()),

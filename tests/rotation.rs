@@ -1,5 +1,6 @@
 //! Signing-secret rotation over real sockets: RotateSigningSecret gives a new secret, webhooks
 //! carry the old and the new signature while the overlap lasts, and only the new one after it.
+//! A secret is shown only in the answer that made it; reads return it empty.
 //! Signatures are checked here with HMAC-SHA256 straight from the Standard Webhooks spec, not
 //! with floodgate's own verifier.
 
@@ -102,9 +103,9 @@ async fn rotation_overlaps_then_ends(backend: Backend) {
         (now + 3590..=now + 3610).contains(&until.seconds),
         "{until:?}"
     );
-    // Reads report the same secret and overlap, and an upsert that keeps the secret keeps both.
+    // An upsert that keeps the secret keeps the overlap too (and does not show the secret).
     let kept = add_customer(&server.grpc_url, "acme", &receiver.url).await;
-    assert_eq!(kept.signing_secret, second);
+    assert_eq!(kept.signing_secret, "");
     assert_eq!(kept.previous_secret_until, Some(until));
 
     let during = deliver(&server, &receiver, "k1", 2).await;
@@ -138,7 +139,7 @@ async fn rotation_overlaps_then_ends(backend: Backend) {
         .await
         .unwrap()
         .into_inner();
-    assert_eq!(read.signing_secret, third);
+    assert_eq!(read.signing_secret, "", "reads never show the secret");
     assert_eq!(read.previous_secret_until, None, "the overlap is over");
     server.stop().await.unwrap();
 }
@@ -167,8 +168,10 @@ async fn bad_rotations_are_refused() {
         "{status:?}"
     );
     let kept = add_customer(&server.grpc_url, "acme", &receiver.url).await;
-    assert_eq!(kept.signing_secret, secret);
     assert_eq!(kept.previous_secret_until, None);
+    let webhook = deliver(&server, &receiver, "k0", 1).await;
+    assert_eq!(webhook.signature.split(' ').count(), 1);
+    assert_eq!(signed_with(&secret, &webhook), 1, "the secret is unchanged");
 
     // The default overlap is a day.
     let until = rotate(&server, "acme", 0)
@@ -186,3 +189,96 @@ async fn bad_rotations_are_refused() {
     );
     server.stop().await.unwrap();
 }
+
+/// The signing secret is shown only in the answer that made it: a new customer's upsert, an
+/// upsert that sets a new secret, a rotation. Reads, pause, resume and an upsert that keeps it
+/// return it empty, and the secret they hide is still the one that signs.
+async fn the_signing_secret_is_shown_only_when_new(backend: Backend) {
+    let db = TestDb::new(backend).await;
+    let server = TestServer::start(common::test_config(&db)).await;
+    let receiver = Receiver::start().await;
+    let mut customers = server.customers().await;
+    let upsert = |secret: &str| proto::UpsertCustomerRequest {
+        customer: Some(proto::Customer {
+            id: "acme".into(),
+            webhook_url: receiver.url.clone(),
+            signing_secret: secret.into(),
+            ..Default::default()
+        }),
+    };
+    let get = || proto::GetCustomerRequest {
+        customer_id: "acme".into(),
+    };
+
+    let created = add_customer(&server.grpc_url, "acme", &receiver.url).await;
+    assert!(created.signing_secret.starts_with("whsec_"), "{created:?}");
+    let read = customers.get_customer(get()).await.unwrap().into_inner();
+    assert_eq!(read.signing_secret, "");
+    assert_eq!(read.webhook_url, receiver.url, "the rest is read back");
+    let listed = customers
+        .list_customers(proto::ListCustomersRequest {})
+        .await
+        .unwrap()
+        .into_inner()
+        .customers;
+    assert_eq!(listed.len(), 1);
+    assert_eq!(listed[0].signing_secret, "");
+    let kept = customers
+        .upsert_customer(upsert(""))
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(kept.signing_secret, "");
+    let paused = customers
+        .pause_customer(proto::PauseCustomerRequest {
+            customer_id: "acme".into(),
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(paused.signing_secret, "");
+    let resumed = customers
+        .resume_customer(proto::ResumeCustomerRequest {
+            customer_id: "acme".into(),
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(resumed.signing_secret, "");
+    assert_eq!(
+        signed_with(
+            &created.signing_secret,
+            &deliver(&server, &receiver, "k1", 1).await
+        ),
+        1,
+        "the hidden secret is the one that signs"
+    );
+
+    // A secret set by hand is new, so the answer shows it; setting it again is not.
+    let chosen = floodgate::sink::signature::generate_secret();
+    let set = customers
+        .upsert_customer(upsert(&chosen))
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(set.signing_secret, chosen);
+    let again = customers
+        .upsert_customer(upsert(&chosen))
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(again.signing_secret, "");
+
+    let rotated = rotate(&server, "acme", 1).await.unwrap();
+    assert!(rotated.signing_secret.starts_with("whsec_"));
+    assert_ne!(rotated.signing_secret, chosen);
+    let read = customers.get_customer(get()).await.unwrap().into_inner();
+    assert_eq!(read.signing_secret, "");
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    let after = deliver(&server, &receiver, "k2", 2).await;
+    assert_eq!(signed_with(&rotated.signing_secret, &after), 1);
+    assert_eq!(after.signature.split(' ').count(), 1, "the overlap is over");
+    server.stop().await.unwrap();
+}
+
+on_both_backends!(the_signing_secret_is_shown_only_when_new);

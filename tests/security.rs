@@ -1,5 +1,5 @@
 //! Security over real sockets: the outbound target policy (at upsert and at connect, redirects,
-//! the allow-list) and what `last_error` may hold.
+//! the allow-list), what `last_error` may hold, and secrets sealed at rest.
 
 mod common;
 
@@ -436,3 +436,172 @@ async fn provider_secrets_stay_with_their_endpoint() {
     assert!(field_error(plaintext).starts_with("customer.email.tls:"));
     server.stop().await.unwrap();
 }
+
+/// The SQLite database's bytes (main file and WAL) after a checkpoint, for looking for secrets.
+async fn database_bytes(db: &TestDb) -> Vec<u8> {
+    db.execute("PRAGMA wal_checkpoint(TRUNCATE)").await;
+    let main = db.dir.path().join("floodgate.db");
+    let mut bytes = std::fs::read(&main).unwrap();
+    if let Ok(wal) = std::fs::read(main.with_extension("db-wal")) {
+        bytes.extend(wal);
+    }
+    bytes
+}
+
+fn holds(haystack: &[u8], needle: &str) -> bool {
+    haystack
+        .windows(needle.len())
+        .any(|window| window == needle.as_bytes())
+}
+
+/// Registers `acme` (webhook to `receiver`, and an SMS channel whose token must be sealed too);
+/// returns the signing secret from the answer.
+async fn register_with_secrets(server: &TestServer, receiver: &Receiver) -> String {
+    let customer = proto::Customer {
+        webhook_url: receiver.url.clone(),
+        ..sms_settings("https://sms.example.com", SMS_TOKEN)
+    };
+    server
+        .customers()
+        .await
+        .upsert_customer(proto::UpsertCustomerRequest {
+            customer: Some(customer),
+        })
+        .await
+        .unwrap()
+        .into_inner()
+        .signing_secret
+}
+
+const SMS_TOKEN: &str = "sms-auth-token-7f3a9c";
+
+/// Submits one webhook to `acme` and checks that the `count`th arrival verifies with `secret`.
+async fn delivered_signed_with(
+    server: &TestServer,
+    receiver: &Receiver,
+    count: usize,
+    secret: &str,
+) {
+    server
+        .dispatcher()
+        .await
+        .submit(submit_request("acme", &format!("sealed-{count}"), "u"))
+        .await
+        .unwrap();
+    let arrived = receiver.wait_for(count, WAIT).await;
+    assert!(
+        arrived[count - 1].verifies_with(secret),
+        "webhook {count} is not signed with the expected secret"
+    );
+}
+
+/// Secrets are sealed in the database: neither the signing secret (nor its key bytes) nor a
+/// provider token appear in the SQLite file, the key file is owner-only, and after a restart the
+/// server still opens them and signs with the same secret.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn secrets_are_sealed_at_rest_and_survive_a_restart() {
+    use std::os::unix::fs::PermissionsExt as _;
+
+    let db = TestDb::new(Backend::Sqlite).await;
+    let receiver = Receiver::start().await;
+    let server = TestServer::start(test_config(&db)).await;
+    let secret = register_with_secrets(&server, &receiver).await;
+    assert!(secret.starts_with("whsec_"));
+    delivered_signed_with(&server, &receiver, 1, &secret).await;
+    server.stop().await.unwrap();
+
+    let key_file = db.dir.path().join("secrets-key");
+    let mode = std::fs::metadata(&key_file).unwrap().permissions().mode();
+    assert_eq!(mode & 0o777, 0o600, "{mode:o}");
+    let bytes = database_bytes(&db).await;
+    assert!(holds(&bytes, "acme"), "the file is the database");
+    for hidden in [
+        secret.as_str(),
+        secret.trim_start_matches("whsec_"),
+        SMS_TOKEN,
+    ] {
+        assert!(!holds(&bytes, hidden), "{hidden} is in the database file");
+    }
+
+    let server = TestServer::start(test_config(&db)).await;
+    delivered_signed_with(&server, &receiver, 2, &secret).await;
+    server.stop().await.unwrap();
+}
+
+/// Secrets stored in plain text by an older version keep working and are sealed at the next
+/// start.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn plain_text_secrets_from_before_are_sealed_at_start() {
+    let db = TestDb::new(Backend::Sqlite).await;
+    let receiver = Receiver::start().await;
+    let server = TestServer::start(test_config(&db)).await;
+    register_with_secrets(&server, &receiver).await;
+    server.stop().await.unwrap();
+
+    let plain = floodgate::sink::signature::generate_secret();
+    let changed = db
+        .execute(&format!(
+            "UPDATE customers SET signing_secret = '{plain}' WHERE id = 'acme'"
+        ))
+        .await;
+    assert_eq!(changed, 1);
+    assert!(holds(&database_bytes(&db).await, &plain));
+
+    let server = TestServer::start(test_config(&db)).await;
+    delivered_signed_with(&server, &receiver, 1, &plain).await;
+    server.stop().await.unwrap();
+    assert!(
+        !holds(&database_bytes(&db).await, &plain),
+        "sealed at start"
+    );
+}
+
+/// A new secrets key with the old one as --secrets-key-file-previous: everything still opens and
+/// is sealed again with the new key, after which the old key is no longer needed, and a server
+/// with only the old key refuses to start, naming the problem.
+async fn a_rotated_secrets_key_takes_over_from_the_previous_one(backend: Backend) {
+    use base64::Engine as _;
+
+    let db = TestDb::new(backend).await;
+    let receiver = Receiver::start().await;
+    let server = TestServer::start(test_config(&db)).await;
+    let secret = register_with_secrets(&server, &receiver).await;
+    server.stop().await.unwrap();
+
+    let old_key = db.dir.path().join("secrets-key");
+    let new_key = db.dir.path().join("secrets-key-2");
+    let fresh: [u8; 32] = rand::random();
+    std::fs::write(
+        &new_key,
+        base64::engine::general_purpose::STANDARD.encode(fresh),
+    )
+    .unwrap();
+    let mut rotated = test_config(&db);
+    rotated.secrets_key_file = Some(new_key.clone());
+    rotated.secrets_key_file_previous = Some(old_key.clone());
+    let server = TestServer::start(rotated).await;
+    delivered_signed_with(&server, &receiver, 1, &secret).await;
+    server.stop().await.unwrap();
+
+    let mut new_only = test_config(&db);
+    new_only.secrets_key_file = Some(new_key);
+    let server = TestServer::start(new_only).await;
+    delivered_signed_with(&server, &receiver, 2, &secret).await;
+    server.stop().await.unwrap();
+
+    let mut old_only = test_config(&db);
+    old_only.secrets_key_file = Some(old_key);
+    let listeners = floodgate::Listeners {
+        grpc: TcpListener::bind("127.0.0.1:0").await.unwrap(),
+        http: TcpListener::bind("127.0.0.1:0").await.unwrap(),
+    };
+    let refused = floodgate::run(old_only, listeners, std::future::pending())
+        .await
+        .unwrap_err()
+        .to_string();
+    assert!(
+        refused.contains("neither --secrets-key-file nor --secrets-key-file-previous"),
+        "{refused}"
+    );
+}
+on_both_backends!(a_rotated_secrets_key_takes_over_from_the_previous_one);

@@ -12,6 +12,7 @@ use floodgate::directory::CustomerDirectory;
 use floodgate::dispatch::outcomes::OutcomeWriter;
 use floodgate::dispatch::{DispatchSettings, Dispatcher};
 use floodgate::model::{Customer, Lane, now_millis};
+use floodgate::public_id::{KEY_LEN, PublicIds};
 use floodgate::sink::Sinks;
 use floodgate::sink::signature::generate_secret;
 use floodgate::sink::webhook::WebhookSettings;
@@ -36,7 +37,8 @@ async fn register(store: &Store, id: &str, url: &str) {
         .unwrap();
 }
 
-async fn enqueue(store: &Store, customer: &str, count: usize) -> HashSet<String> {
+/// Stores `count` notifications for `customer`; the webhook ids they will arrive under.
+async fn enqueue(store: &Store, ids: &PublicIds, customer: &str, count: usize) -> HashSet<String> {
     let items: Vec<_> = (0..count)
         .map(|i| {
             common::stored_notification(customer, format!("{customer}-{i}"), Lane::Transactional)
@@ -49,7 +51,7 @@ async fn enqueue(store: &Store, customer: &str, count: usize) -> HashSet<String>
     results
         .into_iter()
         .map(|r| match r {
-            Inserted::New(id) => id.to_string(),
+            Inserted::New(id) => ids.encode(id),
             other => panic!("{other:?}"),
         })
         .collect()
@@ -183,15 +185,19 @@ async fn a_panicking_actor_is_restarted_and_loses_nothing() {
         store.clone(),
         Duration::from_secs(5),
     ));
-    let sink = Sinks::new(&WebhookSettings {
-        timeout: Duration::from_secs(2),
-        connect_timeout: Duration::from_secs(1),
-        // The receivers are local: open loopback explicitly.
-        target_policy: Arc::new(floodgate::sink::target_policy::TargetPolicy::new(vec![
-            "127.0.0.0/8".parse().unwrap(),
-        ])),
-        allow_plaintext_smtp_auth: false,
-    })
+    let ids = PublicIds::new(&[3; KEY_LEN]);
+    let sink = Sinks::new(
+        &WebhookSettings {
+            timeout: Duration::from_secs(2),
+            connect_timeout: Duration::from_secs(1),
+            // The receivers are local: open loopback explicitly.
+            target_policy: Arc::new(floodgate::sink::target_policy::TargetPolicy::new(vec![
+                "127.0.0.0/8".parse().unwrap(),
+            ])),
+            allow_plaintext_smtp_auth: false,
+        },
+        ids.clone(),
+    )
     .unwrap();
     let metrics = Arc::new(floodgate::telemetry::metrics::Metrics::default());
     let (outcomes, writer) = OutcomeWriter::spawn(store.clone(), metrics.clone());
@@ -213,8 +219,8 @@ async fn a_panicking_actor_is_restarted_and_loses_nothing() {
     .await
     .unwrap();
 
-    let crashing_ids = enqueue(&store, "crashing", 300).await;
-    let neighbour_ids = enqueue(&store, "neighbour", 300).await;
+    let crashing_ids = enqueue(&store, &ids, "crashing", 300).await;
+    let neighbour_ids = enqueue(&store, &ids, "neighbour", 300).await;
     dispatcher.wake("crashing");
     dispatcher.wake("neighbour");
     crashing.wait_for(30, Duration::from_secs(10)).await;

@@ -382,11 +382,13 @@ async fn an_unrenderable_notification_fails_without_blaming_the_customer() {
         .unwrap()
         .into_inner()
         .notification_id;
-    // Point it at a version that does not exist, as if the row were damaged.
+    // Point it at a version that does not exist, as if the row were damaged (found by its key:
+    // the id callers see is not the row id).
     let changed = db
-        .execute(&format!(
-            "UPDATE notifications SET template_version = 99 WHERE id = {id}"
-        ))
+        .execute(
+            "UPDATE notifications SET template_version = 99 \
+             WHERE customer_id = 'shop' AND idempotency_key = 'k1'",
+        )
         .await;
     assert_eq!(changed, 1);
     customers

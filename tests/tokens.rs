@@ -385,6 +385,8 @@ async fn revocation_reaches_every_node() {
     let second_dir = tempfile::tempdir().unwrap();
     let mut second_config = test_config(&db);
     second_config.data_dir = second_dir.path().to_owned();
+    // …and the same secrets key as every other node on the database.
+    second_config.secrets_key_file = Some(db.dir.path().join("secrets-key"));
     let second = TestServer::start(second_config).await;
     let receiver = Receiver::start().await;
     let admin = admin(&first).await;

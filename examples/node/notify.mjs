@@ -116,14 +116,27 @@ async function main() {
   const webhookUrl = `http://127.0.0.1:${receiver.server.address().port}/webhook`;
 
   // 2. Register the customer system. An empty signing_secret keeps the stored one or generates
-  //    one; either way the answer carries it, and the receiver verifies with it.
+  //    one. floodgate shows a secret only in the answer that made it: a new customer's answer
+  //    carries it, and the receiver verifies with it.
   const customer = await call(
     customers,
     "UpsertCustomer",
     { customer: { id: args.customer, webhook_url: webhookUrl } },
     auth,
   );
-  receiver.webhook = new Webhook(customer.signing_secret);
+  let secret = customer.signing_secret;
+  if (!secret) {
+    // Registered by an earlier run, whose secret this run never saw: rotate to a new one (a real
+    // customer system keeps the secret it was given instead).
+    const rotated = await call(
+      customers,
+      "RotateSigningSecret",
+      { customer_id: args.customer, overlap_seconds: 60 },
+      auth,
+    );
+    secret = rotated.signing_secret;
+  }
+  receiver.webhook = new Webhook(secret);
   console.log(`customer ${customer.id} -> ${customer.webhook_url}`);
 
   // 3. Submit. The idempotency key would come from your own data (an order id); a retry of

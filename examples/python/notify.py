@@ -124,7 +124,8 @@ def main():
         dispatcher = pb_grpc.DispatcherStub(channel)
 
         # 2. Register the customer system. An empty signing_secret keeps the stored one or
-        #    generates one; either way the answer carries it, and the receiver verifies with it.
+        #    generates one. floodgate shows a secret only in the answer that made it: a new
+        #    customer's answer carries it, and the receiver verifies with it.
         customer = customers.UpsertCustomer(
             pb.UpsertCustomerRequest(
                 customer=pb.Customer(id=args.customer, webhook_url=webhook_url)
@@ -132,7 +133,16 @@ def main():
             metadata=auth,
             timeout=10,
         )
-        receiver.webhook = Webhook(customer.signing_secret)
+        secret = customer.signing_secret
+        if not secret:
+            # Registered by an earlier run, whose secret this run never saw: rotate to a new one
+            # (a real customer system keeps the secret it was given instead).
+            secret = customers.RotateSigningSecret(
+                pb.RotateSigningSecretRequest(customer_id=args.customer, overlap_seconds=60),
+                metadata=auth,
+                timeout=10,
+            ).signing_secret
+        receiver.webhook = Webhook(secret)
         print(f"customer {customer.id} -> {customer.webhook_url}")
 
         # 3. Submit. The idempotency key would come from your own data (an order id); a retry

@@ -23,13 +23,13 @@ impl Archive for ArchiveService {
         &self,
         request: Request<proto::ListNotificationsRequest>,
     ) -> Result<Response<proto::ListNotificationsResponse>, Status> {
-        let page = InboxPage::parse(request.into_inner())?;
+        let page = InboxPage::parse(&self.state.ids, request.into_inner())?;
         let notifications = self
             .state
             .store
             .list_archived(&page.customer_id, &page.recipient, page.before, page.size)
             .await
             .map_err(Error::from)?;
-        Ok(Response::new(page.answer(notifications)))
+        Ok(Response::new(page.answer(&self.state.ids, notifications)))
     }
 }

@@ -12,6 +12,7 @@ use crate::model::{
     Channel, Customer, EpochMillis, Lane, NewNotification, Notification, NotificationId,
     Preference, State, TemplateRef, now_millis,
 };
+use crate::public_id::PublicIds;
 
 /// Longest customer id, in characters.
 pub const MAX_ID_LEN: usize = 128;
@@ -283,23 +284,63 @@ pub fn customer(customer: Option<proto::Customer>) -> Result<Customer, Error> {
     })
 }
 
-/// Parses a notification id as clients see it (its decimal string).
-pub fn notification_id(field: &'static str, id: &str) -> Result<NotificationId, Error> {
-    match id.parse::<i64>() {
-        Ok(id) if id > 0 => Ok(NotificationId(id)),
-        _ if id.is_empty() => Err(Error::invalid(field, "must not be empty")),
-        _ => Err(Error::invalid(field, "is not a notification id")),
+/// The notification a caller's `notification_id` names. Anything this server did not hand out
+/// (a guess, a changed character, an old decimal id) is `NOT_FOUND`, exactly like an id whose
+/// notification is gone, so probing learns nothing.
+pub fn notification_id(ids: &PublicIds, id: &str) -> Result<NotificationId, Error> {
+    if id.is_empty() {
+        return Err(Error::invalid("notification_id", "must not be empty"));
+    }
+    ids.decode(id).ok_or_else(|| not_found(id))
+}
+
+/// The answer for a notification id that names nothing.
+pub fn not_found(id: &str) -> Error {
+    Error::NotFound(format!("notification {id:?} not found"))
+}
+
+/// The notification as the API returns it, under its public id.
+pub fn notification(ids: &PublicIds, n: Notification) -> proto::Notification {
+    let waiting = matches!(n.state, State::Pending | State::Retrying);
+    proto::Notification {
+        id: ids.encode(n.id),
+        customer_id: n.customer_id,
+        idempotency_key: n.idempotency_key,
+        recipient: n.recipient,
+        lane: proto_lane(n.lane) as i32,
+        channel: proto_channel(n.channel) as i32,
+        template_id: n
+            .template
+            .as_ref()
+            .map(|t| t.id.clone())
+            .unwrap_or_default(),
+        template_version: n
+            .template
+            .as_ref()
+            .map_or(0, |t| u32::try_from(t.version).unwrap_or(u32::MAX)),
+        payload: n.payload,
+        state: proto_state(n.state) as i32,
+        attempts: n.attempts,
+        last_error: n.last_error.unwrap_or_default(),
+        created_at: Some(timestamp(n.created_at)),
+        updated_at: Some(timestamp(n.updated_at)),
+        send_at: n.send_at.map(timestamp),
+        expires_at: n.expires_at.map(timestamp),
+        next_attempt_at: waiting.then(|| timestamp(n.due_at)),
+        delivered_at: n.delivered_at.map(timestamp),
     }
 }
 
 impl From<Customer> for proto::Customer {
-    /// The customer as reads return it: provider secrets are left out (write-only).
+    /// The customer as reads return it: the signing secret and provider secrets are left out.
+    /// Only the answers that just made a signing secret carry it (see `Customers`' upsert and
+    /// rotation), so a leaked admin session or log of reads cannot sign webhooks.
     fn from(c: Customer) -> Self {
         let blocks = super::channels::redacted(c.channels);
         Self {
             id: c.id,
             webhook_url: c.webhook_url,
-            signing_secret: c.signing_secret,
+            signing_secret: String::new(),
             max_rate_per_sec: c.max_rate_per_sec,
             paused: c.paused,
             start_tier: c.start_tier.map_or(proto::Tier::Unspecified, |t| match t {
@@ -315,39 +356,6 @@ impl From<Customer> for proto::Customer {
             apns: blocks.apns,
             email: blocks.email,
             sms: blocks.sms,
-        }
-    }
-}
-
-impl From<Notification> for proto::Notification {
-    fn from(n: Notification) -> Self {
-        let waiting = matches!(n.state, State::Pending | State::Retrying);
-        Self {
-            id: n.id.to_string(),
-            customer_id: n.customer_id,
-            idempotency_key: n.idempotency_key,
-            recipient: n.recipient,
-            lane: proto_lane(n.lane) as i32,
-            channel: proto_channel(n.channel) as i32,
-            template_id: n
-                .template
-                .as_ref()
-                .map(|t| t.id.clone())
-                .unwrap_or_default(),
-            template_version: n
-                .template
-                .as_ref()
-                .map_or(0, |t| u32::try_from(t.version).unwrap_or(u32::MAX)),
-            payload: n.payload,
-            state: proto_state(n.state) as i32,
-            attempts: n.attempts,
-            last_error: n.last_error.unwrap_or_default(),
-            created_at: Some(timestamp(n.created_at)),
-            updated_at: Some(timestamp(n.updated_at)),
-            send_at: n.send_at.map(timestamp),
-            expires_at: n.expires_at.map(timestamp),
-            next_attempt_at: waiting.then(|| timestamp(n.due_at)),
-            delivered_at: n.delivered_at.map(timestamp),
         }
     }
 }

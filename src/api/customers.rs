@@ -41,6 +41,11 @@ impl Customers for CustomerService {
                 .as_ref()
                 .map_or_else(signature::generate_secret, |c| c.signing_secret.clone());
         }
+        // The answer shows the secret only when this call made it the customer's secret.
+        let new_secret = existing
+            .as_ref()
+            .is_none_or(|c| c.signing_secret != customer.signing_secret)
+            .then(|| customer.signing_secret.clone());
         // A rotation under way survives an upsert that keeps the secret; setting a secret by hand
         // ends it, since the caller has chosen exactly which secret receivers must know.
         customer.previous_secret = existing
@@ -54,13 +59,7 @@ impl Customers for CustomerService {
         channels::require_secrets(&customer.channels)?;
         channels::check_plaintext_auth(&customer.channels, self.state.allow_plaintext_smtp_auth)?;
         targets::check(&self.state.target_policy, &customer)?;
-        self.state
-            .store
-            .upsert_customer(&customer, now_millis())
-            .await
-            .map_err(Error::from)?;
-        tracing::info!(customer_id = %customer.id, paused = customer.paused, max_rate_per_sec = customer.max_rate_per_sec, "customer saved");
-        Ok(Response::new(self.save(customer).await?))
+        Ok(Response::new(self.save(customer, new_secret).await?))
     }
 
     async fn get_customer(
@@ -142,7 +141,7 @@ impl Customers for CustomerService {
     ) -> Result<Response<proto::Customer>, Status> {
         let mut customer = self.existing(&request.into_inner().customer_id).await?;
         customer.paused = true;
-        Ok(Response::new(self.save(customer).await?))
+        Ok(Response::new(self.save(customer, None).await?))
     }
 
     async fn resume_customer(
@@ -151,7 +150,7 @@ impl Customers for CustomerService {
     ) -> Result<Response<proto::Customer>, Status> {
         let mut customer = self.existing(&request.into_inner().customer_id).await?;
         customer.paused = false;
-        Ok(Response::new(self.save(customer).await?))
+        Ok(Response::new(self.save(customer, None).await?))
     }
 
     async fn rotate_signing_secret(
@@ -161,13 +160,14 @@ impl Customers for CustomerService {
         let request = request.into_inner();
         let overlap = overlap_millis(request.overlap_seconds)?;
         let mut customer = self.existing(&request.customer_id).await?;
-        let old = std::mem::replace(&mut customer.signing_secret, signature::generate_secret());
+        let new_secret = signature::generate_secret();
+        let old = std::mem::replace(&mut customer.signing_secret, new_secret.clone());
         customer.previous_secret = Some(PreviousSecret {
             secret: old,
             until: now_millis().saturating_add(overlap),
         });
         tracing::info!(customer_id = %customer.id, overlap_seconds = overlap / 1000, "signing secret rotated");
-        Ok(Response::new(self.save(customer).await?))
+        Ok(Response::new(self.save(customer, Some(new_secret)).await?))
     }
 }
 
@@ -204,7 +204,13 @@ impl CustomerService {
     }
 
     /// Stores the settings, then tells this node's directory and the customer's actor at once.
-    async fn save(&self, customer: Customer) -> Result<proto::Customer, Error> {
+    /// Answers the customer as reads do, plus `new_secret`: the signing secret this call made,
+    /// shown this once.
+    async fn save(
+        &self,
+        customer: Customer,
+        new_secret: Option<String>,
+    ) -> Result<proto::Customer, Error> {
         self.state
             .store
             .upsert_customer(&customer, now_millis())
@@ -217,7 +223,9 @@ impl CustomerService {
         );
         let customer = self.state.directory.put(customer);
         self.state.dispatcher.customer_updated(customer.clone());
-        Ok(customer.as_ref().clone().into())
+        let mut answer: proto::Customer = customer.as_ref().clone().into();
+        answer.signing_secret = new_secret.unwrap_or_default();
+        Ok(answer)
     }
 
     async fn stats_of(&self, customer: &Customer) -> Result<proto::CustomerStats, Error> {

@@ -11,6 +11,7 @@ use super::proto::{self, submit_result};
 use super::{ApiState, Scope, channels, convert, quota, unknown_customer};
 use crate::error::Error;
 use crate::model::{NewNotification, Notification, NotificationId, now_millis};
+use crate::public_id::PublicIds;
 use crate::store::Inserted;
 use crate::telemetry::metrics::{Metrics, SubmitRpc};
 use crate::templates::{self, Template};
@@ -168,7 +169,7 @@ impl DispatchService {
             .await?;
         let results = self.store(vec![notification]).await?;
         let inserted = results.into_iter().next().ok_or(Error::Internal)?;
-        Ok(response(inserted)?)
+        Ok(response(&self.state.ids, inserted)?)
     }
 
     /// One `SubmitBatch`: each item admitted on its own, the valid ones stored in one group
@@ -205,7 +206,12 @@ impl DispatchService {
             .into_iter()
             .map(|result| match result {
                 Some(rejected) => item_result(rejected),
-                None => item_result(stored.next().ok_or(Error::Internal).and_then(response)),
+                None => item_result(
+                    stored
+                        .next()
+                        .ok_or(Error::Internal)
+                        .and_then(|inserted| response(&self.state.ids, inserted)),
+                ),
             })
             .collect();
         Ok(proto::SubmitBatchResponse { results })
@@ -213,13 +219,18 @@ impl DispatchService {
 
     /// Notification `id`, if it exists and its customer is in `scope`; NOT_FOUND alike otherwise,
     /// so a scoped token cannot tell another customer's notification from a missing one.
-    async fn visible(&self, scope: &Scope, id: NotificationId) -> Result<Notification, Error> {
+    async fn visible(
+        &self,
+        scope: &Scope,
+        id: NotificationId,
+        asked: &str,
+    ) -> Result<Notification, Error> {
         self.state
             .store
             .get_notification(id)
             .await?
             .filter(|notification| scope.allows(&notification.customer_id))
-            .ok_or_else(|| Error::NotFound(format!("notification {id} not found")))
+            .ok_or_else(|| convert::not_found(asked))
     }
 }
 
@@ -234,7 +245,10 @@ pub(super) struct InboxPage {
 }
 
 impl InboxPage {
-    pub(super) fn parse(request: proto::ListNotificationsRequest) -> Result<Self, Error> {
+    pub(super) fn parse(
+        ids: &PublicIds,
+        request: proto::ListNotificationsRequest,
+    ) -> Result<Self, Error> {
         convert::customer_id("customer_id", &request.customer_id)?;
         convert::key("recipient", &request.recipient)?;
         let size = match usize::try_from(request.page_size).unwrap_or(MAX_PAGE) {
@@ -243,7 +257,12 @@ impl InboxPage {
         };
         let before = match request.page_token.as_str() {
             "" => None,
-            token => Some(convert::notification_id("page_token", token)?),
+            // A page token is the last notification's id; one not handed out here is a
+            // caller's mistake, not a missing notification.
+            token => Some(
+                ids.decode(token)
+                    .ok_or_else(|| Error::invalid("page_token", "is not a page token"))?,
+            ),
         };
         Ok(Self {
             customer_id: request.customer_id,
@@ -256,31 +275,37 @@ impl InboxPage {
     /// The answer: a full page carries the cursor to the next one.
     pub(super) fn answer(
         &self,
+        ids: &PublicIds,
         notifications: Vec<Notification>,
     ) -> proto::ListNotificationsResponse {
         let next_page_token = match notifications.last() {
-            Some(last) if notifications.len() == self.size => last.id.to_string(),
+            Some(last) if notifications.len() == self.size => ids.encode(last.id),
             _ => String::new(),
         };
         proto::ListNotificationsResponse {
-            notifications: notifications.into_iter().map(Into::into).collect(),
+            notifications: notifications
+                .into_iter()
+                .map(|n| convert::notification(ids, n))
+                .collect(),
             next_page_token,
         }
     }
 }
 
-fn response(inserted: Inserted) -> Result<proto::SubmitResponse, Error> {
+/// What a submit answers for one stored item, under the notification's public id.
+fn response(ids: &PublicIds, inserted: Inserted) -> Result<proto::SubmitResponse, Error> {
     match inserted {
         Inserted::New(id) => Ok(proto::SubmitResponse {
-            notification_id: id.to_string(),
+            notification_id: ids.encode(id),
             duplicate: false,
         }),
         Inserted::Duplicate(id) => Ok(proto::SubmitResponse {
-            notification_id: id.to_string(),
+            notification_id: ids.encode(id),
             duplicate: true,
         }),
         Inserted::Conflict(id) => Err(Error::AlreadyExists(format!(
-            "idempotency_key was already used for notification {id} with a different recipient, lane or payload"
+            "idempotency_key was already used for notification {} with a different recipient, lane or payload",
+            ids.encode(id)
         ))),
     }
 }
@@ -366,9 +391,13 @@ impl Dispatcher for DispatchService {
         request: Request<proto::GetNotificationRequest>,
     ) -> Result<Response<proto::Notification>, Status> {
         let scope = Scope::of(&request)?;
-        let id = convert::notification_id("notification_id", &request.get_ref().notification_id)?;
-        let notification = self.visible(&scope, id).await?;
-        Ok(Response::new(notification.into()))
+        let asked = &request.get_ref().notification_id;
+        let id = convert::notification_id(&self.state.ids, asked)?;
+        let notification = self.visible(&scope, id, asked).await?;
+        Ok(Response::new(convert::notification(
+            &self.state.ids,
+            notification,
+        )))
     }
 
     #[tracing::instrument(skip_all, fields(notification_id = %request.get_ref().notification_id))]
@@ -377,24 +406,28 @@ impl Dispatcher for DispatchService {
         request: Request<proto::CancelNotificationRequest>,
     ) -> Result<Response<proto::Notification>, Status> {
         let scope = Scope::of(&request)?;
-        let id = convert::notification_id("notification_id", &request.get_ref().notification_id)?;
+        let asked = &request.get_ref().notification_id;
+        let id = convert::notification_id(&self.state.ids, asked)?;
         // Checked before it is touched: another customer's notification is left alone.
-        self.visible(&scope, id).await?;
+        self.visible(&scope, id, asked).await?;
         let store = &self.state.store;
         let cancelled = store
             .cancel_notification(id, now_millis())
             .await
             .map_err(Error::from)?;
-        let notification = self.visible(&scope, id).await?;
+        let notification = self.visible(&scope, id, asked).await?;
         if !cancelled {
             return Err(Error::FailedPrecondition(format!(
-                "notification {id} is {} and can no longer be cancelled",
+                "notification {asked} is {} and can no longer be cancelled",
                 notification.state.as_str()
             ))
             .into());
         }
         tracing::info!("notification cancelled");
-        Ok(Response::new(notification.into()))
+        Ok(Response::new(convert::notification(
+            &self.state.ids,
+            notification,
+        )))
     }
 
     async fn list_notifications(
@@ -402,7 +435,7 @@ impl Dispatcher for DispatchService {
         request: Request<proto::ListNotificationsRequest>,
     ) -> Result<Response<proto::ListNotificationsResponse>, Status> {
         let scope = Scope::of(&request)?;
-        let page = InboxPage::parse(request.into_inner())?;
+        let page = InboxPage::parse(&self.state.ids, request.into_inner())?;
         scope.admit(&page.customer_id)?;
         let retention = i64::try_from(self.state.inbox_retention.as_millis()).unwrap_or(i64::MAX);
         let notifications = self
@@ -417,6 +450,6 @@ impl Dispatcher for DispatchService {
             )
             .await
             .map_err(Error::from)?;
-        Ok(Response::new(page.answer(notifications)))
+        Ok(Response::new(page.answer(&self.state.ids, notifications)))
     }
 }

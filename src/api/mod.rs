@@ -83,6 +83,8 @@ pub struct ApiState {
     pub max_schedule_ahead: std::time::Duration,
     /// The per-customer backlog quota.
     pub backlog_quota: Arc<quota::BacklogQuota>,
+    /// Turns row ids into the notification ids callers see, and back.
+    pub ids: crate::public_id::PublicIds,
 }
 
 impl ApiState {

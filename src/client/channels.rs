@@ -100,6 +100,8 @@ pub enum ChannelSettings {
 pub async fn run(command: ChannelsCommand) -> Result<()> {
     let ChannelsCommand::Set(args) = command;
     let mut client = args.connection.client().await?.customers();
+    // The read carries no signing secret, so saving it back keeps the stored one (and a rotation
+    // in progress).
     let mut customer = client
         .get_customer(proto::GetCustomerRequest {
             customer_id: args.id.clone(),
@@ -107,9 +109,6 @@ pub async fn run(command: ChannelsCommand) -> Result<()> {
         .await
         .map_err(|status| rpc_error("GetCustomer", &status))?
         .into_inner();
-    // Empty: the server keeps the stored signing secret (and a rotation in progress), where
-    // sending back the one just read would set it explicitly and end the rotation's overlap.
-    customer.signing_secret = String::new();
     let name = match args.channel {
         ChannelSettings::Email {
             smtp_host,

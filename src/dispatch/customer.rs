@@ -359,10 +359,12 @@ impl CustomerState {
         notification: Claimed,
         ticket: Option<Ticket>,
     ) {
+        // Logged as callers and receivers know it, so a log line matches a support request.
+        let id = self.ctx.sink.public_id(notification.id);
         let span = tracing::info_span!(
             "delivery",
             customer_id = %notification.customer_id,
-            notification_id = %notification.id,
+            notification_id = %id,
             attempt = notification.attempts,
         );
         let task = delivery::deliver(
@@ -371,6 +373,7 @@ impl CustomerState {
             self.customer.clone(),
             self.counters.clone(),
             notification,
+            id,
             ticket,
         );
         self.ctx.tasks.spawn(task.instrument(span));

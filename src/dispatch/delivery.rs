@@ -16,13 +16,14 @@ use crate::store::{Claimed, Outcome, OutcomeKind};
 use crate::telemetry::metrics::{AttemptResult, CustomerCounters};
 use crate::templates;
 
-/// Makes one attempt and reports it.
+/// Makes one attempt of `notification` (public id `id`) and reports it.
 pub(super) async fn deliver(
     ctx: Arc<Context>,
     actor: ActorRef<CustomerMsg>,
     customer: Arc<Customer>,
     counters: Arc<CustomerCounters>,
     notification: Claimed,
+    id: String,
     ticket: Option<Ticket>,
 ) {
     // `rtt` is `None` when nothing was sent (the template could not be rendered).
@@ -30,7 +31,7 @@ pub(super) async fn deliver(
         Ok(rendered) => {
             let started = Instant::now();
             let sent = rendered.as_ref().unwrap_or(&notification);
-            let result = ctx.sink.deliver(&customer, sent).await;
+            let result = ctx.sink.deliver(&customer, sent, &id).await;
             (result, Some(started.elapsed()))
         }
         Err(err) => (Err(err), None),

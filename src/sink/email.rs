@@ -74,15 +74,17 @@ impl EmailSink {
         }
     }
 
-    /// Makes one delivery attempt of `notification` (recipient: an e-mail address).
+    /// Makes one delivery attempt of `notification` (recipient: an e-mail address), `id` being
+    /// its public id (the Message-ID's left part).
     pub async fn deliver(
         &self,
         customer_id: &str,
         settings: &EmailSettings,
         notification: &Claimed,
+        id: &str,
     ) -> Result<(), SinkError> {
-        let message =
-            message(settings, notification).map_err(|reason| SinkError::Permanent { reason })?;
+        let message = message(settings, notification, id)
+            .map_err(|reason| SinkError::Permanent { reason })?;
         let transport = self.transport(customer_id, settings).await?;
         match transport.send(message).await {
             Ok(_) => Ok(()),
@@ -198,7 +200,7 @@ fn build(
 }
 
 /// The message for one notification. Errors are permanent (a bad address or payload).
-fn message(settings: &EmailSettings, notification: &Claimed) -> Result<Message, String> {
+fn message(settings: &EmailSettings, notification: &Claimed, id: &str) -> Result<Message, String> {
     let payload = EmailPayload::parse(&notification.payload).map_err(|e| format!("payload {e}"))?;
     let from: Mailbox = settings
         .from
@@ -213,7 +215,7 @@ fn message(settings: &EmailSettings, notification: &Claimed) -> Result<Message, 
         .to(to)
         .subject(payload.subject)
         // The same id on every attempt, so a receiver can drop a duplicate of a retried send.
-        .message_id(Some(format!("<{}@floodgate>", notification.id)));
+        .message_id(Some(format!("<{id}@floodgate>")));
     match payload.html {
         Some(html) => builder.multipart(MultiPart::alternative_plain_html(payload.body, html)),
         None => builder.header(ContentType::TEXT_PLAIN).body(payload.body),

@@ -18,7 +18,8 @@ pub mod webhook;
 
 use std::time::Duration;
 
-use crate::model::{Channel, Customer};
+use crate::model::{Channel, Customer, NotificationId};
+use crate::public_id::PublicIds;
 use crate::store::Claimed;
 use outbound::Outbound;
 use webhook::{ClientError, WebhookSettings, WebhookSink};
@@ -35,12 +36,15 @@ pub struct Sinks {
     /// channel: `--webhook-timeout`, which the lease must exceed, so no attempt outlives its
     /// lease and races a redelivery.
     attempt_timeout: Duration,
+    /// Notification ids as the outside world sees them (`webhook-id`, Message-ID).
+    ids: PublicIds,
 }
 
 impl Sinks {
     /// Builds every sink. The webhook's limits (`settings`) bound every provider's attempts too,
-    /// so the lease, which must outlast an attempt, covers them all.
-    pub fn new(settings: &WebhookSettings) -> Result<Self, ClientError> {
+    /// so the lease, which must outlast an attempt, covers them all. `ids` names notifications
+    /// to receivers as the API names them to callers.
+    pub fn new(settings: &WebhookSettings, ids: PublicIds) -> Result<Self, ClientError> {
         let client = Outbound::new(settings, false)?;
         Ok(Self {
             webhook: WebhookSink::new(client.clone()),
@@ -49,18 +53,26 @@ impl Sinks {
             email: email::EmailSink::new(settings),
             sms: sms::SmsSink::new(client),
             attempt_timeout: settings.timeout,
+            ids,
         })
     }
 
-    /// Makes one delivery attempt of `notification` on its channel with `customer`'s settings,
-    /// given up (retryable, as a timeout) once it has taken longer than the attempt timeout.
+    /// The id receivers see for a notification: what Submit answered, the same on every attempt.
+    pub fn public_id(&self, id: NotificationId) -> String {
+        self.ids.encode(id)
+    }
+
+    /// Makes one delivery attempt of `notification` (whose [`public_id`](Self::public_id) is
+    /// `id`) on its channel with `customer`'s settings, given up (retryable, as a timeout) once
+    /// it has taken longer than the attempt timeout.
     pub async fn deliver(
         &self,
         customer: &Customer,
         notification: &Claimed,
+        id: &str,
     ) -> Result<(), SinkError> {
-        match tokio::time::timeout(self.attempt_timeout, self.attempt(customer, notification)).await
-        {
+        let attempt = self.attempt(customer, notification, id);
+        match tokio::time::timeout(self.attempt_timeout, attempt).await {
             Ok(result) => result,
             Err(_) => Err(SinkError::Retryable {
                 reason: format!(
@@ -73,7 +85,12 @@ impl Sinks {
         }
     }
 
-    async fn attempt(&self, customer: &Customer, notification: &Claimed) -> Result<(), SinkError> {
+    async fn attempt(
+        &self,
+        customer: &Customer,
+        notification: &Claimed,
+        id: &str,
+    ) -> Result<(), SinkError> {
         crate::failpoints::check(crate::failpoints::point::SINK_SEND).map_err(|err| {
             SinkError::Retryable {
                 reason: err.to_string(),
@@ -83,7 +100,7 @@ impl Sinks {
         })?;
         let settings = &customer.channels;
         match notification.channel {
-            Channel::Webhook => self.webhook.deliver(customer, notification).await,
+            Channel::Webhook => self.webhook.deliver(customer, notification, id).await,
             Channel::Fcm => {
                 let fcm = configured(settings.fcm.as_ref(), Channel::Fcm)?;
                 self.fcm.deliver(fcm, notification).await
@@ -94,7 +111,9 @@ impl Sinks {
             }
             Channel::Email => {
                 let email = configured(settings.email.as_ref(), Channel::Email)?;
-                self.email.deliver(&customer.id, email, notification).await
+                self.email
+                    .deliver(&customer.id, email, notification, id)
+                    .await
             }
             Channel::Sms => {
                 let sms = configured(settings.sms.as_ref(), Channel::Sms)?;

@@ -48,7 +48,7 @@ pub struct WebhookSink {
 /// The JSON body every webhook carries.
 #[derive(Serialize)]
 struct Body<'a> {
-    id: String,
+    id: &'a str,
     customer_id: &'a str,
     recipient: &'a str,
     lane: &'static str,
@@ -73,22 +73,25 @@ impl WebhookSink {
         Self { client }
     }
 
-    /// Makes one delivery attempt of `notification` to `customer`'s webhook.
+    /// Makes one delivery attempt of `notification` to `customer`'s webhook. `id` is its public
+    /// id: the `webhook-id` (the same on every attempt, so receivers can drop redeliveries) and
+    /// the body's `id`, which is what Submit answered.
     pub async fn deliver(
         &self,
         customer: &Customer,
         notification: &Claimed,
+        id: &str,
     ) -> Result<(), SinkError> {
         let key = signature::decode_secret(&customer.signing_secret).map_err(|e| {
             SinkError::Permanent {
                 reason: e.to_string(),
             }
         })?;
-        let msg_id = notification.id.to_string();
-        let body = render_body(notification);
+        let msg_id = id;
+        let body = render_body(notification, id);
         let now = now_millis();
         let timestamp = now / 1000;
-        let mut signatures = signature::sign(&key, &msg_id, timestamp, &body);
+        let mut signatures = signature::sign(&key, msg_id, timestamp, &body);
         // During a rotation's overlap the replaced secret signs too (space-separated, as
         // Standard Webhooks specifies), so receivers still on the old secret accept the webhook.
         if let Some(previous) = customer
@@ -101,13 +104,13 @@ impl WebhookSink {
                     reason: e.to_string(),
                 })?;
             signatures.push(' ');
-            signatures.push_str(&signature::sign(&old_key, &msg_id, timestamp, &body));
+            signatures.push_str(&signature::sign(&old_key, msg_id, timestamp, &body));
         }
         let request = self
             .client
             .post(&customer.webhook_url)
             .header(CONTENT_TYPE, "application/json")
-            .header("webhook-id", &msg_id)
+            .header("webhook-id", msg_id)
             .header("webhook-timestamp", timestamp.to_string())
             .header("webhook-signature", signatures)
             .body(body);
@@ -121,8 +124,8 @@ impl WebhookSink {
     }
 }
 
-/// The webhook body for one notification.
-fn render_body(notification: &Claimed) -> Vec<u8> {
+/// The webhook body for one notification, under its public `id`.
+fn render_body(notification: &Claimed, id: &str) -> Vec<u8> {
     let payload = serde_json::from_slice::<&RawValue>(&notification.payload);
     let (payload, payload_encoding) = match payload {
         Ok(json) => (Payload::Json(json), None),
@@ -132,7 +135,7 @@ fn render_body(notification: &Claimed) -> Vec<u8> {
         ),
     };
     let body = Body {
-        id: notification.id.to_string(),
+        id,
         customer_id: &notification.customer_id,
         recipient: &notification.recipient,
         lane: notification.lane.as_str(),
@@ -183,12 +186,12 @@ mod tests {
     #[test]
     fn json_payloads_are_embedded_and_others_base64() {
         let body: serde_json::Value =
-            serde_json::from_slice(&render_body(&claimed(br#"{"a":1}"#))).unwrap();
+            serde_json::from_slice(&render_body(&claimed(br#"{"a":1}"#), "ntf_x")).unwrap();
         assert_eq!(body["payload"]["a"], 1);
         assert_eq!(body["lane"], "bulk");
-        assert_eq!(body["id"], "7");
+        assert_eq!(body["id"], "ntf_x");
         let body: serde_json::Value =
-            serde_json::from_slice(&render_body(&claimed(b"\xff\x00"))).unwrap();
+            serde_json::from_slice(&render_body(&claimed(b"\xff\x00"), "ntf_x")).unwrap();
         assert_eq!(body["payload"], "/wA=");
         assert_eq!(body["payload_encoding"], "base64");
     }

@@ -23,6 +23,7 @@ mod claims;
 mod cluster;
 mod customers;
 mod gate;
+mod id_key;
 mod notifications;
 mod preferences;
 mod probe;
@@ -62,6 +63,8 @@ pub enum Error {
     Migrate(#[from] sqlx::migrate::MigrateError),
     #[error("stored row is corrupt: {0}")]
     Corrupt(String),
+    #[error(transparent)]
+    Sealed(#[from] crate::secrets_at_rest::SealError),
     #[error("unsupported database URL {0:?}: it must start with sqlite:// or postgres://")]
     UnsupportedUrl(String),
     #[error("cannot create the SQLite directory {path}: {source}")]
@@ -189,6 +192,9 @@ pub struct StoreOptions {
     pub max_connections: u32,
     /// How long a query waits for a connection before the store reports `Unavailable`.
     pub acquire_timeout: Duration,
+    /// Seals customers' secrets before they are written (the server always has one). Without
+    /// one (tests, tools) they are written in plain text, and a sealed one cannot be read.
+    pub sealer: Option<Arc<crate::secrets_at_rest::Sealer>>,
 }
 
 impl Default for StoreOptions {
@@ -196,6 +202,7 @@ impl Default for StoreOptions {
         Self {
             max_connections: 16,
             acquire_timeout: Duration::from_secs(5),
+            sealer: None,
         }
     }
 }
@@ -234,6 +241,8 @@ pub struct Store {
     _lock: Option<Arc<File>>,
     /// This process's row in `write_probe` (random: nodes need no configured identity).
     probe_node: i64,
+    /// Seals customers' secrets (see [`StoreOptions::sealer`]).
+    sealer: Option<Arc<crate::secrets_at_rest::Sealer>>,
 }
 
 /// A write connection, held for one transaction (and, on SQLite, the turn at the gate with it).
@@ -303,6 +312,10 @@ impl Store {
             return Err(Error::UnsupportedUrl(url.to_owned()));
         };
         store.migrate().await?;
+        // Before anything reads a customer: plain-text secrets from before sealing, and those a
+        // rotated key sealed, are sealed with the current key (and a key that opens nothing here
+        // stops the start with a clear error rather than failing deliveries later).
+        store.reseal_customers().await?;
         if store.backend == Backend::Sqlite {
             // Without the single-node lock: a closed store must free the file at once, not
             // when the checkpointer next wakes up.
@@ -369,6 +382,7 @@ impl Store {
             gate: Some(Arc::new(WriteGate::default())),
             _lock: Some(Arc::new(lock)),
             probe_node: probe_node(),
+            sealer: options.sealer.clone(),
         })
     }
 
@@ -399,6 +413,7 @@ impl Store {
             gate: None,
             _lock: None,
             probe_node: probe_node(),
+            sealer: options.sealer.clone(),
         })
     }
 
