@@ -408,8 +408,9 @@ impl ServeConfig {
         if self.cluster_heartbeat.is_zero() {
             return Err(ConfigError::Zero("cluster-heartbeat"));
         }
+        // Only a PostgreSQL node joins a cluster; a SQLite node has no leases to fence.
         let least = self.fence_margin() + self.cluster_heartbeat * 2;
-        if self.cluster_lease_ttl < least {
+        if self.database_url().starts_with("postgres") && self.cluster_lease_ttl < least {
             return Err(ConfigError::LeaseTtlTooShort {
                 ttl: self.cluster_lease_ttl,
                 least,
@@ -589,6 +590,31 @@ mod tests {
             .map(ToString::to_string)
             .collect();
         assert_eq!(shown, ["127.0.0.0/8", "fd00::/8"]);
+    }
+
+    #[test]
+    fn a_cluster_lease_must_outlast_an_attempt_on_postgres_only() {
+        let args = |url: &str| {
+            ServeConfig::parse_from_args(
+                [
+                    "--database-url",
+                    url,
+                    "--webhook-timeout",
+                    "30s",
+                    "--lease",
+                    "60s",
+                ]
+                .map(String::from),
+            )
+        };
+        assert!(matches!(
+            args("postgres://db/floodgate").validate(),
+            Err(ConfigError::LeaseTtlTooShort { .. })
+        ));
+        args("sqlite://x.db").validate().unwrap();
+        let mut longer = args("postgres://db/floodgate");
+        longer.cluster_lease_ttl = Duration::from_secs(40);
+        longer.validate().unwrap();
     }
 
     #[test]

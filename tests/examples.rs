@@ -183,3 +183,80 @@ async fn the_node_example_submits_and_verifies_the_webhook() {
     )
     .await;
 }
+
+/// Checks a webhook with the Python `standardwebhooks` package and `secret`; true if it verifies.
+async fn standard_webhooks_verifies(
+    python: &Path,
+    secret: &str,
+    delivery: &common::Delivery,
+) -> bool {
+    let script = "import sys\n\
+from standardwebhooks.webhooks import Webhook\n\
+secret, msg_id, ts, sig = sys.argv[1:5]\n\
+body = sys.stdin.buffer.read()\n\
+Webhook(secret).verify(body, {'webhook-id': msg_id, 'webhook-timestamp': ts, 'webhook-signature': sig})\n";
+    let mut child = Command::new(python)
+        .args(["-c", script, secret, &delivery.webhook_id])
+        .arg(delivery.timestamp.to_string())
+        .arg(&delivery.signature)
+        .stdin(Stdio::piped())
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .kill_on_drop(true)
+        .spawn()
+        .expect("python starts");
+    use tokio::io::AsyncWriteExt as _;
+    let mut stdin = child.stdin.take().expect("stdin");
+    stdin
+        .write_all(&delivery.body)
+        .await
+        .expect("write the body");
+    drop(stdin);
+    child.wait().await.expect("python runs").success()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn during_a_rotation_both_secrets_verify_with_a_standard_webhooks_library() {
+    let Some(python) = python().await else {
+        skip("the Python example's packages (standardwebhooks) are missing");
+        return;
+    };
+    let db = TestDb::new(Backend::Sqlite).await;
+    let server = TestServer::start(test_config(&db)).await;
+    let receiver = common::Receiver::start().await;
+    let old = common::add_customer(&server.grpc_url, "rotating", &receiver.url)
+        .await
+        .signing_secret;
+    let new = server
+        .customers()
+        .await
+        .rotate_signing_secret(proto::RotateSigningSecretRequest {
+            customer_id: "rotating".into(),
+            overlap_seconds: 3600,
+        })
+        .await
+        .unwrap()
+        .into_inner()
+        .signing_secret;
+    server
+        .dispatcher()
+        .await
+        .submit(common::submit_request("rotating", "k-1", "u"))
+        .await
+        .unwrap();
+    let delivery = receiver.wait_for(1, Duration::from_secs(10)).await[0].clone();
+    assert!(
+        standard_webhooks_verifies(&python, &old, &delivery).await,
+        "old secret"
+    );
+    assert!(
+        standard_webhooks_verifies(&python, &new, &delivery).await,
+        "new secret"
+    );
+    let stranger = floodgate::sink::signature::generate_secret();
+    assert!(
+        !standard_webhooks_verifies(&python, &stranger, &delivery).await,
+        "any secret verifies: the check is broken"
+    );
+    server.stop().await.expect("a clean stop");
+}

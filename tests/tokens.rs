@@ -156,10 +156,13 @@ async fn a_scoped_token_sees_only_its_customers(backend: Backend) {
         notification_id: id.into(),
     };
     let foreign = not_found(a.get_notification(get(&theirs)).await);
-    assert_eq!(foreign, format!("notification {theirs} not found"));
-    let missing_id = (theirs.parse::<u64>().unwrap() + 1000).to_string();
+    assert_eq!(foreign, format!("notification {theirs:?} not found"));
+    // An id that names nothing: the same one with its last character changed.
+    let mut missing_id = theirs.clone();
+    let last = missing_id.pop().unwrap();
+    missing_id.push(if last == 'a' { 'b' } else { 'a' });
     let missing = not_found(a.get_notification(get(&missing_id)).await);
-    assert_eq!(missing, format!("notification {missing_id} not found"));
+    assert_eq!(missing, format!("notification {missing_id:?} not found"));
     // Cancelling it is refused the same way, and leaves it alone.
     let cancel = proto::CancelNotificationRequest {
         notification_id: theirs.clone(),

@@ -64,6 +64,9 @@ struct Overview {
     customers: Vec<Row>,
     /// Delivered/s per customer over time, as `[t_ms, delivered_per_sec]` pairs.
     throughput: HashMap<String, Vec<(EpochMillis, f64)>>,
+    /// In a cluster, the node answering (its live figures are its own customers'), its buckets,
+    /// and whether it is fenced.
+    node: Option<crate::telemetry::cluster::ClusterView>,
 }
 
 /// `GET /dashboard/api/customers/{id}`.
@@ -83,6 +86,7 @@ pub async fn overview(State(state): State<Arc<HttpState>>, _: Authorized) -> Res
             refresh_ms: history::SAMPLE_EVERY.as_millis(),
             customers,
             throughput: state.history.throughput(),
+            node: state.dispatcher.placement().view(),
         })
         .into_response(),
         Err(response) => response,

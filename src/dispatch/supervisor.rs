@@ -42,6 +42,8 @@ pub(super) struct SupervisorState {
     loading: HashMap<String, Vec<(Option<Channel>, Lanes)>>,
     /// Checkpoints loaded with a customer's settings, for the actors about to start.
     checkpoints: HashMap<ActorKey, Checkpoint>,
+    /// Settings that changed while the customer's were being loaded: they win over the load's.
+    newer_settings: HashMap<String, Arc<Customer>>,
     /// Shutting down: no new actors.
     draining: bool,
 }
@@ -76,6 +78,7 @@ impl Actor for Supervisor {
             failures: HashMap::new(),
             loading: HashMap::new(),
             checkpoints: HashMap::new(),
+            newer_settings: HashMap::new(),
             draining: false,
         })
     }
@@ -96,6 +99,12 @@ impl Actor for Supervisor {
                     .await
             }
             SupervisorMsg::Settings(customer) => {
+                if state.loading.contains_key(&customer.id) {
+                    // Newer than what the load under way may return: the actors start with it.
+                    state
+                        .newer_settings
+                        .insert(customer.id.clone(), customer.clone());
+                }
                 for child in state
                     .children
                     .get_mut(&customer.id)
@@ -244,7 +253,10 @@ impl SupervisorState {
         checkpoints: Vec<(Channel, Checkpoint)>,
     ) {
         let waiting = self.loading.remove(customer_id).unwrap_or_default();
-        let Some(customer) = customer else { return };
+        let newer = self.newer_settings.remove(customer_id);
+        let Some(customer) = newer.or(customer) else {
+            return;
+        };
         if self.draining {
             return;
         }

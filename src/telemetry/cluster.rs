@@ -35,8 +35,8 @@ impl ClusterCounters {
     }
 }
 
-/// This node's place in the cluster at scrape time.
-#[derive(Debug, Clone)]
+/// This node's place in the cluster at scrape time (also shown in the dashboard's header).
+#[derive(Debug, Clone, serde::Serialize)]
 pub struct ClusterView {
     pub node_id: String,
     pub buckets_owned: usize,
