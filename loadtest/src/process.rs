@@ -188,7 +188,9 @@ impl Floodgate {
         }
     }
 
-    async fn launch(
+    /// Starts `program` on `database`, which the caller keeps and releases: how the nodes of a
+    /// cluster share one database (see [`crate::cluster`]).
+    pub(crate) async fn launch(
         program: &Program,
         database: &RunDatabase,
         extra_args: &[&str],
@@ -233,6 +235,14 @@ impl Floodgate {
         let (child, pid) = self.launch.spawn().await?;
         self.child = child;
         self.pid = pid;
+        Ok(())
+    }
+
+    /// Kills it with SIGKILL for good — no shutdown, leases and claims left in the store — as a
+    /// crashed machine would: the cluster's survivors must take over.
+    pub(crate) async fn kill(mut self) -> Result<()> {
+        self.child.kill().await.context("cannot kill floodgate")?;
+        eprintln!("floodgate killed (SIGKILL): pid {}", self.pid);
         Ok(())
     }
 
