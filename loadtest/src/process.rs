@@ -1,6 +1,6 @@
 //! floodgate as a separate child process: its resident memory is its own and not shared with the
 //! load generator's, and it can be killed with SIGKILL and started again on the same data (the
-//! `crash` scenario). Started on a fresh data directory, a fresh database (see
+//! `crash` scenario), or killed for good (a cluster's node, see [`crate::cluster`]). Started on a fresh data directory, a fresh database (see
 //! [`crate::database`]), free ports and a random admin token, and always stopped again.
 //!
 //! The program is either a built `floodgate` binary, or this harness itself with its hidden

@@ -113,7 +113,7 @@ impl Report {
         if self.nodes > 1 || !self.node_events.is_empty() {
             let _ = writeln!(
                 out,
-                "{} floodgate nodes on one PostgreSQL database, load spread over the running ones{}",
+                "floodgate nodes on one PostgreSQL database, {} at the start, load spread over the running ones{}",
                 self.nodes,
                 self.node_events
                     .iter()
