@@ -5,6 +5,7 @@
 
 use std::path::Path;
 use std::process::Command;
+use std::sync::{Mutex, PoisonError};
 
 use serde_json::Value;
 
@@ -13,8 +14,13 @@ fn run_tiny(policy: &str, database_url: Option<&str>) -> Value {
     run_scenario("tiny", policy, database_url)
 }
 
+/// One harness run at a time: each starts floodgate processes of its own, and runs side by side
+/// on a small machine starve each other enough to change what adaptive delivers within a run.
+static ONE_AT_A_TIME: Mutex<()> = Mutex::new(());
+
 /// Runs the bundled scenario `name` with `policy` and returns the parsed report.json.
 fn run_scenario(name: &str, policy: &str, database_url: Option<&str>) -> Value {
+    let _turn = ONE_AT_A_TIME.lock().unwrap_or_else(PoisonError::into_inner);
     let out = tempfile::tempdir().unwrap();
     let scenario = Path::new(env!("CARGO_MANIFEST_DIR")).join(format!("scenarios/{name}.toml"));
     let mut command = Command::new(env!("CARGO_BIN_EXE_floodgate-loadtest"));
