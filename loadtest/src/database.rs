@@ -64,7 +64,8 @@ impl RunDatabase {
     }
 }
 
-fn is_postgres(url: &str) -> bool {
+/// Whether `url` names a PostgreSQL database: the only store several nodes can share.
+pub(crate) fn is_postgres(url: &str) -> bool {
     url.starts_with("postgres://") || url.starts_with("postgresql://")
 }
 

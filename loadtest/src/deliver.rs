@@ -14,6 +14,11 @@
 //! count each webhook id once and take the latency from that send time to the arrival. After
 //! `--duration` the offering stops; with `--drain` the run then waits for everything accepted to
 //! arrive, and reports how long that took.
+//!
+//! With `--nodes N` floodgate runs as N nodes of one cluster on one PostgreSQL database (see
+//! [`crate::cluster`]): caller i submits to node i mod N, so every node accepts a share and hands
+//! most of it to the customers' owners, and the CPU figures are the nodes' together. Runs with
+//! N = 1, 2, 3 on the same machine compare end-to-end throughput as a cluster grows.
 
 mod summary;
 
@@ -31,8 +36,9 @@ use tokio::time::Instant;
 use crate::caller::{self, Live, Mode, Plan, Tally, Window, positive_rate};
 use crate::ceiling::{self, CeilingLoad};
 use crate::client;
+use crate::cluster::Cluster;
 use crate::interrupt::unless_interrupted;
-use crate::process::{Floodgate, Program};
+use crate::process::Program;
 use crate::receiver_process::ReceiverProcess;
 use crate::report::{self, Latency};
 use summary::{Drain, Progress, Summary, WindowTotals};
@@ -72,6 +78,10 @@ pub(crate) struct DeliverArgs {
     /// [default: SQLite in a fresh temporary directory]
     #[arg(long)]
     database_url: Option<String>,
+    /// floodgate nodes of one cluster, all on the --database-url PostgreSQL database (more than
+    /// one needs PostgreSQL); the callers are spread over them.
+    #[arg(long, default_value_t = 1, value_parser = RangedU64ValueParser::<usize>::new().range(1..=8))]
+    nodes: usize,
     /// Run this floodgate binary (`<path> serve`) instead of the copy built into the harness.
     #[arg(long)]
     floodgate_bin: Option<PathBuf>,
@@ -105,6 +115,7 @@ pub(crate) async fn run(args: DeliverArgs) -> Result<()> {
         !args.duration.is_zero(),
         "--duration must be longer than 0s"
     );
+    crate::cluster::ensure_shareable(args.database_url.as_deref(), args.nodes)?;
     let receivers = ReceiverProcess::start(args.receivers).await?;
     let ceiling = match args.ceiling.is_zero() {
         true => None,
@@ -119,8 +130,14 @@ pub(crate) async fn run(args: DeliverArgs) -> Result<()> {
         None => Program::Harness,
     };
     let server_args: Vec<&str> = args.server_args.iter().map(String::as_str).collect();
-    let server = match Floodgate::start(&program, args.database_url.as_deref(), &server_args).await
-    {
+    let started = Cluster::start(
+        &program,
+        args.database_url.as_deref(),
+        args.nodes,
+        &server_args,
+    )
+    .await;
+    let server = match started {
         Ok(server) => server,
         Err(err) => {
             let _ = receivers.stop().await;
@@ -145,16 +162,22 @@ pub(crate) async fn run(args: DeliverArgs) -> Result<()> {
 
 async fn measure(
     args: &DeliverArgs,
-    server: &Floodgate,
+    server: &Cluster,
     receivers: &ReceiverProcess,
 ) -> Result<Summary> {
-    // One connection for registering and for every caller: on 2 cores, more connections do not
-    // submit faster (see `intake::connect_channels`).
-    let channel = server.connect().await?;
+    // One connection per node, for registering and for every caller: on 2 cores, more
+    // connections do not submit faster (see `intake::connect_channels`).
+    let channels: Vec<_> = server
+        .connect_all()
+        .await?
+        .into_iter()
+        .map(|(_, channel)| channel)
+        .collect();
+    let channel = channels.first().context("no floodgate node is running")?;
     let customers: Vec<String> = (0..args.customers).map(|i| format!("c-{i}")).collect();
     let webhooks: Vec<&str> = receivers.urls().iter().map(String::as_str).collect();
     let registering = Instant::now();
-    client::register_customers(&channel, &customers, &webhooks, false).await?;
+    client::register_customers(channel, &customers, &webhooks, false).await?;
     eprintln!(
         "registered {} customers on {} receivers in {:.1}s",
         customers.len(),
@@ -191,9 +214,9 @@ async fn measure(
         false => None,
     };
     let empty = report::new_histogram()?;
-    let spawn_caller = |plan: &Arc<Plan>, live: &Arc<Live>, schedule| {
+    let spawn_caller = |plan: &Arc<Plan>, live: &Arc<Live>, schedule, i: usize| {
         tokio::spawn(caller::run(
-            DispatcherClient::new(channel.clone()),
+            DispatcherClient::new(channels[i % channels.len()].clone()),
             plan.clone(),
             live.clone(),
             window,
@@ -203,9 +226,10 @@ async fn measure(
     };
     let callers: Vec<_> = schedules
         .into_iter()
-        .map(|schedule| spawn_caller(&plan, &live, schedule))
+        .enumerate()
+        .map(|(i, schedule)| spawn_caller(&plan, &live, schedule, i))
         .collect();
-    let probe = probe_schedule.map(|schedule| spawn_caller(&probe_plan, &probe_live, schedule));
+    let probe = probe_schedule.map(|schedule| spawn_caller(&probe_plan, &probe_live, schedule, 0));
 
     let accepted_so_far =
         || live.accepted.load(Ordering::Relaxed) + probe_live.accepted.load(Ordering::Relaxed);
@@ -256,6 +280,7 @@ async fn measure(
     }
     let summary = Summary {
         server: server.describe(),
+        nodes: args.nodes,
         customers: args.customers,
         receivers: args.receivers,
         callers: args.callers,
@@ -306,7 +331,7 @@ async fn show_progress(
     offered: &impl Fn(Duration) -> u64,
     accepted: &impl Fn() -> u64,
     live: &Live,
-    server: &Floodgate,
+    server: &Cluster,
     receivers: &ReceiverProcess,
     start: Instant,
     window: Window,

@@ -19,6 +19,8 @@
 //!   (optionally stamped with its send time, optionally a fixed total), per-caller tallies.
 //! - [`process`]: floodgate as a child process (this harness's built-in copy, or a binary), which
 //!   can be SIGKILLed and restarted.
+//! - [`cluster`]: several such processes as the nodes of one cluster on one database, killed and
+//!   added while a run goes on.
 //! - [`server`]: floodgate started in-process on a scratch database, so a run needs nothing set up.
 //! - [`database`]: the run's database — SQLite by default, or a scratch PostgreSQL database.
 //! - [`client`]: connections to floodgate (the bearer token) and customer registration.
@@ -33,6 +35,7 @@ mod arrivals;
 mod caller;
 mod ceiling;
 mod client;
+mod cluster;
 mod database;
 mod deliver;
 mod intake;

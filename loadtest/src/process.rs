@@ -1,6 +1,6 @@
 //! floodgate as a separate child process: its resident memory is its own and not shared with the
 //! load generator's, and it can be killed with SIGKILL and started again on the same data (the
-//! `crash` scenario). Started on a fresh data directory, a fresh database (see
+//! `crash` scenario), or killed for good (a cluster's node, see [`crate::cluster`]). Started on a fresh data directory, a fresh database (see
 //! [`crate::database`]), free ports and a random admin token, and always stopped again.
 //!
 //! The program is either a built `floodgate` binary, or this harness itself with its hidden
@@ -188,7 +188,9 @@ impl Floodgate {
         }
     }
 
-    async fn launch(
+    /// Starts `program` on `database`, which the caller keeps and releases: how the nodes of a
+    /// cluster share one database (see [`crate::cluster`]).
+    pub(crate) async fn launch(
         program: &Program,
         database: &RunDatabase,
         extra_args: &[&str],
@@ -233,6 +235,14 @@ impl Floodgate {
         let (child, pid) = self.launch.spawn().await?;
         self.child = child;
         self.pid = pid;
+        Ok(())
+    }
+
+    /// Kills it with SIGKILL for good — no shutdown, leases and claims left in the store — as a
+    /// crashed machine would: the cluster's survivors must take over.
+    pub(crate) async fn kill(mut self) -> Result<()> {
+        self.child.kill().await.context("cannot kill floodgate")?;
+        eprintln!("floodgate killed (SIGKILL): pid {}", self.pid);
         Ok(())
     }
 

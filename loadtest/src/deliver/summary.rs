@@ -26,8 +26,10 @@ pub(super) struct WindowTotals {
 /// Everything a run measured, and the settings that produced it.
 #[derive(Debug, Clone, Serialize)]
 pub(super) struct Summary {
-    /// The floodgate process and its database.
+    /// The floodgate processes and their database.
     pub(super) server: String,
+    /// `--nodes`: floodgate nodes of one cluster the callers are spread over.
+    pub(super) nodes: usize,
     pub(super) customers: usize,
     pub(super) receivers: usize,
     pub(super) callers: usize,
@@ -53,7 +55,8 @@ pub(super) struct Summary {
     pub(super) probe_latency: Latency,
     /// floodgate's CPU time inside the window per notification delivered in it.
     pub(super) server_cpu_us_per_delivered: f64,
-    /// floodgate's CPU time inside the window per second of it: cores busy (of the machine's 2).
+    /// floodgate's CPU time (all nodes) inside the window per second of it: cores busy (of the
+    /// machine's 2).
     pub(super) server_cores: f64,
     /// The receiver process's CPU time per notification delivered.
     pub(super) receiver_cpu_us_per_delivered: f64,

@@ -5,8 +5,9 @@
 //! Open loop: a generator creates each notification at its scheduled time whatever floodgate is
 //! doing, and stamps it with that time, so a slow answer delays the stamp's measurement instead
 //! of hiding it (no coordinated omission). Callers take whatever has arrived, up to a batch,
-//! without waiting to fill one. A call that fails as a whole (floodgate down, as in the `crash`
-//! scenario) is sent again with the same idempotency keys until it is answered — a
+//! without waiting to fill one. Each call goes to the next running node (see [`Entrances`]). A
+//! call that fails as a whole (floodgate down, as in the `crash` scenario, or its node killed) is
+//! sent again with the same idempotency keys until it is answered — a
 //! lost answer to a committed call then comes back as `duplicate` with the original id, so every
 //! stored notification ends up in the [`Ledger`].
 
@@ -24,9 +25,9 @@ use tokio::sync::mpsc;
 use tokio::task::JoinSet;
 use tokio::time::{Instant, MissedTickBehavior};
 
+use super::entrances::Entrances;
 use super::spec::{Scenario, SubmitWith};
 use crate::caller::stamped_payload;
-use crate::client::AuthedChannel;
 use crate::report;
 
 /// How often the generator creates the notifications that came due.
@@ -163,7 +164,7 @@ fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
 pub(crate) async fn run(
     scenario: &Scenario,
     targets: Arc<Vec<Target>>,
-    channel: AuthedChannel,
+    entrances: Entrances,
     epoch: Instant,
     start: Instant,
     give_up: Instant,
@@ -177,6 +178,7 @@ pub(crate) async fn run(
         epoch,
         give_up,
         ledger: ledger.clone(),
+        entrances,
     });
     let (sender, receiver) = mpsc::unbounded_channel();
     let receiver = Arc::new(tokio::sync::Mutex::new(receiver));
@@ -186,19 +188,11 @@ pub(crate) async fn run(
     };
     let mut tasks = JoinSet::new();
     for _ in 0..scenario.callers {
-        let client = DispatcherClient::new(channel.clone());
-        tasks.spawn(caller(client, receiver.clone(), batch, context.clone()));
+        tasks.spawn(caller(receiver.clone(), batch, context.clone()));
     }
     for (customer, target) in targets.iter().enumerate() {
         if let Some((at, count)) = target.campaign {
-            let client = DispatcherClient::new(channel.clone());
-            tasks.spawn(campaign(
-                client,
-                customer,
-                start + at,
-                count,
-                context.clone(),
-            ));
+            tasks.spawn(campaign(customer, start + at, count, context.clone()));
         }
     }
     generate(scenario, &targets, &ledger, start, sender).await;
@@ -214,6 +208,7 @@ struct Context {
     epoch: Instant,
     give_up: Instant,
     ledger: Arc<Ledger>,
+    entrances: Entrances,
 }
 
 impl Context {
@@ -231,11 +226,12 @@ impl Context {
     }
 
     /// Submits `items` in one call — Submit for a single item in submit mode, SubmitBatch
-    /// otherwise — sending it again while it fails as a whole.
-    async fn submit(&self, client: &mut DispatcherClient<AuthedChannel>, items: &[Item]) {
+    /// otherwise — to the next node, sending it again (to the node after) while it fails as a
+    /// whole.
+    async fn submit(&self, items: &[Item]) {
         let requests: Vec<_> = items.iter().map(|item| self.request(item)).collect();
         loop {
-            match self.call(client, &requests).await {
+            match self.call(&requests).await {
                 Ok(answer) => {
                     self.ledger.book(items, &answer, Instant::now());
                     return;
@@ -259,9 +255,13 @@ impl Context {
     /// rejection (a bad item, not a failed call) becomes that item's error.
     async fn call(
         &self,
-        client: &mut DispatcherClient<AuthedChannel>,
         requests: &[proto::SubmitRequest],
     ) -> Result<proto::SubmitBatchResponse, tonic::Status> {
+        let channel = self
+            .entrances
+            .next()
+            .ok_or_else(|| tonic::Status::unavailable("no floodgate node is running"))?;
+        let mut client = DispatcherClient::new(channel);
         let outcome = match (self.mode, requests) {
             (SubmitWith::Submit, [request]) => match client.submit(request.clone()).await {
                 Ok(answer) => Outcome::Accepted(answer.into_inner()),
@@ -344,7 +344,6 @@ async fn generate(
 /// One caller: takes what has arrived, up to `batch` items, and submits it; until the queue is
 /// closed and empty.
 async fn caller(
-    mut client: DispatcherClient<AuthedChannel>,
     queue: Arc<tokio::sync::Mutex<mpsc::UnboundedReceiver<Item>>>,
     batch: usize,
     context: Arc<Context>,
@@ -355,19 +354,13 @@ async fn caller(
         if queue.lock().await.recv_many(&mut items, batch).await == 0 {
             return;
         }
-        context.submit(&mut client, &items).await;
+        context.submit(&items).await;
     }
 }
 
 /// A campaign: `count` bulk notifications for one customer, submitted from `at` in calls of
 /// [`CAMPAIGN_BATCH`], one after another, each stamped with its own send time.
-async fn campaign(
-    mut client: DispatcherClient<AuthedChannel>,
-    customer: usize,
-    at: Instant,
-    count: u64,
-    context: Arc<Context>,
-) {
+async fn campaign(customer: usize, at: Instant, count: u64, context: Arc<Context>) {
     tokio::time::sleep_until(at).await;
     // Numbered apart from the generator's notifications.
     let first = (u64::MAX / 2) + customer as u64 * (1 << 32);
@@ -384,7 +377,7 @@ async fn campaign(
             })
             .collect();
         context.ledger.offered[customer].fetch_add(size, Ordering::Relaxed);
-        context.submit(&mut client, &items).await;
+        context.submit(&items).await;
         sent += size;
     }
 }

@@ -1,28 +1,35 @@
 //! The `run` subcommand: one scenario file, run once per pacing policy, reported side by side.
 //!
-//! For each policy the harness starts floodgate as a child process on a fresh database (or uses
-//! `--target`), starts one simulated customer system per customer ([`system`]), registers them,
-//! offers the scenario's load ([`load`]) while SIGKILLing floodgate if the scenario says so,
-//! lets accepted notifications drain, then pauses every customer and accounts for every accepted
-//! id: arrived, still queued in floodgate's store, or lost. [`report`] prints the table and
-//! writes the JSON and the SVG chart.
+//! For each policy the harness starts floodgate — one child process, or several nodes on one
+//! PostgreSQL database (see [`crate::cluster`]) — on a fresh database (or uses `--target`),
+//! starts one simulated customer system per customer ([`system`]), registers them, offers the
+//! scenario's load to every running node ([`load`], [`entrances`]) while SIGKILLing floodgate or
+//! killing and adding nodes if the scenario says so (sampling who owns the buckets meanwhile,
+//! [`ownership`]), lets accepted notifications drain, then pauses every customer and accounts for
+//! every accepted id: arrived, still queued in floodgate's store, or lost. [`report`] prints the
+//! table and writes the JSON and the SVG chart.
 //!
 //! Modules:
 //! - [`spec`]: the scenario file.
 //! - [`system`]: a simulated customer system with a capacity model.
 //! - [`load`]: the open-loop load and the ledger of accepted ids.
+//! - [`entrances`]: which node each call goes to.
+//! - [`ownership`]: bucket owners over a cluster run; takeover and join times.
 //! - [`outcome`]: what one policy's run measured, per customer group.
 //! - [`whereabouts`]: where each accepted notification that did not arrive is.
 //! - [`report`]: the table, the JSON and the SVG.
 
+mod entrances;
 mod load;
 mod outcome;
+mod ownership;
 mod report;
 mod spec;
 mod system;
 mod whereabouts;
 
 use std::collections::HashMap;
+use std::collections::hash_map::Entry;
 use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
@@ -36,11 +43,14 @@ use tokio::time::Instant;
 
 use crate::arrivals::Arrivals;
 use crate::client::{self, AuthedChannel};
+use crate::cluster::{self, Cluster, node_id};
 use crate::interrupt::unless_interrupted;
-use crate::process::{Floodgate, Program};
+use crate::process::Program;
+use entrances::Entrances;
 use load::Target;
 use outcome::{Customer, PolicyRun};
-use spec::{Scenario, TierName};
+use ownership::{ClusterOutcome, NodeChange, Sampler};
+use spec::{NodeEvent, Scenario, TierName};
 use system::System;
 
 /// Arguments of `floodgate-loadtest run`.
@@ -53,13 +63,13 @@ pub(crate) struct RunArgs {
     #[arg(long, value_enum, value_delimiter = ',')]
     policy: Vec<PolicyName>,
     /// Database for each started floodgate. A PostgreSQL URL gets a fresh scratch database
-    /// created beside the one named and dropped afterwards. [default: SQLite in a fresh
-    /// temporary directory]
+    /// created beside the one named and dropped afterwards; a scenario with several nodes needs
+    /// one. [default: SQLite in a fresh temporary directory]
     #[arg(long)]
     database_url: Option<String>,
     /// Run against this already running floodgate (its gRPC URL) instead of starting one; it
-    /// must reach 127.0.0.1 to deliver. Its own --policy applies; `crash` scenarios need a
-    /// floodgate the harness started.
+    /// must reach 127.0.0.1 to deliver. Its own --policy applies; `crash` and cluster scenarios
+    /// need a floodgate the harness started.
     #[arg(long, requires = "token")]
     target: Option<String>,
     /// Admin token of the --target floodgate.
@@ -115,6 +125,14 @@ pub(crate) async fn run(args: RunArgs) -> Result<()> {
         args.target.is_none() || scenario.crash_at.is_none(),
         "{name} kills floodgate: it needs a floodgate the harness starts (leave out --target)"
     );
+    ensure!(
+        args.target.is_none() || !scenario.is_cluster(),
+        "{name} runs several floodgate nodes: it needs nodes the harness starts (leave out --target)"
+    );
+    if args.target.is_none() {
+        cluster::ensure_shareable(args.database_url.as_deref(), scenario.nodes_started())
+            .with_context(|| format!("cannot run {name}"))?;
+    }
     let policies = match (&args.target, args.policy.is_empty()) {
         (Some(_), _) => vec![None],
         (None, true) => vec![
@@ -148,7 +166,8 @@ pub(crate) async fn run(args: RunArgs) -> Result<()> {
 
 /// The floodgate a policy's run talks to.
 enum Server {
-    Started(Box<Floodgate>),
+    /// One node, or several on one database.
+    Started(Box<Cluster>),
     Target {
         url: String,
         token: String,
@@ -157,32 +176,56 @@ enum Server {
 }
 
 impl Server {
+    /// A connection to one running node.
     async fn connect(&self) -> Result<AuthedChannel> {
         match self {
-            Server::Started(floodgate) => floodgate.connect().await,
+            Server::Started(cluster) => {
+                let (i, _) = cluster
+                    .live()
+                    .next()
+                    .context("no floodgate node is running")?;
+                cluster.connect(i).await
+            }
             Server::Target { url, token, tls_ca } => {
                 client::connect(url, token, tls_ca.as_deref()).await
             }
         }
     }
 
+    /// A connection to every running node, with its number.
+    async fn connect_all(&self) -> Result<Vec<(usize, AuthedChannel)>> {
+        match self {
+            Server::Started(cluster) => cluster.connect_all().await,
+            Server::Target { .. } => Ok(vec![(0, self.connect().await?)]),
+        }
+    }
+
     fn describe(&self) -> String {
         match self {
-            Server::Started(floodgate) => floodgate.describe(),
+            Server::Started(cluster) => cluster.describe(),
             Server::Target { url, .. } => format!("floodgate at {url}"),
         }
     }
 
-    async fn kill_and_restart(&mut self) -> Result<()> {
+    /// The nodes the harness started, to kill and add.
+    fn cluster(&mut self) -> Result<&mut Cluster> {
         match self {
-            Server::Started(floodgate) => floodgate.kill_and_restart().await,
-            Server::Target { .. } => bail!("cannot kill a --target floodgate"),
+            Server::Started(cluster) => Ok(cluster),
+            Server::Target { .. } => bail!("cannot kill or add nodes of a --target floodgate"),
+        }
+    }
+
+    /// The PostgreSQL database of started nodes, whose lease table says who owns what.
+    fn database_url(&self) -> Option<&str> {
+        match self {
+            Server::Started(cluster) => cluster.database_url(),
+            Server::Target { .. } => None,
         }
     }
 
     async fn stop(self) -> Result<()> {
         match self {
-            Server::Started(floodgate) => floodgate.stop().await,
+            Server::Started(cluster) => cluster.stop().await,
             Server::Target { .. } => Ok(()),
         }
     }
@@ -210,7 +253,13 @@ async fn run_policy(
             let flags = policy_flags(scenario, policy.unwrap_or(PolicyName::Adaptive));
             let flags: Vec<&str> = flags.iter().map(String::as_str).collect();
             Server::Started(Box::new(
-                Floodgate::start(&program, args.database_url.as_deref(), &flags).await?,
+                Cluster::start(
+                    &program,
+                    args.database_url.as_deref(),
+                    scenario.nodes,
+                    &flags,
+                )
+                .await?,
             ))
         }
     };
@@ -222,10 +271,10 @@ async fn run_policy(
     Ok(run)
 }
 
-/// floodgate's flags for a policy and the scenario's baseline settings.
+/// floodgate's flags for a policy, the scenario's baseline settings and its cluster timing.
 fn policy_flags(scenario: &Scenario, policy: PolicyName) -> Vec<String> {
     let [fast, medium, slow] = scenario.baselines.tier_rates;
-    vec![
+    let mut flags = vec![
         "--policy".into(),
         policy.as_str().into(),
         "--fixed-rate".into(),
@@ -234,7 +283,9 @@ fn policy_flags(scenario: &Scenario, policy: PolicyName) -> Vec<String> {
         fast.to_string(),
         medium.to_string(),
         slow.to_string(),
-    ]
+    ];
+    flags.extend(scenario.cluster.flags());
+    flags
 }
 
 /// The simulated customers of a run, in group order, with the group each belongs to.
@@ -339,6 +390,11 @@ async fn drive_fleet(
         system.arrivals().measure_from(start + scenario.warmup.0);
     }
     let targets = Arc::new(targets(scenario, ids));
+    let entrances = Entrances::new(server.connect_all().await?);
+    let sampler = match (scenario.is_cluster(), server.database_url()) {
+        (true, Some(url)) => Some(Sampler::start(url, start).await?),
+        _ => None,
+    };
 
     let (ledger, progress) = load::Ledger::shared(targets.len()).map(|ledger| {
         let arrivals = fleet
@@ -352,25 +408,20 @@ async fn drive_fleet(
     let load = load::run(
         scenario,
         targets,
-        channel.clone(),
+        entrances.clone(),
         epoch,
         start,
         drain_end,
         ledger,
     );
-    let crash = async {
-        if let Some(at) = scenario.crash_at {
-            tokio::time::sleep_until(start + at.0).await;
-            server.kill_and_restart().await?;
-        }
-        anyhow::Ok(())
-    };
-    let (ledger, crashed) = tokio::join!(load, crash);
-    crashed?;
-    // The crash may have replaced the connection's server: connect afresh.
+    let changes = change_nodes(scenario, server, &entrances, start);
+    let (ledger, changes) = tokio::join!(load, changes);
+    let changes = changes?;
+    // The crash may have replaced the connection's server, or killed its node: connect afresh.
     let channel = server.connect().await?;
-    let at_load_end = stats(&channel).await?;
+    let at_load_end = stats(server).await?;
     drain(fleet, &ledger, drain_end).await;
+    let samples = sampler.map(Sampler::finish);
     progress.abort();
     pause_all(&channel, ids).await?;
     eprintln!(
@@ -411,14 +462,65 @@ async fn drive_fleet(
             )
         })
         .collect();
-    PolicyRun::new(
+    let mut run = PolicyRun::new(
         label,
         server.describe(),
         scenario,
         offset,
         &ledger,
         customers,
-    )
+    )?;
+    run.cluster =
+        samples.map(|samples| ClusterOutcome::new(scenario.nodes, &changes, &samples, &run.groups));
+    Ok(run)
+}
+
+/// Makes the scenario's crash, or its node kills and additions, at their times; returns the
+/// changes as made. A node leaves the entrances before it is killed and joins them once it
+/// answers calls.
+async fn change_nodes(
+    scenario: &Scenario,
+    server: &mut Server,
+    entrances: &Entrances,
+    start: Instant,
+) -> Result<Vec<NodeChange>> {
+    if let Some(at) = scenario.crash_at {
+        tokio::time::sleep_until(start + at.0).await;
+        server.cluster()?.kill_and_restart(0).await?;
+    }
+    let mut changes = Vec::new();
+    for (at, event) in scenario.node_events() {
+        tokio::time::sleep_until(start + at).await;
+        let cluster = server.cluster()?;
+        match event {
+            NodeEvent::Kill(node) => {
+                entrances.close(node);
+                cluster.kill(node).await?;
+                changes.push(NodeChange::Killed {
+                    node: node_id(node),
+                    at: start.elapsed(),
+                });
+            }
+            NodeEvent::Add(planned) => {
+                let began = Instant::now();
+                let node = cluster.add().await?;
+                ensure!(
+                    node == planned,
+                    "started node {node}, but the scenario numbers it {planned}"
+                );
+                let ready = began.elapsed();
+                entrances.open(node, cluster.connect(node).await?);
+                eprintln!("{} joined", node_id(node));
+                changes.push(NodeChange::Added {
+                    node: node_id(node),
+                    at: began - start,
+                    ready,
+                    running: cluster.live().map(|(i, _)| node_id(i)).collect(),
+                });
+            }
+        }
+    }
+    Ok(changes)
 }
 
 /// Registers every customer with its system's URL and secret and its group's configured tier.
@@ -465,18 +567,38 @@ fn targets(scenario: &Scenario, ids: &[String]) -> Vec<Target> {
     targets
 }
 
-/// Every customer's stats, by id.
-async fn stats(channel: &AuthedChannel) -> Result<HashMap<String, proto::CustomerStats>> {
-    let answer = CustomersClient::new(channel.clone())
-        .list_customer_stats(proto::ListCustomerStatsRequest {})
-        .await
-        .context("ListCustomerStats failed")?;
-    Ok(answer
-        .into_inner()
-        .stats
-        .into_iter()
-        .map(|s| (s.customer_id.clone(), s))
-        .collect())
+/// Every customer's stats, by id, from the node running its controller.
+async fn stats(server: &Server) -> Result<HashMap<String, proto::CustomerStats>> {
+    let mut merged = HashMap::new();
+    for (_, channel) in server.connect_all().await? {
+        let answer = CustomersClient::new(channel)
+            .list_customer_stats(proto::ListCustomerStatsRequest {})
+            .await
+            .context("ListCustomerStats failed")?;
+        merge_stats(&mut merged, answer.into_inner().stats);
+    }
+    Ok(merged)
+}
+
+/// Adds one node's stats to `merged`. Only the node that owns a customer runs its controller;
+/// every other node reports it idle, so a live controller's stats win over idle ones.
+fn merge_stats(
+    merged: &mut HashMap<String, proto::CustomerStats>,
+    stats: Vec<proto::CustomerStats>,
+) {
+    let idle = proto::Tier::Idle as i32;
+    for one in stats {
+        match merged.entry(one.customer_id.clone()) {
+            Entry::Vacant(entry) => {
+                entry.insert(one);
+            }
+            Entry::Occupied(mut entry) => {
+                if entry.get().tier == idle && one.tier != idle {
+                    entry.insert(one);
+                }
+            }
+        }
+    }
 }
 
 /// Waits until every customer has received as many notifications as were accepted for it, or
@@ -571,5 +693,46 @@ impl Progress {
             );
             before = delivered;
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn stats(customer: &str, tier: proto::Tier, limit: u32) -> proto::CustomerStats {
+        proto::CustomerStats {
+            customer_id: customer.into(),
+            tier: tier as i32,
+            concurrency_limit: limit,
+            ..proto::CustomerStats::default()
+        }
+    }
+
+    #[test]
+    fn a_customers_stats_come_from_the_node_running_its_controller() {
+        let mut merged = HashMap::new();
+        // Node 0 owns a; node 1 owns b; both report the other's customer idle.
+        merge_stats(
+            &mut merged,
+            vec![
+                stats("a", proto::Tier::Fast, 40),
+                stats("b", proto::Tier::Idle, 0),
+                stats("c", proto::Tier::Idle, 0),
+            ],
+        );
+        merge_stats(
+            &mut merged,
+            vec![
+                stats("a", proto::Tier::Idle, 0),
+                stats("b", proto::Tier::Slow, 3),
+                stats("c", proto::Tier::Idle, 0),
+            ],
+        );
+        assert_eq!(merged["a"].concurrency_limit, 40);
+        assert_eq!(merged["b"].tier, proto::Tier::Slow as i32);
+        assert_eq!(merged["b"].concurrency_limit, 3);
+        assert_eq!(merged["c"].tier, proto::Tier::Idle as i32);
+        assert_eq!(merged.len(), 3);
     }
 }

@@ -15,6 +15,7 @@ use hdrhistogram::Histogram;
 use serde::Serialize;
 
 use super::load::Ledger;
+use super::ownership::ClusterOutcome;
 use super::spec::Scenario;
 use super::system::{ResponseCounts, System};
 use super::whereabouts::Whereabouts;
@@ -152,6 +153,9 @@ pub(crate) struct PolicyRun {
     pub(crate) resent_calls: u64,
     /// Items such a resent call found already stored: answers a crash cut off.
     pub(crate) recovered: u64,
+    /// Takeovers, joins and duplicates, on several nodes.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub(crate) cluster: Option<ClusterOutcome>,
 }
 
 impl PolicyRun {
@@ -183,6 +187,7 @@ impl PolicyRun {
                 .resent_calls
                 .load(std::sync::atomic::Ordering::Relaxed),
             recovered: ledger.recovered.load(std::sync::atomic::Ordering::Relaxed),
+            cluster: None,
         })
     }
 }

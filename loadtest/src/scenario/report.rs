@@ -8,7 +8,9 @@ use anyhow::{Context as _, Result};
 use serde::Serialize;
 
 use super::outcome::{GroupOutcome, PolicyRun};
-use super::spec::Scenario;
+use super::ownership::ClusterOutcome;
+use super::spec::{NodeEvent, Scenario};
+use crate::cluster::node_id;
 use crate::report::{self, Latency};
 
 mod chart;
@@ -23,6 +25,10 @@ pub(crate) struct Report {
     pub(crate) warmup_secs: f64,
     pub(crate) drain_secs: f64,
     pub(crate) crash_at_secs: Option<f64>,
+    /// floodgate nodes at the start.
+    pub(crate) nodes: usize,
+    /// Nodes killed and added, in time order.
+    pub(crate) node_events: Vec<ScheduledNodeEvent>,
     /// Whether the scenario's campaigns were left out (`--without-campaigns`).
     pub(crate) without_campaigns: bool,
     pub(crate) runs: Vec<PolicyRun>,
@@ -43,6 +49,22 @@ impl Report {
             warmup_secs: scenario.warmup.0.as_secs_f64(),
             drain_secs: scenario.drain.0.as_secs_f64(),
             crash_at_secs: scenario.crash_at.map(|at| at.0.as_secs_f64()),
+            nodes: scenario.nodes,
+            node_events: scenario
+                .node_events()
+                .into_iter()
+                .map(|(at, event)| {
+                    let (node, killed) = match event {
+                        NodeEvent::Kill(node) => (node, true),
+                        NodeEvent::Add(node) => (node, false),
+                    };
+                    ScheduledNodeEvent {
+                        at_secs: at.as_secs_f64(),
+                        node: node_id(node),
+                        killed,
+                    }
+                })
+                .collect(),
             without_campaigns,
             runs,
         }
@@ -88,6 +110,22 @@ impl Report {
                 .map(|at| format!("; floodgate SIGKILLed at {at:.0}s"))
                 .unwrap_or_default()
         );
+        if self.nodes > 1 || !self.node_events.is_empty() {
+            let _ = writeln!(
+                out,
+                "floodgate nodes on one PostgreSQL database, {} at the start, load spread over the running ones{}",
+                self.nodes,
+                self.node_events
+                    .iter()
+                    .map(|event| format!(
+                        "; {} {} at {:.0}s",
+                        event.node,
+                        if event.killed { "SIGKILLed" } else { "added" },
+                        event.at_secs
+                    ))
+                    .collect::<String>()
+            );
+        }
         let _ = writeln!(
             out,
             "\n{:<13} {:<12} {:>5} {:>8} {:>9} {:>9} {:>6} {:>6} {:>8} {:>7} {:>7} {:>6} {:>4} {:>6}  {:<18} {:<18} {:<14} {:>6}",
@@ -139,9 +177,61 @@ impl Report {
                 run.resent_calls,
                 run.recovered
             );
+            if let Some(cluster) = &run.cluster {
+                let _ = writeln!(out, "{:<13} {}", "", cluster_line(cluster));
+            }
         }
         out
     }
+}
+
+/// A node the scenario kills or adds.
+#[derive(Debug, Clone, Serialize)]
+pub(crate) struct ScheduledNodeEvent {
+    /// Seconds since the load started.
+    pub(crate) at_secs: f64,
+    pub(crate) node: String,
+    /// SIGKILLed; otherwise started.
+    pub(crate) killed: bool,
+}
+
+/// A cluster run's own figures: each takeover and join, duplicates and losses.
+fn cluster_line(cluster: &ClusterOutcome) -> String {
+    let secs = |secs: Option<f64>| {
+        secs.map_or_else(|| "not within the run".into(), |s| format!("{s:.1}s"))
+    };
+    let mut parts: Vec<String> = Vec::new();
+    for t in &cluster.takeovers {
+        parts.push(format!(
+            "{} killed at {:.1}s: its {} buckets taken over in {}",
+            t.node,
+            t.killed_at_secs,
+            t.buckets,
+            secs(t.takeover_secs)
+        ));
+    }
+    for j in &cluster.joins {
+        parts.push(format!(
+            "{} started at {:.1}s (serving after {:.1}s): owned its {} buckets after {} ({} at the end)",
+            j.node,
+            j.started_at_secs,
+            j.ready_secs,
+            j.expected,
+            secs(j.owned_secs),
+            j.owned_at_end
+        ));
+    }
+    let owners = cluster
+        .owners_at_end
+        .iter()
+        .map(|(node, buckets)| format!("{node} {buckets}"))
+        .collect::<Vec<_>>()
+        .join(", ");
+    parts.push(format!(
+        "duplicates {}, lost {}; buckets at the end: {owners}",
+        cluster.duplicates, cluster.lost
+    ));
+    format!("cluster: {}", parts.join("; "))
 }
 
 /// One table row.

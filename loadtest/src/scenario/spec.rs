@@ -1,5 +1,6 @@
 //! A scenario file (`loadtest/scenarios/*.toml`): the simulated customer systems, the load offered
-//! to each, and the events of the run (bursts, a crash). Parsed strictly — an unknown key is an
+//! to each, the floodgate nodes, and the events of the run (bursts, a crash, nodes killed and
+//! added). Parsed strictly — an unknown key is an
 //! error, not a silently ignored typo — and checked before anything starts.
 //!
 //! ```toml
@@ -25,8 +26,12 @@ use std::time::Duration;
 use anyhow::{Context as _, Result, ensure};
 use serde::Deserialize;
 
-/// Longest a scenario's load phase plus drain may be: every scenario runs in about a minute.
-const MAX_RUN: Duration = Duration::from_secs(60);
+/// Longest a scenario's load phase plus drain may be: every scenario runs in about a minute (a
+/// cluster's kill, takeover and join in a little more).
+const MAX_RUN: Duration = Duration::from_secs(90);
+/// Most floodgate nodes a scenario may start, joins included: more would only share the same
+/// cores.
+const MAX_NODES: usize = 8;
 
 /// A whole scenario file.
 #[derive(Debug, Clone, Deserialize)]
@@ -58,9 +63,21 @@ pub(crate) struct Scenario {
     /// Times when the whole offered load is multiplied.
     #[serde(default)]
     pub(crate) bursts: Vec<Burst>,
-    /// When floodgate is killed with SIGKILL and started again, if at all.
+    /// When floodgate is killed with SIGKILL and started again, if at all (one node only).
     #[serde(default)]
     pub(crate) crash_at: Option<Span>,
+    /// floodgate nodes on one PostgreSQL database at the start. Default 1.
+    #[serde(default = "one")]
+    pub(crate) nodes: usize,
+    /// Nodes SIGKILLed for good (the others take their buckets over).
+    #[serde(default)]
+    pub(crate) kill_node: Vec<KillNode>,
+    /// Nodes started during the run (they take their share of the buckets by handover).
+    #[serde(default)]
+    pub(crate) add_node: Vec<AddNode>,
+    /// The cluster's timing, passed to every node.
+    #[serde(default)]
+    pub(crate) cluster: ClusterTiming,
     /// The simulated customer systems, in groups of identical ones.
     pub(crate) customers: Vec<Group>,
 }
@@ -142,6 +159,84 @@ pub(crate) struct Burst {
     pub(crate) at: Span,
     pub(crate) length: Span,
     pub(crate) factor: f64,
+}
+
+/// At `at`, node `node` (numbered from 0 in the order the nodes started, joins included) is
+/// SIGKILLed and not restarted.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct KillNode {
+    pub(crate) at: Span,
+    pub(crate) node: usize,
+}
+
+/// At `at`, one more node starts (numbered after every node before it).
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct AddNode {
+    pub(crate) at: Span,
+}
+
+/// floodgate's cluster timing flags; an unset one keeps floodgate's default. They decide how long
+/// a killed node's buckets wait for a new owner (about `lease_ttl`).
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct ClusterTiming {
+    /// `--cluster-lease-ttl`.
+    pub(crate) lease_ttl: Option<Span>,
+    /// `--cluster-heartbeat`.
+    pub(crate) heartbeat: Option<Span>,
+    /// `--webhook-timeout`: a node stops sending this long (plus a heartbeat) before its leases
+    /// expire, so `lease_ttl` must be at least this plus three heartbeats.
+    pub(crate) webhook_timeout: Option<Span>,
+}
+
+impl ClusterTiming {
+    /// The flags for `floodgate serve`.
+    pub(crate) fn flags(&self) -> Vec<String> {
+        [
+            ("--cluster-lease-ttl", self.lease_ttl),
+            ("--cluster-heartbeat", self.heartbeat),
+            ("--webhook-timeout", self.webhook_timeout),
+        ]
+        .into_iter()
+        .filter_map(|(flag, span)| {
+            span.map(|span| {
+                [
+                    flag.to_owned(),
+                    humantime::format_duration(span.0).to_string(),
+                ]
+            })
+        })
+        .flatten()
+        .collect()
+    }
+
+    /// Checks the timing as floodgate would, with its defaults for what is unset.
+    fn check(&self) -> Result<()> {
+        let mut config = floodgate::config::ServeConfig::defaults();
+        if let Some(ttl) = self.lease_ttl {
+            config.cluster_lease_ttl = ttl.0;
+        }
+        if let Some(heartbeat) = self.heartbeat {
+            config.cluster_heartbeat = heartbeat.0;
+        }
+        if let Some(timeout) = self.webhook_timeout {
+            config.webhook_timeout = timeout.0;
+        }
+        config
+            .validate()
+            .map_err(|err| anyhow::anyhow!("[cluster]: {err}"))
+    }
+}
+
+/// A change to the set of running nodes, in the order the run makes them.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum NodeEvent {
+    /// SIGKILL this node.
+    Kill(usize),
+    /// Start the node with this number.
+    Add(usize),
 }
 
 /// A configured tier, as floodgate's `start_tier`.
@@ -373,7 +468,12 @@ impl Scenario {
         ensure!(!self.customers.is_empty(), "no [[customers]]");
         if let Some(crash) = self.crash_at {
             ensure!(crash.0 < duration, "crash_at must be inside the load phase");
+            ensure!(
+                self.nodes == 1 && self.node_events().is_empty(),
+                "crash_at restarts the only node; with several nodes use kill_node"
+            );
         }
+        self.check_nodes()?;
         for burst in &self.bursts {
             ensure!(
                 burst.factor.is_finite() && burst.factor >= 0.0,
@@ -406,6 +506,73 @@ impl Scenario {
             );
         }
         Ok(())
+    }
+
+    /// Checks the node count, that every kill names a node running at that time, and that a
+    /// node always runs.
+    fn check_nodes(&self) -> Result<()> {
+        ensure!(self.nodes >= 1, "nodes must be at least 1");
+        let events = self.node_events();
+        for (at, _) in &events {
+            ensure!(
+                *at < self.duration.0,
+                "kill_node and add_node must be inside the load phase"
+            );
+        }
+        let mut running: Vec<usize> = (0..self.nodes).collect();
+        for (at, event) in events {
+            match event {
+                NodeEvent::Kill(node) => {
+                    ensure!(
+                        running.contains(&node),
+                        "kill_node at {}: node {node} is not running then",
+                        humantime::format_duration(at)
+                    );
+                    running.retain(|n| *n != node);
+                    ensure!(
+                        !running.is_empty(),
+                        "kill_node at {}: no node would be left running",
+                        humantime::format_duration(at)
+                    );
+                }
+                NodeEvent::Add(node) => running.push(node),
+            }
+        }
+        ensure!(
+            self.nodes_started() <= MAX_NODES,
+            "at most {MAX_NODES} nodes (nodes + add_node)"
+        );
+        self.cluster.check()
+    }
+
+    /// Whether the run has more than one node at some point, and so needs PostgreSQL.
+    pub(crate) fn is_cluster(&self) -> bool {
+        self.nodes > 1 || !self.add_node.is_empty()
+    }
+
+    /// Nodes killed and added, in time order (a kill before an add at the same time), with the
+    /// time since the load started.
+    pub(crate) fn node_events(&self) -> Vec<(Duration, NodeEvent)> {
+        let mut events: Vec<(Duration, NodeEvent)> = self
+            .kill_node
+            .iter()
+            .map(|kill| (kill.at.0, NodeEvent::Kill(kill.node)))
+            .collect();
+        let mut adds: Vec<Duration> = self.add_node.iter().map(|add| add.at.0).collect();
+        adds.sort();
+        events.extend(
+            adds.into_iter()
+                .enumerate()
+                .map(|(k, at)| (at, NodeEvent::Add(self.nodes + k))),
+        );
+        // Stable: kills keep their file order at equal times, and sort before adds.
+        events.sort_by_key(|(at, event)| (*at, matches!(event, NodeEvent::Add(_))));
+        events
+    }
+
+    /// Nodes the run starts, at the start and later.
+    pub(crate) fn nodes_started(&self) -> usize {
+        self.nodes + self.add_node.len()
     }
 
     /// Every customer in the scenario, in group order.
@@ -494,6 +661,121 @@ mod tests {
         );
         let jitter: Scenario = toml::from_str(&jitter).unwrap();
         assert!(jitter.check().is_err());
+    }
+
+    const CLUSTER: &str = r#"
+        description = "nodes"
+        duration = "60s"
+        nodes = 3
+        kill_node = [{ at = "20s", node = 1 }, { at = "45s", node = 3 }]
+        add_node = [{ at = "40s" }, { at = "30s" }]
+
+        [cluster]
+        lease_ttl = "10s"
+        heartbeat = "500ms"
+        webhook_timeout = "5s"
+
+        [[customers]]
+        name = "a"
+        workers = 1
+        service_time = "10ms"
+    "#;
+
+    fn cluster(text: &str) -> Result<Scenario> {
+        let scenario: Scenario = toml::from_str(text)?;
+        scenario.check()?;
+        Ok(scenario)
+    }
+
+    #[test]
+    fn reads_nodes_their_kills_and_joins_in_time_order() {
+        let scenario = cluster(CLUSTER).unwrap();
+        assert!(scenario.is_cluster());
+        assert_eq!(scenario.nodes_started(), 5);
+        let secs = Duration::from_secs;
+        // Joins are numbered in time order after the first three nodes, whatever the file's
+        // order: the join at 30s is node 3, so the kill at 45s kills a joiner.
+        assert_eq!(
+            scenario.node_events(),
+            [
+                (secs(20), NodeEvent::Kill(1)),
+                (secs(30), NodeEvent::Add(3)),
+                (secs(40), NodeEvent::Add(4)),
+                (secs(45), NodeEvent::Kill(3)),
+            ]
+        );
+        assert_eq!(
+            scenario.cluster.flags(),
+            [
+                "--cluster-lease-ttl",
+                "10s",
+                "--cluster-heartbeat",
+                "500ms",
+                "--webhook-timeout",
+                "5s"
+            ]
+        );
+    }
+
+    #[test]
+    fn one_node_is_the_default_and_needs_no_cluster() {
+        let scenario = example();
+        assert_eq!(scenario.nodes, 1);
+        assert!(!scenario.is_cluster());
+        assert!(scenario.node_events().is_empty());
+        assert!(scenario.cluster.flags().is_empty());
+        // A join alone makes a cluster of two.
+        let joined =
+            cluster(&EXAMPLE.replace("bursts =", "add_node = [{ at = \"10s\" }]\nbursts ="))
+                .unwrap();
+        assert!(joined.is_cluster());
+        assert_eq!(
+            joined.node_events(),
+            [(Duration::from_secs(10), NodeEvent::Add(1))]
+        );
+    }
+
+    #[test]
+    fn impossible_node_events_are_errors() {
+        let error = |from: &str, to: &str| {
+            let text = CLUSTER.replace(from, to);
+            assert_ne!(text, CLUSTER, "{from:?} is not in the example");
+            format!("{:#}", cluster(&text).unwrap_err())
+        };
+        // A node that never started, or one already killed.
+        assert!(error("node = 3 }", "node = 7 }").contains("node 7 is not running"));
+        assert!(error("node = 3 }", "node = 1 }").contains("node 1 is not running"));
+        // A join numbered 3 does not exist yet at 25s.
+        assert!(error("at = \"45s\"", "at = \"25s\"").contains("node 3 is not running"));
+        // Killing every node.
+        let alone = CLUSTER.replace("nodes = 3", "nodes = 1").replace(
+            "kill_node = [{ at = \"20s\", node = 1 }, { at = \"45s\", node = 3 }]",
+            "kill_node = [{ at = \"20s\", node = 0 }]",
+        );
+        let alone = format!("{:#}", cluster(&alone).unwrap_err());
+        assert!(alone.contains("no node would be left"), "{alone}");
+        // Outside the load phase, a typo, too many nodes.
+        assert!(error("at = \"40s\"", "at = \"60s\"").contains("inside the load phase"));
+        assert!(
+            error("{ at = \"20s\", node = 1 }", "{ at = \"20s\", nod = 1 }")
+                .contains("unknown field")
+        );
+        assert!(error("nodes = 3", "nodes = 7").contains("at most 8 nodes"));
+        assert!(error("nodes = 3", "nodes = 0").contains("at least 1"));
+        // A crash restarts the only node.
+        assert!(error("nodes = 3", "nodes = 3\ncrash_at = \"10s\"").contains("crash_at"));
+    }
+
+    #[test]
+    fn cluster_timing_is_checked_as_floodgate_checks_it() {
+        let short = CLUSTER.replace("lease_ttl = \"10s\"", "lease_ttl = \"6s\"");
+        let short = format!("{:#}", cluster(&short).unwrap_err());
+        assert!(short.contains("--cluster-lease-ttl"), "{short}");
+        // floodgate's default heartbeat (1s) with a 5s webhook timeout needs at least 8s.
+        let defaults = CLUSTER.replace("heartbeat = \"500ms\"\n", "");
+        assert!(cluster(&defaults).is_ok());
+        let tight = defaults.replace("\"10s\"", "\"7s\"");
+        assert!(cluster(&tight).is_err());
     }
 
     #[test]

@@ -160,6 +160,14 @@ impl Panel {
         if let Some(at) = report.crash_at_secs {
             mark(at, "#d00", "SIGKILL");
         }
+        for event in &report.node_events {
+            let (colour, what) = if event.killed {
+                ("#d00", "SIGKILL")
+            } else {
+                ("#070", "join")
+            };
+            mark(event.at_secs, colour, &format!("{what} {}", event.node));
+        }
     }
 
     /// A polyline through one value per second (drawn at the middle of its second).
