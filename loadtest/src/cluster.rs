@@ -24,6 +24,9 @@ pub(crate) struct Cluster {
     database: Option<RunDatabase>,
     /// By node number; `None` once killed.
     nodes: Vec<Option<Floodgate>>,
+    /// Holds the secrets key every node shares (the first node generates it): nodes on one
+    /// database must seal secrets with the same key.
+    _shared: tempfile::TempDir,
 }
 
 /// The node id the `i`th node started in a run gets.
@@ -52,9 +55,14 @@ impl Cluster {
     ) -> Result<Self> {
         ensure!(nodes >= 1, "a cluster needs at least one node");
         ensure_shareable(database_url, nodes)?;
+        let shared = tempfile::tempdir().context("cannot create a directory for the secrets key")?;
+        let key = shared.path().join("secrets-key").display().to_string();
+        let mut flags: Vec<String> = flags.iter().map(|&flag| flag.to_owned()).collect();
+        flags.extend(["--secrets-key-file".to_owned(), key]);
         let mut cluster = Self {
             program: program.clone(),
-            flags: flags.iter().map(|&flag| flag.to_owned()).collect(),
+            flags,
+            _shared: shared,
             database: Some(RunDatabase::prepare(database_url).await?),
             nodes: Vec::with_capacity(nodes),
         };
