@@ -55,7 +55,8 @@ impl Cluster {
     ) -> Result<Self> {
         ensure!(nodes >= 1, "a cluster needs at least one node");
         ensure_shareable(database_url, nodes)?;
-        let shared = tempfile::tempdir().context("cannot create a directory for the secrets key")?;
+        let shared =
+            tempfile::tempdir().context("cannot create a directory for the secrets key")?;
         let key = shared.path().join("secrets-key").display().to_string();
         let mut flags: Vec<String> = flags.iter().map(|&flag| flag.to_owned()).collect();
         flags.extend(["--secrets-key-file".to_owned(), key]);

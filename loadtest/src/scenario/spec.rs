@@ -215,6 +215,8 @@ impl ClusterTiming {
     /// Checks the timing as floodgate would, with its defaults for what is unset.
     fn check(&self) -> Result<()> {
         let mut config = floodgate::config::ServeConfig::defaults();
+        // Nodes share a PostgreSQL database, where floodgate checks the cluster timing.
+        config.database_url = Some("postgres://cluster-nodes/floodgate".to_owned());
         if let Some(ttl) = self.lease_ttl {
             config.cluster_lease_ttl = ttl.0;
         }
