@@ -58,6 +58,8 @@ pub struct Connection {
 #[derive(Debug, Subcommand)]
 pub enum CustomerCommand {
     /// Create or update a customer system; prints its signing secret.
+    #[command(after_help = "Example:
+  floodgate customer add acme --webhook-url https://hooks.acme.example/floodgate --max-rate 50")]
     Add(AddCustomerArgs),
     /// List customer systems.
     List(ListArgs),

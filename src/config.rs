@@ -39,8 +39,13 @@ pub enum Command {
     #[command(subcommand)]
     Template(crate::template_sheet::TemplateCommand),
     /// Submit one notification.
+    #[command(after_help = "Examples:
+  floodgate send --customer acme --recipient user-42 --payload '{\"text\":\"Your bill is ready\"}'
+  floodgate send --customer acme --recipient user-42 --bulk --send-in 30s --key spring-sale-user-42")]
     Send(crate::client::SendArgs),
     /// Show one notification's state.
+    #[command(after_help = "Example:
+  floodgate status ntf_1xJ4mW9qZbT0rYc7LkP2sA")]
     Status(crate::client::StatusArgs),
     /// Cancel a notification that is not in flight yet.
     Cancel(crate::client::notifications::CancelArgs),
@@ -52,6 +57,9 @@ pub enum Command {
     #[command(subcommand)]
     Pref(crate::client::preferences::PrefCommand),
     /// A live table of every customer system: tier, limit, rate, RTT, errors, backlog.
+    #[command(after_help = "Examples:
+  floodgate top
+  floodgate top --once --server 10.0.0.7:50051")]
     Top(crate::client::TopArgs),
     /// Print a shell completion script: `floodgate completions bash > /etc/bash_completion.d/floodgate`.
     Completions {
@@ -62,6 +70,9 @@ pub enum Command {
     #[command(alias = "manpage")]
     Man,
     /// Run a small webhook receiver that prints and verifies what arrives (for trying floodgate).
+    #[command(after_help = "Examples:
+  floodgate receive --secret whsec_kU8ViI2tef1rl+lHrZAG6e9kEDxR+IS/+Sje3MeFtqc=
+  floodgate receive --listen 127.0.0.1:9001 --status 503")]
     Receive(crate::receiver::ReceiveArgs),
 }
 

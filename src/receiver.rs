@@ -22,7 +22,7 @@ const TOLERANCE_SECS: i64 = 5 * 60;
 #[derive(Debug, Args)]
 pub struct ReceiveArgs {
     /// Address to listen on; webhooks are accepted on any path.
-    #[arg(long, default_value = "127.0.0.1:9000")]
+    #[arg(long, env = "FLOODGATE_RECEIVE_ADDR", default_value = "127.0.0.1:9000")]
     listen: SocketAddr,
     /// The customer's signing secret (whsec_…); without it signatures are shown, not checked.
     #[arg(long, env = "FLOODGATE_SIGNING_SECRET", hide_env_values = true)]

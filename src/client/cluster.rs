@@ -10,6 +10,8 @@ use super::notifications::time;
 #[derive(Debug, Subcommand)]
 pub enum ClusterCommand {
     /// List the nodes (live first), the buckets each owns, and the handovers and takeovers so far.
+    #[command(after_help = "Example:
+  floodgate cluster status --server https://node-1.internal:50051 --tls-ca ca.pem")]
     Status(StatusArgs),
 }
 

@@ -10,6 +10,8 @@ use super::notifications::time;
 #[derive(Debug, Subcommand)]
 pub enum TokenCommand {
     /// Create a scoped token for some customer systems; prints the token, once.
+    #[command(after_help = "Example:
+  floodgate token create billing-svc --customer acme --customer globex")]
     Create(CreateArgs),
     /// List the scoped tokens: name, customers, created, last used (never their values).
     List(ListArgs),
