@@ -315,3 +315,61 @@ where
     }
     outputs
 }
+
+/// A notification an actor has claimed but not started sending (it waits behind the one attempt
+/// its customer may have open) is reported PENDING; only the one being sent is IN_FLIGHT.
+async fn only_a_notification_being_sent_is_in_flight(backend: Backend) {
+    let db = TestDb::new(backend).await;
+    let mut cfg = test_config(&db);
+    cfg.max_in_flight_per_customer = 1;
+    let server = TestServer::start(cfg).await;
+    let receiver = Receiver::start().await;
+    // Within the 2 s webhook timeout of the test configuration.
+    receiver.set_delay(Duration::from_secs(1));
+    add_customer(&server.grpc_url, "acme", &receiver.url).await;
+    let mut client = server.dispatcher().await;
+    let mut ids = Vec::new();
+    for key in ["a", "b", "c"] {
+        let accepted = client
+            .submit(submit_request("acme", key, "user-1"))
+            .await
+            .unwrap()
+            .into_inner();
+        ids.push(accepted.notification_id);
+    }
+    // While the receiver holds the first attempt, the others wait in the actor's window.
+    let deadline = tokio::time::Instant::now() + WAIT;
+    let states = loop {
+        let mut states = Vec::new();
+        for id in &ids {
+            let n = client
+                .get_notification(proto::GetNotificationRequest {
+                    notification_id: id.clone(),
+                })
+                .await
+                .unwrap()
+                .into_inner();
+            states.push(n.state());
+        }
+        if states.contains(&State::InFlight) {
+            break states;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "no attempt started: {states:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    };
+    let in_flight = states.iter().filter(|s| **s == State::InFlight).count();
+    assert_eq!(in_flight, 1, "one attempt at a time: {states:?}");
+    assert_eq!(
+        states.iter().filter(|s| **s == State::Pending).count(),
+        2,
+        "{states:?}"
+    );
+    for id in &ids {
+        wait_for_state(&mut client, id, State::Delivered, WAIT).await;
+    }
+    server.stop().await.unwrap();
+}
+on_both_backends!(only_a_notification_being_sent_is_in_flight);

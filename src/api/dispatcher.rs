@@ -10,7 +10,7 @@ use super::proto::dispatcher_server::Dispatcher;
 use super::proto::{self, submit_result};
 use super::{ApiState, Scope, channels, convert, quota, unknown_customer};
 use crate::error::Error;
-use crate::model::{NewNotification, Notification, NotificationId, now_millis};
+use crate::model::{NewNotification, Notification, NotificationId, State, now_millis};
 use crate::public_id::PublicIds;
 use crate::store::Inserted;
 use crate::telemetry::metrics::{Metrics, SubmitRpc};
@@ -217,6 +217,18 @@ impl DispatchService {
         Ok(proto::SubmitBatchResponse { results })
     }
 
+    /// The notification as a caller should see it: one claimed by an actor of this node but
+    /// still waiting in its window (paced, behind an open circuit or a pause) is PENDING, since
+    /// no attempt is under way; IN_FLIGHT means an attempt really is.
+    fn as_seen(&self, mut notification: Notification) -> Notification {
+        if notification.state == State::InFlight
+            && self.state.dispatcher.is_waiting(notification.id)
+        {
+            notification.state = State::Pending;
+        }
+        notification
+    }
+
     /// Notification `id`, if it exists and its customer is in `scope`; NOT_FOUND alike otherwise,
     /// so a scoped token cannot tell another customer's notification from a missing one.
     async fn visible(
@@ -393,7 +405,7 @@ impl Dispatcher for DispatchService {
         let scope = Scope::of(&request)?;
         let asked = &request.get_ref().notification_id;
         let id = convert::notification_id(&self.state.ids, asked)?;
-        let notification = self.visible(&scope, id, asked).await?;
+        let notification = self.as_seen(self.visible(&scope, id, asked).await?);
         Ok(Response::new(convert::notification(
             &self.state.ids,
             notification,
@@ -449,7 +461,10 @@ impl Dispatcher for DispatchService {
                 page.size,
             )
             .await
-            .map_err(Error::from)?;
+            .map_err(Error::from)?
+            .into_iter()
+            .map(|n| self.as_seen(n))
+            .collect();
         Ok(Response::new(page.answer(&self.state.ids, notifications)))
     }
 }

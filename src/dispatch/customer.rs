@@ -159,7 +159,10 @@ impl Actor for CustomerActor {
             }
             CustomerMsg::Tick => state.tick_at = None,
             CustomerMsg::Claimed(result) => state.claimed(&myself, result),
-            CustomerMsg::Handed => state.window.extend(state.slot.take()),
+            CustomerMsg::Handed => {
+                let handed = state.slot.take();
+                state.take_in(handed);
+            }
             CustomerMsg::ClaimRetry => state.claiming = false,
             CustomerMsg::Done(report) => state.finish(report),
             CustomerMsg::Settings(customer) => state.apply(customer),
@@ -232,6 +235,13 @@ impl CustomerState {
         myself.stop(Some("handed over to another node".into()));
     }
 
+    /// Puts claimed (or handed-over) notifications in the window, where they wait for a send
+    /// slot; the API reports them as pending until then.
+    fn take_in(&mut self, claimed: Vec<Claimed>) {
+        self.ctx.waiting.add(claimed.iter().map(|n| n.id));
+        self.window.extend(claimed);
+    }
+
     /// Offers the controller's learned state for the next checkpoint write.
     fn offer_checkpoint(&mut self) {
         let now = Instant::now();
@@ -292,7 +302,7 @@ impl CustomerState {
                 } in lanes
                 {
                     self.drained[lane.index()] = claimed.len() < wanted;
-                    self.window.extend(claimed);
+                    self.take_in(claimed);
                 }
             }
             Err(err) => {
@@ -332,6 +342,7 @@ impl CustomerState {
                     let Some(notification) = self.window.next() else {
                         return;
                     };
+                    self.ctx.waiting.remove([notification.id]);
                     if notification.expires_at.is_some_and(|at| at <= now_millis()) {
                         self.expire(notification).await;
                         continue;
@@ -472,6 +483,7 @@ impl CustomerState {
         let key = (self.customer.id.clone(), self.channel);
         let mut unsent = self.ctx.handoffs.unregister(&key, myself.get_id());
         unsent.extend(self.window.drain());
+        self.ctx.waiting.remove(unsent.iter().map(|n| n.id));
         let unsent: Vec<_> = unsent.into_iter().map(|n| (n.id, n.claim)).collect();
         if unsent.is_empty() {
             return;

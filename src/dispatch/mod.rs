@@ -33,6 +33,7 @@ pub mod policy;
 pub mod retry;
 mod stats;
 mod supervisor;
+mod waiting;
 
 use crate::telemetry::metrics::{Metrics, StoreOp};
 use std::sync::Arc;
@@ -57,6 +58,7 @@ use messages::{ALL_LANES, CustomerMsg, Lanes, SupervisorMsg};
 use outcomes::OutcomeWriter;
 use policy::PolicySettings;
 use retry::RetryPolicy;
+use waiting::Waiting;
 
 /// How long a stats request may take before it is answered with nothing.
 const STATS_TIMEOUT: Duration = Duration::from_secs(2);
@@ -124,6 +126,8 @@ struct Context {
     placement: Placement,
     /// Learned controller state, written in batches.
     checkpoints: CheckpointWriter,
+    /// Claimed notifications waiting in a window here, not being sent yet.
+    waiting: Waiting,
 }
 
 /// Could not start the dispatcher.
@@ -182,6 +186,7 @@ impl Dispatcher {
         tasks.spawn(claiming);
         let ctx = Arc::new(Context {
             checkpoints: CheckpointWriter::new(store.clone()),
+            waiting: Waiting::default(),
             placement,
             store,
             directory,
@@ -208,6 +213,12 @@ impl Dispatcher {
             .tasks
             .spawn(async move { ctx.checkpoints.run(stop).await });
         Ok(dispatcher)
+    }
+
+    /// Whether the notification is claimed by an actor of this node but waits in its window
+    /// (paced, behind an open circuit or a pause): no attempt for it is under way.
+    pub fn is_waiting(&self, id: crate::model::NotificationId) -> bool {
+        self.ctx.waiting.contains(id)
     }
 
     /// Where this node stands in the cluster.
