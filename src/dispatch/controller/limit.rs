@@ -8,6 +8,7 @@ use super::settings::{
     BACKOFF_RATIO, CIRCUIT_COOLDOWN, CIRCUIT_FAILURES, DRAIN, INCREASE_STEP, INITIAL_LIMIT,
     INITIAL_RTT, MAX_WAIT, MIN_GRADIENT, MIN_LIMIT, MIN_RATE, MIN_RTT_SECS, PACING_GAIN,
     PROBE_ACCELERATION, PROBE_STEP, REBASELINE_AFTER, SLOW_TIER_START_RATE, SPURIOUS_CUT_DEPTH,
+    WINDOW_MIN_SAMPLES,
 };
 use super::signal::{Failure, Signal};
 use super::{Controller, Ticket, Tier};
@@ -23,6 +24,11 @@ pub(super) struct Limiter {
     /// Current probe step above `capacity`.
     probe: f64,
     pub(super) slow_start: bool,
+    /// The latest slow-start doubling: an attempt sent after it that comes back ends the round
+    /// trip.
+    round_start: Instant,
+    /// Some send since `round_start` found the limit reached: the limit, not the traffic, bound.
+    pub(super) round_reached: bool,
     /// Slow start ends at this rate (a configured start tier's upper edge, or half the rate
     /// before the circuit opened).
     slow_start_until: Option<f64>,
@@ -45,6 +51,8 @@ impl Limiter {
             capacity: None,
             probe: 0.0,
             slow_start: true,
+            round_start: now,
+            round_reached: false,
             slow_start_until: None,
             keep_rate_on_first_baseline: false,
             last_decrease: now,
@@ -104,6 +112,8 @@ impl Controller {
         l.limit = INITIAL_LIMIT.max(floor);
         l.capacity = None;
         l.slow_start = true;
+        l.round_start = now;
+        l.round_reached = false;
         l.slow_start_until = Some(until);
         l.last_decrease = now;
         self.open_window();
@@ -128,10 +138,36 @@ impl Controller {
             // A probe that did not reach its limit tested nothing: it is simply over.
             point.probe_cleared(limit, cohort, reached);
         }
-        if reached {
+        // A window that already grew per round trip (`slow_start_round`) does not grow again.
+        if reached && !self.window.grown {
             self.grow(now);
         }
         self.open_window();
+    }
+
+    /// Below `WINDOW_MIN_SAMPLES` attempts in flight, slow start doubles the limit once per round
+    /// trip, as TCP's does, instead of once per window: when an attempt sent after the last
+    /// doubling comes back, if a send since then found the limit reached (more limit cannot
+    /// help a sender its traffic limits: RFC 7661's rule). A window is at least
+    /// `WINDOW_MIN_SAMPLES` long, so at a limit of 1 it spans eight round trips; doubling per
+    /// window took 14 round trips from 1 to 8 in flight, and a system under steady traffic
+    /// piled up a backlog it then drained for seconds (at 80/s offered to a 100/s system only
+    /// 20/s is spare). Only once the baseline is measured (the first window, at the starting
+    /// limit, is queue-free) and only from one attempt at a time up (below it the pacer's duty
+    /// cycle is a configured slow start, kept slow). Congestion is still judged per window, and
+    /// from `WINDOW_MIN_SAMPLES` up a window is one round trip again.
+    pub(super) fn slow_start_round(&mut self, now: Instant, sent_at: Instant) {
+        let l = &self.limiter;
+        let small = (1.0..f64::from(WINDOW_MIN_SAMPLES)).contains(&l.limit);
+        if l.slow_start
+            && small
+            && self.rtt.baseline.is_some()
+            && l.round_reached
+            && sent_at >= l.round_start
+        {
+            self.window.grown = true;
+            self.grow(now);
+        }
     }
 
     pub(super) fn window_congested(&mut self, now: Instant, mean: f64, baseline: f64) {
@@ -258,7 +294,11 @@ impl Controller {
             self.additive_next()
         };
         let next = self.held_below_break(now, next);
-        self.limiter.limit = next.min(cap).max(self.limiter.limit);
+        let l = &mut self.limiter;
+        l.limit = next.min(cap).max(l.limit);
+        // Whichever way the limit grew, slow start's next round trip starts now.
+        l.round_start = now;
+        l.round_reached = false;
     }
 
     /// Growth stops at the break point's plateau (slow start ends there), unless a probe may go
