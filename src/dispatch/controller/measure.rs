@@ -60,8 +60,9 @@ pub(super) struct Window {
     rtt_sum: f64,
     /// In-flight attempts reached the limit while the cohort was sent.
     pub(super) reached: bool,
-    /// Slow start already doubled the limit in this window, per round trip.
-    pub(super) grown: bool,
+    /// The limit was already set anew in this window (a slow-start round trip, or the first
+    /// baseline rescaling a start tier's limit): its verdict does not grow it again.
+    pub(super) resized: bool,
 }
 
 impl Window {
@@ -75,7 +76,7 @@ impl Window {
             samples: 0,
             rtt_sum: 0.0,
             reached: false,
-            grown: false,
+            resized: false,
         }
     }
 
@@ -95,7 +96,10 @@ impl Controller {
     /// the window and for slow start's round trip.
     pub(super) fn count_send(&mut self, now: Instant, in_flight: usize) -> Option<u32> {
         let reached = in_flight.saturating_add(1) >= self.limit();
-        self.limiter.round_reached |= reached;
+        let round = &mut self.limiter.round_reached_at;
+        if reached && round.is_none() {
+            *round = Some(now);
+        }
         if self.window.closed_at.is_some() {
             return None;
         }
@@ -135,7 +139,7 @@ impl Controller {
         self.breaker.reset_run();
         let secs = rtt.as_secs_f64().max(MIN_RTT_SECS);
         self.rtt.record(secs);
-        self.slow_start_round(now, ticket.sent_at);
+        self.slow_start_round(now, ticket.sent_at, secs);
         if in_cohort {
             self.window.samples = self.window.samples.saturating_add(1);
             self.window.rtt_sum += secs;
@@ -222,11 +226,17 @@ impl Controller {
     /// the noise allowance) and the rise means at least `MIN_QUEUE` attempts waiting (Vegas's
     /// queue estimate `limit × (1 − baseline / rtt)`), so noise at low limits is not congestion.
     fn congested(&self, mean: f64, baseline: f64, samples: u32) -> bool {
-        let queue = self.concurrency().max(1.0) * (1.0 - baseline / mean);
-        mean > baseline * (1.0 + self.tolerance(samples)) && queue >= MIN_QUEUE
+        mean > baseline * (1.0 + self.tolerance(samples)) && self.queued(mean, baseline)
     }
 
-    fn tolerance(&self, samples: u32) -> f64 {
+    /// An RTT of `rtt` means at least `MIN_QUEUE` of our attempts waiting in the system's queue,
+    /// by Vegas's estimate `limit × (1 − baseline / rtt)`.
+    pub(super) fn queued(&self, rtt: f64, baseline: f64) -> bool {
+        self.concurrency().max(1.0) * (1.0 - baseline / rtt) >= MIN_QUEUE
+    }
+
+    /// How far above the baseline a mean of `samples` RTTs may lie and still be no queue.
+    pub(super) fn tolerance(&self, samples: u32) -> f64 {
         RTT_TOLERANCE + RTT_NOISE_ALLOWANCE * self.standard_error(samples)
     }
 
