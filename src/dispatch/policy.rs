@@ -199,7 +199,8 @@ pub(super) struct FixedRate {
 }
 
 impl FixedRate {
-    fn new(rate: f64, tier: Tier, max_in_flight: usize, ceiling: Option<f64>) -> Self {
+    /// `pub(super)` so the controller's simulator can run the `fixed` baseline beside it.
+    pub(super) fn new(rate: f64, tier: Tier, max_in_flight: usize, ceiling: Option<f64>) -> Self {
         Self {
             rate,
             tier,
@@ -216,7 +217,7 @@ impl FixedRate {
             .max(f64::MIN_POSITIVE)
     }
 
-    fn permit(&self, now: Instant, in_flight: usize) -> Permit {
+    pub(super) fn permit(&self, now: Instant, in_flight: usize) -> Permit {
         if self.paused || in_flight >= self.max_in_flight {
             return Permit::WaitUntil(now + Duration::from_millis(50));
         }
@@ -226,7 +227,7 @@ impl FixedRate {
         }
     }
 
-    fn on_send(&mut self, now: Instant) {
+    pub(super) fn on_send(&mut self, now: Instant) {
         let interval = Duration::from_secs_f64((1.0 / self.effective_rate()).min(3600.0));
         // Keep the schedule (no drift), but never bank more than one interval of credit.
         let base = self.next_send.map_or(now, |at| at.max(now - interval));

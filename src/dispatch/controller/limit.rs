@@ -8,6 +8,7 @@ use super::settings::{
     BACKOFF_RATIO, CIRCUIT_COOLDOWN, CIRCUIT_FAILURES, DRAIN, INCREASE_STEP, INITIAL_LIMIT,
     INITIAL_RTT, MAX_WAIT, MIN_GRADIENT, MIN_LIMIT, MIN_RATE, MIN_RTT_SECS, PACING_GAIN,
     PROBE_ACCELERATION, PROBE_STEP, REBASELINE_AFTER, SLOW_TIER_START_RATE, SPURIOUS_CUT_DEPTH,
+    WINDOW_MIN_SAMPLES,
 };
 use super::signal::{Failure, Signal};
 use super::{Controller, Ticket, Tier};
@@ -23,6 +24,9 @@ pub(super) struct Limiter {
     /// Current probe step above `capacity`.
     probe: f64,
     pub(super) slow_start: bool,
+    /// When a send first found the limit reached since the limit last grew: the limit, not the
+    /// traffic, bound. That attempt (or a later one) coming back ends slow start's round trip.
+    pub(super) round_reached_at: Option<Instant>,
     /// Slow start ends at this rate (a configured start tier's upper edge, or half the rate
     /// before the circuit opened).
     slow_start_until: Option<f64>,
@@ -45,6 +49,7 @@ impl Limiter {
             capacity: None,
             probe: 0.0,
             slow_start: true,
+            round_reached_at: None,
             slow_start_until: None,
             keep_rate_on_first_baseline: false,
             last_decrease: now,
@@ -104,16 +109,24 @@ impl Controller {
         l.limit = INITIAL_LIMIT.max(floor);
         l.capacity = None;
         l.slow_start = true;
+        l.round_reached_at = None;
         l.slow_start_until = Some(until);
         l.last_decrease = now;
         self.open_window();
     }
 
+    /// The first window's mean is the baseline. A start tier's limit was set from the assumed
+    /// RTT; it is rescaled to keep the tier's rate, and that window, measured at the old limit,
+    /// grows nothing: a slow start (2/s) measured at 1 s per request becomes 2 in flight, where
+    /// doubling on top made it 4 against a one-worker system with one waiting place.
     pub(super) fn first_baseline(&mut self, mean: f64) {
         if self.limiter.keep_rate_on_first_baseline {
             let assumed = INITIAL_RTT.as_secs_f64().max(MIN_RTT_SECS);
             let scaled = self.limiter.limit * mean / assumed;
-            self.limiter.limit = scaled.clamp(MIN_LIMIT, self.settings.max_limit);
+            let l = &mut self.limiter;
+            l.limit = scaled.clamp(MIN_LIMIT, self.settings.max_limit);
+            l.round_reached_at = None;
+            self.window.resized = true;
         }
         self.rtt.baseline = Some(mean);
     }
@@ -128,10 +141,41 @@ impl Controller {
             // A probe that did not reach its limit tested nothing: it is simply over.
             point.probe_cleared(limit, cohort, reached);
         }
-        if reached {
+        // A window whose limit was already set anew (a slow-start round trip, the first
+        // baseline) does not grow it again.
+        if reached && !self.window.resized {
             self.grow(now);
         }
         self.open_window();
+    }
+
+    /// Below `WINDOW_MIN_SAMPLES` attempts in flight, slow start doubles the limit once per round
+    /// trip, as TCP's does, instead of once per window. A window is at least `WINDOW_MIN_SAMPLES`
+    /// long, eight round trips at a limit of 1: doubling per window took 14 round trips from 1 to
+    /// 8 in flight, and a system under steady traffic piled up a backlog it then drained for
+    /// seconds (at 80/s offered to a 100/s system only 20/s is spare).
+    ///
+    /// The round trip ends when the first attempt sent at the limit since it last grew (or a
+    /// later one) comes back: only a limit that bound may grow (more limit cannot help a sender
+    /// its traffic limits: RFC 7661's rule). It doubles only if that RTT shows no queue
+    /// (HyStart's delay signal): within one sample's tolerance of the baseline, and meaning no
+    /// attempt of ours waiting by Vegas's estimate (the tolerance alone widens with the variance
+    /// a queue itself raises). A round that queued does not double; its window is judged as
+    /// usual. Only once the baseline is measured (the first window, at the starting limit) and
+    /// only from one attempt at a time up (below, the pacer's duty cycle is a configured slow
+    /// start, kept slow).
+    pub(super) fn slow_start_round(&mut self, now: Instant, sent_at: Instant, rtt: f64) {
+        let l = &self.limiter;
+        // At least one attempt at a time, as `limit()` rounds it.
+        let small = l.limit >= 0.5 && l.limit < f64::from(WINDOW_MIN_SAMPLES);
+        let unqueued = self.rtt.baseline.is_some_and(|baseline| {
+            rtt <= baseline * (1.0 + self.tolerance(1)) && !self.queued(rtt, baseline)
+        });
+        let round_over = l.round_reached_at.is_some_and(|at| sent_at >= at);
+        if l.slow_start && small && unqueued && round_over {
+            self.window.resized = true;
+            self.grow(now);
+        }
     }
 
     pub(super) fn window_congested(&mut self, now: Instant, mean: f64, baseline: f64) {
@@ -258,7 +302,10 @@ impl Controller {
             self.additive_next()
         };
         let next = self.held_below_break(now, next);
-        self.limiter.limit = next.min(cap).max(self.limiter.limit);
+        let l = &mut self.limiter;
+        l.limit = next.min(cap).max(l.limit);
+        // Whichever way the limit grew, slow start's next round trip starts afresh.
+        l.round_reached_at = None;
     }
 
     /// Growth stops at the break point's plateau (slow start ends there), unless a probe may go

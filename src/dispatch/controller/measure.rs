@@ -60,6 +60,9 @@ pub(super) struct Window {
     rtt_sum: f64,
     /// In-flight attempts reached the limit while the cohort was sent.
     pub(super) reached: bool,
+    /// The limit was already set anew in this window (a slow-start round trip, or the first
+    /// baseline rescaling a start tier's limit): its verdict does not grow it again.
+    pub(super) resized: bool,
 }
 
 impl Window {
@@ -73,6 +76,7 @@ impl Window {
             samples: 0,
             rtt_sum: 0.0,
             reached: false,
+            resized: false,
         }
     }
 
@@ -88,15 +92,19 @@ impl Controller {
     }
 
     /// Counts a send into the window's cohort until the cohort is complete; returns the window
-    /// it was counted in, for the ticket.
+    /// it was counted in, for the ticket. Notes whether the send found the limit reached, for
+    /// the window and for slow start's round trip.
     pub(super) fn count_send(&mut self, now: Instant, in_flight: usize) -> Option<u32> {
+        let reached = in_flight.saturating_add(1) >= self.limit();
+        let round = &mut self.limiter.round_reached_at;
+        if reached && round.is_none() {
+            *round = Some(now);
+        }
         if self.window.closed_at.is_some() {
             return None;
         }
         self.window.sent = self.window.sent.saturating_add(1);
-        if in_flight.saturating_add(1) >= self.limit() {
-            self.window.reached = true;
-        }
+        self.window.reached |= reached;
         if self.window.sent >= self.samples_needed() {
             self.window.closed_at = Some(now);
         }
@@ -121,10 +129,17 @@ impl Controller {
         }
     }
 
-    pub(super) fn on_success(&mut self, now: Instant, in_cohort: bool, rtt: Duration) {
+    pub(super) fn on_success(
+        &mut self,
+        now: Instant,
+        ticket: Ticket,
+        in_cohort: bool,
+        rtt: Duration,
+    ) {
         self.breaker.reset_run();
         let secs = rtt.as_secs_f64().max(MIN_RTT_SECS);
         self.rtt.record(secs);
+        self.slow_start_round(now, ticket.sent_at, secs);
         if in_cohort {
             self.window.samples = self.window.samples.saturating_add(1);
             self.window.rtt_sum += secs;
@@ -197,19 +212,31 @@ impl Controller {
         let fill = limit * WINDOW_FILL;
         let precise = (RTT_NOISE_ALLOWANCE * self.rtt.variation() / RTT_TOLERANCE).powi(2);
         let wanted = fill.max(precise.min(limit * WINDOW_MAX_FILL));
+        // The first window only measures the baseline, at the starting limit, where every
+        // round trip of a short cohort is slow: the fewest samples `judge_window` learns from.
+        let least = match self.rtt.baseline {
+            Some(_) => WINDOW_MIN_SAMPLES,
+            None => WINDOW_MIN_SAMPLES.div_ceil(2),
+        };
         // `as` saturates; `wanted` is finite (limit ≤ max_limit) and non-negative.
-        (wanted.ceil() as u32).max(WINDOW_MIN_SAMPLES).max(1)
+        (wanted.ceil() as u32).max(least).max(1)
     }
 
     /// Congested: the window's mean RTT is clearly above the baseline (beyond the tolerance and
     /// the noise allowance) and the rise means at least `MIN_QUEUE` attempts waiting (Vegas's
     /// queue estimate `limit × (1 − baseline / rtt)`), so noise at low limits is not congestion.
     fn congested(&self, mean: f64, baseline: f64, samples: u32) -> bool {
-        let queue = self.concurrency().max(1.0) * (1.0 - baseline / mean);
-        mean > baseline * (1.0 + self.tolerance(samples)) && queue >= MIN_QUEUE
+        mean > baseline * (1.0 + self.tolerance(samples)) && self.queued(mean, baseline)
     }
 
-    fn tolerance(&self, samples: u32) -> f64 {
+    /// An RTT of `rtt` means at least `MIN_QUEUE` of our attempts waiting in the system's queue,
+    /// by Vegas's estimate `limit × (1 − baseline / rtt)`.
+    pub(super) fn queued(&self, rtt: f64, baseline: f64) -> bool {
+        self.concurrency().max(1.0) * (1.0 - baseline / rtt) >= MIN_QUEUE
+    }
+
+    /// How far above the baseline a mean of `samples` RTTs may lie and still be no queue.
+    pub(super) fn tolerance(&self, samples: u32) -> f64 {
         RTT_TOLERANCE + RTT_NOISE_ALLOWANCE * self.standard_error(samples)
     }
 

@@ -36,6 +36,8 @@ mod sim;
 #[cfg(test)]
 mod tests;
 #[cfg(test)]
+mod tests_offered;
+#[cfg(test)]
 mod tests_probe;
 #[cfg(test)]
 mod tests_sim;
@@ -258,7 +260,7 @@ impl Controller {
             self.pacer.pause_for(now, wait);
         }
         match (self.breaker.state, failure) {
-            (Circuit::Closed, None) => self.on_success(now, in_cohort, rtt),
+            (Circuit::Closed, None) => self.on_success(now, ticket, in_cohort, rtt),
             (Circuit::Closed, Some(kind)) => {
                 self.on_failure(now, ticket, kind, signal);
                 if self.breaker.state == Circuit::Closed {

@@ -97,7 +97,10 @@ pub(super) const BASELINE_WEIGHT: f64 = 0.25;
 /// got faster is noticed, but noise-low windows do not drag the baseline down.
 pub(super) const BASELINE_FALL: f64 = 0.05;
 /// Smallest cohort: fewer make the mean too noisy to judge. The early look happens at this
-/// many successes.
+/// many successes. The first window, which only measures the baseline (there is nothing to judge
+/// it against), takes half as many: it runs at the starting limit, often one attempt at a time,
+/// where each sample costs a whole round trip. Below this many in flight, slow start doubles per
+/// round trip rather than per window (`limit.rs`).
 pub(super) const WINDOW_MIN_SAMPLES: u32 = 8;
 /// Cohort size as a share of the limit: one round trip of sends.
 pub(super) const WINDOW_FILL: f64 = 1.0;

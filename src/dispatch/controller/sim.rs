@@ -1,6 +1,8 @@
-//! A discrete-event simulator for the controller's tests: a sender with an unlimited backlog, a
-//! simulated customer system (workers, a wait queue, answers when full), seeded randomness and
-//! simulated time, so every run is deterministic.
+//! A discrete-event simulator for the controller's tests: a sender with an unlimited backlog or
+//! with work offered at a fixed rate (the load harness's open-loop arrivals), a simulated customer
+//! system (workers, a wait queue, answers when full), seeded randomness and simulated time, so
+//! every run is deterministic. The sender is the controller, or the `fixed` baseline to compare
+//! it with; every success's latency, RTT and time in the system's queue is recorded.
 
 use std::cmp::Reverse;
 use std::collections::{BinaryHeap, HashMap, VecDeque};
@@ -8,7 +10,8 @@ use std::time::Duration;
 
 use tokio::time::Instant;
 
-use super::{Controller, ControllerSettings, Permit, Signal, Ticket};
+use super::super::policy::FixedRate;
+use super::{Controller, ControllerSettings, Permit, Signal, Ticket, Tier};
 
 pub(super) const MICROS: Duration = Duration::from_micros(1);
 pub(super) const MS: Duration = Duration::from_millis(1);
@@ -38,7 +41,7 @@ impl Rng {
 pub(super) struct System {
     pub(super) workers: usize,
     busy: usize,
-    queue: VecDeque<(Duration, Ticket)>,
+    queue: VecDeque<Request>,
     pub(super) queue_cap: usize,
     pub(super) service: Duration,
     jitter: f64,
@@ -86,13 +89,44 @@ impl System {
     }
 }
 
+/// One request: when its work arrived at the sender, when it was sent, and the controller's
+/// ticket (`None` under the `fixed` baseline).
+#[derive(Clone, Copy)]
+struct Request {
+    arrived: Duration,
+    sent_at: Duration,
+    ticket: Option<Ticket>,
+}
+
 /// One reply on its way back.
 struct Reply {
-    sent_at: Duration,
+    request: Request,
     /// Time it waited in the system's queue before a worker took it.
     queued: Duration,
     overload: bool,
-    ticket: Ticket,
+}
+
+/// One success, as the sender saw it.
+#[derive(Clone, Copy, Debug)]
+pub(super) struct Served {
+    /// When the reply came back.
+    pub(super) at: Duration,
+    /// From the work's arrival at the sender to the reply: what the load harness's latency
+    /// percentiles measure (waiting at the sender, in the system's queue, and service).
+    pub(super) latency: Duration,
+    /// From the send to the reply.
+    pub(super) rtt: Duration,
+    /// Time in the system's queue before a worker took it.
+    pub(super) queued: Duration,
+}
+
+/// Work offered at a fixed rate, one item every `every`: the load harness's open-loop
+/// generator. What the sender has not sent yet waits in its backlog.
+struct Offered {
+    every: Duration,
+    next: Duration,
+    /// Arrival times of work not yet sent, oldest first.
+    backlog: VecDeque<Duration>,
 }
 
 /// Per-second counts of what the sender saw.
@@ -104,13 +138,17 @@ pub(super) struct Second {
     pub(super) queued: Duration,
 }
 
-/// The discrete-event simulation: a sender with unlimited backlog asks `permit()` whenever it
-/// could send (after every reply and at every `WaitUntil`) and sends to the system.
+/// The discrete-event simulation: a sender asks `permit()` whenever it has work and could send
+/// (after every arrival, after every reply and at every `WaitUntil`) and sends to the system.
+/// Its work is an unlimited backlog unless [`Sim::offered`] sets an arrival rate.
 pub(super) struct Sim {
     pub(super) t0: Instant,
     pub(super) now: Duration,
     pub(super) system: System,
     pub(super) controller: Controller,
+    /// The `fixed` baseline sends instead of the controller.
+    fixed: Option<FixedRate>,
+    offered: Option<Offered>,
     in_flight: usize,
     /// (arrives at, sequence), earliest first; the rest of each reply is in `pending`.
     replies: BinaryHeap<Reverse<(Duration, u64)>>,
@@ -121,6 +159,8 @@ pub(super) struct Sim {
     /// (time, limit) every 100 ms.
     pub(super) limits: Vec<(Duration, usize)>,
     next_sample: Duration,
+    /// Every success, in the order the replies came back.
+    pub(super) served: Vec<Served>,
 }
 
 impl Sim {
@@ -131,6 +171,8 @@ impl Sim {
             now: Duration::ZERO,
             system,
             controller: Controller::new(settings, t0, ceiling, None),
+            fixed: None,
+            offered: None,
             in_flight: 0,
             replies: BinaryHeap::new(),
             pending: HashMap::new(),
@@ -139,14 +181,37 @@ impl Sim {
             seconds: Vec::new(),
             limits: Vec::new(),
             next_sample: Duration::ZERO,
+            served: Vec::new(),
         }
+    }
+
+    /// The same simulation with work offered at `per_sec` items a second, evenly spaced from
+    /// time zero, instead of an unlimited backlog.
+    pub(super) fn offered(mut self, per_sec: f64) -> Self {
+        self.offered = Some(Offered {
+            every: Duration::from_secs_f64(1.0 / per_sec),
+            next: Duration::ZERO,
+            backlog: VecDeque::new(),
+        });
+        self
+    }
+
+    /// The same simulation with the `fixed` baseline sending instead of the controller: one pace
+    /// of `per_sec`, in flight unlimited (the load harness's default of 1000), deaf to answers.
+    pub(super) fn fixed(mut self, per_sec: f64) -> Self {
+        self.fixed = Some(FixedRate::new(per_sec, Tier::Fast, 1000, None));
+        self
     }
 
     pub(super) fn run_until(&mut self, end: Duration) {
         loop {
             self.pump();
             let reply_at = self.replies.peek().map_or(Duration::MAX, |r| r.0.0);
-            let next = reply_at.min(self.wake).min(self.next_sample);
+            let arrival_at = self.offered.as_ref().map_or(Duration::MAX, |o| o.next);
+            let next = reply_at
+                .min(self.wake)
+                .min(self.next_sample)
+                .min(arrival_at);
             if next > end {
                 self.now = end;
                 return;
@@ -156,6 +221,12 @@ impl Sim {
                 self.limits.push((next, self.controller.limit()));
                 self.next_sample += 100 * MS;
             }
+            if next == arrival_at
+                && let Some(offered) = &mut self.offered
+            {
+                offered.backlog.push_back(next);
+                offered.next += offered.every;
+            }
             if next == reply_at {
                 self.deliver_reply();
             }
@@ -164,12 +235,38 @@ impl Sim {
 
     fn pump(&mut self) {
         loop {
+            // With offered work and none waiting, there is nothing to ask for until it arrives.
+            let Some(arrived) = self
+                .offered
+                .as_ref()
+                .map_or(Some(self.now), |o| o.backlog.front().copied())
+            else {
+                self.wake = Duration::MAX;
+                return;
+            };
             let now = self.t0 + self.now;
-            match self.controller.permit(now, self.in_flight) {
+            let permit = match &self.fixed {
+                Some(fixed) => fixed.permit(now, self.in_flight),
+                None => self.controller.permit(now, self.in_flight),
+            };
+            match permit {
                 Permit::Send => {
-                    let ticket = self.controller.on_send(now, self.in_flight);
+                    let ticket = match &mut self.fixed {
+                        Some(fixed) => {
+                            fixed.on_send(now);
+                            None
+                        }
+                        None => Some(self.controller.on_send(now, self.in_flight)),
+                    };
+                    if let Some(offered) = &mut self.offered {
+                        offered.backlog.pop_front();
+                    }
                     self.in_flight += 1;
-                    self.arrive(ticket);
+                    self.arrive(Request {
+                        arrived,
+                        sent_at: self.now,
+                        ticket,
+                    });
                 }
                 Permit::WaitUntil(at) => {
                     assert!(at > now, "WaitUntil must lie in the future");
@@ -186,26 +283,24 @@ impl Sim {
         self.pending.insert(self.seq, reply);
     }
 
-    fn arrive(&mut self, ticket: Ticket) {
+    fn arrive(&mut self, request: Request) {
         let now = self.now;
         if self.system.busy < self.system.workers {
             self.system.busy += 1;
             let done = now + self.system.service_time();
             let reply = Reply {
-                sent_at: now,
+                request,
                 queued: Duration::ZERO,
                 overload: false,
-                ticket,
             };
             self.schedule(done, reply);
         } else if self.system.queue.len() < self.system.queue_cap {
-            self.system.queue.push_back((now, ticket));
+            self.system.queue.push_back(request);
         } else {
             let reply = Reply {
-                sent_at: now,
+                request,
                 queued: Duration::ZERO,
                 overload: true,
-                ticket,
             };
             self.schedule(now + MS, reply);
         }
@@ -237,24 +332,33 @@ impl Sim {
             self.seconds[second].queued += reply.queued;
             Signal::Success
         };
-        let rtt = at - reply.sent_at;
-
-        self.controller
-            .observe(self.t0 + at, reply.ticket, Some(rtt), signal);
+        let request = reply.request;
+        let rtt = at - request.sent_at;
+        if !reply.overload {
+            self.served.push(Served {
+                at,
+                latency: at - request.arrived,
+                rtt,
+                queued: reply.queued,
+            });
+        }
+        if let Some(ticket) = request.ticket {
+            self.controller
+                .observe(self.t0 + at, ticket, Some(rtt), signal);
+        }
     }
 
     fn start_waiting(&mut self) {
         while self.system.busy < self.system.workers {
-            let Some((sent_at, ticket)) = self.system.queue.pop_front() else {
+            let Some(request) = self.system.queue.pop_front() else {
                 return;
             };
             self.system.busy += 1;
             let done = self.now + self.system.service_time();
             let reply = Reply {
-                sent_at,
-                queued: self.now - sent_at,
+                request,
+                queued: self.now - request.sent_at,
                 overload: false,
-                ticket,
             };
             self.schedule(done, reply);
         }
@@ -282,6 +386,30 @@ impl Sim {
 
     fn span(&self, from: usize, to: usize) -> &[Second] {
         &self.seconds[from.min(self.seconds.len())..to.min(self.seconds.len())]
+    }
+
+    /// The `q` quantile (0..=1) of `field` over the successes whose replies came back in
+    /// [from, to) seconds; zero if there were none.
+    pub(super) fn quantile(
+        &self,
+        from: usize,
+        to: usize,
+        q: f64,
+        field: fn(&Served) -> Duration,
+    ) -> Duration {
+        let span = Duration::from_secs(from as u64)..Duration::from_secs(to as u64);
+        let mut values: Vec<Duration> = self
+            .served
+            .iter()
+            .filter(|s| span.contains(&s.at))
+            .map(field)
+            .collect();
+        values.sort_unstable();
+        let Some(last) = values.len().checked_sub(1) else {
+            return Duration::ZERO;
+        };
+        // `as` saturates; the rank lies in 0..=last.
+        values[((last as f64) * q).round() as usize]
     }
 
     /// Limit samples taken in [from, to).
