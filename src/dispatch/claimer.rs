@@ -46,6 +46,9 @@ pub(super) struct ClaimerTask {
     pub(super) lease_ms: i64,
     /// Ends the task between two rounds (at shutdown).
     pub(super) stop: CancellationToken,
+    /// Asks for customers this node may not send for now (another node owns them, or this node
+    /// is past its fencing deadline) claim nothing: a stale owner writes no claims.
+    pub(super) ownership: Arc<crate::cluster::Ownership>,
 }
 
 impl Claimer {
@@ -80,6 +83,16 @@ impl ClaimerTask {
 
     /// Claims for every ask in one go and answers each actor.
     async fn round(&self, asks: Vec<ClaimAsk>) {
+        let (asks, fenced): (Vec<_>, Vec<_>) = asks
+            .into_iter()
+            .partition(|ask| self.ownership.may_send(&ask.key.0));
+        if !fenced.is_empty() {
+            let nothing = vec![Vec::new(); fenced.iter().map(|a| a.lanes.len()).sum()];
+            self.answer(fenced, nothing).await;
+        }
+        if asks.is_empty() {
+            return;
+        }
         let requests: Vec<ClaimRequest> = asks
             .iter()
             .flat_map(|ask| {

@@ -182,6 +182,7 @@ impl Dispatcher {
             metrics: metrics.clone(),
             lease_ms: millis(settings.lease),
             stop: stop.clone(),
+            ownership: placement.ownership.clone(),
         });
         tasks.spawn(claiming);
         let ctx = Arc::new(Context {
