@@ -364,6 +364,25 @@ async fn the_cli_speaks_tls_with_the_ca_it_is_given() {
         stderr.contains("--tls-ca"),
         "the hint names the flag: {stderr}"
     );
+    // Plain text to the TLS listener: the hint says to use https://.
+    let port = server
+        .grpc_url
+        .rsplit(':')
+        .next()
+        .unwrap_or_default()
+        .to_owned();
+    let plain = tokio::task::spawn_blocking(move || {
+        std::process::Command::new(env!("CARGO_BIN_EXE_floodgate"))
+            .args(["customer", "list", "--server", &format!("127.0.0.1:{port}")])
+            .args(["--token", ADMIN_TOKEN])
+            .output()
+            .unwrap()
+    })
+    .await
+    .unwrap();
+    let stderr = String::from_utf8_lossy(&plain.stderr);
+    assert_eq!(plain.status.code(), Some(3), "{stderr}");
+    assert!(stderr.contains("https://"), "the hint names TLS: {stderr}");
     server.stop().await.unwrap();
 }
 

@@ -51,9 +51,15 @@ impl CliError {
                  FLOODGATE_TLS_CA); the public web roots are trusted by default."
                     .into(),
             ),
+            // Plain text to a TLS listener fails with no word about TLS ("operation was canceled").
+            Self::Connect { server, .. } if !server.starts_with("https://") => Some(format!(
+                "is `floodgate serve` running at {server}? If it listens elsewhere, pass \
+                 --server HOST:PORT (or set FLOODGATE_SERVER); if it speaks TLS (--tls-cert), \
+                 pass --server https://HOST:PORT."
+            )),
             Self::Connect { server, .. } => Some(format!(
                 "is `floodgate serve` running at {server}? If it listens elsewhere, pass \
-                 --server HOST:PORT (or set FLOODGATE_SERVER)."
+                 --server https://HOST:PORT (or set FLOODGATE_SERVER)."
             )),
             Self::Server { code, .. } => server_hint(*code).map(str::to_owned),
         }
@@ -61,7 +67,10 @@ impl CliError {
 
     /// A failed call: a transport failure is a connection error, anything else the server's.
     pub fn from_status(call: &'static str, server: &str, status: &tonic::Status) -> Self {
-        if status.code() == tonic::Code::Unavailable && is_transport_failure(status) {
+        // A connection that failed or broke carries the transport error as its source, whatever
+        // its code: UNAVAILABLE, or CANCELLED / UNKNOWN when the peer hung up during the HTTP/2
+        // handshake (plain text sent to a TLS listener). The server's own answers have none.
+        if is_transport_failure(status) {
             return Self::Connect {
                 server: server.to_owned(),
                 reason: root_cause(status),
@@ -95,8 +104,8 @@ fn server_hint(code: tonic::Code) -> Option<&'static str> {
     }
 }
 
-/// tonic reports a connection that failed or broke as UNAVAILABLE with a transport error as
-/// its source; the server's own UNAVAILABLE (a database down) has no source.
+/// tonic reports a connection that failed or broke with a transport error as its source; a
+/// status the server sent (even UNAVAILABLE, a database down) has no source.
 fn is_transport_failure(status: &tonic::Status) -> bool {
     std::error::Error::source(status).is_some()
 }
