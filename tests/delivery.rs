@@ -367,6 +367,20 @@ async fn only_a_notification_being_sent_is_in_flight(backend: Backend) {
         2,
         "{states:?}"
     );
+    // Its worker has it, though it reads PENDING: too late to cancel, and the answer says why.
+    let last = ids.last().unwrap().clone();
+    let refused = client
+        .cancel_notification(proto::CancelNotificationRequest {
+            notification_id: last,
+        })
+        .await
+        .unwrap_err();
+    assert_eq!(refused.code(), tonic::Code::FailedPrecondition);
+    assert!(
+        refused.message().contains("taken by its worker"),
+        "{}",
+        refused.message()
+    );
     for id in &ids {
         wait_for_state(&mut client, id, State::Delivered, WAIT).await;
     }

@@ -429,9 +429,13 @@ impl Dispatcher for DispatchService {
             .map_err(Error::from)?;
         let notification = self.visible(&scope, id, asked).await?;
         if !cancelled {
+            // A notification its worker holds reads PENDING, yet the worker has it: say so.
+            let state = match notification.state {
+                State::InFlight => "taken by its worker for sending",
+                other => other.as_str(),
+            };
             return Err(Error::FailedPrecondition(format!(
-                "notification {asked} is {} and can no longer be cancelled",
-                notification.state.as_str()
+                "notification {asked} is {state} and can no longer be cancelled"
             ))
             .into());
         }
