@@ -35,13 +35,12 @@ impl Lane {
         self as i64
     }
 
-    /// Reads a stored `lane` column; unknown values are treated as transactional, the safe side.
-    pub fn from_code(code: i64) -> Self {
-        if code == Lane::Bulk as i64 {
-            Lane::Bulk
-        } else {
-            Lane::Transactional
-        }
+    /// Reads a stored `lane` column; `None` for a value no version of floodgate writes (the
+    /// store reports such a row as corrupt rather than guess its lane).
+    pub fn from_code(code: i64) -> Option<Self> {
+        [Lane::Transactional, Lane::Bulk]
+            .into_iter()
+            .find(|lane| lane.code() == code)
     }
 
     /// The lane's position in per-lane arrays (transactional 0, bulk 1).
@@ -508,5 +507,18 @@ impl fmt::Debug for SmsSettings {
             .field("auth_token", &Redacted(&self.auth_token))
             .field("from", &self.from)
             .finish()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn lanes_read_back_only_what_was_written() {
+        for lane in [Lane::Transactional, Lane::Bulk] {
+            assert_eq!(Lane::from_code(lane.code()), Some(lane));
+        }
+        assert_eq!(Lane::from_code(7), None, "not silently transactional");
     }
 }

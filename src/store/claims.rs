@@ -18,7 +18,9 @@
 use sqlx::Row;
 use sqlx::any::AnyRow;
 
-use super::notifications::{Claimed, Outcome, OutcomeKind, stored_channel, template_ref};
+use super::notifications::{
+    Claimed, Outcome, OutcomeKind, stored_channel, stored_lane, template_ref,
+};
 use super::{Backend, Durability, Error, Store, chunk_sizes};
 use crate::model::{Channel, EpochMillis, Lane, NotificationId, State};
 
@@ -311,7 +313,7 @@ fn claimed_from_row(row: &AnyRow) -> Result<((String, Channel), EpochMillis, Cla
         attempts: u32::try_from(row.try_get::<i64, _>(5)?).unwrap_or(u32::MAX),
         customer_id: customer_id.clone(),
         recipient: row.try_get(6)?,
-        lane: Lane::from_code(row.try_get(3)?),
+        lane: stored_lane(row.try_get(3)?)?,
         channel,
         payload: row.try_get(7)?,
         created_at: row.try_get(8)?,

@@ -346,7 +346,7 @@ async fn compare_with_stored(
     let recipient: String = row.try_get(1)?;
     let payload: Vec<u8> = row.try_get(3)?;
     Ok(
-        if item.same_content(&recipient, Lane::from_code(row.try_get(2)?), &payload) {
+        if item.same_content(&recipient, stored_lane(row.try_get(2)?)?, &payload) {
             Inserted::Duplicate(id)
         } else {
             Inserted::Conflict(id)
@@ -388,7 +388,7 @@ pub(super) fn notification_from_row(row: &AnyRow) -> Result<Notification, Error>
         customer_id: row.try_get("customer_id")?,
         idempotency_key: row.try_get("idempotency_key")?,
         recipient: row.try_get("recipient")?,
-        lane: Lane::from_code(row.try_get("lane")?),
+        lane: stored_lane(row.try_get("lane")?)?,
         payload: row.try_get("payload")?,
         state: State::from_code(state)
             .ok_or_else(|| Error::Corrupt(format!("unknown state {state}")))?,
@@ -420,4 +420,9 @@ pub(super) fn template_ref(id: Option<String>, version: Option<i64>) -> Option<T
 /// down the wrong channel would deliver to the wrong kind of recipient.
 pub(super) fn stored_channel(code: i64) -> Result<Channel, Error> {
     Channel::from_code(code).ok_or_else(|| Error::Corrupt(format!("unknown channel {code}")))
+}
+
+/// Reads a stored `lane` column. An unknown value is refused rather than guessed, like a channel.
+pub(super) fn stored_lane(code: i64) -> Result<Lane, Error> {
+    Lane::from_code(code).ok_or_else(|| Error::Corrupt(format!("unknown lane {code}")))
 }

@@ -119,7 +119,7 @@ fn collect(
             channel,
             lane: match row.try_get::<i64, _>(4)? {
                 0 => None,
-                code => Some(Lane::from_code(code)),
+                code => Some(super::notifications::stored_lane(code)?),
             },
             opted_out: row.try_get::<i64, _>(5)? != 0,
             updated_at: row.try_get(6)?,
