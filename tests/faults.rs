@@ -375,13 +375,19 @@ impl OwnPostgres {
         format!("postgres://postgres@127.0.0.1:{}/postgres", self.port)
     }
 
-    /// The server log's lines that say why writes failed or the server stopped.
+    /// The server log's lines that say why writes failed and why the server stopped: the first
+    /// "No space left" error, then every PANIC, FATAL and shutdown.
     fn log_excerpt(&self) -> String {
-        std::fs::read_to_string(&self.log)
-            .unwrap_or_default()
-            .lines()
-            .filter(|l| l.contains("PANIC") || l.contains("No space") || l.contains("shut"))
-            .take(6)
+        let log = std::fs::read_to_string(&self.log).unwrap_or_default();
+        let first_full = log.lines().find(|l| l.contains("No space left"));
+        let stops = log.lines().filter(|l| {
+            ["PANIC", "FATAL", "database system is shut down"]
+                .iter()
+                .any(|word| l.contains(word))
+        });
+        first_full
+            .into_iter()
+            .chain(stops)
             .collect::<Vec<_>>()
             .join("\n")
     }
@@ -451,21 +457,52 @@ async fn postgres_disk_full_then_freed_loses_nothing() {
         ready = readyz(&server).await;
     }
     assert_eq!(ready, 503, "/readyz while the disk is full");
-    tokio::time::sleep(Duration::from_secs(1)).await; // an outage, not a blip
+    let exhausted = load.refused("ResourceExhausted");
+    assert!(
+        exhausted > 0,
+        "a failed table extension answers RESOURCE_EXHAUSTED"
+    );
 
+    // Stage 2: PostgreSQL needs a new WAL segment and cannot create one. It PANICs, and its
+    // crash recovery cannot write WAL either, so the postmaster shuts down.
+    let panicked_at = Instant::now();
+    while cluster.running() {
+        assert!(
+            panicked_at.elapsed() < Duration::from_secs(30),
+            "PostgreSQL kept running without room for WAL"
+        );
+        use sqlx::Connection as _;
+        if let Ok(mut conn) = sqlx::PgConnection::connect(&cluster.url()).await {
+            let _ = sqlx::query("SELECT pg_switch_wal()")
+                .execute(&mut conn)
+                .await;
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    let down_at = Instant::now();
+    load.wait(
+        "submits are refused as unavailable",
+        Duration::from_secs(30),
+        |t| t.last_refused.is_some_and(|at| at > down_at) && t.refused.contains_key("Unavailable"),
+    )
+    .await;
+    assert_eq!(
+        readyz(&server).await,
+        503,
+        "/readyz while PostgreSQL is down"
+    );
+    tokio::time::sleep(Duration::from_secs(1)).await; // an outage, not a blip
+    let log = cluster.log_excerpt();
+    eprintln!("PostgreSQL log on the full disk:\n{log}");
+    assert!(log.contains("PANIC"), "PostgreSQL stopped without a PANIC");
+
+    // The operator frees space and starts PostgreSQL; floodgate reconnects by itself.
     std::fs::remove_file(&ballast).unwrap();
     std::fs::remove_file(tmpfs.0.join("ballast-2")).unwrap();
     let freed = Instant::now();
-    let stopped = !cluster.running();
-    eprintln!(
-        "PostgreSQL log on the full disk:\n{}",
-        cluster.log_excerpt()
-    );
-    if stopped {
-        cluster
-            .start()
-            .expect("PostgreSQL restarts once space is freed");
-    }
+    cluster
+        .start()
+        .expect("PostgreSQL starts once space is freed");
     let recovered = load.recovered_after(freed, Duration::from_secs(60)).await;
     let deadline = Instant::now() + Duration::from_secs(20);
     while readyz(&server).await != 200 {
@@ -481,12 +518,8 @@ async fn postgres_disk_full_then_freed_loses_nothing() {
     no_internal_errors(&tally);
     let duplicates = all_delivered(&receiver, &tally.accepted).await;
     eprintln!(
-        "FAULT disk full for 1 s+ (PostgreSQL, 96 MiB tmpfs): callers saw {:?}; /readyz 503; PostgreSQL {}; recovered {:?} after space was freed; {} accepted, 0 lost, {duplicates} duplicates",
+        "FAULT disk full for 1 s+ (PostgreSQL, 96 MiB tmpfs): callers saw {:?} ({exhausted} RESOURCE_EXHAUSTED before the WAL PANIC); /readyz 503; recovered {:?} after space was freed and PostgreSQL restarted; {} accepted, 0 lost, {duplicates} duplicates",
         tally.refused,
-        match stopped {
-            true => "stopped (restarted by the test)",
-            false => "kept running",
-        },
         recovered,
         tally.accepted.len()
     );
