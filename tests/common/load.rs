@@ -76,6 +76,17 @@ impl Load {
         self.tally.lock().unwrap().last_accepted.unwrap() - since
     }
 
+    /// How many submits were refused with `code` (a `tonic::Code` in `Debug` form) so far.
+    pub fn refused(&self, code: &str) -> u64 {
+        self.tally
+            .lock()
+            .unwrap()
+            .refused
+            .get(code)
+            .copied()
+            .unwrap_or(0)
+    }
+
     pub fn stop(self) -> Tally {
         self.task.abort();
         Arc::try_unwrap(self.tally)
