@@ -1,8 +1,9 @@
 //! The properties every provider answer must keep, whatever the far end sends: classifying never
-//! panics; 2xx is a success; 408, 429 and 5xx are retried (429 as overload); a 4xx is permanent
-//! unless the provider documents it as worth a retry; the reason kept for `last_error` is short
-//! and printable; and any `Retry-After` honoured passes through unchanged and is then bounded by
-//! the retry budget (`RetryPolicy::max_age`), never overflowing the due time.
+//! panics; 2xx is a success; 408, 429 and 5xx are retried (429 and 503 as overload, unless FCM's
+//! body names its own code); a 4xx is permanent unless the provider documents it as worth a
+//! retry; the reason kept for `last_error` is short and printable; and any `Retry-After` honoured
+//! passes through unchanged and is then bounded by the retry budget (`RetryPolicy::max_age`),
+//! never overflowing the due time.
 //!
 //! Compiled for `cargo test` (proptest drives [`check`] below) and for cargo-fuzz (the
 //! `provider_answer` target in `fuzz/` drives it with libFuzzer), so both check the same thing;
@@ -96,8 +97,8 @@ fn http_answer(
             assert!(!permanent_4xx, "{sink}: {code} is permanent");
             assert_eq!(kept, retry_after, "{sink}: Retry-After passes through");
             // FCM's body may name an INTERNAL error on any status, which it retries as one.
-            if code == 429 && sink != "FCM" {
-                assert_eq!(cause, RetryCause::Overload, "{sink}: 429 is overload");
+            if (code == 429 || code == 503) && sink != "FCM" {
+                assert_eq!(cause, RetryCause::Overload, "{sink}: {code} is overload");
             }
             budgeted(retry_after);
         }
