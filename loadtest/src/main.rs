@@ -12,7 +12,7 @@
 //! - [`store_ceiling`]: the `store-ceiling` subcommand — rows/s straight into the store, the
 //!   ceiling intake is judged against.
 //! - [`memory`]: the `memory` subcommand — a floodgate process's RSS with a huge backlog for one
-//!   slow customer, or with many idle customer actors.
+//!   slow customer, with many idle customer actors, or while it refuses hostile requests.
 //!
 //! What they share:
 //! - [`caller`]: the submitting callers — open- or closed-loop pacing, what each call sends
@@ -82,7 +82,7 @@ enum Command {
     /// store, in fixed-size transactions, with nothing in front of it.
     StoreCeiling(Box<store_ceiling::StoreCeilingArgs>),
     /// Measure a floodgate process's resident memory with a huge backlog for one slow customer,
-    /// or with many idle customer actors.
+    /// with many idle customer actors, or while it refuses hostile requests.
     Memory(Box<memory::MemoryArgs>),
     /// `floodgate serve`, built into the harness so runs need no separately built binary.
     #[command(name = FLOODGATE_SERVE, hide = true)]

@@ -1,17 +1,19 @@
-//! The `memory` experiment: the resident memory of a floodgate *process*, in the two situations
-//! that could make it grow without bound — a huge backlog for one slow customer (does floodgate
-//! hold the backlog in memory, or only a bounded window of it?) and many customers whose actors
-//! are alive but idle (what does one actor cost?).
+//! The `memory` experiment: the resident memory of a floodgate *process*, in the situations that
+//! could make it grow without bound — a huge backlog for one slow customer (does floodgate hold
+//! the backlog in memory, or only a bounded window of it?), many customers whose actors are alive
+//! but idle (what does one actor cost?), and a stream of hostile requests it must refuse (does
+//! refusing them cost memory it keeps?).
 //!
 //! floodgate runs as a child process from a release binary (see [`process`]), so the figures are
-//! its own and not mixed with the load generator's, and its allocator behaves as in service. Both
-//! scenarios register customers, submit with SubmitBatch (see [`submit_all`]) and read `VmRSS`
-//! and `VmHWM` from `/proc/<pid>/status`; each scenario is a module.
+//! its own and not mixed with the load generator's, and its allocator behaves as in service. Every
+//! scenario registers customers and reads `VmRSS` and `VmHWM` from `/proc/<pid>/status`; the
+//! first two submit with SubmitBatch (see [`submit_all`]). Each scenario is a module.
 //!
 //! RSS counts what the allocator holds, not what floodgate uses: memory freed after a burst is
 //! often kept for reuse, so figures after a burst are upper bounds of what the steady state needs.
 
 mod backlog;
+mod hostile;
 mod idle_actors;
 
 use std::path::{Path, PathBuf};
@@ -47,6 +49,9 @@ enum Scenario {
     Backlog,
     /// --customers customers with one delivered notification each, their actors alive but idle.
     IdleActors,
+    /// --requests requests of each kind that must be refused (oversized fields, a year-9999
+    /// send_at), RSS read after each kind.
+    Hostile,
 }
 
 /// Options of `floodgate-loadtest memory`.
@@ -79,7 +84,14 @@ pub(crate) struct MemoryArgs {
     /// idle-actors: longest to wait for every notification to arrive.
     #[arg(long, default_value = "5m", value_parser = humantime::parse_duration)]
     deliver_timeout: Duration,
-    /// Concurrent SubmitBatch callers while submitting, each with one call in flight.
+    /// hostile: requests of each kind.
+    #[arg(long, default_value_t = 2_000, value_parser = RangedU64ValueParser::<u64>::new().range(1..))]
+    requests: u64,
+    /// hostile: size of each oversized field (recipient, idempotency key, payload), in bytes.
+    #[arg(long, default_value_t = 4 * 1024 * 1024)]
+    hostile_bytes: usize,
+    /// Concurrent callers, each with one call in flight: SubmitBatch callers while submitting,
+    /// or hostile callers.
     #[arg(long, default_value_t = 4, value_parser = RangedU64ValueParser::<usize>::new().range(1..=1000))]
     callers: usize,
     /// Notifications per SubmitBatch call (floodgate takes at most 1,000).
@@ -96,7 +108,7 @@ pub(crate) struct MemoryArgs {
 /// Runs the chosen scenario against a fresh floodgate process, stops it, and prints the summary.
 pub(crate) async fn run(args: MemoryArgs) -> Result<()> {
     let extra_args: &[&str] = match args.scenario {
-        Scenario::Backlog => &[],
+        Scenario::Backlog | Scenario::Hostile => &[],
         // Actors that stay alive however long the run takes: their memory is what is measured.
         Scenario::IdleActors => &["--idle-timeout", "10m"],
     };
@@ -116,6 +128,10 @@ pub(crate) async fn run(args: MemoryArgs) -> Result<()> {
             Scenario::IdleActors => {
                 let summary = idle_actors::run(&args, &floodgate).await?;
                 Ok(finish(&summary, idle_actors::print, json))
+            }
+            Scenario::Hostile => {
+                let summary = hostile::run(&args, &floodgate).await?;
+                Ok(finish(&summary, hostile::print, json))
             }
         }
     })

@@ -71,7 +71,7 @@ impl std::fmt::Debug for ApnsSink {
 
 /// One APNs answer, as far as classifying it needs.
 #[derive(Debug)]
-struct Answer {
+pub(super) struct Answer {
     status: StatusCode,
     retry_after: Option<Duration>,
     reason: String,
@@ -143,15 +143,7 @@ impl ApnsSink {
         let status = response.status();
         let retry_after = answer::retry_after(response.headers());
         let text = answer::read_bounded(response, ERROR_BODY_LIMIT).await;
-        let reason = serde_json::from_str::<ErrorBody>(&text)
-            .map(|e| e.reason)
-            .unwrap_or(text);
-        let reason = answer::sanitize(&reason);
-        Ok(Answer {
-            status,
-            retry_after,
-            reason,
-        })
+        Ok(Answer::read(status, retry_after, text))
     }
 
     /// The cached provider token for this key, or a new one when it is older than 50 minutes.
@@ -194,13 +186,28 @@ fn aps_body(payload: &PushPayload) -> serde_json::Value {
     serde_json::Value::Object(body)
 }
 
+impl Answer {
+    /// An answer from its status, `Retry-After` and body text: the body's JSON `reason` (or the
+    /// text itself when it is not APNs's JSON), sanitized for `last_error`.
+    pub(super) fn read(status: StatusCode, retry_after: Option<Duration>, text: String) -> Self {
+        let reason = serde_json::from_str::<ErrorBody>(&text)
+            .map(|e| e.reason)
+            .unwrap_or(text);
+        Answer {
+            status,
+            retry_after,
+            reason: answer::sanitize(&reason),
+        }
+    }
+}
+
 /// APNs refused the provider token as too old or not yet valid: a new one may be accepted.
 fn is_stale_token(answer: &Answer) -> bool {
     answer.status == StatusCode::FORBIDDEN && answer.reason == "ExpiredProviderToken"
 }
 
 /// APNs's answer as the retry policy needs it.
-fn classify(answer: &Answer) -> Result<(), SinkError> {
+pub(super) fn classify(answer: &Answer) -> Result<(), SinkError> {
     if answer.status.is_success() {
         return Ok(());
     }

@@ -225,7 +225,7 @@ fn message(settings: &EmailSettings, notification: &Claimed, id: &str) -> Result
 
 /// An SMTP failure as the retry policy needs it: by reply code when the server answered, else a
 /// timeout or connection failure.
-fn classify(code: Option<u16>, timed_out: bool, text: String) -> SinkError {
+pub(super) fn classify(code: Option<u16>, timed_out: bool, text: String) -> SinkError {
     let reason = format!("SMTP: {}", answer::sanitize(&text));
     let cause = match code {
         Some(421 | 452) => RetryCause::Overload,

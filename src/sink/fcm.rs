@@ -30,10 +30,10 @@ pub struct FcmSink {
 
 /// One FCM answer, as far as classifying it needs.
 #[derive(Debug)]
-struct Answer {
-    status: StatusCode,
-    retry_after: Option<Duration>,
-    body: String,
+pub(super) struct Answer {
+    pub(super) status: StatusCode,
+    pub(super) retry_after: Option<Duration>,
+    pub(super) body: String,
 }
 
 impl FcmSink {
@@ -125,7 +125,7 @@ struct ErrorDetail {
 }
 
 /// FCM's answer as the retry policy needs it.
-fn classify(answer: &Answer) -> Result<(), SinkError> {
+pub(super) fn classify(answer: &Answer) -> Result<(), SinkError> {
     if answer.status.is_success() {
         return Ok(());
     }

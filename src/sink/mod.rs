@@ -11,6 +11,8 @@ pub mod fcm;
 pub mod oauth;
 pub mod outbound;
 pub mod payload;
+#[cfg(any(test, fuzzing))]
+pub mod provider_answer;
 pub mod signature;
 pub mod sms;
 pub mod target_policy;

@@ -76,7 +76,7 @@ impl SmsSink {
 }
 
 /// The provider's answer as the retry policy needs it.
-fn classify(
+pub(super) fn classify(
     status: StatusCode,
     retry_after: Option<Duration>,
     body: &str,

@@ -150,7 +150,10 @@ fn render_body(notification: &Claimed, id: &str) -> Vec<u8> {
 
 /// A webhook answer as the retry policy needs it. The reason is the status and its reason phrase
 /// only, never the body.
-fn classify_status(status: StatusCode, retry_after: Option<Duration>) -> Result<(), SinkError> {
+pub(super) fn classify_status(
+    status: StatusCode,
+    retry_after: Option<Duration>,
+) -> Result<(), SinkError> {
     if status.is_success() {
         return Ok(());
     }
