@@ -318,10 +318,7 @@ async fn submit_round_robin(
             .unwrap()
             .into_inner()
             .results;
-        ids.extend(results.into_iter().map(|r| match r.outcome {
-            Some(proto::submit_result::Outcome::Accepted(a)) => a.notification_id,
-            other => panic!("not accepted: {other:?}"),
-        }));
+        ids.extend(common::accepted_ids(results));
     }
     ids
 }

@@ -119,12 +119,16 @@ pub(super) async fn owners(state: &ApiState) -> Result<HashMap<u16, String>, Err
     if state.store.backend() == Backend::Sqlite {
         return Ok(HashMap::new());
     }
-    let (_, leases) = state.store.cluster_status().await?;
-    Ok(leases
-        .into_iter()
-        .filter(|lease| lease.expires_in_ms > 0)
-        .filter_map(|lease| Some((lease.bucket, lease.owner?)))
-        .collect())
+    Ok(state.store.bucket_owners().await?.into_iter().collect())
+}
+
+/// The node owning the customer (empty on SQLite, or while no node owns it).
+pub(super) async fn owner_of(state: &ApiState, customer_id: &str) -> Result<String, Error> {
+    if state.store.backend() == Backend::Sqlite {
+        return Ok(String::new());
+    }
+    let bucket = crate::cluster::buckets::bucket_of(customer_id);
+    Ok(state.store.bucket_owner(bucket).await?.unwrap_or_default())
 }
 
 #[cfg(test)]

@@ -232,7 +232,7 @@ impl CustomerService {
         let live = self.state.dispatcher.stats(&customer.id).await;
         let backlog = self.state.store.backlog(&customer.id).await?;
         let mut stats = convert::customer_stats(customer, live, backlog);
-        stats.owner_node = owner_of(&super::cluster::owners(&self.state).await?, &customer.id);
+        stats.owner_node = super::cluster::owner_of(&self.state, &customer.id).await?;
         Ok(stats)
     }
 }

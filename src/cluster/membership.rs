@@ -106,18 +106,16 @@ impl<H: BucketHolder> Membership<H> {
             .store
             .heartbeat(&membership.settings.node_id, membership.started_at)
             .await?;
-        let mine = membership
+        // Whatever a previous process with this node id still holds: it is gone (the data
+        // directory is locked), so its leases are released now rather than waited out.
+        let every: Vec<u16> = (0..BUCKETS).collect();
+        let stale = membership
             .store
-            .renew_leases(&membership.settings.node_id, 0)
+            .release_buckets(&membership.settings.node_id, &every)
             .await?;
-        let stale: Vec<u16> = mine.iter().map(|held| held.bucket).collect();
-        membership
-            .store
-            .release_buckets(&membership.settings.node_id, &stale)
-            .await?;
-        if !stale.is_empty() {
+        if stale > 0 {
             tracing::info!(
-                buckets = stale.len(),
+                buckets = stale,
                 "released the leases a previous process with this node id held"
             );
         }

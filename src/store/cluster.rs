@@ -156,26 +156,29 @@ impl Store {
             .collect::<Result<Vec<_>, _>>()?;
         let mut released = 0;
         if !taken.is_empty() {
-            let in_flight =
-                sqlx::query("SELECT id, claim, customer_id FROM notifications WHERE state = $1")
-                    .bind(State::InFlight.code())
-                    .fetch_all(&mut *tx)
-                    .await?;
-            for row in in_flight {
-                let customer: String = row.try_get(2)?;
-                if !in_taken(&customer, &taken) {
-                    continue;
-                }
-                let (id, claim): (i64, i64) = (row.try_get(0)?, row.try_get(1)?);
-                released += sqlx::query(
+            // The customers with rows in flight (a small set: the actors' windows), those of the
+            // taken buckets picked here (the bucket hash lives in Rust), released in one
+            // statement. Customer ids never contain a comma, so the list binds as one text.
+            let in_flight: Vec<String> = sqlx::query_scalar(
+                "SELECT DISTINCT customer_id FROM notifications WHERE state = $1",
+            )
+            .bind(State::InFlight.code())
+            .fetch_all(&mut *tx)
+            .await?;
+            let customers: Vec<String> = in_flight
+                .into_iter()
+                .filter(|customer| in_taken(customer, &taken))
+                .collect();
+            if !customers.is_empty() {
+                released = sqlx::query(
                     "UPDATE notifications SET state = $1, due_at = $2, lease_until = NULL, \
-                       updated_at = $2 WHERE id = $3 AND claim = $4 AND state = $5",
+                       updated_at = $2 \
+                     WHERE state = $3 AND customer_id = ANY(string_to_array($4, ','))",
                 )
                 .bind(State::Pending.code())
                 .bind(now)
-                .bind(id)
-                .bind(claim)
                 .bind(State::InFlight.code())
+                .bind(customers.join(","))
                 .execute(&mut *tx)
                 .await?
                 .rows_affected();
@@ -201,6 +204,39 @@ impl Store {
         .execute(&mut *self.writer(Durability::Relaxed).await?)
         .await?;
         Ok(released.rows_affected())
+    }
+
+    /// The owner of every bucket whose lease has not expired.
+    pub async fn bucket_owners(&self) -> Result<Vec<(u16, String)>, Error> {
+        self.owners_where("TRUE", None).await
+    }
+
+    /// The owner of `bucket`, unless its lease has expired or it has none.
+    pub async fn bucket_owner(&self, bucket: u16) -> Result<Option<String>, Error> {
+        let owners = self.owners_where("bucket = $1", Some(bucket)).await?;
+        Ok(owners.into_iter().next().map(|(_, owner)| owner))
+    }
+
+    async fn owners_where(
+        &self,
+        filter: &str,
+        bucket: Option<u16>,
+    ) -> Result<Vec<(u16, String)>, Error> {
+        self.require_postgres()?;
+        let sql = format!(
+            "SELECT bucket, owner FROM bucket_leases \
+             WHERE {filter} AND owner IS NOT NULL AND expires_at > {DB_NOW}"
+        );
+        let mut query = sqlx::query(&sql);
+        if let Some(bucket) = bucket {
+            query = query.bind(i64::from(bucket));
+        }
+        query
+            .fetch_all(&self.read)
+            .await?
+            .iter()
+            .map(|row| Ok((bucket_from(row.try_get(0)?)?, row.try_get(1)?)))
+            .collect()
     }
 
     /// The node table and every bucket's lease, for `floodgate cluster status`.

@@ -639,10 +639,18 @@ pub async fn submit_many(
             .unwrap()
             .into_inner()
             .results;
-        ids.extend(results.into_iter().map(|r| match r.outcome {
-            Some(proto::submit_result::Outcome::Accepted(a)) => a.notification_id,
-            other => panic!("not accepted: {other:?}"),
-        }));
+        ids.extend(accepted_ids(results));
     }
     ids
+}
+
+/// The ids of a SubmitBatch's results, which must all be accepted.
+pub fn accepted_ids(results: Vec<proto::SubmitResult>) -> Vec<String> {
+    results
+        .into_iter()
+        .map(|r| match r.outcome {
+            Some(proto::submit_result::Outcome::Accepted(a)) => a.notification_id,
+            other => panic!("not accepted: {other:?}"),
+        })
+        .collect()
 }
