@@ -16,8 +16,8 @@ use prost_types::{
 const PROTO: &str = "floodgate/v1/floodgate.proto";
 const PACKAGE_PREFIX: &str = ".floodgate.v1.";
 
-// Field numbers of descriptor.proto, which is how `SourceCodeInfo` paths name what a comment
-// belongs to.
+// Field numbers of protobuf's own descriptor messages (`FileDescriptorProto` and the rest),
+// which is how `SourceCodeInfo` paths name what a comment belongs to.
 const FILE_MESSAGE: i32 = 4;
 const FILE_ENUM: i32 = 5;
 const FILE_SERVICE: i32 = 6;
