@@ -5,76 +5,21 @@ use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::time::Duration;
 
-use clap::{Args, Parser, Subcommand, ValueEnum};
+use clap::{Args, Parser, ValueEnum};
 
 use crate::dispatch::DispatchSettings;
 use crate::dispatch::controller::ControllerSettings;
 use crate::dispatch::policy::{Policy, PolicySettings};
 use crate::dispatch::retry::RetryPolicy;
 
-/// floodgate: a durable notification dispatcher that paces every customer system at the speed it
-/// can take.
-#[derive(Debug, Parser)]
-#[command(name = "floodgate", version, about)]
-pub struct Cli {
-    #[command(subcommand)]
-    pub command: Command,
-}
-
-#[derive(Debug, Subcommand)]
-pub enum Command {
-    /// Run the dispatcher server.
-    Serve(Box<ServeConfig>),
-    /// Register, list, show, pause and resume customer systems, and set their channels (admin token).
-    #[command(subcommand)]
-    Customer(crate::client::CustomerCommand),
-    /// Create, list and revoke scoped tokens, which see only some customer systems (admin token).
-    #[command(subcommand)]
-    Token(crate::client::tokens::TokenCommand),
-    /// Show the nodes of a cluster (several nodes on one PostgreSQL database) and which
-    /// customer systems each owns (admin token).
-    #[command(subcommand)]
-    Cluster(crate::client::cluster::ClusterCommand),
-    /// Export and import a customer's templates as CSV, or list them (admin token).
-    #[command(subcommand)]
-    Template(crate::template_sheet::TemplateCommand),
-    /// Submit one notification.
-    #[command(after_help = "Examples:
-  floodgate send --customer acme --recipient user-42 --payload '{\"text\":\"Your bill is ready\"}'
-  floodgate send --customer acme --recipient user-42 --bulk --send-in 30s --key spring-sale-user-42")]
-    Send(crate::client::SendArgs),
-    /// Show one notification's state.
-    #[command(after_help = "Example:
-  floodgate status ntf_1xJ4mW9qZbT0rYc7LkP2sA")]
-    Status(crate::client::StatusArgs),
-    /// Cancel a notification that is not in flight yet.
-    Cancel(crate::client::notifications::CancelArgs),
-    /// A recipient's notifications, newest first (within the inbox retention).
-    Inbox(crate::client::notifications::ListArgs),
-    /// A recipient's archived notifications, past the inbox retention (admin token).
-    Archive(crate::client::notifications::ListArgs),
-    /// Set or show a recipient's opt-outs per channel and lane.
-    #[command(subcommand)]
-    Pref(crate::client::preferences::PrefCommand),
-    /// A live table of every customer system: tier, limit, rate, RTT, errors, backlog.
-    #[command(after_help = "Examples:
-  floodgate top
-  floodgate top --once --server 10.0.0.7:50051")]
-    Top(crate::client::TopArgs),
-    /// Print a shell completion script: `floodgate completions bash > /etc/bash_completion.d/floodgate`.
-    Completions {
-        /// bash, zsh, fish, elvish or powershell.
-        shell: clap_complete::Shell,
-    },
-    /// Print the man page (roff), generated from this program's own help: `floodgate man > floodgate.1`.
-    #[command(alias = "manpage")]
-    Man,
-    /// Run a small webhook receiver that prints and verifies what arrives (for trying floodgate).
-    #[command(after_help = "Examples:
-  floodgate receive --secret whsec_kU8ViI2tef1rl+lHrZAG6e9kEDxR+IS/+Sje3MeFtqc=
-  floodgate receive --listen 127.0.0.1:9001 --status 503")]
-    Receive(crate::receiver::ReceiveArgs),
-}
+/// The file in the data directory holding the generated admin token (which the CLI reads too).
+pub const ADMIN_TOKEN_FILE: &str = "admin-token";
+/// The file in the data directory holding the generated metrics token (unless
+/// `--metrics-token-file` names another).
+pub const METRICS_TOKEN_FILE: &str = "metrics-token";
+/// The file in the data directory holding the generated secrets key (unless
+/// `--secrets-key-file` names another).
+pub const SECRETS_KEY_FILE: &str = "secrets-key";
 
 /// Log line format.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
@@ -453,7 +398,7 @@ impl ServeConfig {
     pub fn secrets_key_path(&self) -> PathBuf {
         self.secrets_key_file
             .clone()
-            .unwrap_or_else(|| self.data_dir.join(crate::app::SECRETS_KEY_FILE))
+            .unwrap_or_else(|| self.data_dir.join(SECRETS_KEY_FILE))
     }
 
     /// The TLS files of both listeners; `None` serves plain text.
@@ -517,7 +462,6 @@ impl ServeConfig {
         crate::sink::target_policy::TargetPolicy::new(self.allow_target_cidr.clone())
     }
 
-    /// The dispatcher's settings.
     /// How long before its leases expire a node stops starting sends: the longest attempt
     /// (--webhook-timeout bounds every channel's) plus one heartbeat of slack.
     fn fence_margin(&self) -> Duration {
@@ -534,6 +478,7 @@ impl ServeConfig {
         }
     }
 
+    /// The dispatcher's settings.
     pub fn dispatch_settings(&self) -> DispatchSettings {
         let defaults = DispatchSettings::default();
         DispatchSettings {

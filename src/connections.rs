@@ -32,24 +32,24 @@ const HANDOVER: usize = 16;
 /// How long a client may take to complete the TLS handshake. A client that connects and says
 /// nothing holds a place under the cap until then, as a slow request's headers do until the
 /// header-read timeout.
-pub const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
+pub(crate) const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
 
 /// TLS for one listener: the server's (reloadable) configuration and which listener this is.
 #[derive(Debug, Clone)]
-pub struct Tls {
+pub(crate) struct Tls {
     pub server: Arc<ServerTls>,
     pub listener: Listener,
 }
 
 /// The switch that ends every connection accepted through it; cheap to clone.
 #[derive(Debug, Clone, Default)]
-pub struct Cut {
+pub(crate) struct Cut {
     token: CancellationToken,
 }
 
 impl Cut {
     /// Ends every connection accepted through this switch, now and from now on.
-    pub fn cut(&self) {
+    pub(crate) fn cut(&self) {
         self.token.cancel();
     }
 
@@ -57,7 +57,12 @@ impl Cut {
     /// thrown. With `cap`, at most that many are open at once; more wait in the kernel's backlog.
     /// With `tls`, only connections that complete a TLS handshake come out; the others (plain
     /// text, an untrusted client certificate, silence) are closed.
-    pub fn accept(&self, listener: TcpListener, cap: Option<usize>, tls: Option<Tls>) -> Incoming {
+    pub(crate) fn accept(
+        &self,
+        listener: TcpListener,
+        cap: Option<usize>,
+        tls: Option<Tls>,
+    ) -> Incoming {
         let (tx, rx) = mpsc::channel(HANDOVER);
         let local_addr = listener.local_addr();
         let permits = cap.map(|cap| Arc::new(Semaphore::new(cap.max(1))));

@@ -7,11 +7,10 @@ use std::net::SocketAddr;
 
 use tokio::net::TcpListener;
 
-use crate::app::ADMIN_TOKEN_FILE;
-use crate::config::ServeConfig;
+use crate::config::{ADMIN_TOKEN_FILE, ServeConfig};
 
 /// The start-up lines: addresses as bound (so port 0 shows the real port).
-pub fn banner(cfg: &ServeConfig, grpc: &TcpListener, http: &TcpListener) -> String {
+pub(crate) fn banner(cfg: &ServeConfig, grpc: &TcpListener, http: &TcpListener) -> String {
     let grpc_addr = grpc.local_addr().unwrap_or(cfg.grpc_addr);
     let http_addr = http.local_addr().unwrap_or(cfg.http_addr);
     let token = match &cfg.admin_token {
@@ -51,7 +50,7 @@ fn reachable(addr: SocketAddr) -> SocketAddr {
 }
 
 /// The part of a bind error that says what to do: a taken port is moved with its flag.
-pub fn bind_hint(error: &std::io::Error, flag: &str, env: &str) -> String {
+pub(crate) fn bind_hint(error: &std::io::Error, flag: &str, env: &str) -> String {
     match error.kind() {
         std::io::ErrorKind::AddrInUse => format!(
             "; another program uses that port: pick a free one with {flag} HOST:PORT \

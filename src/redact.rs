@@ -6,7 +6,7 @@ use std::fmt;
 
 /// Shows a secret as `"<redacted>"`, or `""` when it is empty.
 #[derive(Clone, Copy)]
-pub struct Redacted<'a>(pub &'a str);
+pub(crate) struct Redacted<'a>(pub &'a str);
 
 impl fmt::Debug for Redacted<'_> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {

@@ -31,13 +31,13 @@ pub struct RetentionSettings {
 
 /// What one pass did.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
-pub struct Pass {
+pub(crate) struct Pass {
     pub archived: u64,
     pub purged: u64,
 }
 
 /// Runs passes every `settings.interval` (the first one interval after start) until `stop`.
-pub async fn run(
+pub(crate) async fn run(
     store: Store,
     settings: RetentionSettings,
     metrics: Arc<Metrics>,
@@ -76,7 +76,7 @@ pub async fn run(
 }
 
 /// One pass: archive, then purge, each in batches, stopping early at shutdown.
-pub async fn pass(
+pub(crate) async fn pass(
     store: &Store,
     settings: &RetentionSettings,
     metrics: &Metrics,

@@ -20,7 +20,7 @@ use sha2::{Digest, Sha256};
 /// What every sealed value starts with (format version 1).
 const PREFIX: &str = "fgsealed1:";
 /// Bytes of a key.
-pub const KEY_LEN: usize = 32;
+pub(crate) const KEY_LEN: usize = 32;
 
 /// A sealed value that cannot be opened.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -123,7 +123,7 @@ fn random_key() -> [u8; KEY_LEN] {
 }
 
 /// Whether a stored value is sealed (rather than plain text from before sealing).
-pub fn is_sealed(stored: &str) -> bool {
+pub(crate) fn is_sealed(stored: &str) -> bool {
     stored.starts_with(PREFIX)
 }
 

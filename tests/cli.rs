@@ -343,66 +343,6 @@ async fn every_subcommand_works_against_a_real_server() {
     server.stop().await.expect("a clean stop");
 }
 
-/// The example invocations at the end of a `--help`: its lines that start with `  floodgate `.
-fn help_examples(help: &str) -> Vec<&str> {
-    help.lines()
-        .filter(|line| line.starts_with("  floodgate "))
-        .map(str::trim)
-        .collect()
-}
-
-/// An example split into words as a shell would, with '…' quoting (all the examples use).
-fn shell_words(line: &str) -> Vec<String> {
-    let (mut words, mut word, mut quoted) = (Vec::new(), String::new(), false);
-    for c in line.chars() {
-        match c {
-            '\'' => quoted = !quoted,
-            c if c.is_whitespace() && !quoted => {
-                words.extend((!word.is_empty()).then(|| std::mem::take(&mut word)))
-            }
-            c => word.push(c),
-        }
-    }
-    words.extend((!word.is_empty()).then_some(word));
-    words
-}
-
-/// `floodgate send --help` (and the other main subcommands') ends with an example invocation of
-/// that subcommand, and every example there is one the program accepts.
-#[tokio::test]
-async fn the_main_subcommands_show_examples_that_parse() {
-    use clap::Parser as _;
-    let main: [&[&str]; 7] = [
-        &["send"],
-        &["status"],
-        &["top"],
-        &["customer", "add"],
-        &["token", "create"],
-        &["cluster", "status"],
-        &["receive"],
-    ];
-    for path in main {
-        let mut list = args(path);
-        list.push("--help".to_owned());
-        let help = stdout(&floodgate(list).await);
-        let examples = help_examples(&help);
-        let invocation = format!("floodgate {} ", path.join(" "));
-        assert!(
-            examples.iter().any(|e| e.starts_with(&invocation)),
-            "`{invocation}--help` shows no example:\n{help}"
-        );
-        for example in examples {
-            if let Err(err) = floodgate::config::Cli::try_parse_from(shell_words(example)) {
-                panic!("the example `{example}` in `{invocation}--help` is refused: {err}");
-            }
-        }
-    }
-    assert_eq!(
-        shell_words("floodgate send --payload '{\"a\": 1}'  --bulk"),
-        ["floodgate", "send", "--payload", "{\"a\": 1}", "--bulk"]
-    );
-}
-
 #[tokio::test]
 async fn completions_cover_the_subcommands() {
     for shell in ["bash", "zsh", "fish"] {

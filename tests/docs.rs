@@ -5,7 +5,7 @@
 use std::collections::HashSet;
 use std::path::{Path, PathBuf};
 
-use clap::CommandFactory as _;
+use clap::Args as _;
 
 fn root() -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR"))
@@ -170,10 +170,8 @@ fn the_readme_fits_on_a_few_screens() {
 #[test]
 fn every_serve_option_is_documented() {
     let page = std::fs::read_to_string(root().join("docs/configuration.md")).expect("the page");
-    let cli = floodgate::config::Cli::command();
-    let serve = cli
-        .find_subcommand("serve")
-        .expect("floodgate has a serve subcommand");
+    // `floodgate serve` takes exactly the library's ServeConfig.
+    let serve = floodgate::ServeConfig::augment_args(clap::Command::new("serve"));
     let mut missing = Vec::new();
     for arg in serve.get_arguments() {
         let Some(long) = arg.get_long() else { continue };

@@ -39,7 +39,6 @@ use std::process::{Child, ChildStdin, Command, Stdio};
 use std::sync::mpsc;
 use std::time::{Duration, Instant};
 
-use clap::CommandFactory as _;
 use common::process::free_addr;
 
 /// The section the test runs; renaming it breaks the test on purpose.
@@ -171,6 +170,29 @@ fn missing(sample: &[String], output: &str, ours: &Addresses) -> Vec<String> {
         .collect()
 }
 
+/// The default of `floodgate SUBCOMMAND --FLAG`, as its `--help` shows it.
+fn flag_default(subcommand: &str, flag: &str) -> String {
+    let output = Command::new(env!("CARGO_BIN_EXE_floodgate"))
+        .args([subcommand, "--help"])
+        .output()
+        .expect("the floodgate binary runs");
+    let help = String::from_utf8_lossy(&output.stdout);
+    let option = format!("--{flag} <");
+    let mut lines = help
+        .lines()
+        .skip_while(|line| !line.trim_start().starts_with(&option));
+    let first = lines
+        .next()
+        .unwrap_or_else(|| panic!("`floodgate {subcommand} --help` shows no --{flag}:\n{help}"));
+    // The option's line and its description, up to the next option.
+    std::iter::once(first)
+        .chain(lines.take_while(|line| !line.trim_start().starts_with('-')))
+        .find_map(|line| line.split_once("[default: ").map(|(_, rest)| rest))
+        .and_then(|rest| rest.split_once(']'))
+        .map(|(default, _)| default.to_owned())
+        .unwrap_or_else(|| panic!("`floodgate {subcommand}` has no default for --{flag}"))
+}
+
 /// The addresses of this run and the defaults the README shows in their place.
 struct Addresses {
     grpc: SocketAddr,
@@ -182,20 +204,11 @@ struct Addresses {
 
 impl Addresses {
     fn new() -> Self {
-        let cli = floodgate::config::Cli::command();
-        let default = |subcommand: &str, arg: &str| {
-            let found = cli
-                .find_subcommand(subcommand)
-                .and_then(|sub| sub.get_arguments().find(|a| a.get_id() == arg))
-                .and_then(|a| a.get_default_values().first())
-                .unwrap_or_else(|| panic!("`floodgate {subcommand}` has no default for {arg}"));
-            found.to_string_lossy().into_owned()
-        };
         let (grpc, http, receive) = (free_addr(), free_addr(), free_addr());
         let defaults = vec![
-            (default("serve", "grpc_addr"), grpc.to_string()),
-            (default("serve", "http_addr"), http.to_string()),
-            (default("receive", "listen"), receive.to_string()),
+            (flag_default("serve", "grpc-addr"), grpc.to_string()),
+            (flag_default("serve", "http-addr"), http.to_string()),
+            (flag_default("receive", "listen"), receive.to_string()),
         ];
         Self {
             grpc,

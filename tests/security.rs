@@ -243,7 +243,7 @@ async fn data_files_are_owner_only() {
     cfg.data_dir = data.clone();
     cfg.database_url = None;
     cfg.admin_token = None;
-    let token_file = data.join(floodgate::app::ADMIN_TOKEN_FILE);
+    let token_file = data.join(floodgate::config::ADMIN_TOKEN_FILE);
     let server = TestServer::start(cfg).await;
     let receiver = Receiver::start().await;
     // Wait for the server to be up (it writes the token file before it serves).

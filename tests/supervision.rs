@@ -1,5 +1,7 @@
 //! Supervision, at the dispatch layer (real SQLite store, real HTTP receivers): a customer actor
 //! that panics is restarted, loses nothing, and its neighbour never notices.
+//! Needs the `failpoints` feature (for `Dispatcher::inject_panic`):
+//! `cargo test --features failpoints --test supervision`.
 
 mod common;
 

@@ -193,7 +193,8 @@ pub fn channel(field: &'static str, value: i32) -> Result<Channel, Error> {
     })
 }
 
-pub(crate) fn proto_channel(channel: Channel) -> proto::Channel {
+/// The API's name for a channel; public for the CLI, which parses `--channel` as the domain type.
+pub fn proto_channel(channel: Channel) -> proto::Channel {
     match channel {
         Channel::Webhook => proto::Channel::Webhook,
         Channel::Fcm => proto::Channel::Fcm,

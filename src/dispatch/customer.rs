@@ -174,6 +174,7 @@ impl Actor for CustomerActor {
                 state.check_idle(&myself);
                 return Ok(());
             }
+            #[cfg(feature = "failpoints")]
             CustomerMsg::Crash => panic!("injected panic in customer actor {}", state.customer.id),
             CustomerMsg::Release(done) => {
                 state.releasing = Some(done);

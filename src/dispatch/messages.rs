@@ -37,6 +37,7 @@ pub(super) enum SupervisorMsg {
     /// Shutdown: start nothing new, stop every actor (each hands its window back to the store).
     Drain(RpcReplyPort<()>),
     /// Test hook: make a customer's actors panic.
+    #[cfg(feature = "failpoints")]
     Crash(String),
 }
 
@@ -64,6 +65,7 @@ pub(super) enum CustomerMsg {
     /// way have ended, save the checkpoint, answer and stop.
     Release(tokio::sync::oneshot::Sender<()>),
     /// Test hook: panic.
+    #[cfg(feature = "failpoints")]
     Crash,
 }
 

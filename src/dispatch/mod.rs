@@ -357,7 +357,9 @@ impl Dispatcher {
             .collect()
     }
 
-    /// Test hook: makes the customer's actor panic, to exercise supervision.
+    /// Test hook: makes the customer's actor panic, to exercise supervision. Only with the
+    /// `failpoints` feature, so production builds cannot crash an actor on purpose.
+    #[cfg(feature = "failpoints")]
     #[doc(hidden)]
     pub fn inject_panic(&self, customer_id: &str) {
         let _ = self

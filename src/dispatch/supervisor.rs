@@ -146,6 +146,7 @@ impl Actor for Supervisor {
                 state.drain().await;
                 let _ = reply.send(());
             }
+            #[cfg(feature = "failpoints")]
             SupervisorMsg::Crash(customer_id) => {
                 for actor in state.actors_of(&customer_id) {
                     let _ = actor.send_message(CustomerMsg::Crash);

@@ -17,18 +17,21 @@
 //! At the deadline whatever still runs is abandoned and the process exits. Anything cut off is
 //! still safe: it is in the store, and its lease returns it.
 
+mod cluster_node;
+mod drain;
+mod tokens;
+
 use std::future::Future;
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
 
 use tokio::net::TcpListener;
-use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 use tonic_health::ServingStatus;
 
-use crate::api::{self, ApiState, Tokens};
-use crate::cluster::{Membership, NodeId, Ownership, Placement, RemoteWakes};
+use crate::api::{self, ApiState};
+use crate::cluster::{Membership, Placement};
 use crate::config::ServeConfig;
 use crate::connections::{Cut, Tls};
 use crate::dashboard::history::History;
@@ -40,7 +43,6 @@ use crate::idempotency::FastPath;
 use crate::intake::Intake;
 use crate::preferences::Preferences;
 use crate::public_id::PublicIds;
-use crate::redact::SecretString;
 use crate::scoped_tokens::ScopedTokens;
 use crate::secrets_at_rest::{Sealer, SecretsKey};
 use crate::shutdown::Deadline;
@@ -50,17 +52,12 @@ use crate::store::{self, Backend, Store, StoreOptions};
 use crate::telemetry::metrics::Metrics;
 use crate::templates::Templates;
 use crate::tls::{Listener, ServerTls};
+use cluster_node::ClusterNode;
+use drain::{drain_server, finish_by};
+use tokens::resolve_tokens;
 
 /// How long customer settings are cached before being re-read (changes made on other nodes).
 const DIRECTORY_TTL: Duration = Duration::from_secs(5);
-/// The file in the data directory holding the generated admin token.
-pub const ADMIN_TOKEN_FILE: &str = "admin-token";
-/// The file in the data directory holding the generated metrics token (unless
-/// `--metrics-token-file` names another).
-pub const METRICS_TOKEN_FILE: &str = "metrics-token";
-/// The file in the data directory holding the generated secrets key (unless
-/// `--secrets-key-file` names another).
-pub const SECRETS_KEY_FILE: &str = "secrets-key";
 
 /// The two bound sockets the server uses. Binding is the caller's job, so tests can bind port 0.
 #[derive(Debug)]
@@ -409,207 +406,4 @@ pub async fn run(
         result??;
     }
     Ok(())
-}
-
-/// Waits for a server task to finish the calls under way until `cut_at`, then cuts every
-/// connection still open and waits for the task until `end`; aborts it after that. `None` when
-/// it was aborted.
-async fn drain_server<T>(
-    server: &mut JoinHandle<T>,
-    cut: &Cut,
-    cut_at: tokio::time::Instant,
-    end: tokio::time::Instant,
-) -> Option<Result<T, tokio::task::JoinError>> {
-    if let Ok(result) = tokio::time::timeout_at(cut_at, &mut *server).await {
-        return Some(result);
-    }
-    tracing::warn!("closing connections still open at the shutdown deadline");
-    cut.cut();
-    match tokio::time::timeout_at(end, &mut *server).await {
-        Ok(result) => Some(result),
-        Err(_) => {
-            server.abort();
-            None
-        }
-    }
-}
-
-/// Waits for a background task until `end`; abandons it (aborted) after that.
-async fn finish_by<T>(task: &mut JoinHandle<T>, end: tokio::time::Instant, what: &str) {
-    match tokio::time::timeout_at(end, &mut *task).await {
-        Ok(Ok(_)) => {}
-        Ok(Err(err)) => tracing::error!(task = what, error = %err, "failed while stopping"),
-        Err(_) => {
-            tracing::warn!(task = what, "did not finish within the grace period");
-            task.abort();
-        }
-    }
-}
-
-/// The admin token: from configuration, else from the data directory, else newly generated,
-/// saved (owner-only) and printed once so the zero-config start is still locked.
-fn resolve_tokens(cfg: &ServeConfig) -> Result<Tokens, AppError> {
-    let admin = match &cfg.admin_token {
-        Some(token) => token.expose().to_owned(),
-        None => load_or_generate_token(&cfg.data_dir.join(ADMIN_TOKEN_FILE), &ADMIN)?,
-    };
-    let metrics_file = cfg
-        .metrics_token_file
-        .clone()
-        .unwrap_or_else(|| cfg.data_dir.join(METRICS_TOKEN_FILE));
-    let metrics = load_or_generate_token(&metrics_file, &METRICS)?;
-    let submit = cfg.submit_token.as_ref().map(SecretString::expose);
-    Ok(Tokens::new(&admin, submit).with_metrics(&metrics))
-}
-
-/// A kind of token floodgate generates when none is saved.
-struct Generated {
-    prefix: &'static str,
-    what: &'static str,
-    usage: &'static str,
-}
-
-const ADMIN: Generated = Generated {
-    prefix: "fgadm_",
-    what: "an admin token",
-    usage: "Clients read it from there by default; pass it as `authorization: Bearer <token>`.",
-};
-const METRICS: Generated = Generated {
-    prefix: "fgmet_",
-    what: "a read-only metrics token",
-    usage: "It opens /metrics and the dashboard (with the admin token), as `Authorization: Bearer <token>`.",
-};
-
-/// The token saved in `path` (made owner-only), or a new one, saved owner-only and printed once.
-fn load_or_generate_token(path: &Path, kind: &Generated) -> Result<String, AppError> {
-    let saved = crate::private_files::read_or_create(path, || {
-        format!("{}{}", kind.prefix, hex(&rand::random::<[u8; 24]>()))
-    })
-    .map_err(|source| AppError::TokenFile {
-        path: path.to_owned(),
-        source,
-    })?;
-    if saved.created {
-        println!(
-            "Generated {} (saved to {}):\n\n    {}\n",
-            kind.what,
-            path.display(),
-            saved.content
-        );
-        println!("{}", kind.usage);
-    }
-    Ok(saved.content)
-}
-
-fn hex(bytes: &[u8]) -> String {
-    bytes.iter().map(|b| format!("{b:02x}")).collect()
-}
-
-/// A cluster member before it joins: its locked node id and what the dispatcher needs.
-struct ClusterNode {
-    node: NodeId,
-    placement: Placement,
-    stop: CancellationToken,
-    remote_sender: JoinHandle<()>,
-}
-
-/// A cluster member that has joined: its protocol and wake listener run until [`stop`].
-///
-/// [`stop`]: RunningCluster::stop
-struct RunningCluster {
-    node: NodeId,
-    ownership: Arc<Ownership>,
-    leaving: CancellationToken,
-    stop: CancellationToken,
-    tasks: Vec<JoinHandle<()>>,
-}
-
-/// What is left of a cluster member after it stopped: enough to release its leases.
-struct LeftCluster {
-    id: String,
-    ownership: Arc<Ownership>,
-    _node: NodeId,
-}
-
-impl ClusterNode {
-    /// Locks the node id and starts the sender of wakes to other nodes.
-    fn prepare(cfg: &ServeConfig, store: &Store) -> Result<Self, AppError> {
-        let node = NodeId::claim(&cfg.data_dir, cfg.node_id.as_deref())?;
-        let stop = CancellationToken::new();
-        let (remote, remote_sender) = RemoteWakes::spawn(store.clone(), stop.clone());
-        let placement = Placement {
-            node_id: Some(node.id.clone()),
-            live_for: cfg.membership_settings(node.id.clone()).node_ttl(),
-            ownership: Arc::new(Ownership::nothing()),
-            remote_wakes: Some(remote),
-        };
-        Ok(Self {
-            node,
-            placement,
-            stop,
-            remote_sender,
-        })
-    }
-
-    /// Joins (the first round takes this node's buckets) and starts the protocol and the wake
-    /// listener.
-    async fn join(
-        self,
-        cfg: &ServeConfig,
-        store: &Store,
-        dispatcher: &Dispatcher,
-        metrics: Arc<Metrics>,
-    ) -> Result<RunningCluster, AppError> {
-        let ownership = self.placement.ownership.clone();
-        let membership = Membership::join(
-            cfg.membership_settings(self.node.id.clone()),
-            store.clone(),
-            ownership.clone(),
-            dispatcher.clone(),
-            metrics,
-        )
-        .await?;
-        tracing::info!(node_id = %self.node.id, buckets = ownership.owned().len(), "joined the cluster");
-        let leaving = CancellationToken::new();
-        let protocol = tokio::spawn(membership.run(leaving.clone(), self.stop.clone()));
-        let on_event = {
-            let dispatcher = dispatcher.clone();
-            move |event, customer: &str| dispatcher.remote_event(event, customer)
-        };
-        let listener = tokio::spawn(crate::cluster::wakes::listen(
-            cfg.database_url(),
-            ownership.clone(),
-            on_event,
-            self.stop.clone(),
-        ));
-        Ok(RunningCluster {
-            node: self.node,
-            ownership,
-            leaving,
-            stop: self.stop,
-            tasks: vec![protocol, listener, self.remote_sender],
-        })
-    }
-}
-
-impl RunningCluster {
-    /// A clean shutdown begins: the others stop counting this node; it keeps renewing its leases
-    /// while the dispatcher drains, and takes nothing new.
-    async fn start_leaving(&self, store: &Store) {
-        self.leaving.cancel();
-        Membership::<Dispatcher>::announce_leaving(store, &self.node.id).await;
-    }
-
-    /// Stops the protocol and the wake tasks (they hold the dispatcher) by `end`.
-    async fn stop(mut self, end: tokio::time::Instant) -> LeftCluster {
-        self.stop.cancel();
-        for task in &mut self.tasks {
-            finish_by(task, end, "a cluster task").await;
-        }
-        LeftCluster {
-            id: self.node.id.clone(),
-            ownership: self.ownership,
-            _node: self.node,
-        }
-    }
 }

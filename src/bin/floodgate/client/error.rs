@@ -5,17 +5,17 @@
 use std::process::ExitCode;
 
 /// Exit code of a command that failed for any reason not listed below.
-pub const EXIT_OTHER: u8 = 1;
+pub(crate) const EXIT_OTHER: u8 = 1;
 /// Exit code of a usage error: a bad flag, argument or address (clap uses 2 as well).
-pub const EXIT_USAGE: u8 = 2;
+pub(crate) const EXIT_USAGE: u8 = 2;
 /// Exit code when the server cannot be reached.
-pub const EXIT_CONNECTION: u8 = 3;
+pub(crate) const EXIT_CONNECTION: u8 = 3;
 /// Exit code when the server answered the call with an error.
-pub const EXIT_SERVER: u8 = 4;
+pub(crate) const EXIT_SERVER: u8 = 4;
 
 /// A client command's failure, typed so `main` can choose the exit code and the hint.
 #[derive(Debug, thiserror::Error)]
-pub enum CliError {
+pub(crate) enum CliError {
     /// The command line was wrong in a way clap could not see (an address, a token).
     #[error("{message}")]
     Usage { message: String, hint: String },
@@ -33,7 +33,7 @@ pub enum CliError {
 
 impl CliError {
     /// The exit code that tells a script which kind of failure this was.
-    pub fn exit_code(&self) -> u8 {
+    pub(crate) fn exit_code(&self) -> u8 {
         match self {
             Self::Usage { .. } => EXIT_USAGE,
             Self::Connect { .. } => EXIT_CONNECTION,
@@ -42,7 +42,7 @@ impl CliError {
     }
 
     /// What to do next, when there is something to say.
-    pub fn hint(&self) -> Option<String> {
+    pub(crate) fn hint(&self) -> Option<String> {
         match self {
             Self::Usage { hint, .. } => Some(hint.clone()).filter(|h| !h.is_empty()),
             // The server answered, but its certificate is not one this client trusts.
@@ -66,7 +66,7 @@ impl CliError {
     }
 
     /// A failed call: a transport failure is a connection error, anything else the server's.
-    pub fn from_status(call: &'static str, server: &str, status: &tonic::Status) -> Self {
+    pub(crate) fn from_status(call: &'static str, server: &str, status: &tonic::Status) -> Self {
         // A connection that failed or broke carries the transport error as its source, whatever
         // its code: UNAVAILABLE, or CANCELLED / UNKNOWN when the peer hung up during the HTTP/2
         // handshake (plain text sent to a TLS listener). The server's own answers have none.
@@ -122,7 +122,7 @@ pub(crate) fn root_cause(error: &(dyn std::error::Error + 'static)) -> String {
 
 /// One line from an error and its causes, each cause added only when the message above does
 /// not already contain it (so "Caused by" never repeats the message).
-pub fn one_line(error: &(dyn std::error::Error + 'static)) -> String {
+pub(crate) fn one_line(error: &(dyn std::error::Error + 'static)) -> String {
     let mut line = error.to_string();
     let mut source = error.source();
     while let Some(cause) = source {
@@ -137,7 +137,7 @@ pub fn one_line(error: &(dyn std::error::Error + 'static)) -> String {
 }
 
 /// Prints a failed command's error to stderr and returns its exit code.
-pub fn report(error: &anyhow::Error) -> ExitCode {
+pub(crate) fn report(error: &anyhow::Error) -> ExitCode {
     match error.downcast_ref::<CliError>() {
         Some(cli) => {
             eprintln!("error: {cli}");

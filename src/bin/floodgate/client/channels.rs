@@ -8,18 +8,19 @@ use std::path::{Path, PathBuf};
 use anyhow::Result;
 use clap::{Args, Subcommand};
 
+use super::customer::save_customer;
 use super::error::CliError;
-use super::{Connection, rpc_error, save_customer};
-use crate::api::proto;
+use super::{Connection, rpc_error};
+use floodgate_client::proto;
 
 #[derive(Debug, Subcommand)]
-pub enum ChannelsCommand {
+pub(crate) enum ChannelsCommand {
     /// Set one channel's provider settings on a customer system (replacing that channel's).
     Set(SetArgs),
 }
 
 #[derive(Debug, Args)]
-pub struct SetArgs {
+pub(crate) struct SetArgs {
     /// Customer id.
     id: String,
     #[command(subcommand)]
@@ -30,7 +31,7 @@ pub struct SetArgs {
 
 /// One channel's settings; a secret left out keeps the stored one while the endpoint is unchanged.
 #[derive(Debug, Subcommand)]
-pub enum ChannelSettings {
+pub(crate) enum ChannelSettings {
     /// SMTP submission; recipients are e-mail addresses.
     Email {
         /// The SMTP server's host name.
@@ -97,7 +98,7 @@ pub enum ChannelSettings {
 }
 
 /// Runs one `customer channels` subcommand.
-pub async fn run(command: ChannelsCommand) -> Result<()> {
+pub(crate) async fn run(command: ChannelsCommand) -> Result<()> {
     let ChannelsCommand::Set(args) = command;
     let mut client = args.connection.client().await?.customers();
     // The read carries no signing secret, so saving it back keeps the stored one (and a rotation

@@ -5,10 +5,10 @@ use anyhow::Result;
 use clap::{Args, Subcommand};
 
 use super::{Connection, rpc_error};
-use crate::api::proto;
+use floodgate_client::proto;
 
 #[derive(Debug, Subcommand)]
-pub enum PrefCommand {
+pub(crate) enum PrefCommand {
     /// Opt a recipient out of (or back in to) a channel and lane.
     Set(SetArgs),
     /// Show a recipient's stored preferences.
@@ -16,7 +16,7 @@ pub enum PrefCommand {
 }
 
 #[derive(Debug, Args)]
-pub struct SetArgs {
+pub(crate) struct SetArgs {
     #[arg(long)]
     customer: String,
     #[arg(long)]
@@ -26,7 +26,7 @@ pub struct SetArgs {
     lane: Option<String>,
     /// The channel: webhook, fcm, apns, email or sms [default: the webhook].
     #[arg(long, value_parser = super::parse_channel)]
-    channel: Option<crate::model::Channel>,
+    channel: Option<floodgate::model::Channel>,
     /// Opt out (the default) ...
     #[arg(long, conflicts_with = "opt_in")]
     opt_out: bool,
@@ -38,7 +38,7 @@ pub struct SetArgs {
 }
 
 #[derive(Debug, Args)]
-pub struct GetArgs {
+pub(crate) struct GetArgs {
     #[arg(long)]
     customer: String,
     #[arg(long)]
@@ -48,7 +48,7 @@ pub struct GetArgs {
 }
 
 /// Runs one `pref` subcommand.
-pub async fn run(command: PrefCommand) -> Result<()> {
+pub(crate) async fn run(command: PrefCommand) -> Result<()> {
     match command {
         PrefCommand::Set(args) => set(args).await,
         PrefCommand::Get(args) => get(args).await,
@@ -64,7 +64,7 @@ async fn set(args: SetArgs) -> Result<()> {
     };
     let channel = args.channel.map_or(
         proto::Channel::Unspecified,
-        crate::api::convert::proto_channel,
+        floodgate::api::convert::proto_channel,
     );
     let saved = client
         .set_preference(proto::SetPreferenceRequest {

@@ -8,7 +8,7 @@ use super::Connection;
 use super::notifications::time;
 
 #[derive(Debug, Subcommand)]
-pub enum TokenCommand {
+pub(crate) enum TokenCommand {
     /// Create a scoped token for some customer systems; prints the token, once.
     #[command(after_help = "Example:
   floodgate token create billing-svc --customer acme --customer globex")]
@@ -20,7 +20,7 @@ pub enum TokenCommand {
 }
 
 #[derive(Debug, Args)]
-pub struct CreateArgs {
+pub(crate) struct CreateArgs {
     /// The token's name (letters, digits, '-', '_', '.'), e.g. the service that will use it.
     name: String,
     /// A customer system the token may submit for and read; repeat, or separate with commas.
@@ -31,13 +31,13 @@ pub struct CreateArgs {
 }
 
 #[derive(Debug, Args)]
-pub struct ListArgs {
+pub(crate) struct ListArgs {
     #[command(flatten)]
     connection: Connection,
 }
 
 #[derive(Debug, Args)]
-pub struct RevokeArgs {
+pub(crate) struct RevokeArgs {
     /// The token's name.
     name: String,
     #[command(flatten)]
@@ -45,7 +45,7 @@ pub struct RevokeArgs {
 }
 
 /// Runs one `token` subcommand.
-pub async fn run(command: TokenCommand) -> Result<()> {
+pub(crate) async fn run(command: TokenCommand) -> Result<()> {
     match command {
         TokenCommand::Create(args) => {
             let client = args.connection.client().await?;

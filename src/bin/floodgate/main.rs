@@ -5,9 +5,15 @@
 use std::process::ExitCode;
 
 use clap::Parser as _;
-use floodgate::client::error::{EXIT_OTHER, one_line, report};
-use floodgate::config::{Cli, Command};
-use floodgate::{app, client, receiver};
+use floodgate::app;
+
+use cli::{Cli, Command};
+use client::error::{EXIT_OTHER, one_line, report};
+
+mod cli;
+mod client;
+mod receiver;
+mod template_sheet;
 
 /// mimalloc instead of glibc's malloc: the server allocates per request and per row, and glibc's
 /// allocator was a sixth of its CPU under load.
@@ -58,17 +64,17 @@ async fn run(cli: Cli) -> ExitCode {
                 }
             };
         }
-        Command::Customer(command) => client::customer(command).await,
+        Command::Customer(command) => client::customer::run(command).await,
         Command::Token(command) => client::tokens::run(command).await,
         Command::Cluster(command) => client::cluster::run(command).await,
-        Command::Template(command) => floodgate::template_sheet::run(command).await,
+        Command::Template(command) => template_sheet::run(command).await,
         Command::Send(args) => client::send(args).await,
         Command::Status(args) => client::status(args).await,
         Command::Cancel(args) => client::notifications::cancel(args).await,
         Command::Inbox(args) => client::notifications::inbox(args).await,
         Command::Archive(args) => client::notifications::archive(args).await,
         Command::Pref(command) => client::preferences::run(command).await,
-        Command::Top(args) => client::top(args).await,
+        Command::Top(args) => client::top::run(args).await,
         Command::Receive(args) => receiver::run(args).await,
     };
     match outcome {

@@ -8,10 +8,10 @@ use anyhow::Result;
 use clap::Args;
 
 use super::{Connection, rpc_error};
-use crate::api::proto;
+use floodgate_client::proto;
 
 #[derive(Debug, Args)]
-pub struct CancelArgs {
+pub(crate) struct CancelArgs {
     /// The notification id `send` printed.
     id: String,
     #[command(flatten)]
@@ -19,7 +19,7 @@ pub struct CancelArgs {
 }
 
 #[derive(Debug, Args)]
-pub struct ListArgs {
+pub(crate) struct ListArgs {
     /// The customer system.
     #[arg(long)]
     customer: String,
@@ -111,7 +111,7 @@ pub(super) fn time(t: Option<prost_types::Timestamp>) -> String {
 }
 
 /// `floodgate cancel ID`.
-pub async fn cancel(args: CancelArgs) -> Result<()> {
+pub(crate) async fn cancel(args: CancelArgs) -> Result<()> {
     let mut client = args.connection.client().await?.dispatcher();
     let n = client
         .cancel_notification(proto::CancelNotificationRequest {
@@ -125,7 +125,7 @@ pub async fn cancel(args: CancelArgs) -> Result<()> {
 }
 
 /// `floodgate inbox`: the recipient's notifications within the inbox retention, newest first.
-pub async fn inbox(args: ListArgs) -> Result<()> {
+pub(crate) async fn inbox(args: ListArgs) -> Result<()> {
     let mut client = args.connection.client().await?.dispatcher();
     let page = client
         .list_notifications(request(&args))
@@ -137,7 +137,7 @@ pub async fn inbox(args: ListArgs) -> Result<()> {
 }
 
 /// `floodgate archive`: the recipient's notifications past the inbox retention (admin token).
-pub async fn archive(args: ListArgs) -> Result<()> {
+pub(crate) async fn archive(args: ListArgs) -> Result<()> {
     let mut client = args.connection.client().await?.archive();
     let page = client
         .list_archived_notifications(request(&args))

@@ -6,11 +6,11 @@ use std::path::PathBuf;
 use anyhow::{Context as _, Result};
 use clap::{Args, Subcommand};
 
-use crate::api::proto;
 use crate::client::{Connection, rpc_error};
+use floodgate_client::proto;
 
 #[derive(Debug, Subcommand)]
-pub enum TemplateCommand {
+pub(crate) enum TemplateCommand {
     /// Write the latest version of every template of a customer as CSV
     /// (template_id,channel,subject,body).
     Export(SheetArgs),
@@ -21,7 +21,7 @@ pub enum TemplateCommand {
 }
 
 #[derive(Debug, Args)]
-pub struct SheetArgs {
+pub(crate) struct SheetArgs {
     /// Customer id.
     customer: String,
     /// The CSV file [default: standard output for export, standard input for import].
@@ -31,7 +31,7 @@ pub struct SheetArgs {
 }
 
 #[derive(Debug, Args)]
-pub struct ListTemplatesArgs {
+pub(crate) struct ListTemplatesArgs {
     /// Customer id.
     customer: String,
     #[command(flatten)]
@@ -39,7 +39,7 @@ pub struct ListTemplatesArgs {
 }
 
 /// Runs one template subcommand.
-pub async fn run(command: TemplateCommand) -> Result<()> {
+pub(crate) async fn run(command: TemplateCommand) -> Result<()> {
     match command {
         TemplateCommand::Export(args) => export(args).await,
         TemplateCommand::Import(args) => import(args).await,
@@ -110,8 +110,8 @@ async fn list(args: ListTemplatesArgs) -> Result<()> {
             .contents
             .iter()
             .map(|c| {
-                crate::api::convert::channel("channel", c.channel)
-                    .map_or("?", crate::model::Channel::as_str)
+                floodgate::api::convert::channel("channel", c.channel)
+                    .map_or("?", floodgate::model::Channel::as_str)
             })
             .collect();
         println!(

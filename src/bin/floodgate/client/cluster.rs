@@ -8,7 +8,7 @@ use super::Connection;
 use super::notifications::time;
 
 #[derive(Debug, Subcommand)]
-pub enum ClusterCommand {
+pub(crate) enum ClusterCommand {
     /// List the nodes (live first), the buckets each owns, and the handovers and takeovers so far.
     #[command(after_help = "Example:
   floodgate cluster status --server https://node-1.internal:50051 --tls-ca ca.pem")]
@@ -16,13 +16,13 @@ pub enum ClusterCommand {
 }
 
 #[derive(Debug, Args)]
-pub struct StatusArgs {
+pub(crate) struct StatusArgs {
     #[command(flatten)]
     connection: Connection,
 }
 
 /// Runs one `cluster` subcommand.
-pub async fn run(command: ClusterCommand) -> Result<()> {
+pub(crate) async fn run(command: ClusterCommand) -> Result<()> {
     match command {
         ClusterCommand::Status(args) => {
             let client = args.connection.client().await?;

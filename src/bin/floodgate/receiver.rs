@@ -13,14 +13,14 @@ use axum::http::{HeaderMap, StatusCode};
 use axum::routing::post;
 use clap::Args;
 
-use crate::model::now_millis;
-use crate::sink::signature;
+use floodgate::model::now_millis;
+use floodgate::sink::signature;
 
 /// How far a webhook's timestamp may be from now before it is refused (replay protection).
 const TOLERANCE_SECS: i64 = 5 * 60;
 
 #[derive(Debug, Args)]
-pub struct ReceiveArgs {
+pub(crate) struct ReceiveArgs {
     /// Address to listen on; webhooks are accepted on any path.
     #[arg(long, env = "FLOODGATE_RECEIVE_ADDR", default_value = "127.0.0.1:9000")]
     listen: SocketAddr,
@@ -38,7 +38,7 @@ struct Settings {
 }
 
 /// Runs the receiver until Ctrl-C.
-pub async fn run(args: ReceiveArgs) -> Result<()> {
+pub(crate) async fn run(args: ReceiveArgs) -> Result<()> {
     let status = StatusCode::from_u16(args.status).context("--status is not an HTTP status")?;
     if let Some(secret) = &args.secret {
         signature::decode_secret(secret).context("--secret")?;
@@ -56,7 +56,7 @@ pub async fn run(args: ReceiveArgs) -> Result<()> {
         args.listen
     );
     axum::serve(listener, app)
-        .with_graceful_shutdown(crate::shutdown::signal())
+        .with_graceful_shutdown(floodgate::shutdown::signal())
         .await
         .context("receiver failed")
 }
