@@ -5,7 +5,7 @@
 
 use tonic::{Code, Status};
 
-use crate::intake::IntakeError;
+use crate::intake::{IntakeError, PinError};
 use crate::store;
 
 /// Every way an API call can fail.
@@ -44,7 +44,8 @@ impl Error {
         }
     }
 
-    fn code(&self) -> Code {
+    /// The gRPC code callers see for this error (also what intake metrics count rejections by).
+    pub fn code(&self) -> Code {
         match self {
             Error::InvalidArgument { .. } => Code::InvalidArgument,
             Error::NotFound(_) => Code::NotFound,
@@ -124,6 +125,23 @@ impl From<IntakeError> for Error {
                 tracing::error!(error = %detail, "intake storage error");
                 Error::Internal
             }
+            mismatch @ IntakeError::Mismatch { .. } => {
+                tracing::error!(error = %mismatch, "intake");
+                Error::Internal
+            }
+        }
+    }
+}
+
+impl From<PinError> for Error {
+    /// Each pinning problem is the request field the caller has to fix.
+    fn from(err: PinError) -> Self {
+        match err {
+            PinError::UnknownTemplate(problem) => Error::invalid("template_id", problem),
+            PinError::Variables(problem) => Error::invalid("variables", problem),
+            PinError::Channel(problem) => Error::invalid("channel", problem),
+            PinError::NotJson => Error::Internal,
+            PinError::Templates(other) => other.into(),
         }
     }
 }

@@ -18,7 +18,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use axum::Router;
-use axum::extract::{FromRequestParts, State};
+use axum::extract::{FromRequestParts, Path, State};
 use axum::http::request::Parts;
 use axum::http::{StatusCode, header};
 use axum::response::{IntoResponse, Response};
@@ -43,6 +43,17 @@ pub struct HttpState {
     pub metrics: Arc<Metrics>,
     pub history: Arc<History>,
     pub tokens: Tokens,
+}
+
+impl HttpState {
+    /// What the dashboard reads its data from.
+    fn dashboard(&self) -> dashboard::Sources<'_> {
+        dashboard::Sources {
+            store: &self.store,
+            dispatcher: &self.dispatcher,
+            history: &self.history,
+        }
+    }
 }
 
 /// Time limits on the HTTP port, so slow or silent clients cannot hold connections open.
@@ -70,8 +81,8 @@ pub async fn serve(
         .route("/readyz", get(ready))
         .route("/metrics", get(metrics))
         .route("/dashboard", get(dashboard::page))
-        .route("/dashboard/api/overview", get(dashboard::overview))
-        .route("/dashboard/api/customers/{id}", get(dashboard::customer))
+        .route("/dashboard/api/overview", get(dashboard_overview))
+        .route("/dashboard/api/customers/{id}", get(dashboard_customer))
         .layer(axum::middleware::from_fn(
             move |request, next: axum::middleware::Next| async move {
                 match tokio::time::timeout(request_timeout, next.run(request)).await {
@@ -184,6 +195,20 @@ async fn metrics(State(state): State<Arc<HttpState>>, _: Authorized) -> Response
         state.metrics.render(&scrape),
     )
         .into_response()
+}
+
+/// `GET /dashboard/api/overview`, for a token that may read it.
+async fn dashboard_overview(State(state): State<Arc<HttpState>>, _: Authorized) -> Response {
+    dashboard::overview(state.dashboard()).await
+}
+
+/// `GET /dashboard/api/customers/{id}`, for a token that may read it.
+async fn dashboard_customer(
+    State(state): State<Arc<HttpState>>,
+    _: Authorized,
+    Path(id): Path<String>,
+) -> Response {
+    dashboard::customer(state.dashboard(), id).await
 }
 
 /// Proof that the request carried the admin or the metrics token in its `Authorization` header.

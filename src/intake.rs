@@ -8,6 +8,13 @@
 //! customer whose actor has room in its window is stored already claimed and, after the commit,
 //! handed straight to that actor (see [`crate::dispatch::handoff`]). For the rest, the customers
 //! that received new notifications are woken after each commit, and their actors claim them.
+//!
+//! Intake also owns what happens to a notification before it is queued: pinning a templated
+//! one to its template's version ([`pinning`]), and, with `--redis-url`, answering repeats of
+//! idempotency keys Redis already knows without queueing them (see [`crate::idempotency`]).
+//! The API only validates requests and hands them over.
+
+pub mod pinning;
 
 use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
@@ -17,10 +24,13 @@ use tokio::task::JoinHandle;
 
 use crate::dispatch::Dispatcher;
 use crate::dispatch::handoff::Slot;
+use crate::idempotency::FastPath;
 use crate::model::{EpochMillis, NewNotification, now_millis};
 use crate::preferences::Preferences;
 use crate::store::{self, Claimed, Inserted, Store};
 use crate::telemetry::metrics::{Metrics, StoreOp};
+use crate::templates::Templates;
+pub use pinning::{PinError, Pins};
 
 /// Submissions that may wait for a writer before callers wait too (backpressure).
 const QUEUE: usize = 4096;
@@ -42,6 +52,9 @@ pub enum IntakeError {
     Storage(String),
     #[error("intake is shutting down")]
     ShuttingDown,
+    /// The writer answered a different number of results than items were submitted: a bug.
+    #[error("intake answered {answered} results for {submitted} items")]
+    Mismatch { submitted: usize, answered: usize },
 }
 
 impl From<&store::Error> for IntakeError {
@@ -64,10 +77,14 @@ impl From<&crate::preferences::Error> for IntakeError {
     }
 }
 
-/// Front of the group-commit queue; cheap to clone.
+/// Front of the group-commit queue, with the template registry notifications are pinned
+/// against and the idempotency fast path; cheap to clone.
 #[derive(Debug, Clone)]
 pub struct Intake {
     tx: mpsc::Sender<Job>,
+    templates: Arc<Templates>,
+    /// With `--redis-url`: repeats Redis knows are answered without a commit.
+    fast_path: Option<Arc<FastPath>>,
 }
 
 #[derive(Debug)]
@@ -88,6 +105,8 @@ impl Intake {
         writers: usize,
         metrics: Arc<Metrics>,
         preferences: Arc<Preferences>,
+        templates: Arc<Templates>,
+        fast_path: Option<Arc<FastPath>>,
     ) -> (Self, Vec<JoinHandle<()>>) {
         let (tx, rx) = mpsc::channel(QUEUE);
         let rx = Arc::new(Mutex::new(rx));
@@ -100,11 +119,61 @@ impl Intake {
         let handles = (0..writers.max(1))
             .map(|_| tokio::spawn(writer.clone().run(rx.clone())))
             .collect();
-        (Self { tx }, handles)
+        let intake = Self {
+            tx,
+            templates,
+            fast_path,
+        };
+        (intake, handles)
     }
 
-    /// Stores `items` durably; one result per item, in order.
+    /// Template pinning for one call (a batch shares it, so each template is read once).
+    pub fn pins(&self) -> Pins<'_> {
+        Pins::new(&self.templates)
+    }
+
+    /// Stores `items` durably in one group commit (which also applies the recipients'
+    /// opt-outs); one result per item, in order. With the fast path, repeats it already knows
+    /// are answered from it, and the keys the database accepts are remembered for next time.
     pub async fn submit(&self, items: Vec<NewNotification>) -> Result<Vec<Inserted>, IntakeError> {
+        if items.is_empty() {
+            return Ok(Vec::new());
+        }
+        let Some(fast_path) = &self.fast_path else {
+            return self.commit(items).await;
+        };
+        let entries = fast_path.entries(&items);
+        let known = fast_path.known(&entries).await;
+        let mut unknown = Vec::new();
+        let mut unknown_entries = Vec::new();
+        for ((item, entry), id) in items.into_iter().zip(entries).zip(&known) {
+            if id.is_none() {
+                unknown.push(item);
+                unknown_entries.push(entry);
+            }
+        }
+        let submitted = unknown.len();
+        let stored = match unknown.is_empty() {
+            true => Vec::new(),
+            false => self.commit(unknown).await?,
+        };
+        let answered = stored.len();
+        fast_path.remember(&unknown_entries, &stored).await;
+        let mut stored = stored.into_iter();
+        known
+            .into_iter()
+            .map(|id| match id {
+                Some(id) => Ok(Inserted::Duplicate(id)),
+                None => stored.next().ok_or(IntakeError::Mismatch {
+                    submitted,
+                    answered,
+                }),
+            })
+            .collect()
+    }
+
+    /// Queues `items` for the next group commit and waits for their results.
+    async fn commit(&self, items: Vec<NewNotification>) -> Result<Vec<Inserted>, IntakeError> {
         let (reply, answer) = oneshot::channel();
         self.tx
             .send(Job { items, reply })

@@ -29,9 +29,12 @@ use floodgate::api::proto::dispatcher_client::DispatcherClient;
 use serde::Serialize;
 use tokio::time::Instant;
 
+use crate::arrivals::Arrivals;
 use crate::caller::{self, Live, Mode, Plan, Tally, Window};
+use crate::client::AuthedChannel;
 use crate::interrupt::unless_interrupted;
-use crate::process::{Floodgate, Program};
+use crate::process::{Floodgate, Memory, Program};
+use crate::receiver::{Behaviour, Receiver};
 use crate::report;
 
 /// How long to let floodgate settle (startup, a burst's tail, the outcome writer) before a
@@ -153,6 +156,49 @@ pub(crate) async fn run(args: MemoryArgs) -> Result<()> {
 }
 
 /// Prints a scenario's summary and writes its JSON.
+/// What a scenario measures with: floodgate, a connection to it, a receiver that records every
+/// arrival, and floodgate's memory once settled, before the scenario did anything.
+struct Rig<'a> {
+    floodgate: &'a Floodgate,
+    channel: AuthedChannel,
+    receiver: &'a Receiver,
+    arrivals: &'a Arrivals,
+    settled: Memory,
+}
+
+/// Lets floodgate settle and reads its memory then, starts a receiver that records every
+/// arrival (`serial`: serving one request at a time, each taking this long), connects, and runs
+/// `measure` with the [`Rig`]; the receiver is stopped whatever `measure` returns.
+async fn with_receiver<T>(
+    floodgate: &Floodgate,
+    serial: Option<Duration>,
+    measure: impl AsyncFnOnce(Rig<'_>) -> Result<T>,
+) -> Result<T> {
+    tokio::time::sleep(SETTLE).await;
+    let settled = floodgate.memory()?;
+    let arrivals = Arrivals::new()?;
+    let receiver = Receiver::start_with(Behaviour {
+        serial,
+        arrivals: Some(arrivals.clone()),
+    })
+    .await?;
+    let measured = async {
+        let rig = Rig {
+            floodgate,
+            channel: floodgate.connect().await?,
+            receiver: &receiver,
+            arrivals: &arrivals,
+            settled,
+        };
+        measure(rig).await
+    }
+    .await;
+    let stopped = receiver.stop().await;
+    let result = measured?;
+    stopped?;
+    Ok(result)
+}
+
 fn finish<S: Serialize>(summary: &S, print: fn(&S), json: Option<&Path>) -> Result<()> {
     print(summary);
     match json {

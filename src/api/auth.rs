@@ -74,7 +74,7 @@ impl Scope {
     pub(crate) fn admit(&self, customer_id: &str) -> Result<(), Error> {
         match self.allows(customer_id) {
             true => Ok(()),
-            false => Err(super::unknown_customer(customer_id)),
+            false => Err(super::state::unknown_customer(customer_id)),
         }
     }
 }

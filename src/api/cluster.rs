@@ -6,7 +6,7 @@ use std::collections::HashMap;
 use tonic::{Request, Response, Status};
 
 use super::proto::cluster_server::Cluster;
-use super::{ApiState, convert, proto};
+use super::{ApiState, answer, convert, proto};
 use crate::cluster::buckets::BUCKETS;
 use crate::error::Error;
 use crate::store::{Backend, LeaseRow, NodeRow};
@@ -21,31 +21,27 @@ impl ClusterService {
     }
 }
 
+impl ClusterService {
+    async fn status(&self) -> Result<proto::ClusterStatus, Error> {
+        let placement = self.state.dispatcher().placement();
+        let this_node = placement.node_id.clone().unwrap_or_default();
+        let store = self.state.store();
+        if store.backend() == Backend::Sqlite {
+            return Ok(single_node(this_node));
+        }
+        let (nodes, leases) = store.cluster_status().await?;
+        let live_ms = u64::try_from(placement.live_for.as_millis()).unwrap_or(u64::MAX);
+        Ok(status(this_node, &nodes, &leases, live_ms))
+    }
+}
+
 #[tonic::async_trait]
 impl Cluster for ClusterService {
     async fn get_cluster_status(
         &self,
         _request: Request<proto::GetClusterStatusRequest>,
     ) -> Result<Response<proto::ClusterStatus>, Status> {
-        let this_node = self
-            .state
-            .dispatcher
-            .placement()
-            .node_id
-            .clone()
-            .unwrap_or_default();
-        if self.state.store.backend() == Backend::Sqlite {
-            return Ok(Response::new(single_node(this_node)));
-        }
-        let (nodes, leases) = self
-            .state
-            .store
-            .cluster_status()
-            .await
-            .map_err(Error::from)?;
-        let live_for = self.state.dispatcher.placement().live_for;
-        let live_ms = u64::try_from(live_for.as_millis()).unwrap_or(u64::MAX);
-        Ok(Response::new(status(this_node, &nodes, &leases, live_ms)))
+        answer(self.status().await)
     }
 }
 
@@ -116,19 +112,21 @@ fn status(
 
 /// Each bucket's current owner (expired leases count as unowned); empty on SQLite.
 pub(super) async fn owners(state: &ApiState) -> Result<HashMap<u16, String>, Error> {
-    if state.store.backend() == Backend::Sqlite {
+    let store = state.store();
+    if store.backend() == Backend::Sqlite {
         return Ok(HashMap::new());
     }
-    Ok(state.store.bucket_owners().await?.into_iter().collect())
+    Ok(store.bucket_owners().await?.into_iter().collect())
 }
 
 /// The node owning the customer (empty on SQLite, or while no node owns it).
 pub(super) async fn owner_of(state: &ApiState, customer_id: &str) -> Result<String, Error> {
-    if state.store.backend() == Backend::Sqlite {
+    let store = state.store();
+    if store.backend() == Backend::Sqlite {
         return Ok(String::new());
     }
     let bucket = crate::cluster::buckets::bucket_of(customer_id);
-    Ok(state.store.bucket_owner(bucket).await?.unwrap_or_default())
+    Ok(store.bucket_owner(bucket).await?.unwrap_or_default())
 }
 
 #[cfg(test)]

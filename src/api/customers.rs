@@ -1,14 +1,16 @@
 //! The `Customers` service: registering customer systems and their delivery settings.
 
+use std::collections::HashMap;
+use std::sync::Arc;
+
 use tonic::{Request, Response, Status};
 
 use super::proto;
 use super::proto::customers_server::Customers;
-use super::{ApiState, channels, convert, targets};
-use crate::error::Error;
-use std::collections::HashMap;
-
+use super::state::Read;
+use super::{ApiState, answer, channels, convert, targets};
 use crate::dispatch::CustomerStats;
+use crate::error::Error;
 use crate::model::{Customer, PreviousSecret, now_millis};
 use crate::sink::signature;
 
@@ -20,21 +22,10 @@ impl CustomerService {
     pub(super) fn new(state: ApiState) -> Self {
         Self { state }
     }
-}
 
-#[tonic::async_trait]
-impl Customers for CustomerService {
-    async fn upsert_customer(
-        &self,
-        request: Request<proto::UpsertCustomerRequest>,
-    ) -> Result<Response<proto::Customer>, Status> {
-        let mut customer = convert::customer(request.into_inner().customer)?;
-        let existing = self
-            .state
-            .store
-            .get_customer(&customer.id)
-            .await
-            .map_err(Error::from)?;
+    async fn upsert(&self, customer: Option<proto::Customer>) -> Result<proto::Customer, Error> {
+        let mut customer = convert::customer(customer)?;
+        let existing = self.state.find_customer(&customer.id, Read::Stored).await?;
         if customer.signing_secret.is_empty() {
             // Keep the secret the customer already verifies with; generate one for a new customer.
             customer.signing_secret = existing
@@ -57,63 +48,21 @@ impl Customers for CustomerService {
             channels::keep_secrets(&mut customer.channels, &existing.channels)?;
         }
         channels::require_secrets(&customer.channels)?;
-        channels::check_plaintext_auth(&customer.channels, self.state.allow_plaintext_smtp_auth)?;
-        targets::check(&self.state.target_policy, &customer)?;
-        Ok(Response::new(self.save(customer, new_secret).await?))
+        channels::check_plaintext_auth(
+            &customer.channels,
+            self.state.limits().allow_plaintext_smtp_auth,
+        )?;
+        targets::check(self.state.target_policy(), &customer)?;
+        self.save(customer, new_secret).await
     }
 
-    async fn get_customer(
-        &self,
-        request: Request<proto::GetCustomerRequest>,
-    ) -> Result<Response<proto::Customer>, Status> {
-        let id = request.into_inner().customer_id;
-        convert::customer_id("customer_id", &id)?;
-        let customer = self
-            .state
-            .store
-            .get_customer(&id)
-            .await
-            .map_err(Error::from)?
-            .ok_or_else(|| Error::NotFound(format!("customer {id:?} not found")))?;
-        Ok(Response::new(customer.into()))
-    }
-
-    async fn list_customers(
-        &self,
-        _request: Request<proto::ListCustomersRequest>,
-    ) -> Result<Response<proto::ListCustomersResponse>, Status> {
-        let customers = self
-            .state
-            .store
-            .list_customers()
-            .await
-            .map_err(Error::from)?;
-        Ok(Response::new(proto::ListCustomersResponse {
-            customers: customers.into_iter().map(Into::into).collect(),
-        }))
-    }
-
-    async fn get_customer_stats(
-        &self,
-        request: Request<proto::GetCustomerStatsRequest>,
-    ) -> Result<Response<proto::CustomerStats>, Status> {
-        let customer = self.existing(&request.into_inner().customer_id).await?;
-        Ok(Response::new(self.stats_of(&customer).await?))
-    }
-
-    async fn list_customer_stats(
-        &self,
-        _request: Request<proto::ListCustomerStatsRequest>,
-    ) -> Result<Response<proto::ListCustomerStatsResponse>, Status> {
-        let customers = self
-            .state
-            .store
-            .list_customers()
-            .await
-            .map_err(Error::from)?;
+    /// Every customer's figures, with the node owning each.
+    async fn all_stats(&self) -> Result<proto::ListCustomerStatsResponse, Error> {
+        let store = self.state.store();
+        let customers = store.list_customers().await?;
         let mut live: HashMap<String, CustomerStats> = self
             .state
-            .dispatcher
+            .dispatcher()
             .all_stats()
             .await
             .into_iter()
@@ -122,42 +71,25 @@ impl Customers for CustomerService {
         let owners = super::cluster::owners(&self.state).await?;
         let mut stats = Vec::with_capacity(customers.len());
         for customer in &customers {
-            let backlog = self
-                .state
-                .store
-                .backlog(&customer.id)
-                .await
-                .map_err(Error::from)?;
+            let backlog = store.backlog(&customer.id).await?;
             let mut one = convert::customer_stats(customer, live.remove(&customer.id), backlog);
             one.owner_node = owner_of(&owners, &customer.id);
             stats.push(one);
         }
-        Ok(Response::new(proto::ListCustomerStatsResponse { stats }))
+        Ok(proto::ListCustomerStatsResponse { stats })
     }
 
-    async fn pause_customer(
-        &self,
-        request: Request<proto::PauseCustomerRequest>,
-    ) -> Result<Response<proto::Customer>, Status> {
-        let mut customer = self.existing(&request.into_inner().customer_id).await?;
-        customer.paused = true;
-        Ok(Response::new(self.save(customer, None).await?))
+    /// Pauses or resumes the customer's deliveries.
+    async fn set_paused(&self, customer_id: &str, paused: bool) -> Result<proto::Customer, Error> {
+        let mut customer = self.existing(customer_id).await?;
+        customer.paused = paused;
+        self.save(customer, None).await
     }
 
-    async fn resume_customer(
+    async fn rotate(
         &self,
-        request: Request<proto::ResumeCustomerRequest>,
-    ) -> Result<Response<proto::Customer>, Status> {
-        let mut customer = self.existing(&request.into_inner().customer_id).await?;
-        customer.paused = false;
-        Ok(Response::new(self.save(customer, None).await?))
-    }
-
-    async fn rotate_signing_secret(
-        &self,
-        request: Request<proto::RotateSigningSecretRequest>,
-    ) -> Result<Response<proto::Customer>, Status> {
-        let request = request.into_inner();
+        request: proto::RotateSigningSecretRequest,
+    ) -> Result<proto::Customer, Error> {
         let overlap = overlap_millis(request.overlap_seconds)?;
         let mut customer = self.existing(&request.customer_id).await?;
         let new_secret = signature::generate_secret();
@@ -167,7 +99,81 @@ impl Customers for CustomerService {
             until: now_millis().saturating_add(overlap),
         });
         tracing::info!(customer_id = %customer.id, overlap_seconds = overlap / 1000, "signing secret rotated");
-        Ok(Response::new(self.save(customer, Some(new_secret)).await?))
+        self.save(customer, Some(new_secret)).await
+    }
+}
+
+#[tonic::async_trait]
+impl Customers for CustomerService {
+    async fn upsert_customer(
+        &self,
+        request: Request<proto::UpsertCustomerRequest>,
+    ) -> Result<Response<proto::Customer>, Status> {
+        answer(self.upsert(request.into_inner().customer).await)
+    }
+
+    async fn get_customer(
+        &self,
+        request: Request<proto::GetCustomerRequest>,
+    ) -> Result<Response<proto::Customer>, Status> {
+        let customer = self.existing(&request.into_inner().customer_id).await;
+        answer(customer.map(Into::into))
+    }
+
+    async fn list_customers(
+        &self,
+        _request: Request<proto::ListCustomersRequest>,
+    ) -> Result<Response<proto::ListCustomersResponse>, Status> {
+        let customers = self
+            .state
+            .store()
+            .list_customers()
+            .await
+            .map_err(Error::from);
+        answer(customers.map(|customers| proto::ListCustomersResponse {
+            customers: customers.into_iter().map(Into::into).collect(),
+        }))
+    }
+
+    async fn get_customer_stats(
+        &self,
+        request: Request<proto::GetCustomerStatsRequest>,
+    ) -> Result<Response<proto::CustomerStats>, Status> {
+        answer(self.stats_of(&request.into_inner().customer_id).await)
+    }
+
+    async fn list_customer_stats(
+        &self,
+        _request: Request<proto::ListCustomerStatsRequest>,
+    ) -> Result<Response<proto::ListCustomerStatsResponse>, Status> {
+        answer(self.all_stats().await)
+    }
+
+    async fn pause_customer(
+        &self,
+        request: Request<proto::PauseCustomerRequest>,
+    ) -> Result<Response<proto::Customer>, Status> {
+        answer(
+            self.set_paused(&request.into_inner().customer_id, true)
+                .await,
+        )
+    }
+
+    async fn resume_customer(
+        &self,
+        request: Request<proto::ResumeCustomerRequest>,
+    ) -> Result<Response<proto::Customer>, Status> {
+        answer(
+            self.set_paused(&request.into_inner().customer_id, false)
+                .await,
+        )
+    }
+
+    async fn rotate_signing_secret(
+        &self,
+        request: Request<proto::RotateSigningSecretRequest>,
+    ) -> Result<Response<proto::Customer>, Status> {
+        answer(self.rotate(request.into_inner()).await)
     }
 }
 
@@ -193,14 +199,10 @@ fn overlap_millis(overlap_seconds: u32) -> Result<i64, Error> {
 }
 
 impl CustomerService {
-    /// A registered customer, or `NOT_FOUND`.
+    /// A registered customer, read from the store, or `NOT_FOUND`.
     async fn existing(&self, id: &str) -> Result<Customer, Error> {
-        convert::customer_id("customer_id", id)?;
-        self.state
-            .store
-            .get_customer(id)
-            .await?
-            .ok_or_else(|| Error::NotFound(format!("customer {id:?} not found")))
+        let customer = self.state.customer(id, Read::Stored).await?;
+        Ok(Arc::unwrap_or_clone(customer))
     }
 
     /// Stores the settings, then tells this node's directory and the customer's actor at once.
@@ -212,7 +214,7 @@ impl CustomerService {
         new_secret: Option<String>,
     ) -> Result<proto::Customer, Error> {
         self.state
-            .store
+            .store()
             .upsert_customer(&customer, now_millis())
             .await?;
         tracing::info!(
@@ -221,17 +223,18 @@ impl CustomerService {
             max_rate_per_sec = customer.max_rate_per_sec,
             "customer saved"
         );
-        let customer = self.state.directory.put(customer);
-        self.state.dispatcher.customer_updated(customer.clone());
+        let customer = self.state.customer_saved(customer);
         let mut answer: proto::Customer = customer.as_ref().clone().into();
         answer.signing_secret = new_secret.unwrap_or_default();
         Ok(answer)
     }
 
-    async fn stats_of(&self, customer: &Customer) -> Result<proto::CustomerStats, Error> {
-        let live = self.state.dispatcher.stats(&customer.id).await;
-        let backlog = self.state.store.backlog(&customer.id).await?;
-        let mut stats = convert::customer_stats(customer, live, backlog);
+    /// One customer's figures, with the node owning it.
+    async fn stats_of(&self, customer_id: &str) -> Result<proto::CustomerStats, Error> {
+        let customer = self.existing(customer_id).await?;
+        let live = self.state.dispatcher().stats(&customer.id).await;
+        let backlog = self.state.store().backlog(&customer.id).await?;
+        let mut stats = convert::customer_stats(&customer, live, backlog);
         stats.owner_node = super::cluster::owner_of(&self.state, &customer.id).await?;
         Ok(stats)
     }

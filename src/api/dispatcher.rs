@@ -1,29 +1,25 @@
 //! The `Dispatcher` service: submit, batch submit, and reading notifications back.
 
-use std::collections::HashMap;
-use std::sync::Arc;
 use std::time::Instant;
 
 use tonic::{Request, Response, Status};
 
 use super::proto::dispatcher_server::Dispatcher;
 use super::proto::{self, submit_result};
-use super::{ApiState, Scope, channels, convert, quota, unknown_customer};
+use super::state::Read;
+use super::{ApiState, Scope, answer, channels, convert, quota};
 use crate::error::Error;
+use crate::intake::Pins;
 use crate::model::{NewNotification, Notification, NotificationId, State, now_millis};
 use crate::public_id::PublicIds;
 use crate::store::Inserted;
 use crate::telemetry::metrics::{Metrics, SubmitRpc};
-use crate::templates::{self, Template};
 
 /// Most items in one `SubmitBatch`.
 pub(super) const MAX_BATCH: usize = 1000;
 /// Inbox page size when the caller gives none, and the most it may ask for.
 const DEFAULT_PAGE: usize = 50;
 const MAX_PAGE: usize = 500;
-
-/// The latest template versions one call has looked up, by customer and template id.
-type TemplatesSeen = HashMap<(String, String), Arc<Template>>;
 
 pub(super) struct DispatchService {
     state: ApiState,
@@ -35,127 +31,56 @@ impl DispatchService {
     }
 
     /// Validates one request, checks that its customer exists (and is in the caller's `scope`)
-    /// and can take its channel, and pins a templated one to the template's latest version
-    /// (`seen` keeps the versions a batch already looked up).
+    /// and can take its channel, and has intake pin a templated one to the template's latest
+    /// version (`pins` keeps the versions a batch already looked up).
     async fn admit(
         &self,
         request: proto::SubmitRequest,
         scope: &Scope,
-        seen: &mut TemplatesSeen,
+        pins: &mut Pins<'_>,
     ) -> Result<NewNotification, Error> {
         let now = now_millis();
-        let mut notification =
-            convert::new_notification(request, self.state.max_payload_bytes, now)?;
-        quota::within_horizon(&notification, self.state.max_schedule_ahead, now)?;
+        let limits = self.state.limits();
+        let mut notification = convert::new_notification(request, limits.max_payload_bytes, now)?;
+        quota::within_horizon(&notification, limits.max_schedule_ahead, now)?;
         // Where an unknown customer is refused, and with the same answer.
         scope.admit(&notification.customer_id)?;
-        let Some(customer) = self.state.directory.get(&notification.customer_id).await? else {
-            return Err(unknown_customer(&notification.customer_id));
-        };
+        let customer = self
+            .state
+            .customer(&notification.customer_id, Read::Cached)
+            .await?;
         // A channel the customer cannot use is the first thing to fix, before its content.
         channels::check_configured(&customer, notification.channel)?;
         // A templated notification's content is what its template renders.
-        let rendered = self.pin_template(&mut notification, seen).await?;
+        let rendered = pins.pin(&mut notification).await?;
         channels::check_content(
             notification.channel,
             &notification.recipient,
             rendered.as_deref().unwrap_or(&notification.payload),
         )?;
         // Last: only a notification that would be stored counts against the quota.
-        if let Err(err) = self
-            .state
-            .backlog_quota
-            .admit(&self.state.store, &notification.customer_id)
-            .await
-        {
-            if matches!(err, Error::ResourceExhausted(_)) {
-                self.state.metrics.over_quota(&notification.customer_id);
-            }
-            return Err(err);
-        }
+        self.state.within_quota(&notification.customer_id).await?;
         Ok(notification)
     }
 
-    /// Renders a templated notification once with its own variables, so a missing variable or
-    /// a channel the template lacks is an `INVALID_ARGUMENT` now, not a failed send later; then
-    /// pins it to that version. Returns what it rendered (`None`: not templated).
-    async fn pin_template(
+    /// One `Submit`, timed and counted. A call without its scope is refused before either.
+    async fn submit_counted(
         &self,
-        notification: &mut NewNotification,
-        seen: &mut TemplatesSeen,
-    ) -> Result<Option<Vec<u8>>, Error> {
-        let Some(reference) = notification.template.as_mut() else {
-            return Ok(None);
-        };
-        let key = (notification.customer_id.clone(), reference.id.clone());
-        let template = match seen.get(&key) {
-            Some(template) => template.clone(),
-            None => {
-                let latest = self
-                    .state
-                    .templates
-                    .latest(&notification.customer_id, &reference.id)
-                    .await
-                    .map_err(|err| match err {
-                        templates::Error::NotFound(problem) => {
-                            Error::invalid("template_id", problem)
-                        }
-                        other => other.into(),
-                    })?;
-                seen.entry(key).or_insert(Arc::new(latest)).clone()
+        request: Request<proto::SubmitRequest>,
+    ) -> Result<proto::SubmitResponse, Error> {
+        let started = Instant::now();
+        let scope = Scope::of(&request)?;
+        let result = self.submit_one(request.into_inner(), &scope).await;
+        let metrics = self.state.metrics();
+        metrics.submit_latency(SubmitRpc::Submit, started.elapsed());
+        match &result {
+            Ok(answer) => {
+                tracing::Span::current().record("notification_id", answer.notification_id.as_str());
+                metrics.accepted(u64::from(!answer.duplicate), u64::from(answer.duplicate))
             }
-        };
-        let variables: serde_json::Value =
-            serde_json::from_slice(&notification.payload).map_err(|_| Error::Internal)?;
-        let rendered = self
-            .state
-            .templates
-            .render(template.clone(), notification.channel, variables)
-            .await
-            .map_err(|err| match err {
-                templates::Error::Render(problem) => Error::invalid("variables", problem),
-                templates::Error::Invalid(problem) => Error::invalid("channel", problem),
-                other => other.into(),
-            })?;
-        reference.version = template.version;
-        Ok(Some(rendered))
-    }
-
-    /// Stores admitted notifications in one group commit (which also applies the recipients'
-    /// opt-outs) and says what became of each. With
-    /// the Redis fast path, repeats it already knows are answered from it, and the keys the
-    /// database accepts are remembered for next time.
-    async fn store(&self, items: Vec<NewNotification>) -> Result<Vec<Inserted>, Error> {
-        if items.is_empty() {
-            return Ok(Vec::new());
+            Err(err) => metrics.rejected(err.code(), 1),
         }
-        let intake = &self.state.intake;
-        let Some(fast_path) = &self.state.fast_path else {
-            return Ok(intake.submit(items).await?);
-        };
-        let entries = fast_path.entries(&items);
-        let known = fast_path.known(&entries).await;
-        let mut unknown = Vec::new();
-        let mut unknown_entries = Vec::new();
-        for ((item, entry), id) in items.into_iter().zip(entries).zip(&known) {
-            if id.is_none() {
-                unknown.push(item);
-                unknown_entries.push(entry);
-            }
-        }
-        let stored = match unknown.is_empty() {
-            true => Vec::new(),
-            false => intake.submit(unknown).await?,
-        };
-        fast_path.remember(&unknown_entries, &stored).await;
-        let mut stored = stored.into_iter();
-        known
-            .into_iter()
-            .map(|id| match id {
-                Some(id) => Ok(Inserted::Duplicate(id)),
-                None => stored.next().ok_or(Error::Internal),
-            })
-            .collect()
+        result
     }
 
     /// One `Submit`: admitted, stored, answered.
@@ -163,13 +88,31 @@ impl DispatchService {
         &self,
         request: proto::SubmitRequest,
         scope: &Scope,
-    ) -> Result<proto::SubmitResponse, Status> {
-        let notification = self
-            .admit(request, scope, &mut TemplatesSeen::new())
-            .await?;
-        let results = self.store(vec![notification]).await?;
+    ) -> Result<proto::SubmitResponse, Error> {
+        let intake = self.state.intake();
+        let notification = self.admit(request, scope, &mut intake.pins()).await?;
+        let results = intake.submit(vec![notification]).await?;
         let inserted = results.into_iter().next().ok_or(Error::Internal)?;
-        Ok(response(&self.state.ids, inserted)?)
+        response(self.state.ids(), inserted)
+    }
+
+    /// One `SubmitBatch`, timed and counted. A call without its scope is refused before either.
+    async fn submit_batch_counted(
+        &self,
+        request: Request<proto::SubmitBatchRequest>,
+    ) -> Result<proto::SubmitBatchResponse, Error> {
+        let started = Instant::now();
+        let scope = Scope::of(&request)?;
+        let requests = request.into_inner().requests;
+        let items = requests.len() as u64;
+        let result = self.submit_many(requests, &scope).await;
+        let metrics = self.state.metrics();
+        metrics.submit_latency(SubmitRpc::SubmitBatch, started.elapsed());
+        match &result {
+            Ok(answer) => count_batch(metrics, answer),
+            Err(err) => metrics.rejected(err.code(), items),
+        }
+        result
     }
 
     /// One `SubmitBatch`: each item admitted on its own, the valid ones stored in one group
@@ -179,21 +122,21 @@ impl DispatchService {
         &self,
         requests: Vec<proto::SubmitRequest>,
         scope: &Scope,
-    ) -> Result<proto::SubmitBatchResponse, Status> {
+    ) -> Result<proto::SubmitBatchResponse, Error> {
         if requests.len() > MAX_BATCH {
             return Err(Error::invalid(
                 "requests",
                 format!("{} items is over the limit of {MAX_BATCH}", requests.len()),
-            )
-            .into());
+            ));
         }
         // Admit each item on its own; only the valid ones go to intake, in one group commit.
+        let intake = self.state.intake();
         let mut results: Vec<Option<Result<proto::SubmitResponse, Error>>> =
             Vec::with_capacity(requests.len());
         let mut valid = Vec::with_capacity(requests.len());
-        let mut seen = TemplatesSeen::new();
+        let mut pins = intake.pins();
         for request in requests {
-            match self.admit(request, scope, &mut seen).await {
+            match self.admit(request, scope, &mut pins).await {
                 Ok(notification) => {
                     valid.push(notification);
                     results.push(None);
@@ -201,7 +144,8 @@ impl DispatchService {
                 Err(err) => results.push(Some(Err(err))),
             }
         }
-        let mut stored = self.store(valid).await?.into_iter();
+        let mut stored = intake.submit(valid).await?.into_iter();
+        let ids = self.state.ids();
         let results = results
             .into_iter()
             .map(|result| match result {
@@ -210,7 +154,7 @@ impl DispatchService {
                     stored
                         .next()
                         .ok_or(Error::Internal)
-                        .and_then(|inserted| response(&self.state.ids, inserted)),
+                        .and_then(|inserted| response(ids, inserted)),
                 ),
             })
             .collect();
@@ -222,7 +166,7 @@ impl DispatchService {
     /// no attempt is under way; IN_FLIGHT means an attempt really is.
     fn as_seen(&self, mut notification: Notification) -> Notification {
         if notification.state == State::InFlight
-            && self.state.dispatcher.is_waiting(notification.id)
+            && self.state.dispatcher().is_waiting(notification.id)
         {
             notification.state = State::Pending;
         }
@@ -238,11 +182,80 @@ impl DispatchService {
         asked: &str,
     ) -> Result<Notification, Error> {
         self.state
-            .store
+            .store()
             .get_notification(id)
             .await?
             .filter(|notification| scope.allows(&notification.customer_id))
             .ok_or_else(|| convert::not_found(asked))
+    }
+
+    async fn get(
+        &self,
+        request: Request<proto::GetNotificationRequest>,
+    ) -> Result<proto::Notification, Error> {
+        let scope = Scope::of(&request)?;
+        let asked = &request.get_ref().notification_id;
+        let ids = self.state.ids();
+        let id = convert::notification_id(ids, asked)?;
+        let notification = self.as_seen(self.visible(&scope, id, asked).await?);
+        Ok(convert::notification(ids, notification))
+    }
+
+    async fn cancel(
+        &self,
+        request: Request<proto::CancelNotificationRequest>,
+    ) -> Result<proto::Notification, Error> {
+        let scope = Scope::of(&request)?;
+        let asked = &request.get_ref().notification_id;
+        let ids = self.state.ids();
+        let id = convert::notification_id(ids, asked)?;
+        // Checked before it is touched: another customer's notification is left alone.
+        self.visible(&scope, id, asked).await?;
+        let cancelled = self
+            .state
+            .store()
+            .cancel_notification(id, now_millis())
+            .await?;
+        let notification = self.visible(&scope, id, asked).await?;
+        if !cancelled {
+            // A notification its worker holds reads PENDING, yet the worker has it: say so.
+            let state = match notification.state {
+                State::InFlight => "taken by its worker for sending",
+                other => other.as_str(),
+            };
+            return Err(Error::FailedPrecondition(format!(
+                "notification {asked} is {state} and can no longer be cancelled"
+            )));
+        }
+        tracing::info!("notification cancelled");
+        Ok(convert::notification(ids, notification))
+    }
+
+    async fn list(
+        &self,
+        request: Request<proto::ListNotificationsRequest>,
+    ) -> Result<proto::ListNotificationsResponse, Error> {
+        let scope = Scope::of(&request)?;
+        let ids = self.state.ids();
+        let page = InboxPage::parse(ids, request.into_inner())?;
+        scope.admit(&page.customer_id)?;
+        let retention =
+            i64::try_from(self.state.limits().inbox_retention.as_millis()).unwrap_or(i64::MAX);
+        let notifications = self
+            .state
+            .store()
+            .list_inbox(
+                &page.customer_id,
+                &page.recipient,
+                now_millis().saturating_sub(retention),
+                page.before,
+                page.size,
+            )
+            .await?
+            .into_iter()
+            .map(|n| self.as_seen(n))
+            .collect();
+        Ok(page.answer(ids, notifications))
     }
 }
 
@@ -341,13 +354,10 @@ fn count_batch(metrics: &Metrics, answer: &proto::SubmitBatchResponse) {
 fn item_result(result: Result<proto::SubmitResponse, Error>) -> proto::SubmitResult {
     let outcome = match result {
         Ok(accepted) => submit_result::Outcome::Accepted(accepted),
-        Err(err) => {
-            let status = Status::from(err);
-            submit_result::Outcome::Error(proto::ItemError {
-                code: status.code() as i32,
-                message: status.message().to_owned(),
-            })
-        }
+        Err(err) => submit_result::Outcome::Error(proto::ItemError {
+            code: err.code() as i32,
+            message: err.to_string(),
+        }),
     };
     proto::SubmitResult {
         outcome: Some(outcome),
@@ -364,19 +374,7 @@ impl Dispatcher for DispatchService {
         &self,
         request: Request<proto::SubmitRequest>,
     ) -> Result<Response<proto::SubmitResponse>, Status> {
-        let started = Instant::now();
-        let scope = Scope::of(&request)?;
-        let result = self.submit_one(request.into_inner(), &scope).await;
-        let metrics = &self.state.metrics;
-        metrics.submit_latency(SubmitRpc::Submit, started.elapsed());
-        match &result {
-            Ok(answer) => {
-                tracing::Span::current().record("notification_id", answer.notification_id.as_str());
-                metrics.accepted(u64::from(!answer.duplicate), u64::from(answer.duplicate))
-            }
-            Err(status) => metrics.rejected(status.code(), 1),
-        }
-        Ok(Response::new(result?))
+        answer(self.submit_counted(request).await)
     }
 
     #[tracing::instrument(skip_all, fields(items = request.get_ref().requests.len()))]
@@ -384,32 +382,14 @@ impl Dispatcher for DispatchService {
         &self,
         request: Request<proto::SubmitBatchRequest>,
     ) -> Result<Response<proto::SubmitBatchResponse>, Status> {
-        let started = Instant::now();
-        let scope = Scope::of(&request)?;
-        let requests = request.into_inner().requests;
-        let items = requests.len() as u64;
-        let result = self.submit_many(requests, &scope).await;
-        let metrics = &self.state.metrics;
-        metrics.submit_latency(SubmitRpc::SubmitBatch, started.elapsed());
-        match &result {
-            Ok(answer) => count_batch(metrics, answer),
-            Err(status) => metrics.rejected(status.code(), items),
-        }
-        Ok(Response::new(result?))
+        answer(self.submit_batch_counted(request).await)
     }
 
     async fn get_notification(
         &self,
         request: Request<proto::GetNotificationRequest>,
     ) -> Result<Response<proto::Notification>, Status> {
-        let scope = Scope::of(&request)?;
-        let asked = &request.get_ref().notification_id;
-        let id = convert::notification_id(&self.state.ids, asked)?;
-        let notification = self.as_seen(self.visible(&scope, id, asked).await?);
-        Ok(Response::new(convert::notification(
-            &self.state.ids,
-            notification,
-        )))
+        answer(self.get(request).await)
     }
 
     #[tracing::instrument(skip_all, fields(notification_id = %request.get_ref().notification_id))]
@@ -417,58 +397,13 @@ impl Dispatcher for DispatchService {
         &self,
         request: Request<proto::CancelNotificationRequest>,
     ) -> Result<Response<proto::Notification>, Status> {
-        let scope = Scope::of(&request)?;
-        let asked = &request.get_ref().notification_id;
-        let id = convert::notification_id(&self.state.ids, asked)?;
-        // Checked before it is touched: another customer's notification is left alone.
-        self.visible(&scope, id, asked).await?;
-        let store = &self.state.store;
-        let cancelled = store
-            .cancel_notification(id, now_millis())
-            .await
-            .map_err(Error::from)?;
-        let notification = self.visible(&scope, id, asked).await?;
-        if !cancelled {
-            // A notification its worker holds reads PENDING, yet the worker has it: say so.
-            let state = match notification.state {
-                State::InFlight => "taken by its worker for sending",
-                other => other.as_str(),
-            };
-            return Err(Error::FailedPrecondition(format!(
-                "notification {asked} is {state} and can no longer be cancelled"
-            ))
-            .into());
-        }
-        tracing::info!("notification cancelled");
-        Ok(Response::new(convert::notification(
-            &self.state.ids,
-            notification,
-        )))
+        answer(self.cancel(request).await)
     }
 
     async fn list_notifications(
         &self,
         request: Request<proto::ListNotificationsRequest>,
     ) -> Result<Response<proto::ListNotificationsResponse>, Status> {
-        let scope = Scope::of(&request)?;
-        let page = InboxPage::parse(&self.state.ids, request.into_inner())?;
-        scope.admit(&page.customer_id)?;
-        let retention = i64::try_from(self.state.inbox_retention.as_millis()).unwrap_or(i64::MAX);
-        let notifications = self
-            .state
-            .store
-            .list_inbox(
-                &page.customer_id,
-                &page.recipient,
-                now_millis().saturating_sub(retention),
-                page.before,
-                page.size,
-            )
-            .await
-            .map_err(Error::from)?
-            .into_iter()
-            .map(|n| self.as_seen(n))
-            .collect();
-        Ok(Response::new(page.answer(&self.state.ids, notifications)))
+        answer(self.list(request).await)
     }
 }

@@ -1,5 +1,7 @@
 //! The gRPC front door: the `Dispatcher`, `Customers`, `Preferences`, `Templates`, `Archive` and `Tokens` services,
-//! plus the standard health and reflection services. Requests are authenticated here, validated in `convert`, and handed on.
+//! plus the standard health and reflection services. Requests are authenticated here, validated in `convert`, and handed on
+//! to intake or the store. Handlers work in the domain error, [`crate::error::Error`], which becomes a `Status` in one place,
+//! `answer`; what they share is [`ApiState`], reached through its methods.
 
 mod archive;
 pub mod auth;
@@ -10,23 +12,21 @@ mod customers;
 mod dispatcher;
 mod preferences;
 pub mod quota;
+mod state;
 mod targets;
 mod templates;
 mod tokens;
 
 use std::future::Future;
-use std::sync::Arc;
 
 use tonic::service::interceptor::InterceptedService;
 use tonic::transport::Server;
+use tonic::{Response, Status};
 use tonic_health::pb::health_server::{Health, HealthServer};
 
 use crate::connections::Incoming;
-use crate::directory::CustomerDirectory;
-use crate::dispatch::Dispatcher;
-use crate::intake::Intake;
-use crate::store::Store;
 pub use auth::{Scope, Tokens};
+pub use state::{ApiLimits, ApiParts, ApiState};
 
 /// The protobuf types and clients of `floodgate.v1` (from floodgate-client, so the server and
 /// its callers share them) and the service traits generated here.
@@ -49,62 +49,10 @@ use proto::preferences_server::PreferencesServer;
 use proto::templates_server::TemplatesServer;
 use proto::tokens_server::TokensServer;
 
-/// What the services share.
-#[derive(Debug, Clone)]
-pub struct ApiState {
-    pub store: Store,
-    pub intake: Intake,
-    pub directory: Arc<CustomerDirectory>,
-    pub dispatcher: Dispatcher,
-    pub tokens: Tokens,
-    /// The scoped tokens (also inside `tokens`), which the `Tokens` service creates and revokes.
-    pub scoped_tokens: Arc<crate::scoped_tokens::ScopedTokens>,
-    /// Intake counters and submit latency.
-    pub metrics: Arc<crate::telemetry::metrics::Metrics>,
-    /// Opt-out preferences, checked at intake.
-    pub preferences: Arc<crate::preferences::Preferences>,
-    /// The Redis idempotency fast path, with `--redis-url`.
-    pub fast_path: Option<Arc<crate::idempotency::FastPath>>,
-    /// Versioned templates, pinned at intake.
-    pub templates: Arc<crate::templates::Templates>,
-    /// Which addresses deliveries may reach, checked again at upsert for IP-literal targets.
-    pub target_policy: Arc<crate::sink::target_policy::TargetPolicy>,
-    /// Whether SMTP may authenticate over plain text (`--allow-plaintext-smtp-auth`).
-    pub allow_plaintext_smtp_auth: bool,
-    /// Whether gRPC server reflection is served (`--grpc-reflection`).
-    pub grpc_reflection: bool,
-    /// How far back `ListNotifications` reaches.
-    pub inbox_retention: std::time::Duration,
-    /// Largest accepted payload, in bytes.
-    pub max_payload_bytes: usize,
-    /// Largest accepted gRPC message, in bytes (tonic answers OUT_OF_RANGE above it).
-    pub max_message_bytes: usize,
-    /// How far ahead `send_at` and `expires_at` may lie.
-    pub max_schedule_ahead: std::time::Duration,
-    /// The per-customer backlog quota.
-    pub backlog_quota: Arc<quota::BacklogQuota>,
-    /// Turns row ids into the notification ids callers see, and back.
-    pub ids: crate::public_id::PublicIds,
-}
-
-impl ApiState {
-    /// A registered customer's settings: what preferences and templates belong to.
-    pub(crate) async fn known_customer(
-        &self,
-        customer_id: &str,
-    ) -> Result<Arc<crate::model::Customer>, crate::error::Error> {
-        convert::customer_id("customer_id", customer_id)?;
-        self.directory
-            .get(customer_id)
-            .await?
-            .ok_or_else(|| unknown_customer(customer_id))
-    }
-}
-
-/// The answer about a customer that does not exist, or that a scoped token may not see: the
-/// same, so the two cannot be told apart.
-pub(crate) fn unknown_customer(customer_id: &str) -> crate::error::Error {
-    crate::error::Error::NotFound(format!("customer {customer_id:?} not found"))
+/// The one place a handler's domain error becomes the `Status` a caller sees: every handler
+/// works in [`crate::error::Error`] and answers through here.
+fn answer<T>(result: Result<T, crate::error::Error>) -> Result<Response<T>, Status> {
+    result.map(Response::new).map_err(Status::from)
 }
 
 /// Could not start the gRPC server.
@@ -141,7 +89,7 @@ pub async fn serve<H: Health>(
     health_service: HealthServer<H>,
     shutdown: impl Future<Output = ()>,
 ) -> Result<(), ServeError> {
-    let reflection = if state.grpc_reflection {
+    let reflection = if state.limits().grpc_reflection {
         let service = tonic_reflection::server::Builder::configure()
             .register_encoded_file_descriptor_set(proto::FILE_DESCRIPTOR_SET)
             .build_v1()?;
@@ -149,41 +97,41 @@ pub async fn serve<H: Health>(
     } else {
         None
     };
-    let limit = state.max_message_bytes;
+    let limit = state.limits().max_message_bytes;
     let dispatcher = InterceptedService::new(
         DispatcherServer::new(dispatcher::DispatchService::new(state.clone()))
             .max_decoding_message_size(limit),
-        state.tokens.dispatcher(),
+        state.tokens().dispatcher(),
     );
     let customers = InterceptedService::new(
         CustomersServer::new(customers::CustomerService::new(state.clone()))
             .max_decoding_message_size(limit),
-        state.tokens.admin_only(),
+        state.tokens().admin_only(),
     );
     let preferences = InterceptedService::new(
         PreferencesServer::new(preferences::PreferenceService::new(state.clone()))
             .max_decoding_message_size(limit),
-        state.tokens.dispatcher(),
+        state.tokens().dispatcher(),
     );
     let templates = InterceptedService::new(
         TemplatesServer::new(templates::TemplateService::new(state.clone()))
             .max_decoding_message_size(limit),
-        state.tokens.admin_only(),
+        state.tokens().admin_only(),
     );
     let archive = InterceptedService::new(
         ArchiveServer::new(archive::ArchiveService::new(state.clone()))
             .max_decoding_message_size(limit),
-        state.tokens.admin_only(),
+        state.tokens().admin_only(),
     );
     let tokens = InterceptedService::new(
         TokensServer::new(tokens::TokenService::new(state.clone()))
             .max_decoding_message_size(limit),
-        state.tokens.admin_only(),
+        state.tokens().admin_only(),
     );
     let cluster = InterceptedService::new(
         ClusterServer::new(cluster::ClusterService::new(state.clone()))
             .max_decoding_message_size(limit),
-        state.tokens.admin_only(),
+        state.tokens().admin_only(),
     );
     Server::builder()
         .concurrency_limit_per_connection(limits.concurrency_per_connection)

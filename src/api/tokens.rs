@@ -3,7 +3,8 @@
 use tonic::{Request, Response, Status};
 
 use super::proto::tokens_server::Tokens;
-use super::{ApiState, convert, proto};
+use super::state::Read;
+use super::{ApiState, answer, convert, proto};
 use crate::error::Error;
 use crate::scoped_tokens::TokenRecord;
 
@@ -55,24 +56,21 @@ fn proto_token(record: TokenRecord) -> proto::ScopedToken {
     }
 }
 
-#[tonic::async_trait]
-impl Tokens for TokenService {
-    async fn create_token(
+impl TokenService {
+    async fn create(
         &self,
-        request: Request<proto::CreateTokenRequest>,
-    ) -> Result<Response<proto::CreateTokenResponse>, Status> {
-        let request = request.into_inner();
+        request: proto::CreateTokenRequest,
+    ) -> Result<proto::CreateTokenResponse, Error> {
         convert::customer_id("name", &request.name)?;
         let customers = customer_ids(request.customer_ids)?;
         for customer in &customers {
-            self.state.known_customer(customer).await?;
+            self.state.customer(customer, Read::Cached).await?;
         }
         let created = self
             .state
-            .scoped_tokens
+            .scoped_tokens()
             .create(&request.name, customers)
-            .await
-            .map_err(Error::from)?
+            .await?
             .ok_or_else(|| {
                 Error::AlreadyExists(format!("a token named {:?} already exists", request.name))
             })?;
@@ -81,37 +79,53 @@ impl Tokens for TokenService {
             customers = created.record.customer_ids.len(),
             "scoped token created"
         );
-        Ok(Response::new(proto::CreateTokenResponse {
+        Ok(proto::CreateTokenResponse {
             token: created.token.expose().to_owned(),
             scoped_token: Some(proto_token(created.record)),
-        }))
+        })
+    }
+
+    async fn list(&self) -> Result<proto::ListTokensResponse, Error> {
+        let records = self.state.scoped_tokens().list().await?;
+        Ok(proto::ListTokensResponse {
+            tokens: records.into_iter().map(proto_token).collect(),
+        })
+    }
+
+    async fn revoke(&self, name: String) -> Result<proto::ScopedToken, Error> {
+        convert::customer_id("name", &name)?;
+        let revoked = self
+            .state
+            .scoped_tokens()
+            .revoke(&name)
+            .await?
+            .ok_or_else(|| Error::NotFound(format!("no token named {name:?}")))?;
+        tracing::info!(token = %revoked.name, "scoped token revoked");
+        Ok(proto_token(revoked))
+    }
+}
+
+#[tonic::async_trait]
+impl Tokens for TokenService {
+    async fn create_token(
+        &self,
+        request: Request<proto::CreateTokenRequest>,
+    ) -> Result<Response<proto::CreateTokenResponse>, Status> {
+        answer(self.create(request.into_inner()).await)
     }
 
     async fn list_tokens(
         &self,
         _request: Request<proto::ListTokensRequest>,
     ) -> Result<Response<proto::ListTokensResponse>, Status> {
-        let records = self.state.scoped_tokens.list().await.map_err(Error::from)?;
-        Ok(Response::new(proto::ListTokensResponse {
-            tokens: records.into_iter().map(proto_token).collect(),
-        }))
+        answer(self.list().await)
     }
 
     async fn revoke_token(
         &self,
         request: Request<proto::RevokeTokenRequest>,
     ) -> Result<Response<proto::ScopedToken>, Status> {
-        let name = request.into_inner().name;
-        convert::customer_id("name", &name)?;
-        let revoked = self
-            .state
-            .scoped_tokens
-            .revoke(&name)
-            .await
-            .map_err(Error::from)?
-            .ok_or_else(|| Error::NotFound(format!("no token named {name:?}")))?;
-        tracing::info!(token = %revoked.name, "scoped token revoked");
-        Ok(Response::new(proto_token(revoked)))
+        answer(self.revoke(request.into_inner().name).await)
     }
 }
 

@@ -30,7 +30,7 @@ use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 use tonic_health::ServingStatus;
 
-use crate::api::{self, ApiState};
+use crate::api::{self, ApiLimits, ApiParts, ApiState};
 use crate::cluster::{Membership, Placement};
 use crate::config::ServeConfig;
 use crate::connections::{Cut, Tls};
@@ -255,11 +255,13 @@ pub async fn run(
         writers,
         metrics.clone(),
         preferences.clone(),
+        templates.clone(),
+        fast_path,
     );
 
     let (health, health_service) = tonic_health::server::health_reporter();
     health.set_service_status("", ServingStatus::Serving).await;
-    let state = ApiState {
+    let state = ApiState::new(ApiParts {
         store: store.clone(),
         intake,
         directory,
@@ -269,19 +271,20 @@ pub async fn run(
         metrics: metrics.clone(),
         preferences,
         templates,
-        fast_path,
         target_policy,
-        grpc_reflection: cfg.grpc_reflection,
-        allow_plaintext_smtp_auth: cfg.allow_plaintext_smtp_auth,
-        inbox_retention: cfg.inbox_retention,
-        max_payload_bytes: cfg.max_payload_bytes,
-        max_message_bytes: cfg.max_message_bytes,
-        max_schedule_ahead: cfg.max_schedule_ahead,
         backlog_quota: Arc::new(api::quota::BacklogQuota::new(
             Some(cfg.max_backlog_per_customer).filter(|limit| *limit > 0),
         )),
         ids,
-    };
+        limits: ApiLimits {
+            grpc_reflection: cfg.grpc_reflection,
+            allow_plaintext_smtp_auth: cfg.allow_plaintext_smtp_auth,
+            inbox_retention: cfg.inbox_retention,
+            max_payload_bytes: cfg.max_payload_bytes,
+            max_message_bytes: cfg.max_message_bytes,
+            max_schedule_ahead: cfg.max_schedule_ahead,
+        },
+    });
     let stop = CancellationToken::new();
     let cut = Cut::default();
     let grpc_addr = listeners.grpc.local_addr().ok();

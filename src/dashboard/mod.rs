@@ -11,26 +11,37 @@
 //!   and tier changes, for the view where an SRE watches the controller move.
 //!
 //! Both data endpoints are read-only and accept the admin or the metrics token, as
-//! `Authorization: Bearer <token>` only.
+//! `Authorization: Bearer <token>` only. The HTTP port routes to them and checks the token
+//! (see [`crate::http`]); this module only answers, from the [`Sources`] it is given, so it
+//! knows nothing of the port.
 
 pub mod history;
 
 use std::collections::HashMap;
-use std::sync::Arc;
 
 use axum::Json;
-use axum::extract::{Path, State};
 use axum::http::StatusCode;
 use axum::response::{Html, IntoResponse, Response};
 use serde::Serialize;
 
-use crate::dispatch::CustomerStats;
-use crate::http::{Authorized, HttpState};
+use crate::dispatch::{CustomerStats, Dispatcher};
 use crate::model::{EpochMillis, now_millis};
-use history::{Sample, TierChange};
+use crate::store::Store;
+use history::{History, Sample, TierChange};
 
 /// The page: HTML, CSS and JavaScript in one file, compiled into the binary.
 const PAGE: &str = include_str!("page.html");
+
+/// What the dashboard's data is read from.
+#[derive(Debug, Clone, Copy)]
+pub struct Sources<'a> {
+    /// The backlog per customer.
+    pub store: &'a Store,
+    /// The running actors' live figures, and this node's place in a cluster.
+    pub dispatcher: &'a Dispatcher,
+    /// The recent samples the charts draw.
+    pub history: &'a History,
+}
 
 /// `GET /dashboard`.
 pub async fn page() -> Html<&'static str> {
@@ -79,8 +90,8 @@ struct CustomerView {
 }
 
 /// `GET /dashboard/api/overview`.
-pub async fn overview(State(state): State<Arc<HttpState>>, _: Authorized) -> Response {
-    match rows(&state).await {
+pub async fn overview(state: Sources<'_>) -> Response {
+    match rows(state).await {
         Ok(customers) => Json(Overview {
             now_ms: now_millis(),
             refresh_ms: history::SAMPLE_EVERY.as_millis(),
@@ -94,12 +105,8 @@ pub async fn overview(State(state): State<Arc<HttpState>>, _: Authorized) -> Res
 }
 
 /// `GET /dashboard/api/customers/{id}`.
-pub async fn customer(
-    State(state): State<Arc<HttpState>>,
-    _: Authorized,
-    Path(id): Path<String>,
-) -> Response {
-    let now = match rows(&state).await {
+pub async fn customer(state: Sources<'_>, id: String) -> Response {
+    let now = match rows(state).await {
         Ok(rows) => rows.into_iter().find(|row| row.id == id),
         Err(response) => return response,
     };
@@ -121,7 +128,7 @@ pub async fn customer(
 }
 
 /// Every customer with a running actor or a backlog, by id.
-async fn rows(state: &HttpState) -> Result<Vec<Row>, Response> {
+async fn rows(state: Sources<'_>) -> Result<Vec<Row>, Response> {
     let actors = state.dispatcher.all_stats().await;
     let backlog = state.store.backlog_all().await.map_err(|err| {
         tracing::warn!(error = %err, "dashboard: cannot read the backlog");

@@ -12,11 +12,9 @@ use floodgate::api::proto::customers_client::CustomersClient;
 use serde::Serialize;
 use tokio::time::Instant;
 
-use super::{MemoryArgs, SETTLE, Submitted, submit_all, tier_name};
-use crate::arrivals::Arrivals;
+use super::{MemoryArgs, Rig, Submitted, submit_all, tier_name, with_receiver};
 use crate::client::{self, AuthedChannel};
-use crate::process::{Floodgate, Memory};
-use crate::receiver::{Behaviour, Receiver};
+use crate::process::Floodgate;
 
 /// The slow customer's id.
 const CUSTOMER: &str = "slow-0";
@@ -83,29 +81,20 @@ struct Sample {
 
 /// Runs the scenario on a freshly started `floodgate`.
 pub(super) async fn run(args: &MemoryArgs, floodgate: &Floodgate) -> Result<Summary> {
-    tokio::time::sleep(SETTLE).await;
-    let idle = floodgate.memory()?;
-    let arrivals = Arrivals::new()?;
-    let receiver = Receiver::start_with(Behaviour {
-        serial: Some(args.slow_delay),
-        arrivals: Some(arrivals.clone()),
+    with_receiver(floodgate, Some(args.slow_delay), async |rig| {
+        measure(args, rig).await
     })
-    .await?;
-    let measured = measure(args, floodgate, &receiver, &arrivals, idle).await;
-    let stopped = receiver.stop().await;
-    let summary = measured?;
-    stopped?;
-    Ok(summary)
+    .await
 }
 
-async fn measure(
-    args: &MemoryArgs,
-    floodgate: &Floodgate,
-    receiver: &Receiver,
-    arrivals: &Arrivals,
-    idle: Memory,
-) -> Result<Summary> {
-    let channel = floodgate.connect().await?;
+async fn measure(args: &MemoryArgs, rig: Rig<'_>) -> Result<Summary> {
+    let Rig {
+        floodgate,
+        channel,
+        receiver,
+        arrivals,
+        settled: idle,
+    } = rig;
     client::register_customers(&channel, &[CUSTOMER.to_owned()], &[receiver.url()], false).await?;
     eprintln!(
         "idle: rss {:.1} MiB; submitting {} notifications for {CUSTOMER} (served one at a time, {} ms each)",

@@ -13,11 +13,10 @@ use floodgate::api::proto::customers_client::CustomersClient;
 use serde::Serialize;
 use tokio::time::Instant;
 
-use super::{MemoryArgs, SETTLE, Submitted, submit_all, tier_name};
+use super::{MemoryArgs, Rig, SETTLE, Submitted, submit_all, tier_name, with_receiver};
 use crate::arrivals::Arrivals;
 use crate::client;
 use crate::process::{Floodgate, Memory};
-use crate::receiver::{Behaviour, Receiver};
 
 /// What the scenario measured.
 #[derive(Debug, Clone, Serialize)]
@@ -48,29 +47,13 @@ pub(super) struct Summary {
 
 /// Runs the scenario on a freshly started `floodgate` (one started with a long idle timeout).
 pub(super) async fn run(args: &MemoryArgs, floodgate: &Floodgate) -> Result<Summary> {
-    tokio::time::sleep(SETTLE).await;
-    let baseline = floodgate.memory()?;
-    let arrivals = Arrivals::new()?;
-    let receiver = Receiver::start_with(Behaviour {
-        arrivals: Some(arrivals.clone()),
-        ..Behaviour::default()
-    })
-    .await?;
-    let measured = measure(args, floodgate, &receiver, &arrivals, baseline).await;
-    let stopped = receiver.stop().await;
-    let summary = measured?;
-    stopped?;
-    Ok(summary)
+    with_receiver(floodgate, None, async |rig| measure(args, rig).await).await
 }
 
-async fn measure(
-    args: &MemoryArgs,
-    floodgate: &Floodgate,
-    receiver: &Receiver,
-    arrivals: &Arrivals,
-    baseline: Memory,
-) -> Result<Summary> {
-    let channel = floodgate.connect().await?;
+async fn measure(args: &MemoryArgs, rig: Rig<'_>) -> Result<Summary> {
+    let baseline = rig.settled;
+    let (floodgate, channel) = (rig.floodgate, rig.channel);
+    let (receiver, arrivals) = (rig.receiver, rig.arrivals);
     let customers: Vec<String> = (0..args.customers).map(|i| format!("idle-{i}")).collect();
     eprintln!(
         "baseline: rss {:.1} MiB; registering {} customers",

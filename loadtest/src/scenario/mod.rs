@@ -14,44 +14,44 @@
 //! - [`system`]: a simulated customer system with a capacity model.
 //! - [`load`]: the open-loop load and the ledger of accepted ids.
 //! - [`entrances`]: which node each call goes to.
+//! - [`nodes`]: the floodgate a run talks to, and the node kills and additions made to it.
+//! - [`fleet`]: the run's simulated customer systems, registered, drained and paused.
+//! - [`progress`]: the progress line.
 //! - [`ownership`]: bucket owners over a cluster run; takeover and join times.
 //! - [`outcome`]: what one policy's run measured, per customer group.
 //! - [`whereabouts`]: where each accepted notification that did not arrive is.
 //! - [`report`]: the table, the JSON and the SVG.
 
 mod entrances;
+mod fleet;
 mod load;
+mod nodes;
 mod outcome;
 mod ownership;
+mod progress;
 mod report;
 mod spec;
 mod system;
 mod whereabouts;
 
-use std::collections::HashMap;
-use std::collections::hash_map::Entry;
 use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
 
-use anyhow::{Context as _, Result, bail, ensure};
+use anyhow::{Context as _, Result, ensure};
 use clap::{Args, ValueEnum};
-use floodgate::api::proto;
-use floodgate::api::proto::customers_client::CustomersClient;
-use tokio::task::JoinSet;
 use tokio::time::Instant;
 
-use crate::arrivals::Arrivals;
-use crate::client::{self, AuthedChannel};
-use crate::cluster::{self, Cluster, node_id};
+use crate::cluster::{self, Cluster};
 use crate::interrupt::unless_interrupted;
 use crate::process::Program;
 use entrances::Entrances;
-use load::Target;
+use fleet::{Fleet, drain, pause_all, register, targets};
+use nodes::{Server, change_nodes, stats};
 use outcome::{Customer, PolicyRun};
-use ownership::{ClusterOutcome, NodeChange, Sampler};
-use spec::{NodeEvent, Scenario, TierName};
-use system::System;
+use ownership::{ClusterOutcome, Sampler};
+use progress::Progress;
+use spec::Scenario;
 
 /// Arguments of `floodgate-loadtest run`.
 #[derive(Debug, Args)]
@@ -164,73 +164,6 @@ pub(crate) async fn run(args: RunArgs) -> Result<()> {
     Ok(())
 }
 
-/// The floodgate a policy's run talks to.
-enum Server {
-    /// One node, or several on one database.
-    Started(Box<Cluster>),
-    Target {
-        url: String,
-        token: String,
-        tls_ca: Option<PathBuf>,
-    },
-}
-
-impl Server {
-    /// A connection to one running node.
-    async fn connect(&self) -> Result<AuthedChannel> {
-        match self {
-            Server::Started(cluster) => {
-                let (i, _) = cluster
-                    .live()
-                    .next()
-                    .context("no floodgate node is running")?;
-                cluster.connect(i).await
-            }
-            Server::Target { url, token, tls_ca } => {
-                client::connect(url, token, tls_ca.as_deref()).await
-            }
-        }
-    }
-
-    /// A connection to every running node, with its number.
-    async fn connect_all(&self) -> Result<Vec<(usize, AuthedChannel)>> {
-        match self {
-            Server::Started(cluster) => cluster.connect_all().await,
-            Server::Target { .. } => Ok(vec![(0, self.connect().await?)]),
-        }
-    }
-
-    fn describe(&self) -> String {
-        match self {
-            Server::Started(cluster) => cluster.describe(),
-            Server::Target { url, .. } => format!("floodgate at {url}"),
-        }
-    }
-
-    /// The nodes the harness started, to kill and add.
-    fn cluster(&mut self) -> Result<&mut Cluster> {
-        match self {
-            Server::Started(cluster) => Ok(cluster),
-            Server::Target { .. } => bail!("cannot kill or add nodes of a --target floodgate"),
-        }
-    }
-
-    /// The PostgreSQL database of started nodes, whose lease table says who owns what.
-    fn database_url(&self) -> Option<&str> {
-        match self {
-            Server::Started(cluster) => cluster.database_url(),
-            Server::Target { .. } => None,
-        }
-    }
-
-    async fn stop(self) -> Result<()> {
-        match self {
-            Server::Started(cluster) => cluster.stop().await,
-            Server::Target { .. } => Ok(()),
-        }
-    }
-}
-
 /// One policy's run, start to finish; floodgate is stopped whatever happens.
 async fn run_policy(
     scenario: &Scenario,
@@ -286,58 +219,6 @@ fn policy_flags(scenario: &Scenario, policy: PolicyName) -> Vec<String> {
     ];
     flags.extend(scenario.cluster.flags());
     flags
-}
-
-/// The simulated customers of a run, in group order, with the group each belongs to.
-struct Fleet {
-    customers: Vec<(usize, System)>,
-}
-
-impl Fleet {
-    async fn start(
-        scenario: &Scenario,
-        epoch: Instant,
-        prefix: &str,
-    ) -> Result<(Self, Vec<String>)> {
-        let mut customers = Vec::with_capacity(scenario.customer_count());
-        let mut ids = Vec::with_capacity(scenario.customer_count());
-        for (g, group) in scenario.customers.iter().enumerate() {
-            for id in group.ids(prefix) {
-                let arrivals = Arrivals::since(epoch)?;
-                customers.push((g, System::start(group, arrivals).await?));
-                ids.push(id);
-            }
-        }
-        Ok((Self { customers }, ids))
-    }
-
-    async fn stop(self) -> Result<()> {
-        let mut stopping = JoinSet::new();
-        for (_, system) in self.customers {
-            stopping.spawn(system.stop());
-        }
-        while let Some(stopped) = stopping.join_next().await {
-            stopped.context("a simulated customer system panicked")??;
-        }
-        Ok(())
-    }
-
-    fn delivered(&self) -> u64 {
-        self.customers
-            .iter()
-            .map(|(_, s)| s.arrivals().unique())
-            .sum()
-    }
-
-    fn overloaded(&self) -> u64 {
-        self.customers
-            .iter()
-            .map(|(_, s)| {
-                let r = s.responses();
-                r.overloaded + r.abandoned
-            })
-            .sum()
-    }
 }
 
 /// Sets up the fleet, runs the load, drains, and accounts; the fleet is stopped whatever
@@ -473,266 +354,4 @@ async fn drive_fleet(
     run.cluster =
         samples.map(|samples| ClusterOutcome::new(scenario.nodes, &changes, &samples, &run.groups));
     Ok(run)
-}
-
-/// Makes the scenario's crash, or its node kills and additions, at their times; returns the
-/// changes as made. A node leaves the entrances before it is killed and joins them once it
-/// answers calls.
-async fn change_nodes(
-    scenario: &Scenario,
-    server: &mut Server,
-    entrances: &Entrances,
-    start: Instant,
-) -> Result<Vec<NodeChange>> {
-    if let Some(at) = scenario.crash_at {
-        tokio::time::sleep_until(start + at.0).await;
-        server.cluster()?.kill_and_restart(0).await?;
-    }
-    let mut changes = Vec::new();
-    for (at, event) in scenario.node_events() {
-        tokio::time::sleep_until(start + at).await;
-        let cluster = server.cluster()?;
-        match event {
-            NodeEvent::Kill(node) => {
-                entrances.close(node);
-                cluster.kill(node).await?;
-                changes.push(NodeChange::Killed {
-                    node: node_id(node),
-                    at: start.elapsed(),
-                });
-            }
-            NodeEvent::Add(planned) => {
-                let began = Instant::now();
-                let node = cluster.add().await?;
-                ensure!(
-                    node == planned,
-                    "started node {node}, but the scenario numbers it {planned}"
-                );
-                let ready = began.elapsed();
-                entrances.open(node, cluster.connect(node).await?);
-                eprintln!("{} joined", node_id(node));
-                changes.push(NodeChange::Added {
-                    node: node_id(node),
-                    at: began - start,
-                    ready,
-                    running: cluster.live().map(|(i, _)| node_id(i)).collect(),
-                });
-            }
-        }
-    }
-    Ok(changes)
-}
-
-/// Registers every customer with its system's URL and secret and its group's configured tier.
-async fn register(
-    scenario: &Scenario,
-    channel: &AuthedChannel,
-    fleet: &Fleet,
-    ids: &[String],
-) -> Result<()> {
-    let customers = fleet
-        .customers
-        .iter()
-        .zip(ids)
-        .map(|((group, system), id)| proto::Customer {
-            id: id.clone(),
-            webhook_url: system.url().to_owned(),
-            signing_secret: system.secret().to_owned(),
-            start_tier: scenario.customers[*group]
-                .tier
-                .map_or(proto::Tier::Unspecified, |tier| match tier {
-                    TierName::Fast => proto::Tier::Fast,
-                    TierName::Medium => proto::Tier::Medium,
-                    TierName::Slow => proto::Tier::Slow,
-                }) as i32,
-            ..proto::Customer::default()
-        })
-        .collect();
-    client::upsert_customers(channel, customers).await
-}
-
-/// What each customer is offered, in fleet order.
-fn targets(scenario: &Scenario, ids: &[String]) -> Vec<Target> {
-    let mut ids = ids.iter();
-    let mut targets = Vec::with_capacity(ids.len());
-    for group in &scenario.customers {
-        for id in ids.by_ref().take(group.count) {
-            targets.push(Target {
-                id: id.clone(),
-                rates: [group.rate, group.bulk_rate],
-                campaign: group.campaign.as_ref().map(|c| (c.at.0, c.count)),
-            });
-        }
-    }
-    targets
-}
-
-/// Every customer's stats, by id, from the node running its controller.
-async fn stats(server: &Server) -> Result<HashMap<String, proto::CustomerStats>> {
-    let mut merged = HashMap::new();
-    for (_, channel) in server.connect_all().await? {
-        let answer = CustomersClient::new(channel)
-            .list_customer_stats(proto::ListCustomerStatsRequest {})
-            .await
-            .context("ListCustomerStats failed")?;
-        merge_stats(&mut merged, answer.into_inner().stats);
-    }
-    Ok(merged)
-}
-
-/// Adds one node's stats to `merged`. Only the node that owns a customer runs its controller;
-/// every other node reports it idle, so a live controller's stats win over idle ones.
-fn merge_stats(
-    merged: &mut HashMap<String, proto::CustomerStats>,
-    stats: Vec<proto::CustomerStats>,
-) {
-    let idle = proto::Tier::Idle as i32;
-    for one in stats {
-        match merged.entry(one.customer_id.clone()) {
-            Entry::Vacant(entry) => {
-                entry.insert(one);
-            }
-            Entry::Occupied(mut entry) => {
-                if entry.get().tier == idle && one.tier != idle {
-                    entry.insert(one);
-                }
-            }
-        }
-    }
-}
-
-/// Waits until every customer has received as many notifications as were accepted for it, or
-/// until `until`.
-async fn drain(fleet: &Fleet, ledger: &load::Ledger, until: Instant) {
-    let done = || {
-        fleet
-            .customers
-            .iter()
-            .enumerate()
-            .all(|(i, (_, s))| s.arrivals().unique() >= ledger.accepted_count(i))
-    };
-    while !done() && Instant::now() < until {
-        tokio::time::sleep(Duration::from_millis(250)).await;
-    }
-}
-
-/// Pauses every customer, so nothing is delivered while the run is accounted for (and a
-/// `--target` server does not keep sending to systems that are about to go away).
-async fn pause_all(channel: &AuthedChannel, ids: &[String]) -> Result<()> {
-    let mut pausing = JoinSet::new();
-    for chunk in ids.chunks(ids.len().div_ceil(16).max(1)) {
-        let mut customers = CustomersClient::new(channel.clone());
-        let chunk = chunk.to_vec();
-        pausing.spawn(async move {
-            for customer_id in chunk {
-                customers
-                    .pause_customer(proto::PauseCustomerRequest { customer_id })
-                    .await
-                    .context("PauseCustomer failed")?;
-            }
-            anyhow::Ok(())
-        });
-    }
-    while let Some(paused) = pausing.join_next().await {
-        paused.context("a pausing task panicked")??;
-    }
-    Ok(())
-}
-
-/// The progress line, once a second while the load runs and drains.
-struct Progress {
-    label: String,
-    start: Instant,
-    load_end: Instant,
-    warmup_end: Instant,
-    ledger: Arc<load::Ledger>,
-    arrivals: Vec<Arc<Arrivals>>,
-}
-
-impl Progress {
-    fn new(
-        label: &str,
-        start: Instant,
-        scenario: &Scenario,
-        ledger: Arc<load::Ledger>,
-        arrivals: Vec<Arc<Arrivals>>,
-    ) -> Self {
-        Self {
-            label: label.to_owned(),
-            start,
-            load_end: start + scenario.duration.0,
-            warmup_end: start + scenario.warmup.0,
-            ledger,
-            arrivals,
-        }
-    }
-
-    async fn run(self) {
-        let mut ticker =
-            tokio::time::interval_at(self.start + Duration::from_secs(1), Duration::from_secs(1));
-        let mut before = 0;
-        loop {
-            let now = ticker.tick().await;
-            let delivered: u64 = self.arrivals.iter().map(|a| a.unique()).sum();
-            let phase = if now <= self.warmup_end {
-                "warmup"
-            } else if now <= self.load_end {
-                "load"
-            } else {
-                "drain"
-            };
-            eprintln!(
-                "[{:>4.0}s] {} {phase:<6} offered {:>8}  accepted {:>8}  delivered {:>8} ({:>6}/s)  submit errors {}",
-                (now - self.start).as_secs_f64(),
-                self.label,
-                self.ledger.offered_total(),
-                self.ledger.accepted_total(),
-                delivered,
-                delivered - before,
-                self.ledger.error_total()
-            );
-            before = delivered;
-        }
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    fn stats(customer: &str, tier: proto::Tier, limit: u32) -> proto::CustomerStats {
-        proto::CustomerStats {
-            customer_id: customer.into(),
-            tier: tier as i32,
-            concurrency_limit: limit,
-            ..proto::CustomerStats::default()
-        }
-    }
-
-    #[test]
-    fn a_customers_stats_come_from_the_node_running_its_controller() {
-        let mut merged = HashMap::new();
-        // Node 0 owns a; node 1 owns b; both report the other's customer idle.
-        merge_stats(
-            &mut merged,
-            vec![
-                stats("a", proto::Tier::Fast, 40),
-                stats("b", proto::Tier::Idle, 0),
-                stats("c", proto::Tier::Idle, 0),
-            ],
-        );
-        merge_stats(
-            &mut merged,
-            vec![
-                stats("a", proto::Tier::Idle, 0),
-                stats("b", proto::Tier::Slow, 3),
-                stats("c", proto::Tier::Idle, 0),
-            ],
-        );
-        assert_eq!(merged["a"].concurrency_limit, 40);
-        assert_eq!(merged["b"].tier, proto::Tier::Slow as i32);
-        assert_eq!(merged["b"].concurrency_limit, 3);
-        assert_eq!(merged["c"].tier, proto::Tier::Idle as i32);
-        assert_eq!(merged.len(), 3);
-    }
 }

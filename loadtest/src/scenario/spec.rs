@@ -18,7 +18,11 @@
 //! rate = 15            # transactional notifications/s offered, per customer
 //! ```
 //!
-//! Every key is documented on its field below.
+//! Every key is documented on its field below; the customer systems' keys in [`customers`], the
+//! nodes' in [`nodes`].
+
+mod customers;
+mod nodes;
 
 use std::path::Path;
 use std::time::Duration;
@@ -26,12 +30,12 @@ use std::time::Duration;
 use anyhow::{Context as _, Result, ensure};
 use serde::Deserialize;
 
+pub(crate) use customers::{Capacity, Group, Overload, TierName};
+pub(crate) use nodes::{AddNode, ClusterTiming, KillNode, NodeEvent};
+
 /// Longest a scenario's load phase plus drain may be: every scenario runs in about a minute (a
 /// cluster's kill, takeover and join in a little more).
 const MAX_RUN: Duration = Duration::from_secs(90);
-/// Most floodgate nodes a scenario may start, joins included: more would only share the same
-/// cores.
-const MAX_NODES: usize = 8;
 
 /// A whole scenario file.
 #[derive(Debug, Clone, Deserialize)]
@@ -111,6 +115,10 @@ fn default_batch() -> usize {
     100
 }
 
+fn one() -> usize {
+    1
+}
+
 /// Which RPC carries the load.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
 #[serde(rename_all = "kebab-case")]
@@ -161,285 +169,6 @@ pub(crate) struct Burst {
     pub(crate) factor: f64,
 }
 
-/// At `at`, node `node` (numbered from 0 in the order the nodes started, joins included) is
-/// SIGKILLed and not restarted.
-#[derive(Debug, Clone, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub(crate) struct KillNode {
-    pub(crate) at: Span,
-    pub(crate) node: usize,
-}
-
-/// At `at`, one more node starts (numbered after every node before it).
-#[derive(Debug, Clone, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub(crate) struct AddNode {
-    pub(crate) at: Span,
-}
-
-/// floodgate's cluster timing flags; an unset one keeps floodgate's default. They decide how long
-/// a killed node's buckets wait for a new owner (about `lease_ttl`).
-#[derive(Debug, Clone, Default, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub(crate) struct ClusterTiming {
-    /// `--cluster-lease-ttl`.
-    pub(crate) lease_ttl: Option<Span>,
-    /// `--cluster-heartbeat`.
-    pub(crate) heartbeat: Option<Span>,
-    /// `--webhook-timeout`: a node stops sending this long (plus a heartbeat) before its leases
-    /// expire, so `lease_ttl` must be at least this plus three heartbeats.
-    pub(crate) webhook_timeout: Option<Span>,
-}
-
-impl ClusterTiming {
-    /// The flags for `floodgate serve`.
-    pub(crate) fn flags(&self) -> Vec<String> {
-        [
-            ("--cluster-lease-ttl", self.lease_ttl),
-            ("--cluster-heartbeat", self.heartbeat),
-            ("--webhook-timeout", self.webhook_timeout),
-        ]
-        .into_iter()
-        .filter_map(|(flag, span)| {
-            span.map(|span| {
-                [
-                    flag.to_owned(),
-                    humantime::format_duration(span.0).to_string(),
-                ]
-            })
-        })
-        .flatten()
-        .collect()
-    }
-
-    /// Checks the timing as floodgate would, with its defaults for what is unset.
-    fn check(&self) -> Result<()> {
-        let mut config = floodgate::config::ServeConfig::defaults();
-        // Nodes share a PostgreSQL database, where floodgate checks the cluster timing.
-        config.database_url = Some("postgres://cluster-nodes/floodgate".to_owned());
-        if let Some(ttl) = self.lease_ttl {
-            config.cluster_lease_ttl = ttl.0;
-        }
-        if let Some(heartbeat) = self.heartbeat {
-            config.cluster_heartbeat = heartbeat.0;
-        }
-        if let Some(timeout) = self.webhook_timeout {
-            config.webhook_timeout = timeout.0;
-        }
-        config
-            .validate()
-            .map_err(|err| anyhow::anyhow!("[cluster]: {err}"))
-    }
-}
-
-/// A change to the set of running nodes, in the order the run makes them.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub(crate) enum NodeEvent {
-    /// SIGKILL this node.
-    Kill(usize),
-    /// Start the node with this number.
-    Add(usize),
-}
-
-/// A configured tier, as floodgate's `start_tier`.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
-#[serde(rename_all = "kebab-case")]
-pub(crate) enum TierName {
-    Fast,
-    Medium,
-    Slow,
-}
-
-/// What an overloaded system answers.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
-pub(crate) enum Overload {
-    /// `503 Service Unavailable`.
-    #[default]
-    #[serde(rename = "503")]
-    Unavailable,
-    /// `429 Too Many Requests` with `Retry-After` (`retry_after`).
-    #[serde(rename = "429")]
-    TooManyRequests,
-}
-
-/// `count` identical customer systems and the load offered to each.
-#[derive(Debug, Clone, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub(crate) struct Group {
-    /// The customer id, or the ids' prefix when `count` > 1; also the report's row name.
-    pub(crate) name: String,
-    /// How many such customers. Default 1.
-    #[serde(default = "one")]
-    pub(crate) count: usize,
-    /// The configured tier: `static-tiers` sends at its rate; `adaptive` starts from it.
-    /// Default: none (floodgate's default tier).
-    #[serde(default)]
-    pub(crate) tier: Option<TierName>,
-    /// The system's capacity at the start: see [`Capacity`] for each key.
-    pub(crate) workers: usize,
-    pub(crate) service_time: Span,
-    #[serde(default = "no_span")]
-    pub(crate) jitter: Span,
-    #[serde(default)]
-    pub(crate) queue: Option<usize>,
-    #[serde(default)]
-    pub(crate) overload: Overload,
-    #[serde(default = "one_second")]
-    pub(crate) retry_after: Span,
-    #[serde(default)]
-    pub(crate) dead: bool,
-    /// Capacity changes during the run, in time order.
-    #[serde(default)]
-    pub(crate) changes: Vec<Change>,
-    /// Transactional notifications/s offered to each customer of the group. Default 0.
-    #[serde(default)]
-    pub(crate) rate: f64,
-    /// Bulk notifications/s offered to each customer of the group. Default 0.
-    #[serde(default)]
-    pub(crate) bulk_rate: f64,
-    /// A bulk campaign submitted all at once to each customer of the group.
-    #[serde(default)]
-    pub(crate) campaign: Option<Campaign>,
-}
-
-fn one() -> usize {
-    1
-}
-
-/// A simulated system's capacity model: `workers` requests served at once, each taking
-/// `service_time` ± `jitter`; up to `queue` more wait for a worker; beyond that it answers
-/// `overload` at once. `dead`: it accepts connections and never answers.
-#[derive(Debug, Clone, PartialEq)]
-pub(crate) struct Capacity {
-    pub(crate) workers: usize,
-    pub(crate) service_time: Span,
-    /// Each request's service time is drawn uniformly from `service_time ± jitter`. Default 0.
-    pub(crate) jitter: Span,
-    /// Requests waiting for a worker. Default: as many as there are workers.
-    pub(crate) queue: Option<usize>,
-    /// `"503"` or `"429"`. Default `"503"`.
-    pub(crate) overload: Overload,
-    /// The `Retry-After` of a 429, rounded to whole seconds as HTTP says. Default 1s.
-    pub(crate) retry_after: Span,
-    /// Hangs every request. Default false.
-    pub(crate) dead: bool,
-}
-
-fn no_span() -> Span {
-    Span(Duration::ZERO)
-}
-
-fn one_second() -> Span {
-    Span(Duration::from_secs(1))
-}
-
-impl Capacity {
-    /// Requests per second it completes when saturated.
-    pub(crate) fn per_sec(&self) -> f64 {
-        if self.dead {
-            0.0
-        } else {
-            self.workers as f64 / self.service_time.0.as_secs_f64()
-        }
-    }
-
-    /// How many requests may wait for a worker.
-    pub(crate) fn queue(&self) -> usize {
-        self.queue.unwrap_or(self.workers)
-    }
-
-    /// This capacity with `change` applied.
-    fn changed(&self, change: &Change) -> Self {
-        Self {
-            workers: change.workers.unwrap_or(self.workers),
-            service_time: change.service_time.unwrap_or(self.service_time),
-            jitter: change.jitter.unwrap_or(self.jitter),
-            queue: change.queue.or(self.queue),
-            dead: change.dead.unwrap_or(self.dead),
-            ..self.clone()
-        }
-    }
-
-    fn check(&self) -> Result<()> {
-        ensure!(self.workers >= 1, "workers must be at least 1");
-        ensure!(
-            !self.service_time.0.is_zero(),
-            "service_time must be above zero"
-        );
-        ensure!(
-            self.jitter <= self.service_time,
-            "jitter must not exceed service_time"
-        );
-        Ok(())
-    }
-}
-
-/// From `at` on, the listed capacity settings change; the others stay.
-#[derive(Debug, Clone, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub(crate) struct Change {
-    pub(crate) at: Span,
-    pub(crate) workers: Option<usize>,
-    pub(crate) service_time: Option<Span>,
-    pub(crate) jitter: Option<Span>,
-    pub(crate) queue: Option<usize>,
-    pub(crate) dead: Option<bool>,
-}
-
-/// `count` bulk notifications submitted as fast as floodgate takes them, from `at`.
-#[derive(Debug, Clone, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub(crate) struct Campaign {
-    pub(crate) at: Span,
-    pub(crate) count: u64,
-}
-
-impl Group {
-    /// The capacity at the start.
-    pub(crate) fn capacity(&self) -> Capacity {
-        Capacity {
-            workers: self.workers,
-            service_time: self.service_time,
-            jitter: self.jitter,
-            queue: self.queue,
-            overload: self.overload,
-            retry_after: self.retry_after,
-            dead: self.dead,
-        }
-    }
-
-    /// The capacity in force at `t` since the load started.
-    pub(crate) fn capacity_at(&self, t: Duration) -> Capacity {
-        self.schedule()
-            .into_iter()
-            .take_while(|(at, _)| *at <= t)
-            .last()
-            .map_or_else(|| self.capacity(), |(_, capacity)| capacity)
-    }
-
-    /// The capacity from the start and after each change, with the time it takes effect.
-    pub(crate) fn schedule(&self) -> Vec<(Duration, Capacity)> {
-        let mut current = self.capacity();
-        let mut schedule = vec![(Duration::ZERO, current.clone())];
-        for change in &self.changes {
-            current = current.changed(change);
-            schedule.push((change.at.0, current.clone()));
-        }
-        schedule
-    }
-
-    /// The customer ids of this group.
-    pub(crate) fn ids(&self, prefix: &str) -> Vec<String> {
-        if self.count == 1 {
-            vec![format!("{prefix}{}", self.name)]
-        } else {
-            (0..self.count)
-                .map(|i| format!("{prefix}{}-{i:04}", self.name))
-                .collect()
-        }
-    }
-}
-
 impl Scenario {
     /// Reads and checks a scenario file.
     pub(crate) fn load(path: &Path) -> Result<Self> {
@@ -484,97 +213,9 @@ impl Scenario {
         }
         let mut names = std::collections::HashSet::new();
         for group in &self.customers {
-            let name = &group.name;
-            ensure!(
-                !name.is_empty() && name.chars().all(|c| c.is_ascii_alphanumeric() || c == '-'),
-                "customer name {name:?} must be letters, digits and dashes"
-            );
-            ensure!(names.insert(name), "customer name {name:?} is used twice");
-            ensure!(group.count >= 1, "{name}: count must be at least 1");
-            for rate in [group.rate, group.bulk_rate] {
-                ensure!(
-                    rate.is_finite() && rate >= 0.0,
-                    "{name}: rates must be numbers of at least 0"
-                );
-            }
-            for (_, capacity) in group.schedule() {
-                capacity
-                    .check()
-                    .with_context(|| format!("customer {name}"))?;
-            }
-            ensure!(
-                group.changes.windows(2).all(|w| w[0].at <= w[1].at),
-                "{name}: changes must be in time order"
-            );
+            group.check(&mut names)?;
         }
         Ok(())
-    }
-
-    /// Checks the node count, that every kill names a node running at that time, and that a
-    /// node always runs.
-    fn check_nodes(&self) -> Result<()> {
-        ensure!(self.nodes >= 1, "nodes must be at least 1");
-        let events = self.node_events();
-        for (at, _) in &events {
-            ensure!(
-                *at < self.duration.0,
-                "kill_node and add_node must be inside the load phase"
-            );
-        }
-        let mut running: Vec<usize> = (0..self.nodes).collect();
-        for (at, event) in events {
-            match event {
-                NodeEvent::Kill(node) => {
-                    ensure!(
-                        running.contains(&node),
-                        "kill_node at {}: node {node} is not running then",
-                        humantime::format_duration(at)
-                    );
-                    running.retain(|n| *n != node);
-                    ensure!(
-                        !running.is_empty(),
-                        "kill_node at {}: no node would be left running",
-                        humantime::format_duration(at)
-                    );
-                }
-                NodeEvent::Add(node) => running.push(node),
-            }
-        }
-        ensure!(
-            self.nodes_started() <= MAX_NODES,
-            "at most {MAX_NODES} nodes (nodes + add_node)"
-        );
-        self.cluster.check()
-    }
-
-    /// Whether the run has more than one node at some point, and so needs PostgreSQL.
-    pub(crate) fn is_cluster(&self) -> bool {
-        self.nodes > 1 || !self.add_node.is_empty()
-    }
-
-    /// Nodes killed and added, in time order (a kill before an add at the same time), with the
-    /// time since the load started.
-    pub(crate) fn node_events(&self) -> Vec<(Duration, NodeEvent)> {
-        let mut events: Vec<(Duration, NodeEvent)> = self
-            .kill_node
-            .iter()
-            .map(|kill| (kill.at.0, NodeEvent::Kill(kill.node)))
-            .collect();
-        let mut adds: Vec<Duration> = self.add_node.iter().map(|add| add.at.0).collect();
-        adds.sort();
-        events.extend(
-            adds.into_iter()
-                .enumerate()
-                .map(|(k, at)| (at, NodeEvent::Add(self.nodes + k))),
-        );
-        // Stable: kills keep their file order at equal times, and sort before adds.
-        events.sort_by_key(|(at, event)| (*at, matches!(event, NodeEvent::Add(_))));
-        events
-    }
-
-    /// Nodes the run starts, at the start and later.
-    pub(crate) fn nodes_started(&self) -> usize {
-        self.nodes + self.add_node.len()
     }
 
     /// Every customer in the scenario, in group order.
