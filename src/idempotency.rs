@@ -13,8 +13,8 @@ use std::time::Duration;
 use redis::aio::ConnectionManager;
 use sha2::{Digest, Sha256};
 
+use crate::model::Inserted;
 use crate::model::{NewNotification, NotificationId};
-use crate::store::Inserted;
 
 /// Could not connect to Redis at start.
 #[derive(Debug, thiserror::Error)]

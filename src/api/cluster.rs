@@ -9,7 +9,7 @@ use super::proto::cluster_server::Cluster;
 use super::{ApiState, convert, proto};
 use crate::cluster::buckets::BUCKETS;
 use crate::error::Error;
-use crate::store::{Backend, LeaseRow, NodeRow};
+use crate::store::{LeaseRow, NodeRow};
 
 pub(super) struct ClusterService {
     state: ApiState,
@@ -34,7 +34,7 @@ impl Cluster for ClusterService {
             .node_id
             .clone()
             .unwrap_or_default();
-        if self.state.store.backend() == Backend::Sqlite {
+        if self.state.store.is_single_node() {
             return Ok(Response::new(single_node(this_node)));
         }
         let (nodes, leases) = self
@@ -116,7 +116,7 @@ fn status(
 
 /// Each bucket's current owner (expired leases count as unowned); empty on SQLite.
 pub(super) async fn owners(state: &ApiState) -> Result<HashMap<u16, String>, Error> {
-    if state.store.backend() == Backend::Sqlite {
+    if state.store.is_single_node() {
         return Ok(HashMap::new());
     }
     Ok(state.store.bucket_owners().await?.into_iter().collect())
@@ -124,7 +124,7 @@ pub(super) async fn owners(state: &ApiState) -> Result<HashMap<u16, String>, Err
 
 /// The node owning the customer (empty on SQLite, or while no node owns it).
 pub(super) async fn owner_of(state: &ApiState, customer_id: &str) -> Result<String, Error> {
-    if state.store.backend() == Backend::Sqlite {
+    if state.store.is_single_node() {
         return Ok(String::new());
     }
     let bucket = crate::cluster::buckets::bucket_of(customer_id);

@@ -10,9 +10,8 @@ use super::proto::dispatcher_server::Dispatcher;
 use super::proto::{self, submit_result};
 use super::{ApiState, Scope, channels, convert, quota, unknown_customer};
 use crate::error::Error;
-use crate::model::{NewNotification, Notification, NotificationId, State, now_millis};
+use crate::model::{Inserted, NewNotification, Notification, NotificationId, State, now_millis};
 use crate::public_id::PublicIds;
-use crate::store::Inserted;
 use crate::telemetry::metrics::{Metrics, SubmitRpc};
 use crate::templates::{self, Template};
 

@@ -21,7 +21,7 @@ use std::collections::HashMap;
 use std::time::Duration;
 
 use crate::model::{NewNotification, Preference, RecipientPreferences, now_millis};
-use crate::store::{self, Backend, Store};
+use crate::store::{self, Store};
 
 /// Why preferences could not be read or saved.
 #[derive(Debug, thiserror::Error)]
@@ -64,14 +64,14 @@ pub struct CacheSettings {
 impl Preferences {
     /// Chooses the cache for this store and settings (connecting to Redis if asked).
     pub async fn connect(store: Store, settings: &CacheSettings) -> Result<Self, Error> {
-        let cache = match (&settings.redis_url, store.backend()) {
+        let cache = match (&settings.redis_url, store.is_single_node()) {
             (Some(url), _) => Cache::Redis(
                 redis::RedisCache::connect(url, &settings.redis_prefix, settings.ttl).await?,
             ),
-            (None, Backend::Sqlite) => Cache::Local(local::LocalCache::new(
+            (None, true) => Cache::Local(local::LocalCache::new(
                 store.customers_with_preferences().await?,
             )),
-            (None, Backend::Postgres) => Cache::None,
+            (None, false) => Cache::None,
         };
         Ok(Self { store, cache })
     }
