@@ -165,7 +165,7 @@ mod tests {
 
     fn item(recipient: &str, lane: Lane, payload: &[u8]) -> NewNotification {
         NewNotification {
-            customer_id: "c".into(),
+            customer_id: crate::model::CustomerId::parse("c").unwrap(),
             idempotency_key: "k".into(),
             recipient: recipient.into(),
             lane,

@@ -86,7 +86,7 @@ impl DispatchService {
         let Some(reference) = notification.template.as_mut() else {
             return Ok(None);
         };
-        let key = (notification.customer_id.clone(), reference.id.clone());
+        let key = (notification.customer_id.to_string(), reference.id.clone());
         let template = match seen.get(&key) {
             Some(template) => template.clone(),
             None => {

@@ -92,7 +92,7 @@ mod tests {
             id: NotificationId(id),
             claim: crate::model::ClaimToken::FIRST,
             attempts: 1,
-            customer_id: "c".into(),
+            customer_id: crate::model::CustomerId::parse("c").unwrap(),
             recipient: "r".into(),
             lane,
             channel: crate::model::Channel::Webhook,

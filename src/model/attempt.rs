@@ -1,6 +1,6 @@
 //! Delivery attempts: a notification claimed for one attempt, and what became of it.
 
-use super::{Channel, EpochMillis, Lane, NotificationId, TemplateRef};
+use super::{Channel, CustomerId, EpochMillis, Lane, NotificationId, TemplateRef};
 
 /// The token of one claim on a notification. Every claim bumps the row's token, and an outcome
 /// applies only under the token it was claimed with, so a stale worker (its lease ran out and
@@ -22,7 +22,7 @@ pub struct Claimed {
     pub claim: ClaimToken,
     /// Attempts started, this one included.
     pub attempts: u32,
-    pub customer_id: String,
+    pub customer_id: CustomerId,
     pub recipient: String,
     pub lane: Lane,
     pub channel: Channel,

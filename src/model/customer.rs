@@ -1,9 +1,95 @@
 //! Customers: a downstream system, how to deliver to it, and where its controller starts.
 
+use std::borrow::Borrow;
 use std::fmt;
+use std::ops::Deref;
 
 use super::{ChannelSettings, EpochMillis};
 use crate::redact::Redacted;
+/// A customer system's id, checked once where it enters (the API edge, or a stored row): 1 to
+/// [`CustomerId::MAX_LEN`] letters, digits, `-`, `_` or `.`, so it is safe in URLs, metric labels
+/// and log lines wherever it goes. It reads as a `&str` (`Deref`, `Borrow`), so code that only
+/// looks at an id takes `&str` and needs no conversion.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct CustomerId(String);
+
+/// Why a string is not a customer id; the message completes "the field …".
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+pub enum InvalidId {
+    #[error("must not be empty")]
+    Empty,
+    #[error("longer than {} characters", CustomerId::MAX_LEN)]
+    TooLong,
+    #[error("may hold only letters, digits, '-', '_' and '.'")]
+    Character,
+}
+
+impl CustomerId {
+    /// Longest id, in characters.
+    pub const MAX_LEN: usize = 128;
+
+    /// Checks `id` against the rule for ids without taking it (the same rule names templates
+    /// and scoped tokens).
+    pub fn check(id: &str) -> Result<(), InvalidId> {
+        if id.is_empty() {
+            return Err(InvalidId::Empty);
+        }
+        if id.len() > Self::MAX_LEN {
+            return Err(InvalidId::TooLong);
+        }
+        if !id
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.'))
+        {
+            return Err(InvalidId::Character);
+        }
+        Ok(())
+    }
+
+    /// `id` as a customer id, if it is one.
+    pub fn parse(id: impl Into<String>) -> Result<Self, InvalidId> {
+        let id = id.into();
+        Self::check(&id)?;
+        Ok(Self(id))
+    }
+
+    /// An id the store read back: it was checked when it was written, and the store reports
+    /// rows as they are rather than refuse a whole claim over one of them.
+    pub(crate) fn from_stored(id: String) -> Self {
+        Self(id)
+    }
+
+    /// The id as text.
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+}
+
+impl Deref for CustomerId {
+    type Target = str;
+    fn deref(&self) -> &str {
+        &self.0
+    }
+}
+
+impl Borrow<str> for CustomerId {
+    fn borrow(&self) -> &str {
+        &self.0
+    }
+}
+
+impl fmt::Display for CustomerId {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+impl From<CustomerId> for String {
+    fn from(id: CustomerId) -> Self {
+        id.0
+    }
+}
+
 /// A downstream customer system and how to deliver to it. `Debug` hides the signing secret.
 #[derive(Clone, PartialEq, Eq)]
 pub struct Customer {
@@ -87,5 +173,24 @@ impl fmt::Debug for Customer {
             .field("start_tier", &self.start_tier)
             .field("channels", &self.channels)
             .finish()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn ids_are_checked_once_at_parse() {
+        assert_eq!(
+            CustomerId::parse("acme-1.eu_west").map(String::from),
+            Ok("acme-1.eu_west".to_owned())
+        );
+        assert_eq!(CustomerId::parse(""), Err(InvalidId::Empty));
+        assert_eq!(CustomerId::parse("a".repeat(129)), Err(InvalidId::TooLong));
+        assert!(CustomerId::parse("a".repeat(128)).is_ok());
+        assert_eq!(CustomerId::parse("a/b"), Err(InvalidId::Character));
+        let id = CustomerId::parse("acme").unwrap();
+        assert_eq!((&*id, id.to_string()), ("acme", "acme".to_owned()));
     }
 }

@@ -17,7 +17,7 @@ pub use channel::{
     ApnsSettings, Channel, ChannelSettings, EmailSettings, EmailTls, FcmSettings, ServiceAccount,
     SmsSettings,
 };
-pub use customer::{Customer, PreviousSecret, StartTier};
+pub use customer::{Customer, CustomerId, InvalidId, PreviousSecret, StartTier};
 pub use lane::{Lane, LaneSet};
 pub use notification::{
     Inserted, NewNotification, Notification, NotificationId, State, TemplateRef,

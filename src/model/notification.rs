@@ -1,6 +1,6 @@
 //! Notifications: their states, ids, and what the front door and readers see of them.
 
-use super::{Channel, EpochMillis, Lane};
+use super::{Channel, CustomerId, EpochMillis, Lane};
 /// Where a notification is in its life (docs/architecture.md, "states"). Discriminants are the proto numbers and
 /// the stored values.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -59,7 +59,7 @@ pub struct NotificationId(pub i64);
 /// A notification as accepted at the front door, before it has an id.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct NewNotification {
-    pub customer_id: String,
+    pub customer_id: CustomerId,
     pub idempotency_key: String,
     pub recipient: String,
     pub lane: Lane,

@@ -121,7 +121,7 @@ impl Preferences {
         pairs.dedup();
         let sets = self.lookup(&pairs).await?;
         for item in items.iter_mut() {
-            let key = (item.customer_id.clone(), item.recipient.clone());
+            let key = (item.customer_id.to_string(), item.recipient.clone());
             item.suppressed = sets
                 .get(&key)
                 .and_then(|set| set.refusal(item.channel, item.lane));

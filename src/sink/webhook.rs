@@ -174,7 +174,7 @@ mod tests {
             id: NotificationId(7),
             claim: crate::model::ClaimToken::FIRST,
             attempts: 1,
-            customer_id: "acme".into(),
+            customer_id: crate::model::CustomerId::parse("acme").unwrap(),
             recipient: "user-1".into(),
             lane: Lane::Bulk,
             channel: Channel::Webhook,

@@ -22,7 +22,8 @@ use super::notifications::{stored_channel, stored_lane, template_ref};
 use super::states::{LEASED, WAITING};
 use super::{Backend, Durability, Error, Store, chunk_sizes};
 use crate::model::{
-    Channel, ClaimToken, Claimed, EpochMillis, Lane, NotificationId, Outcome, OutcomeKind, State,
+    Channel, ClaimToken, Claimed, CustomerId, EpochMillis, Lane, NotificationId, Outcome,
+    OutcomeKind, State,
 };
 
 /// The most entries one claim or outcome statement carries. Claims: each entry is an index
@@ -308,7 +309,7 @@ fn claimed_from_row(row: &AnyRow) -> Result<((String, Channel), EpochMillis, Cla
         id: NotificationId(row.try_get(0)?),
         claim: ClaimToken(row.try_get(4)?),
         attempts: u32::try_from(row.try_get::<i64, _>(5)?).unwrap_or(u32::MAX),
-        customer_id: customer_id.clone(),
+        customer_id: CustomerId::from_stored(customer_id.clone()),
         recipient: row.try_get(6)?,
         lane: stored_lane(row.try_get(3)?)?,
         channel,

@@ -108,7 +108,7 @@ impl Store {
         let mut results: Vec<Option<Inserted>> = vec![None; items.len()];
         for &i in &unique {
             let n = &items[i];
-            let key = (n.customer_id.clone(), n.idempotency_key.clone());
+            let key = (n.customer_id.to_string(), n.idempotency_key.clone());
             results[i] = Some(match new_ids.get(&key) {
                 Some(&id) => Inserted::New(NotificationId(id)),
                 None => compare_with_stored(&mut tx, n).await?,
