@@ -9,7 +9,7 @@ use clap::{Args, Parser, ValueEnum};
 
 use crate::dispatch::DispatchSettings;
 use crate::dispatch::controller::ControllerSettings;
-use crate::dispatch::policy::{Policy, PolicySettings};
+use crate::dispatch::policy::{Policy, PolicySettings, TierRates};
 use crate::dispatch::retry::RetryPolicy;
 
 /// The file in the data directory holding the generated admin token (which the CLI reads too).
@@ -490,12 +490,16 @@ impl ServeConfig {
             policy: PolicySettings {
                 policy: self.policy,
                 fixed_rate: self.fixed_rate,
-                tier_rates: [0, 1, 2].map(|i| {
-                    self.tier_rates
-                        .get(i)
-                        .copied()
-                        .unwrap_or(defaults.policy.tier_rates[i])
-                }),
+                tier_rates: {
+                    let rate =
+                        |i: usize, default: f64| self.tier_rates.get(i).copied().unwrap_or(default);
+                    let defaults = defaults.policy.tier_rates;
+                    TierRates {
+                        fast: rate(0, defaults.fast),
+                        medium: rate(1, defaults.medium),
+                        slow: rate(2, defaults.slow),
+                    }
+                },
                 max_in_flight: self.max_in_flight_per_customer,
             },
             bulk_share: self.bulk_share,

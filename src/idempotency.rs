@@ -13,8 +13,8 @@ use std::time::Duration;
 use redis::aio::ConnectionManager;
 use sha2::{Digest, Sha256};
 
+use crate::model::Inserted;
 use crate::model::{NewNotification, NotificationId};
-use crate::store::Inserted;
 
 /// Could not connect to Redis at start.
 #[derive(Debug, thiserror::Error)]
@@ -165,7 +165,7 @@ mod tests {
 
     fn item(recipient: &str, lane: Lane, payload: &[u8]) -> NewNotification {
         NewNotification {
-            customer_id: "c".into(),
+            customer_id: crate::model::CustomerId::parse("c").unwrap(),
             idempotency_key: "k".into(),
             recipient: recipient.into(),
             lane,

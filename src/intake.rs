@@ -25,9 +25,9 @@ use tokio::task::JoinHandle;
 use crate::dispatch::Dispatcher;
 use crate::dispatch::handoff::Slot;
 use crate::idempotency::FastPath;
-use crate::model::{EpochMillis, NewNotification, now_millis};
+use crate::model::{ClaimToken, Claimed, EpochMillis, Inserted, NewNotification, now_millis};
 use crate::preferences::Preferences;
-use crate::store::{self, Claimed, Inserted, Store};
+use crate::store::{self, Store};
 use crate::telemetry::metrics::{Metrics, StoreOp};
 use crate::templates::Templates;
 pub use pinning::{PinError, Pins};
@@ -296,7 +296,7 @@ fn claimed_at_intake(
 ) -> Claimed {
     Claimed {
         id,
-        claim: 1,
+        claim: ClaimToken::FIRST,
         attempts: 1,
         customer_id: item.customer_id,
         recipient: item.recipient,

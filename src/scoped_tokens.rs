@@ -29,6 +29,7 @@ use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use sha2::{Digest, Sha256};
 use tokio_util::sync::CancellationToken;
 
+pub use crate::model::TokenRecord;
 use crate::model::{EpochMillis, now_millis};
 use crate::redact::SecretString;
 use crate::store::{self, Store};
@@ -46,20 +47,6 @@ pub const REFRESH_INTERVAL: Duration = Duration::from_secs(5);
 pub const STALE_AFTER: Duration = Duration::from_secs(15);
 /// How often the last use of each token is written to the store.
 pub const USAGE_INTERVAL: Duration = Duration::from_secs(60);
-
-/// One scoped token as stored and listed: never its secret.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct TokenRecord {
-    /// Unique; names the token in `list` and `revoke` (letters, digits, '-', '_', '.').
-    pub name: String,
-    /// base64url of the SHA-256 of the token (see [`digest`]).
-    pub hash: String,
-    /// The customer systems the token may see.
-    pub customer_ids: Vec<String>,
-    pub created_at: EpochMillis,
-    /// When it was last used, as of the last write of usage (`None`: never).
-    pub last_used_at: Option<EpochMillis>,
-}
 
 /// A token just created: its record and the token itself, which is never available again.
 #[derive(Debug)]

@@ -10,10 +10,11 @@ use std::time::Duration;
 
 use common::{Backend, Receiver, TestDb, TestServer, add_customer, submit_request, test_config};
 use floodgate::api::proto;
-use floodgate::model::{Channel, EpochMillis, Lane, NotificationId, State, now_millis};
-use floodgate::store::{
-    ClaimRequest, Claimed, Inserted, Outcome, OutcomeKind, Store, StoreOptions,
+use floodgate::model::{
+    Channel, ClaimToken, Claimed, EpochMillis, Inserted, Lane, NotificationId, Outcome,
+    OutcomeKind, State, now_millis,
 };
+use floodgate::store::{ClaimRequest, Store, StoreOptions};
 
 /// Stores `count` due notifications of `customer` in `lane`, oldest first; returns their ids.
 async fn enqueue(store: &Store, customer: &str, lane: Lane, count: usize) -> Vec<NotificationId> {
@@ -93,7 +94,12 @@ async fn one_claim_fills_each_window_and_lane_share(backend: Backend) {
                 (c.customer_id.as_str(), c.lane),
                 (request.customer_id.as_str(), request.lane)
             );
-            assert_eq!((c.claim, c.attempts), (1, 1), "a first claim of {:?}", c.id);
+            assert_eq!(
+                (c.claim, c.attempts),
+                (ClaimToken::FIRST, 1),
+                "a first claim of {:?}",
+                c.id
+            );
         }
     }
 

@@ -13,12 +13,12 @@ use common::{Backend, Receiver, TestDb};
 use floodgate::directory::CustomerDirectory;
 use floodgate::dispatch::outcomes::OutcomeWriter;
 use floodgate::dispatch::{DispatchSettings, Dispatcher};
-use floodgate::model::{Customer, Lane, now_millis};
+use floodgate::model::{Customer, Inserted, Lane, now_millis};
 use floodgate::public_id::{KEY_LEN, PublicIds};
 use floodgate::sink::Sinks;
 use floodgate::sink::signature::generate_secret;
 use floodgate::sink::webhook::WebhookSettings;
-use floodgate::store::{Inserted, Store, StoreOptions};
+use floodgate::store::{Store, StoreOptions};
 use floodgate::templates::Templates;
 use tokio::time::Instant;
 

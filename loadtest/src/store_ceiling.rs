@@ -8,7 +8,7 @@ use std::time::Duration;
 use anyhow::{Context as _, Result, ensure};
 use clap::Args;
 use clap::builder::RangedU64ValueParser;
-use floodgate::model::{Channel, Lane, NewNotification, now_millis};
+use floodgate::model::{Channel, CustomerId, Lane, NewNotification, now_millis};
 use floodgate::store::{Store, StoreOptions};
 use tokio::time::Instant;
 
@@ -67,13 +67,16 @@ async fn measure(args: &StoreCeilingArgs, url: &str) -> Result<(u64, f64, Durati
         .await
         .context("cannot open the store")?;
     let payload = vec![b'x'; args.payload_bytes];
+    let customers = (0..args.customers)
+        .map(|c| CustomerId::parse(format!("c-{c}")))
+        .collect::<Result<Vec<_>, _>>()?;
     let mut next = 0u64;
     let batch = |next: &mut u64| -> Vec<NewNotification> {
         (0..args.rows_per_tx)
             .map(|_| {
                 *next += 1;
                 NewNotification {
-                    customer_id: format!("c-{}", *next % args.customers as u64),
+                    customer_id: customers[(*next % args.customers as u64) as usize].clone(),
                     idempotency_key: format!("k-{next}"),
                     recipient: format!("user-{}", *next % 10_000),
                     lane: Lane::Transactional,

@@ -9,7 +9,7 @@ use super::proto::cluster_server::Cluster;
 use super::{ApiState, answer, convert, proto};
 use crate::cluster::buckets::BUCKETS;
 use crate::error::Error;
-use crate::store::{Backend, LeaseRow, NodeRow};
+use crate::store::{LeaseRow, NodeRow};
 
 pub(super) struct ClusterService {
     state: ApiState,
@@ -26,7 +26,7 @@ impl ClusterService {
         let placement = self.state.dispatcher().placement();
         let this_node = placement.node_id.clone().unwrap_or_default();
         let store = self.state.store();
-        if store.backend() == Backend::Sqlite {
+        if store.is_single_node() {
             return Ok(single_node(this_node));
         }
         let (nodes, leases) = store.cluster_status().await?;
@@ -113,7 +113,7 @@ fn status(
 /// Each bucket's current owner (expired leases count as unowned); empty on SQLite.
 pub(super) async fn owners(state: &ApiState) -> Result<HashMap<u16, String>, Error> {
     let store = state.store();
-    if store.backend() == Backend::Sqlite {
+    if store.is_single_node() {
         return Ok(HashMap::new());
     }
     Ok(store.bucket_owners().await?.into_iter().collect())
@@ -122,7 +122,7 @@ pub(super) async fn owners(state: &ApiState) -> Result<HashMap<u16, String>, Err
 /// The node owning the customer (empty on SQLite, or while no node owns it).
 pub(super) async fn owner_of(state: &ApiState, customer_id: &str) -> Result<String, Error> {
     let store = state.store();
-    if store.backend() == Backend::Sqlite {
+    if store.is_single_node() {
         return Ok(String::new());
     }
     let bucket = crate::cluster::buckets::bucket_of(customer_id);

@@ -9,38 +9,18 @@ use crate::dispatch::controller::{Circuit, Tier};
 use crate::error::Error;
 use crate::model::StartTier;
 use crate::model::{
-    Channel, Customer, EpochMillis, Lane, NewNotification, Notification, NotificationId,
-    Preference, State, TemplateRef, now_millis,
+    Channel, Customer, CustomerId, EpochMillis, Lane, NewNotification, Notification,
+    NotificationId, Preference, State, TemplateRef, now_millis,
 };
 use crate::public_id::PublicIds;
 
-/// Longest customer id, in characters.
-pub const MAX_ID_LEN: usize = 128;
 /// Longest idempotency key or recipient, in bytes.
 pub const MAX_KEY_LEN: usize = 256;
 
-/// Checks a customer id: 1 to 128 of letters, digits, `-`, `_`, `.` (safe in URLs, metrics labels
-/// and log lines).
+/// Checks an id (a customer's, a template's, a token's name) by the rule of [`CustomerId`]:
+/// 1 to 128 of letters, digits, `-`, `_`, `.` (safe in URLs, metrics labels and log lines).
 pub fn customer_id(field: &'static str, id: &str) -> Result<(), Error> {
-    if id.is_empty() {
-        return Err(Error::invalid(field, "must not be empty"));
-    }
-    if id.len() > MAX_ID_LEN {
-        return Err(Error::invalid(
-            field,
-            format!("longer than {MAX_ID_LEN} characters"),
-        ));
-    }
-    if !id
-        .chars()
-        .all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.'))
-    {
-        return Err(Error::invalid(
-            field,
-            "may hold only letters, digits, '-', '_' and '.'",
-        ));
-    }
-    Ok(())
+    CustomerId::check(id).map_err(|problem| Error::invalid(field, problem.to_string()))
 }
 
 /// Checks a free-form key (idempotency key, recipient): 1 to 256 bytes, no control characters.
@@ -67,7 +47,8 @@ pub fn new_notification(
     max_payload_bytes: usize,
     now: EpochMillis,
 ) -> Result<NewNotification, Error> {
-    customer_id("customer_id", &request.customer_id)?;
+    let customer_id = CustomerId::parse(request.customer_id)
+        .map_err(|problem| Error::invalid("customer_id", problem.to_string()))?;
     key("idempotency_key", &request.idempotency_key)?;
     key("recipient", &request.recipient)?;
     let lane = match proto::Lane::try_from(request.lane) {
@@ -111,7 +92,7 @@ pub fn new_notification(
     }
     let channel = channel("channel", request.channel)?;
     Ok(NewNotification {
-        customer_id: request.customer_id,
+        customer_id,
         idempotency_key: request.idempotency_key,
         recipient: request.recipient,
         lane,
@@ -396,10 +377,10 @@ pub fn customer_stats(
             Circuit::Open => proto::CircuitState::Open,
             Circuit::HalfOpen => proto::CircuitState::HalfOpen,
         } as i32,
-        last_tier_change_at: change.as_ref().map(|c| timestamp(c.0)),
-        last_tier_change_from: change.as_ref().map_or(0, |c| proto_tier(c.1) as i32),
-        last_tier_change_to: change.as_ref().map_or(0, |c| proto_tier(c.2) as i32),
-        last_tier_change_reason: change.map(|c| c.3).unwrap_or_default(),
+        last_tier_change_at: change.as_ref().map(|c| timestamp(c.at)),
+        last_tier_change_from: change.as_ref().map_or(0, |c| proto_tier(c.from) as i32),
+        last_tier_change_to: change.as_ref().map_or(0, |c| proto_tier(c.to) as i32),
+        last_tier_change_reason: change.map(|c| c.reason).unwrap_or_default(),
         delivered_total: live.delivered_total,
         failed_total: live.failed_total,
         tier_changes_total: live.tier_changes_total,

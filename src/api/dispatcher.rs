@@ -10,9 +10,8 @@ use super::state::Read;
 use super::{ApiState, Scope, answer, channels, convert, quota};
 use crate::error::Error;
 use crate::intake::Pins;
-use crate::model::{NewNotification, Notification, NotificationId, State, now_millis};
+use crate::model::{Inserted, NewNotification, Notification, NotificationId, State, now_millis};
 use crate::public_id::PublicIds;
-use crate::store::Inserted;
 use crate::telemetry::metrics::{Metrics, SubmitRpc};
 
 /// Most items in one `SubmitBatch`.

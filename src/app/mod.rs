@@ -48,7 +48,7 @@ use crate::secrets_at_rest::{Sealer, SecretsKey};
 use crate::shutdown::Deadline;
 use crate::sink::Sinks;
 use crate::sink::webhook::WebhookSettings;
-use crate::store::{self, Backend, Store, StoreOptions};
+use crate::store::{self, Store, StoreOptions};
 use crate::telemetry::metrics::Metrics;
 use crate::templates::Templates;
 use crate::tls::{Listener, ServerTls};
@@ -189,7 +189,6 @@ pub async fn run(
         },
     )
     .await?;
-    tracing::info!(backend = ?store.backend(), "store ready");
     let scoped_tokens = Arc::new(ScopedTokens::load(store.clone()).await?);
     let tokens = resolve_tokens(&cfg)?.with_scoped(scoped_tokens.clone());
     let ids = PublicIds::from_stored(
@@ -218,9 +217,9 @@ pub async fn run(
     };
     let metrics = Arc::new(Metrics::default());
     let (outcomes, outcome_writer) = OutcomeWriter::spawn(store.clone(), metrics.clone());
-    let node = match store.backend() {
-        Backend::Sqlite => None,
-        Backend::Postgres => Some(ClusterNode::prepare(&cfg, &store)?),
+    let node = match store.is_single_node() {
+        true => None,
+        false => Some(ClusterNode::prepare(&cfg, &store)?),
     };
     let placement = node
         .as_ref()
@@ -243,16 +242,10 @@ pub async fn run(
         ),
         None => None,
     };
-    // SQLite commits one transaction at a time, but a second writer task gathers the next batch
-    // and reads its opt-outs while the first commits, so the two steps overlap.
-    let writers = match store.backend() {
-        Backend::Sqlite => 2,
-        Backend::Postgres => 4,
-    };
     let (intake, intake_writers) = Intake::spawn(
         store.clone(),
         dispatcher.clone(),
-        writers,
+        store.intake_writers(),
         metrics.clone(),
         preferences.clone(),
         templates.clone(),

@@ -78,12 +78,12 @@ impl History {
         for stats in actors {
             let customer = customers.entry(stats.customer_id.clone()).or_default();
             customer.samples.push_back(sample(stats, now));
-            if let Some((at_ms, from, to, reason)) = &stats.last_tier_change {
+            if let Some(last) = &stats.last_tier_change {
                 let change = TierChange {
-                    at_ms: *at_ms,
-                    from: from.as_str(),
-                    to: to.as_str(),
-                    reason: reason.clone(),
+                    at_ms: last.at,
+                    from: last.from.as_str(),
+                    to: last.to.as_str(),
+                    reason: last.reason.clone(),
                 };
                 if customer.changes.back() != Some(&change) {
                     customer.changes.push_back(change);
@@ -160,7 +160,12 @@ mod tests {
             in_flight: 2,
             window: [0, 0],
             circuit: Circuit::Closed,
-            last_tier_change: change.map(|(at, from, to)| (at, from, to, "because".into())),
+            last_tier_change: change.map(|(at, from, to)| crate::dispatch::LastTierChange {
+                at,
+                from,
+                to,
+                reason: "because".into(),
+            }),
             delivered_total: 0,
             failed_total: 0,
             tier_changes_total: 0,

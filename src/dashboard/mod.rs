@@ -163,15 +163,12 @@ fn row(stats: &CustomerStats, backlog_transactional: u64, backlog_bulk: u64) -> 
         backlog_transactional,
         backlog_bulk,
         circuit: circuit_name(stats),
-        last_tier_change: stats
-            .last_tier_change
-            .as_ref()
-            .map(|(at_ms, from, to, reason)| TierChange {
-                at_ms: *at_ms,
-                from: from.as_str(),
-                to: to.as_str(),
-                reason: reason.clone(),
-            }),
+        last_tier_change: stats.last_tier_change.as_ref().map(|last| TierChange {
+            at_ms: last.at,
+            from: last.from.as_str(),
+            to: last.to.as_str(),
+            reason: last.reason.clone(),
+        }),
     }
 }
 

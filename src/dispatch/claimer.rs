@@ -16,8 +16,8 @@ use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 
 use super::messages::{ActorKey, CustomerMsg, LaneClaim};
-use crate::model::{Lane, now_millis};
-use crate::store::{self, ClaimRequest, Claimed, Store};
+use crate::model::{ClaimToken, Claimed, Lane, now_millis};
+use crate::store::{self, ClaimRequest, Store};
 use crate::telemetry::metrics::{Metrics, StoreOp};
 
 /// Most asks claimed in one round; the store splits them into statements of its own size.
@@ -130,7 +130,7 @@ impl ClaimerTask {
     /// failed) are handed straight back rather than left to their lease.
     async fn answer(&self, asks: Vec<ClaimAsk>, claimed: Vec<Vec<Claimed>>) {
         let mut claimed = claimed.into_iter();
-        let mut orphans: Vec<(crate::model::NotificationId, i64)> = Vec::new();
+        let mut orphans: Vec<(crate::model::NotificationId, ClaimToken)> = Vec::new();
         for ask in asks {
             let lanes: Vec<LaneClaim> = ask
                 .lanes

@@ -29,12 +29,13 @@ use super::controller::{Checkpoint, Permit, Signal, Ticket};
 use super::delivery;
 use super::handoff::Slot;
 use super::lanes::LaneWindow;
-use super::messages::{AttemptReport, CustomerMsg, CustomerStats, LaneClaim, SupervisorMsg};
+use super::messages::{
+    AttemptReport, CustomerMsg, CustomerStats, LaneClaim, LastTierChange, SupervisorMsg,
+};
 use super::policy::Pacing;
 use super::stats::DeliveryStats;
 use crate::cluster::buckets::bucket_of;
-use crate::model::{Channel, Customer, Lane, now_millis};
-use crate::store::{Claimed, Outcome, OutcomeKind};
+use crate::model::{Channel, Claimed, Customer, Lane, LaneSet, Outcome, OutcomeKind, now_millis};
 use tokio::sync::oneshot;
 
 /// The first wait before claiming again after the store failed; it doubles with each failure
@@ -78,7 +79,7 @@ pub(super) struct CustomerState {
     controller: Pacing,
     window: LaneWindow,
     /// Lanes whose last claim found nothing more due (reset by a wake for that lane).
-    drained: [bool; 2],
+    drained: LaneSet,
     /// An ask is with the claimer (at most one at a time).
     claiming: bool,
     /// Claims that failed in a row (for the retry backoff).
@@ -128,7 +129,7 @@ impl Actor for CustomerActor {
             counters: args.ctx.metrics.customer(&args.customer.id),
             window: LaneWindow::new(settings.bulk_share),
             controller,
-            drained: [false; 2],
+            drained: LaneSet::NONE,
             claiming: false,
             claim_failures: 0,
             slot,
@@ -153,9 +154,7 @@ impl Actor for CustomerActor {
         match message {
             CustomerMsg::Wake(lanes) => {
                 state.wakes_seen += 1;
-                for (drained, woken) in state.drained.iter_mut().zip(lanes) {
-                    *drained &= !woken;
-                }
+                state.drained = state.drained.without(lanes);
             }
             CustomerMsg::Tick => state.tick_at = None,
             CustomerMsg::Claimed(result) => state.claimed(&myself, result),
@@ -272,7 +271,7 @@ impl CustomerState {
         let target = self.window_target();
         let wanted: Vec<(Lane, usize)> = [Lane::Transactional, Lane::Bulk]
             .into_iter()
-            .filter(|lane| !self.drained[lane.index()] && self.window.len(*lane) <= target / 2)
+            .filter(|lane| !self.drained.contains(*lane) && self.window.len(*lane) <= target / 2)
             .map(|lane| (lane, target - self.window.len(lane)))
             .collect();
         if wanted.is_empty() {
@@ -302,7 +301,7 @@ impl CustomerState {
                     claimed,
                 } in lanes
                 {
-                    self.drained[lane.index()] = claimed.len() < wanted;
+                    self.drained.set(lane, claimed.len() < wanted);
                     self.take_in(claimed);
                 }
             }
@@ -323,7 +322,7 @@ impl CustomerState {
     fn grant_handoffs(&self, fenced: bool) {
         let target = self.window_target();
         for lane in [Lane::Transactional, Lane::Bulk] {
-            let room = match !fenced && !self.customer.paused && self.drained[lane.index()] {
+            let room = match !fenced && !self.customer.paused && self.drained.contains(lane) {
                 true => target.saturating_sub(self.window.len(lane)),
                 false => 0,
             };
@@ -435,7 +434,7 @@ impl CustomerState {
         self.controller.set_ceiling(ceiling(&customer));
         self.controller.set_paused(customer.paused, now);
         self.customer = customer;
-        self.drained = [false; 2];
+        self.drained = LaneSet::NONE;
     }
 
     fn schedule_tick(&mut self, myself: &ActorRef<CustomerMsg>, at: Instant) {
@@ -454,7 +453,7 @@ impl CustomerState {
             && !self.claiming
             && self.window.is_empty()
             && self.slot.reserved() == 0
-            && (self.customer.paused || self.drained == [true; 2]);
+            && (self.customer.paused || self.drained == LaneSet::ALL);
         if !idle {
             self.idle_since = None;
         } else if self.idle_since.is_none() {
@@ -516,9 +515,12 @@ impl CustomerState {
                 self.window.len(Lane::Bulk),
             ],
             circuit: controller.circuit,
-            last_tier_change: controller
-                .last_tier_change
-                .map(|change| (wall_clock(change.at), change.from, change.to, change.reason)),
+            last_tier_change: controller.last_tier_change.map(|change| LastTierChange {
+                at: wall_clock(change.at),
+                from: change.from,
+                to: change.to,
+                reason: change.reason,
+            }),
             delivered_total: self.stats.delivered_total,
             failed_total: self.stats.failed_total,
             tier_changes_total: self.stats.tier_changes_total,

@@ -10,9 +10,8 @@ use tokio::time::Instant;
 use super::Context;
 use super::controller::{Signal, Ticket};
 use super::messages::{AttemptReport, CustomerMsg};
-use crate::model::{Customer, now_millis};
+use crate::model::{Claimed, Customer, Outcome, OutcomeKind, now_millis};
 use crate::sink::{RetryCause, SinkError};
-use crate::store::{Claimed, Outcome, OutcomeKind};
 use crate::telemetry::metrics::{AttemptResult, CustomerCounters};
 use crate::templates;
 

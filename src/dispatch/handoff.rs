@@ -19,8 +19,7 @@ use std::sync::{Arc, Mutex, MutexGuard, PoisonError, RwLock};
 use ractor::{ActorId, ActorRef};
 
 use super::messages::{ActorKey, CustomerMsg};
-use crate::model::{Channel, Lane};
-use crate::store::Claimed;
+use crate::model::{Channel, Claimed, Lane};
 
 /// Every running actor's slot, by customer and channel.
 #[derive(Debug, Default)]

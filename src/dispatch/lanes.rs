@@ -8,8 +8,7 @@
 
 use std::collections::VecDeque;
 
-use crate::model::Lane;
-use crate::store::Claimed;
+use crate::model::{Claimed, Lane};
 
 /// Claimed notifications waiting for a send slot, per lane.
 #[derive(Debug)]
@@ -91,9 +90,9 @@ mod tests {
     fn claimed(id: i64, lane: Lane) -> Claimed {
         Claimed {
             id: NotificationId(id),
-            claim: 1,
+            claim: crate::model::ClaimToken::FIRST,
             attempts: 1,
-            customer_id: "c".into(),
+            customer_id: crate::model::CustomerId::parse("c").unwrap(),
             recipient: "r".into(),
             lane,
             channel: crate::model::Channel::Webhook,

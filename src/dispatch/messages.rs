@@ -6,8 +6,7 @@ use std::time::Duration;
 use ractor::RpcReplyPort;
 
 use super::controller::{Checkpoint, Circuit, Signal, Ticket, Tier};
-use crate::model::{Channel, Customer, EpochMillis, Lane};
-use crate::store::Claimed;
+use crate::model::{Channel, Claimed, Customer, EpochMillis, Lane, LaneSet};
 
 /// What one actor delivers: one customer's notifications on one channel. Each provider is a
 /// downstream with its own limits, so each (customer, channel) has its own actor and controller:
@@ -77,12 +76,11 @@ pub(super) struct LaneClaim {
     pub(super) claimed: Vec<Claimed>,
 }
 
-/// Which lanes a wake concerns, indexed like [`Lane::index`](crate::model::Lane::index).
-/// Waking only the lanes that got work saves a claim on an empty lane per wake.
-pub(super) type Lanes = [bool; 2];
+/// Which lanes a wake concerns.
+pub(super) type Lanes = LaneSet;
 
 /// Every lane: for wakes that don't know (the sweep, settings changes, new actors).
-pub(super) const ALL_LANES: Lanes = [true; 2];
+pub(super) const ALL_LANES: Lanes = LaneSet::ALL;
 
 /// What a delivery task tells its actor about one attempt.
 #[derive(Debug)]
@@ -118,13 +116,25 @@ pub struct CustomerStats {
     /// Claimed notifications held in memory, per lane (transactional, bulk).
     pub window: [usize; 2],
     pub circuit: Circuit,
-    /// The last tier change: when (epoch ms), from, to and why.
-    pub last_tier_change: Option<(EpochMillis, Tier, Tier, String)>,
+    /// The last tier change.
+    pub last_tier_change: Option<LastTierChange>,
     /// Totals since the actor started.
     pub delivered_total: u64,
     pub failed_total: u64,
     /// Tier changes since the actor started (each is also logged with its reason).
     pub tier_changes_total: u64,
+}
+
+/// A customer's last tier change as its stats report it: the controller's record, with the
+/// moment on the wall clock so it can be shown and compared across nodes.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct LastTierChange {
+    /// When, in epoch milliseconds.
+    pub at: EpochMillis,
+    pub from: Tier,
+    pub to: Tier,
+    /// Why, as logged.
+    pub reason: String,
 }
 
 impl CustomerStats {
@@ -151,8 +161,8 @@ impl CustomerStats {
             if circuit_rank(part.circuit) > circuit_rank(all.circuit) {
                 all.circuit = part.circuit;
             }
-            if part.last_tier_change.as_ref().map(|c| c.0)
-                > all.last_tier_change.as_ref().map(|c| c.0)
+            if part.last_tier_change.as_ref().map(|c| c.at)
+                > all.last_tier_change.as_ref().map(|c| c.at)
             {
                 all.last_tier_change = part.last_tier_change;
             }

@@ -45,16 +45,16 @@ use tokio_util::task::TaskTracker;
 
 use crate::cluster::{BucketHolder, Placement, RemoteEvent};
 use crate::directory::CustomerDirectory;
-use crate::model::{Channel, Customer, Lane, now_millis};
+use crate::model::{Channel, Customer, Lane, LaneSet, now_millis};
 use crate::sink::Sinks;
-use crate::store::{Backend, Store};
+use crate::store::Store;
 use crate::templates::Templates;
 use checkpoints::CheckpointWriter;
 use claimer::{Claimer, ClaimerTask};
 use controller::ControllerSettings;
 use handoff::Handoffs;
-pub use messages::CustomerStats;
 use messages::{ALL_LANES, CustomerMsg, Lanes, SupervisorMsg};
+pub use messages::{CustomerStats, LastTierChange};
 use outcomes::OutcomeWriter;
 use policy::PolicySettings;
 use retry::RetryPolicy;
@@ -166,7 +166,7 @@ impl Dispatcher {
         metrics: Arc<Metrics>,
         placement: Placement,
     ) -> Result<Self, StartError> {
-        if store.backend() == Backend::Sqlite {
+        if store.is_single_node() {
             let released = store.release_leases(i64::MAX, now_millis()).await?;
             if released > 0 {
                 tracing::info!(
@@ -240,7 +240,7 @@ impl Dispatcher {
     /// Returns notifications intake could not hand over after all (their actor stopped meanwhile)
     /// to pending, and wakes their customers: what would have happened without a handoff. Runs in
     /// the background, so intake never waits for it.
-    pub(crate) fn hand_back(&self, notifications: Vec<crate::store::Claimed>) {
+    pub(crate) fn hand_back(&self, notifications: Vec<crate::model::Claimed>) {
         let dispatcher = self.clone();
         self.ctx.tasks.spawn(async move {
             let held: Vec<_> = notifications.iter().map(|n| (n.id, n.claim)).collect();
@@ -261,9 +261,7 @@ impl Dispatcher {
 
     /// Like [`wake`](Self::wake), for new work on one channel in one lane only.
     pub fn wake_lane(&self, customer_id: &str, channel: Channel, lane: Lane) {
-        let mut lanes = [false; 2];
-        lanes[lane.index()] = true;
-        self.send_wake(customer_id, Some(channel), lanes);
+        self.send_wake(customer_id, Some(channel), LaneSet::only(lane));
     }
 
     /// Wakes the customer's actors here if this node owns the customer, or tells its owner.

@@ -11,8 +11,8 @@ use std::time::Duration;
 use tokio::sync::{mpsc, oneshot};
 use tokio::task::JoinHandle;
 
-use crate::model::now_millis;
-use crate::store::{Outcome, Store};
+use crate::model::{Outcome, now_millis};
+use crate::store::Store;
 use crate::telemetry::metrics::{Metrics, StoreOp};
 
 /// Most outcomes written in one transaction.

@@ -34,7 +34,7 @@ pub struct PolicySettings {
     /// `fixed`: deliveries/s per customer. Default 100.
     pub fixed_rate: f64,
     /// `static-tiers`: deliveries/s for the fast, medium and slow tiers. Default 1000, 100, 10.
-    pub tier_rates: [f64; 3],
+    pub tier_rates: TierRates,
     /// Baselines: most deliveries in flight per customer (they do not adapt it). Default 1000.
     pub max_in_flight: usize,
 }
@@ -44,8 +44,32 @@ impl Default for PolicySettings {
         Self {
             policy: Policy::Adaptive,
             fixed_rate: 100.0,
-            tier_rates: [1000.0, 100.0, 10.0],
+            tier_rates: TierRates {
+                fast: 1000.0,
+                medium: 100.0,
+                slow: 10.0,
+            },
             max_in_flight: 1000,
+        }
+    }
+}
+
+/// The `static-tiers` baseline's rate for each configured tier, deliveries/s.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct TierRates {
+    pub fast: f64,
+    pub medium: f64,
+    pub slow: f64,
+}
+
+impl TierRates {
+    /// The rate of `tier`; the tiers the controller alone moves to (paused, circuit open) get
+    /// the fast rate, as a customer without a configured tier does.
+    pub fn of(&self, tier: Tier) -> f64 {
+        match tier {
+            Tier::Medium => self.medium,
+            Tier::Slow => self.slow,
+            _ => self.fast,
         }
     }
 }
@@ -86,11 +110,7 @@ impl Pacing {
             )),
             Policy::StaticTiers => {
                 let tier = tier.unwrap_or(Tier::Fast);
-                let rate = match tier {
-                    Tier::Medium => settings.tier_rates[1],
-                    Tier::Slow => settings.tier_rates[2],
-                    _ => settings.tier_rates[0],
-                };
+                let rate = settings.tier_rates.of(tier);
                 Pacing::Fixed(FixedRate::new(rate, tier, settings.max_in_flight, ceiling))
             }
         }

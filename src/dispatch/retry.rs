@@ -4,8 +4,7 @@
 
 use std::time::Duration;
 
-use crate::model::EpochMillis;
-use crate::store::OutcomeKind;
+use crate::model::{EpochMillis, OutcomeKind};
 
 /// How failed attempts are retried. Every field has a documented default (see `Default`).
 #[derive(Debug, Clone, PartialEq, Eq)]

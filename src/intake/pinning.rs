@@ -6,7 +6,7 @@
 use std::collections::HashMap;
 use std::sync::Arc;
 
-use crate::model::NewNotification;
+use crate::model::{CustomerId, NewNotification};
 use crate::templates::{self, Template, Templates};
 
 /// Why a templated notification could not be pinned. Each names what the caller got wrong, so
@@ -37,7 +37,7 @@ pub enum PinError {
 #[derive(Debug)]
 pub struct Pins<'a> {
     templates: &'a Templates,
-    seen: HashMap<(String, String), Arc<Template>>,
+    seen: HashMap<(CustomerId, String), Arc<Template>>,
 }
 
 impl<'a> Pins<'a> {

@@ -21,7 +21,7 @@ use std::collections::HashMap;
 use std::time::Duration;
 
 use crate::model::{NewNotification, Preference, RecipientPreferences, now_millis};
-use crate::store::{self, Backend, Store};
+use crate::store::{self, Store};
 
 /// Why preferences could not be read or saved.
 #[derive(Debug, thiserror::Error)]
@@ -64,14 +64,14 @@ pub struct CacheSettings {
 impl Preferences {
     /// Chooses the cache for this store and settings (connecting to Redis if asked).
     pub async fn connect(store: Store, settings: &CacheSettings) -> Result<Self, Error> {
-        let cache = match (&settings.redis_url, store.backend()) {
+        let cache = match (&settings.redis_url, store.is_single_node()) {
             (Some(url), _) => Cache::Redis(
                 redis::RedisCache::connect(url, &settings.redis_prefix, settings.ttl).await?,
             ),
-            (None, Backend::Sqlite) => Cache::Local(local::LocalCache::new(
+            (None, true) => Cache::Local(local::LocalCache::new(
                 store.customers_with_preferences().await?,
             )),
-            (None, Backend::Postgres) => Cache::None,
+            (None, false) => Cache::None,
         };
         Ok(Self { store, cache })
     }
@@ -121,7 +121,7 @@ impl Preferences {
         pairs.dedup();
         let sets = self.lookup(&pairs).await?;
         for item in items.iter_mut() {
-            let key = (item.customer_id.clone(), item.recipient.clone());
+            let key = (item.customer_id.to_string(), item.recipient.clone());
             item.suppressed = sets
                 .get(&key)
                 .and_then(|set| set.refusal(item.channel, item.lane));

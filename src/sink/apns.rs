@@ -18,8 +18,7 @@ use tokio::time::Instant;
 use super::outbound::Outbound;
 use super::payload::{ChannelPayload, PushPayload};
 use super::{RetryCause, SinkError, answer};
-use crate::model::{ApnsSettings, Lane, now_millis};
-use crate::store::Claimed;
+use crate::model::{ApnsSettings, Claimed, Lane, now_millis};
 
 /// Apple refuses tokens older than an hour and throttles ones renewed more often than every 20
 /// minutes: renew after 50.

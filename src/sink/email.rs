@@ -24,8 +24,7 @@ use super::payload::{ChannelPayload, EmailPayload};
 use super::target_policy::{TargetPolicy, refusal_in};
 use super::webhook::WebhookSettings;
 use super::{RetryCause, SinkError, answer};
-use crate::model::{EmailSettings, EmailTls};
-use crate::store::Claimed;
+use crate::model::{Claimed, EmailSettings, EmailTls};
 
 type Transport = AsyncSmtpTransport<Tokio1Executor>;
 

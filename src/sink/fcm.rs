@@ -15,8 +15,7 @@ use super::oauth::TokenCache;
 use super::outbound::Outbound;
 use super::payload::{ChannelPayload, PushPayload};
 use super::{RetryCause, SinkError, answer};
-use crate::model::FcmSettings;
-use crate::store::Claimed;
+use crate::model::{Claimed, FcmSettings};
 
 /// How much of an error answer is read: enough for FCM's JSON error with its details.
 const ERROR_BODY_LIMIT: usize = 4096;

@@ -20,9 +20,8 @@ pub mod webhook;
 
 use std::time::Duration;
 
-use crate::model::{Channel, Customer, NotificationId};
+use crate::model::{Channel, Claimed, Customer, NotificationId};
 use crate::public_id::PublicIds;
-use crate::store::Claimed;
 use outbound::Outbound;
 use webhook::{ClientError, WebhookSettings, WebhookSink};
 

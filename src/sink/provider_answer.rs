@@ -17,8 +17,7 @@ use reqwest::header::{HeaderMap, HeaderValue, RETRY_AFTER};
 use super::answer::{self, REASON_LIMIT};
 use super::{RetryCause, SinkError, apns, email, fcm, sms, webhook};
 use crate::dispatch::retry::RetryPolicy;
-use crate::model::EpochMillis;
-use crate::store::OutcomeKind;
+use crate::model::{EpochMillis, OutcomeKind};
 
 /// The longest reason any sink builds: its own words, the status line, and at most two pieces
 /// of the provider's text of [`REASON_LIMIT`] characters each.

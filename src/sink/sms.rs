@@ -13,8 +13,7 @@ use serde::Deserialize;
 use super::outbound::Outbound;
 use super::payload::{ChannelPayload, SmsPayload};
 use super::{RetryCause, SinkError, answer};
-use crate::model::SmsSettings;
-use crate::store::Claimed;
+use crate::model::{Claimed, SmsSettings};
 
 /// Twilio's code for "too many requests".
 const TOO_MANY_REQUESTS: u64 = 20429;

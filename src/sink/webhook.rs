@@ -18,8 +18,7 @@ use super::SinkError;
 use super::outbound::Outbound;
 use super::target_policy::TargetPolicy;
 use super::{answer, signature};
-use crate::model::{Customer, now_millis};
-use crate::store::Claimed;
+use crate::model::{Claimed, Customer, now_millis};
 
 /// Settings of the shared HTTP client.
 #[derive(Debug, Clone)]
@@ -173,9 +172,9 @@ mod tests {
     fn claimed(payload: &[u8]) -> Claimed {
         Claimed {
             id: NotificationId(7),
-            claim: 1,
+            claim: crate::model::ClaimToken::FIRST,
             attempts: 1,
-            customer_id: "acme".into(),
+            customer_id: crate::model::CustomerId::parse("acme").unwrap(),
             recipient: "user-1".into(),
             lane: Lane::Bulk,
             channel: Channel::Webhook,

@@ -18,11 +18,13 @@
 use sqlx::Row;
 use sqlx::any::AnyRow;
 
-use super::notifications::{
-    Claimed, Outcome, OutcomeKind, stored_channel, stored_lane, template_ref,
-};
+use super::notifications::{stored_channel, stored_lane, template_ref};
+use super::states::{LEASED, WAITING};
 use super::{Backend, Durability, Error, Store, chunk_sizes};
-use crate::model::{Channel, EpochMillis, Lane, NotificationId, State};
+use crate::model::{
+    Channel, ClaimToken, Claimed, CustomerId, EpochMillis, Lane, NotificationId, Outcome,
+    OutcomeKind, State,
+};
 
 /// The most entries one claim or outcome statement carries. Claims: each entry is an index
 /// probe; 256 of them keep one statement (and so one turn at SQLite's write connection) to a few
@@ -115,7 +117,7 @@ impl Store {
                 let (state, due_at, error) = outcome_columns(&outcome.kind);
                 query = query
                     .bind(outcome.id.0)
-                    .bind(outcome.claim)
+                    .bind(outcome.claim.0)
                     .bind(state.code())
                     .bind(due_at)
                     .bind(error);
@@ -130,7 +132,7 @@ impl Store {
     /// Only claims still held (same token, still in flight) are released.
     pub async fn release_claims(
         &self,
-        claims: &[(NotificationId, i64)],
+        claims: &[(NotificationId, ClaimToken)],
         now: EpochMillis,
     ) -> Result<u64, Error> {
         let mut conn = self.writer(Durability::Relaxed).await?;
@@ -144,7 +146,7 @@ impl Store {
                  WHERE notifications.id = held.column1 AND notifications.claim = held.column2 \
                    AND notifications.state = {in_flight}",
                 pending = State::Pending.code(),
-                in_flight = State::InFlight.code(),
+                in_flight = LEASED.code(),
                 now = param(self.backend, 1, "BIGINT"),
                 values = rows(self.backend, 2, size, &["BIGINT", "BIGINT"]),
             );
@@ -153,7 +155,7 @@ impl Store {
                 query = query.bind(now);
             }
             for (id, claim) in &claims[first..first + size] {
-                query = query.bind(id.0).bind(*claim);
+                query = query.bind(id.0).bind(claim.0);
             }
             released += query.execute(&mut *conn).await?.rows_affected();
             first += size;
@@ -173,7 +175,7 @@ impl Store {
             "UPDATE notifications SET state = {pending}, due_at = $1, lease_until = NULL, updated_at = $1 \
              WHERE state = {in_flight} AND lease_until <= $2",
             pending = State::Pending.code(),
-            in_flight = State::InFlight.code(),
+            in_flight = LEASED.code(),
         );
         let result = sqlx::query(&sql)
             .bind(now)
@@ -191,12 +193,8 @@ impl Store {
 /// skipping rows locked by another node's claim. SQLite has no LATERAL; a UNION ALL of one
 /// limited subquery per entry does the same (one writer, so no locking either).
 fn claim_sql(backend: Backend, entries: usize) -> String {
-    let in_flight = State::InFlight.code();
-    let ready = format!(
-        "state IN ({}, {})",
-        State::Pending.code(),
-        State::Retrying.code()
-    );
+    let in_flight = LEASED.code();
+    let ready = format!("state IN ({})", WAITING.codes());
     match backend {
         Backend::Postgres => format!(
             "UPDATE notifications AS n \
@@ -247,7 +245,7 @@ fn outcome_sql(backend: Backend, entries: usize) -> String {
            AND notifications.state = {in_flight}",
         now = param(backend, 1, "BIGINT"),
         delivered = State::Delivered.code(),
-        in_flight = State::InFlight.code(),
+        in_flight = LEASED.code(),
         values = rows(
             backend,
             2,
@@ -309,9 +307,9 @@ fn claimed_from_row(row: &AnyRow) -> Result<((String, Channel), EpochMillis, Cla
     let channel = stored_channel(row.try_get(2)?)?;
     let notification = Claimed {
         id: NotificationId(row.try_get(0)?),
-        claim: row.try_get(4)?,
+        claim: ClaimToken(row.try_get(4)?),
         attempts: u32::try_from(row.try_get::<i64, _>(5)?).unwrap_or(u32::MAX),
-        customer_id: customer_id.clone(),
+        customer_id: CustomerId::from_stored(customer_id.clone()),
         recipient: row.try_get(6)?,
         lane: stored_lane(row.try_get(3)?)?,
         channel,

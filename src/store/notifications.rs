@@ -8,9 +8,11 @@ use sqlx::any::AnyRow;
 
 use sqlx::Connection as _;
 
+use super::states::WAITING;
 use super::{Durability, Error, Store, chunk_sizes, values_placeholders};
 use crate::model::{
-    Channel, EpochMillis, Lane, NewNotification, Notification, NotificationId, State, TemplateRef,
+    Channel, ClaimToken, EpochMillis, Inserted, Lane, NewNotification, Notification,
+    NotificationId, State, TemplateRef,
 };
 
 /// Rows per multi-row insert, at most: one statement per row costs ~25 µs more than batching,
@@ -26,61 +28,6 @@ const INSERT_COLUMN_COUNT: usize = 18;
 pub(super) const SELECT_COLUMNS: &str = "id, customer_id, idempotency_key, recipient, lane, payload, state, \
                               attempts, last_error, created_at, updated_at, send_at, expires_at, \
                               due_at, delivered_at, channel, template_id, template_version";
-
-/// What became of one submitted notification.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Inserted {
-    /// Stored now under this id.
-    New(NotificationId),
-    /// The key was already accepted with the same content: the original id, nothing new stored.
-    Duplicate(NotificationId),
-    /// The key was already accepted with different content (`ALREADY_EXISTS`).
-    Conflict(NotificationId),
-}
-
-/// A notification claimed for one delivery attempt: the fields a sink needs, plus the claim token
-/// its outcome must present.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Claimed {
-    pub id: NotificationId,
-    pub claim: i64,
-    /// Attempts started, this one included.
-    pub attempts: u32,
-    pub customer_id: String,
-    pub recipient: String,
-    pub lane: Lane,
-    pub channel: Channel,
-    pub payload: Vec<u8>,
-    pub created_at: EpochMillis,
-    pub expires_at: Option<EpochMillis>,
-    /// Rendered at send time with `payload` as the variables, when set.
-    pub template: Option<TemplateRef>,
-}
-
-/// The result of one delivery attempt, to be recorded against its claim.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Outcome {
-    pub id: NotificationId,
-    pub claim: i64,
-    pub kind: OutcomeKind,
-}
-
-/// Where an attempt leaves the notification.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum OutcomeKind {
-    Delivered,
-    /// Try again at `due_at`.
-    Retry {
-        due_at: EpochMillis,
-        error: String,
-    },
-    /// Permanently failed.
-    Failed {
-        error: String,
-    },
-    /// Its `expires_at` passed before it could be sent; never sent.
-    Expired,
-}
 
 impl Store {
     /// Inserts a batch of new notifications in one transaction (group commit), deduplicating on
@@ -130,7 +77,7 @@ impl Store {
                 // claimed: only pending and retrying rows are.
                 let (state, claim, lease) = match (&n.suppressed, handed) {
                     (Some(_), _) => (State::Suppressed, 0, None),
-                    (None, true) => (State::InFlight, 1, Some(lease_until)),
+                    (None, true) => (State::InFlight, ClaimToken::FIRST.0, Some(lease_until)),
                     (None, false) => (State::Pending, 0, None),
                 };
                 query = query
@@ -161,7 +108,7 @@ impl Store {
         let mut results: Vec<Option<Inserted>> = vec![None; items.len()];
         for &i in &unique {
             let n = &items[i];
-            let key = (n.customer_id.clone(), n.idempotency_key.clone());
+            let key = (n.customer_id.to_string(), n.idempotency_key.clone());
             results[i] = Some(match new_ids.get(&key) {
                 Some(&id) => Inserted::New(NotificationId(id)),
                 None => compare_with_stored(&mut tx, n).await?,
@@ -194,8 +141,9 @@ impl Store {
     /// lane), which at a million waiting costs seconds and megabytes of sorter memory.
     pub async fn backlog(&self, customer_id: &str) -> Result<(u64, u64), Error> {
         let sql = format!(
-            "SELECT {} FROM notifications WHERE customer_id = $1 AND state IN (1, 4)",
-            lane_counts()
+            "SELECT {} FROM notifications WHERE customer_id = $1 AND state IN ({})",
+            lane_counts(),
+            WAITING.codes()
         );
         let row = sqlx::query(&sql)
             .bind(customer_id)
@@ -208,14 +156,16 @@ impl Store {
     /// quota needs to know ("is it at the limit?") at a cost bounded by the limit, however large
     /// the backlog.
     pub async fn backlog_up_to(&self, customer_id: &str, cap: u64) -> Result<u64, Error> {
-        let row = sqlx::query(
+        let sql = format!(
             "SELECT COUNT(*) FROM (SELECT 1 FROM notifications \
-             WHERE customer_id = $1 AND state IN (1, 4) LIMIT $2) AS waiting",
-        )
-        .bind(customer_id)
-        .bind(i64::try_from(cap).unwrap_or(i64::MAX))
-        .fetch_one(&self.read)
-        .await?;
+             WHERE customer_id = $1 AND state IN ({}) LIMIT $2) AS waiting",
+            WAITING.codes()
+        );
+        let row = sqlx::query(&sql)
+            .bind(customer_id)
+            .bind(i64::try_from(cap).unwrap_or(i64::MAX))
+            .fetch_one(&self.read)
+            .await?;
         Ok(count(row.try_get(0)?))
     }
 
@@ -224,9 +174,10 @@ impl Store {
     /// by customer only, which the ready index delivers in order, so nothing is sorted.
     pub async fn backlog_all(&self) -> Result<Vec<(String, u64, u64)>, Error> {
         let sql = format!(
-            "SELECT customer_id, {} FROM notifications WHERE state IN (1, 4) \
+            "SELECT customer_id, {} FROM notifications WHERE state IN ({}) \
              GROUP BY customer_id ORDER BY customer_id",
-            lane_counts()
+            lane_counts(),
+            WAITING.codes()
         );
         let rows = sqlx::query(&sql).fetch_all(&self.read).await?;
         rows.iter()
@@ -250,8 +201,9 @@ impl Store {
             format!(
                 "EXISTS (SELECT 1 FROM notifications n WHERE n.customer_id = c.id \
                  AND n.channel IN ({channels}) AND n.lane = {lane} \
-                 AND n.state IN (1, 4) AND n.due_at <= $1)",
-                lane = lane.code()
+                 AND n.state IN ({waiting}) AND n.due_at <= $1)",
+                lane = lane.code(),
+                waiting = WAITING.codes()
             )
         };
         let sql = format!(
@@ -274,10 +226,9 @@ impl Store {
         let sql = format!(
             "UPDATE notifications SET state = {cancelled}, last_error = 'cancelled by the caller', \
                lease_until = NULL, updated_at = $1 \
-             WHERE id = $2 AND state IN ({pending}, {retrying})",
+             WHERE id = $2 AND state IN ({waiting})",
             cancelled = State::Cancelled.code(),
-            pending = State::Pending.code(),
-            retrying = State::Retrying.code(),
+            waiting = WAITING.codes(),
         );
         let result = sqlx::query(&sql)
             .bind(now)

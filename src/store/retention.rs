@@ -8,11 +8,10 @@
 use sqlx::Row;
 
 use super::notifications::{SELECT_COLUMNS, notification_from_row};
+use super::states::FINISHED;
 use super::{Backend, Durability, Error, Store};
 use crate::model::{EpochMillis, Notification, NotificationId};
 
-/// The states a notification never leaves: delivered, failed, suppressed, expired, cancelled.
-const FINISHED: &str = "state IN (3, 5, 6, 7, 8)";
 /// Milliseconds in a day.
 const DAY_MS: i64 = 86_400_000;
 
@@ -22,8 +21,9 @@ impl Store {
     pub async fn archive_finished(&self, cutoff: EpochMillis, limit: usize) -> Result<u64, Error> {
         let limit = i64::try_from(limit).unwrap_or(i64::MAX);
         let oldest = format!(
-            "SELECT id FROM notifications WHERE {FINISHED} AND created_at < $1 \
-             ORDER BY created_at, id LIMIT $2"
+            "SELECT id FROM notifications WHERE state IN ({finished}) AND created_at < $1 \
+             ORDER BY created_at, id LIMIT $2",
+            finished = FINISHED.codes()
         );
         match self.backend {
             Backend::Postgres => {
@@ -116,8 +116,9 @@ impl Store {
     async fn create_partitions(&self, cutoff: EpochMillis, limit: i64) -> Result<(), Error> {
         let sql = format!(
             "SELECT MIN(created_at), MAX(created_at) FROM \
-             (SELECT created_at FROM notifications WHERE {FINISHED} AND created_at < $1 \
-              ORDER BY created_at, id LIMIT $2) oldest"
+             (SELECT created_at FROM notifications WHERE state IN ({finished}) AND created_at < $1 \
+              ORDER BY created_at, id LIMIT $2) oldest",
+            finished = FINISHED.codes()
         );
         let row = sqlx::query(&sql)
             .bind(cutoff)

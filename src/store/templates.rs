@@ -5,8 +5,7 @@ use sqlx::Row;
 use sqlx::any::AnyRow;
 
 use super::{Durability, Error, Store};
-use crate::model::EpochMillis;
-use crate::templates::{Content, Template};
+use crate::model::{Content, EpochMillis, Template};
 
 const COLUMNS: &str = "t.customer_id, t.template_id, t.version, t.contents, t.created_at";
 

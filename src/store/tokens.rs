@@ -5,8 +5,7 @@ use sqlx::Row;
 use sqlx::any::AnyRow;
 
 use super::{Durability, Error, Store};
-use crate::model::EpochMillis;
-use crate::scoped_tokens::TokenRecord;
+use crate::model::{EpochMillis, TokenRecord};
 
 const COLUMNS: &str = "name, token_hash, customer_ids, created_at, last_used_at";
 

@@ -13,9 +13,9 @@ use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Duration;
 
 use minijinja::{Environment, UndefinedBehavior};
-use serde::{Deserialize, Serialize};
 
-use crate::model::{Channel, EpochMillis, TemplateRef, now_millis};
+use crate::model::{Channel, TemplateRef, now_millis};
+pub use crate::model::{Content, Template};
 use crate::store::{self, Store};
 
 /// Template versions kept in memory before the cache starts over (they are small, and
@@ -49,40 +49,6 @@ impl Default for RenderLimits {
 /// Instructions one render may execute: ample for a message (a loop over a 1,000-line bill
 /// uses a few tens of thousands), and a few milliseconds of CPU.
 pub const DEFAULT_FUEL: u64 = 1_000_000;
-
-/// What one channel of a template sends.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct Content {
-    pub channel: Channel,
-    /// Push title or e-mail subject; ignored for SMS and webhooks.
-    pub subject: String,
-    /// Push or SMS text, e-mail body, or the webhook payload.
-    pub body: String,
-}
-
-/// One saved version of a template.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Template {
-    pub customer_id: String,
-    pub id: String,
-    pub version: i64,
-    pub contents: Vec<Content>,
-    pub created_at: EpochMillis,
-}
-
-impl Template {
-    /// The version as notifications refer to it.
-    pub fn reference(&self) -> TemplateRef {
-        TemplateRef {
-            id: self.id.clone(),
-            version: self.version,
-        }
-    }
-
-    fn content(&self, channel: Channel) -> Option<&Content> {
-        self.contents.iter().find(|c| c.channel == channel)
-    }
-}
 
 /// Why a template could not be saved or used.
 #[derive(Debug, thiserror::Error)]

@@ -166,7 +166,7 @@ pub fn stored_notification(
     lane: floodgate::model::Lane,
 ) -> floodgate::model::NewNotification {
     floodgate::model::NewNotification {
-        customer_id: customer.into(),
+        customer_id: floodgate::model::CustomerId::parse(customer).expect("a valid customer id"),
         idempotency_key: key,
         recipient: "u".into(),
         lane,

@@ -48,7 +48,7 @@ pub fn submit_request(request: SubmitRequest) {
             assert!(convert::key("recipient", &n.recipient).is_ok());
             assert!(n.recipient.len() <= MAX_KEY_LEN);
             assert!(n.payload.len() <= MAX_PAYLOAD_BYTES);
-            assert_eq!(n.customer_id, request.customer_id);
+            assert_eq!(n.customer_id.as_str(), request.customer_id);
             if let Some(expires_at) = n.expires_at {
                 assert!(expires_at > NOW);
                 assert!(n.send_at.is_none_or(|send_at| send_at < expires_at));

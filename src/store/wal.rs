@@ -1,0 +1,64 @@
+//! SQLite's WAL checkpointer: copies the write-ahead log back into the database file off the
+//! commit path (see [`checkpoint_loop`]).
+
+use std::time::Duration;
+
+use sqlx::Executor;
+
+use super::writer::Durability;
+use super::{Error, SQLITE_BUSY_TIMEOUT, Store};
+
+/// How often the SQLite checkpointer copies the WAL back into the database file. Often enough
+/// that little is left for the restart step, rarely enough to cost nothing when idle.
+const CHECKPOINT_INTERVAL: Duration = Duration::from_millis(250);
+
+/// WAL frames (pages) after which the checkpointer starts the WAL over (see [`checkpoint_loop`]):
+/// 4,096 pages are 16 MiB at SQLite's default page size, a fraction of a second of writes at full
+/// speed, so the restart's own copying stays a few milliseconds.
+const WAL_RESTART_FRAMES: i64 = 4096;
+
+/// Checkpoints SQLite's WAL every [`CHECKPOINT_INTERVAL`], until the store is closed, in two
+/// steps:
+///
+/// 1. A PASSIVE checkpoint on a read connection copies what the WAL holds into the database
+///    file. It never waits for (or blocks) the writer, so the copying is off the commit path.
+/// 2. Under steady writes a passive checkpoint never quite finishes (commits append frames while
+///    it copies), and SQLite only starts the WAL over from the beginning after a complete one: the
+///    file grew by gigabytes, and every commit's fsync got slower with it. So once the WAL holds
+///    [`WAL_RESTART_FRAMES`], a RESTART checkpoint runs in a background turn at the write
+///    connection, where no commit can interleave. It copies only the frames step 1 had not, and
+///    the next commit writes the WAL from its start again.
+pub(super) async fn checkpoint_loop(store: Store) {
+    let mut tick = tokio::time::interval(CHECKPOINT_INTERVAL);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        tick.tick().await;
+        if store.read.is_closed() {
+            return;
+        }
+        if let Err(err) = checkpoint(&store).await {
+            if store.read.is_closed() {
+                return;
+            }
+            tracing::warn!(error = %err, "WAL checkpoint failed; retrying");
+        }
+    }
+}
+
+/// One round of [`checkpoint_loop`].
+async fn checkpoint(store: &Store) -> Result<(), Error> {
+    // (busy, frames in the WAL, frames copied into the database)
+    let (_, frames, _): (i64, i64, i64) = sqlx::query_as("PRAGMA wal_checkpoint(PASSIVE)")
+        .fetch_one(&store.read)
+        .await?;
+    if frames >= WAL_RESTART_FRAMES {
+        // A restart waits for readers still on old WAL frames, holding the writer's turn
+        // meanwhile: give up after 50 ms (it answers busy) and try again next round.
+        let mut conn = store.writer(Durability::Relaxed).await?;
+        conn.execute("PRAGMA busy_timeout = 50").await?;
+        let restarted = conn.execute("PRAGMA wal_checkpoint(RESTART)").await;
+        conn.execute(SQLITE_BUSY_TIMEOUT).await?;
+        restarted?;
+    }
+    Ok(())
+}

@@ -1,0 +1,149 @@
+//! The write connection: who may write next, and how durable each write must be.
+
+use std::ops::{Deref, DerefMut};
+use std::time::Duration;
+
+use sqlx::pool::PoolConnection;
+use sqlx::{Any, AnyConnection, AnyPool, Executor};
+
+use super::gate::{Priority, Turn};
+use super::{Backend, Error, Store};
+
+/// How durable a write must be before its commit returns (see [`Store::writer`]), which also
+/// says who is waiting for it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(super) enum Durability {
+    /// Survives power loss: anything a caller was told is stored. A caller waits for it, so it
+    /// goes first.
+    Durable,
+    /// Survives a process crash; a power cut may undo it, which only causes a redelivery.
+    /// Background work (claims, outcomes, recovery, retention).
+    Relaxed,
+}
+
+impl Durability {
+    fn priority(self) -> Priority {
+        match self {
+            Durability::Durable => Priority::Caller,
+            Durability::Relaxed => Priority::Background,
+        }
+    }
+}
+
+/// A write connection, held for one transaction (and, on SQLite, the turn at the gate with it).
+/// Dropping it hands both on.
+pub(crate) struct WriteConn {
+    conn: PoolConnection<Any>,
+    /// Dropped after `conn` (fields drop in order): the next writer finds the connection back.
+    _turn: Option<Turn>,
+    /// For the slow-write warning: the class, how long it waited for its turn, when it got it.
+    durability: Durability,
+    waited: Duration,
+    since: std::time::Instant,
+}
+
+/// A write that waited for, or held, the write connection this long is logged: every caller
+/// behind it waited as long, so it is what an SRE looks for when Submit latency has a tail.
+const SLOW_WRITE: Duration = Duration::from_millis(250);
+
+/// Writes that waited for or held the connection this long are logged at debug level, to find
+/// what makes up a latency tail.
+const NOTABLE_WRITE: Duration = Duration::from_millis(10);
+
+impl Drop for WriteConn {
+    fn drop(&mut self) {
+        let held = self.since.elapsed();
+        let longest = held.max(self.waited);
+        let (class, waited_ms, held_ms) = (
+            self.durability.priority(),
+            self.waited.as_millis() as u64,
+            held.as_millis() as u64,
+        );
+        if longest >= SLOW_WRITE {
+            tracing::warn!(
+                ?class,
+                waited_ms,
+                held_ms,
+                "slow write: a transaction waited for or held the database's write connection long"
+            );
+        } else if longest >= NOTABLE_WRITE {
+            tracing::debug!(?class, waited_ms, held_ms, "write turn");
+        }
+    }
+}
+
+impl Deref for WriteConn {
+    type Target = AnyConnection;
+    fn deref(&self) -> &AnyConnection {
+        &self.conn
+    }
+}
+
+impl DerefMut for WriteConn {
+    fn deref_mut(&mut self) -> &mut AnyConnection {
+        &mut self.conn
+    }
+}
+
+impl Store {
+    /// A write connection for one transaction, in the class `durability` says (see the module
+    /// docs), with SQLite's fsync policy set for what the write promises.
+    ///
+    /// Accepting a notification is promised durable, so intake commits with
+    /// `synchronous = FULL`. Claims and outcomes are not: losing one to a power cut only means a
+    /// redelivery (at least once). They commit with `NORMAL`, which in WAL mode is still atomic
+    /// and ordered, and the next FULL commit syncs them too. This keeps hundreds of claim and
+    /// outcome transactions a second from each paying an fsync on the one write connection.
+    pub(super) async fn writer(&self, durability: Durability) -> Result<WriteConn, Error> {
+        let asked = std::time::Instant::now();
+        let turn = match &self.gate {
+            Some(gate) => Some(gate.turn(durability.priority()).await),
+            None => None,
+        };
+        let pool = match durability {
+            Durability::Durable => &self.caller_writes,
+            Durability::Relaxed => &self.background_writes,
+        };
+        let mut conn = pool.acquire().await?;
+        if self.backend == Backend::Sqlite {
+            conn = sqlite_writer_ready(pool, conn, durability).await?;
+        }
+        Ok(WriteConn {
+            conn,
+            _turn: turn,
+            durability,
+            waited: asked.elapsed(),
+            since: std::time::Instant::now(),
+        })
+    }
+}
+
+/// Sets the write connection's `synchronous` mode for this write. This doubles as its health
+/// check: after a failed commit (a full disk, an I/O error) SQLite can leave the connection
+/// inside the failed transaction, where the pragma is refused. Then the transaction is rolled
+/// back; if even that fails, the connection is dropped for a fresh one — so writes resume by
+/// themselves once the cause is gone, without a restart.
+async fn sqlite_writer_ready(
+    pool: &AnyPool,
+    mut conn: PoolConnection<Any>,
+    durability: Durability,
+) -> Result<PoolConnection<Any>, Error> {
+    let pragma = match durability {
+        Durability::Durable => "PRAGMA synchronous = FULL",
+        Durability::Relaxed => "PRAGMA synchronous = NORMAL",
+    };
+    if conn.execute(pragma).await.is_ok() {
+        return Ok(conn);
+    }
+    if conn.execute("ROLLBACK").await.is_ok() && conn.execute(pragma).await.is_ok() {
+        tracing::warn!(
+            "the SQLite write connection was left inside a failed transaction; rolled it back"
+        );
+        return Ok(conn);
+    }
+    tracing::warn!("the SQLite write connection is unusable; opening a new one");
+    let _ = conn.close().await;
+    let mut conn = pool.acquire().await?;
+    conn.execute(pragma).await?;
+    Ok(conn)
+}
