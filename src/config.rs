@@ -5,7 +5,7 @@ use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::time::Duration;
 
-use clap::{Args, Parser, Subcommand, ValueEnum};
+use clap::{Args, Parser, Subcommand};
 
 use crate::dispatch::DispatchSettings;
 use crate::dispatch::controller::ControllerSettings;
@@ -76,12 +76,7 @@ pub enum Command {
     Receive(crate::receiver::ReceiveArgs),
 }
 
-/// Log line format.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
-pub enum LogFormat {
-    Text,
-    Json,
-}
+pub use crate::telemetry::LogFormat;
 
 /// Everything `floodgate serve` can be told.
 #[derive(Debug, Clone, Args)]
