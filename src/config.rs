@@ -5,7 +5,7 @@ use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::time::Duration;
 
-use clap::{Args, Parser, ValueEnum};
+use clap::{Args, Parser};
 
 use crate::dispatch::DispatchSettings;
 use crate::dispatch::controller::ControllerSettings;
@@ -21,12 +21,7 @@ pub const METRICS_TOKEN_FILE: &str = "metrics-token";
 /// `--secrets-key-file` names another).
 pub const SECRETS_KEY_FILE: &str = "secrets-key";
 
-/// Log line format.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
-pub enum LogFormat {
-    Text,
-    Json,
-}
+pub use crate::telemetry::LogFormat;
 
 /// Everything `floodgate serve` can be told.
 #[derive(Debug, Clone, Args)]

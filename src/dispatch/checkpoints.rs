@@ -19,28 +19,21 @@ use crate::store::{CheckpointRow, Store};
 /// How often a running actor offers its checkpoint, and how often they are written.
 pub(super) const EVERY: Duration = Duration::from_secs(5);
 
-/// Checkpoints waiting to be written; shared by every actor of the node.
-#[derive(Debug)]
+/// Checkpoints waiting to be written; shared by every actor of the node. Actors only offer (in
+/// memory); the node's task writes them to its store.
+#[derive(Debug, Default)]
 pub(super) struct CheckpointWriter {
-    store: Store,
     pending: Mutex<HashMap<ActorKey, Checkpoint>>,
 }
 
 impl CheckpointWriter {
-    pub(super) fn new(store: Store) -> Self {
-        Self {
-            store,
-            pending: Mutex::default(),
-        }
-    }
-
     /// Keeps `checkpoint` as the latest of its actor, for the next write.
     pub(super) fn offer(&self, key: ActorKey, checkpoint: Checkpoint) {
         self.lock().insert(key, checkpoint);
     }
 
-    /// Writes every waiting checkpoint now.
-    pub(super) async fn flush(&self) {
+    /// Writes every waiting checkpoint to `store` now.
+    pub(super) async fn flush(&self, store: &Store) {
         let batch: Vec<CheckpointRow> = self
             .lock()
             .drain()
@@ -56,19 +49,19 @@ impl CheckpointWriter {
         if batch.is_empty() {
             return;
         }
-        if let Err(err) = self.store.save_checkpoints(&batch, now_millis()).await {
+        if let Err(err) = store.save_checkpoints(&batch, now_millis()).await {
             tracing::warn!(error = %err, checkpoints = batch.len(), "could not save controller checkpoints; actors resume from older ones");
         }
     }
 
-    /// Writes every [`EVERY`] until `stop`, then once more.
-    pub(super) async fn run(&self, stop: CancellationToken) {
+    /// Writes to `store` every [`EVERY`] until `stop`.
+    pub(super) async fn run(&self, store: &Store, stop: CancellationToken) {
         let mut tick = tokio::time::interval(EVERY);
         tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         loop {
             tokio::select! {
                 _ = stop.cancelled() => break,
-                _ = tick.tick() => self.flush().await,
+                _ = tick.tick() => self.flush(store).await,
             }
         }
     }

@@ -16,7 +16,9 @@ use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 
 use super::messages::{ActorKey, CustomerMsg, LaneClaim};
-use crate::model::{ClaimToken, Claimed, Lane, now_millis};
+use super::ports::{ClaimStore, Io};
+use crate::model::{ClaimToken, Claimed};
+use crate::model::{Lane, NotificationId, now_millis};
 use crate::store::{self, ClaimRequest, Store};
 use crate::telemetry::metrics::{Metrics, StoreOp};
 
@@ -62,6 +64,27 @@ impl Claimer {
     /// stopping too.
     pub(super) fn ask(&self, ask: ClaimAsk) {
         let _ = self.tx.send(ask);
+    }
+}
+
+/// The store as customer actors use it: asks go to the claimer, hand-backs straight to the store.
+#[derive(Debug)]
+pub(super) struct StoreClaims {
+    pub(super) claimer: Claimer,
+    pub(super) store: Store,
+}
+
+impl ClaimStore for StoreClaims {
+    fn ask(&self, ask: ClaimAsk) {
+        self.claimer.ask(ask);
+    }
+
+    fn release(
+        &self,
+        held: Vec<(NotificationId, ClaimToken)>,
+    ) -> Io<'static, Result<(), store::Error>> {
+        let store = self.store.clone();
+        Box::pin(async move { store.release_claims(&held, now_millis()).await.map(drop) })
     }
 }
 
@@ -130,7 +153,7 @@ impl ClaimerTask {
     /// failed) are handed straight back rather than left to their lease.
     async fn answer(&self, asks: Vec<ClaimAsk>, claimed: Vec<Vec<Claimed>>) {
         let mut claimed = claimed.into_iter();
-        let mut orphans: Vec<(crate::model::NotificationId, ClaimToken)> = Vec::new();
+        let mut orphans: Vec<(NotificationId, ClaimToken)> = Vec::new();
         for ask in asks {
             let lanes: Vec<LaneClaim> = ask
                 .lanes

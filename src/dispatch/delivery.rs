@@ -7,17 +7,58 @@ use std::sync::Arc;
 use ractor::ActorRef;
 use tokio::time::Instant;
 
-use super::Context;
+use super::ActorContext;
 use super::controller::{Signal, Ticket};
 use super::messages::{AttemptReport, CustomerMsg};
-use crate::model::{Claimed, Customer, Outcome, OutcomeKind, now_millis};
-use crate::sink::{RetryCause, SinkError};
+use super::ports::{Attempted, Attempts, Io};
+use crate::model::{Claimed, Outcome, OutcomeKind};
+use crate::model::{Customer, NotificationId, now_millis};
+use crate::sink::{Attempt, RetryCause, SinkError, Sinks};
 use crate::telemetry::metrics::{AttemptResult, CustomerCounters};
-use crate::templates;
+use crate::templates::{self, Templates};
+
+/// The real sinks, with templated notifications rendered just before each attempt.
+#[derive(Debug)]
+pub(super) struct SinkAttempts {
+    pub(super) sinks: Sinks,
+    pub(super) templates: Arc<Templates>,
+}
+
+impl Attempts for SinkAttempts {
+    fn public_id(&self, id: NotificationId) -> String {
+        self.sinks.public_id(id)
+    }
+
+    fn attempt<'a>(&'a self, attempt: Attempt<'a>) -> Io<'a, Attempted> {
+        Box::pin(async move {
+            match self.rendered(attempt.notification).await {
+                Ok(rendered) => {
+                    let started = Instant::now();
+                    let notification = rendered.as_ref().unwrap_or(attempt.notification);
+                    let result = self
+                        .sinks
+                        .deliver(Attempt {
+                            notification,
+                            ..attempt
+                        })
+                        .await;
+                    Attempted {
+                        result,
+                        rtt: Some(started.elapsed()),
+                    }
+                }
+                Err(err) => Attempted {
+                    result: Err(err),
+                    rtt: None,
+                },
+            }
+        })
+    }
+}
 
 /// Makes one attempt of `notification` (public id `id`) and reports it.
 pub(super) async fn deliver(
-    ctx: Arc<Context>,
+    ctx: Arc<ActorContext>,
     actor: ActorRef<CustomerMsg>,
     customer: Arc<Customer>,
     counters: Arc<CustomerCounters>,
@@ -26,15 +67,12 @@ pub(super) async fn deliver(
     ticket: Option<Ticket>,
 ) {
     // `rtt` is `None` when nothing was sent (the template could not be rendered).
-    let (result, rtt) = match rendered(&ctx, &notification).await {
-        Ok(rendered) => {
-            let started = Instant::now();
-            let sent = rendered.as_ref().unwrap_or(&notification);
-            let result = ctx.sink.deliver(&customer, sent, &id).await;
-            (result, Some(started.elapsed()))
-        }
-        Err(err) => (Err(err), None),
+    let attempt = Attempt {
+        customer: &customer,
+        notification: &notification,
+        id: &id,
     };
+    let Attempted { result, rtt } = ctx.sink.attempt(attempt).await;
     let (kind, signal) = match result {
         Ok(()) => {
             tracing::debug!(rtt_ms = rtt.unwrap_or_default().as_millis(), "delivered");
@@ -79,40 +117,42 @@ pub(super) async fn deliver(
     }));
 }
 
-/// A templated notification with its template rendered into the payload (`None`: not
-/// templated, send it as it is). Versions are immutable and were rendered once at intake, so a
-/// failure here means the version is gone or the store is down: the first fails the
-/// notification, the second is retried. Either way nothing reaches the customer system.
-async fn rendered(ctx: &Context, notification: &Claimed) -> Result<Option<Claimed>, SinkError> {
-    let Some(reference) = &notification.template else {
-        return Ok(None);
-    };
-    let template = ctx
-        .templates
-        .version(&notification.customer_id, reference)
-        .await
-        .map_err(|err| match err {
-            templates::Error::Store(err) => SinkError::Retryable {
-                reason: format!("cannot read the template: {err}"),
-                cause: RetryCause::ServerError,
-                retry_after: None,
-            },
-            other => SinkError::Permanent {
-                reason: other.to_string(),
-            },
-        })?;
-    let permanent = |reason: String| SinkError::Permanent { reason };
-    let variables: serde_json::Value = serde_json::from_slice(&notification.payload)
-        .map_err(|err| permanent(format!("unreadable template variables: {err}")))?;
-    let payload = ctx
-        .templates
-        .render(template, notification.channel, variables)
-        .await
-        .map_err(|err| permanent(err.to_string()))?;
-    Ok(Some(Claimed {
-        payload,
-        ..notification.clone()
-    }))
+impl SinkAttempts {
+    /// A templated notification with its template rendered into the payload (`None`: not
+    /// templated, send it as it is). Versions are immutable and were rendered once at intake, so a
+    /// failure here means the version is gone or the store is down: the first fails the
+    /// notification, the second is retried. Either way nothing reaches the customer system.
+    async fn rendered(&self, notification: &Claimed) -> Result<Option<Claimed>, SinkError> {
+        let Some(reference) = &notification.template else {
+            return Ok(None);
+        };
+        let template = self
+            .templates
+            .version(&notification.customer_id, reference)
+            .await
+            .map_err(|err| match err {
+                templates::Error::Store(err) => SinkError::Retryable {
+                    reason: format!("cannot read the template: {err}"),
+                    cause: RetryCause::ServerError,
+                    retry_after: None,
+                },
+                other => SinkError::Permanent {
+                    reason: other.to_string(),
+                },
+            })?;
+        let permanent = |reason: String| SinkError::Permanent { reason };
+        let variables: serde_json::Value = serde_json::from_slice(&notification.payload)
+            .map_err(|err| permanent(format!("unreadable template variables: {err}")))?;
+        let payload = self
+            .templates
+            .render(template, notification.channel, variables)
+            .await
+            .map_err(|err| permanent(err.to_string()))?;
+        Ok(Some(Claimed {
+            payload,
+            ..notification.clone()
+        }))
+    }
 }
 
 /// The attempt as the metrics count it: an attempt after which the notification expired (its

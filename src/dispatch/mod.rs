@@ -30,6 +30,7 @@ mod lanes;
 mod messages;
 pub mod outcomes;
 pub mod policy;
+mod ports;
 pub mod retry;
 mod stats;
 mod supervisor;
@@ -43,20 +44,23 @@ use ractor::{Actor, ActorRef};
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
-use crate::cluster::{BucketHolder, Placement, RemoteEvent};
+use crate::cluster::{BucketHolder, Ownership, Placement, RemoteEvent};
 use crate::directory::CustomerDirectory;
+use crate::model::Claimed;
 use crate::model::{Channel, Customer, Lane, LaneSet, now_millis};
 use crate::sink::Sinks;
 use crate::store::Store;
+pub use crate::telemetry::customer_stats::{CustomerStats, LastTierChange};
 use crate::templates::Templates;
 use checkpoints::CheckpointWriter;
-use claimer::{Claimer, ClaimerTask};
+use claimer::{Claimer, ClaimerTask, StoreClaims};
 use controller::ControllerSettings;
+use delivery::SinkAttempts;
 use handoff::Handoffs;
 use messages::{ALL_LANES, CustomerMsg, Lanes, SupervisorMsg};
-pub use messages::{CustomerStats, LastTierChange};
 use outcomes::OutcomeWriter;
 use policy::PolicySettings;
+use ports::{Attempts, ClaimStore, OutcomeQueue};
 use retry::RetryPolicy;
 use waiting::Waiting;
 
@@ -105,29 +109,56 @@ impl Default for DispatchSettings {
     }
 }
 
-/// What every actor and delivery task shares.
+/// What the supervisor, the sweep and the [`Dispatcher`] handle use: the node's parts, and what
+/// its actors share.
 #[derive(Debug)]
 struct Context {
     store: Store,
     directory: Arc<CustomerDirectory>,
-    /// Templated notifications are rendered just before each attempt.
-    templates: Arc<Templates>,
-    sink: Sinks,
+    /// Flushed when buckets are handed over.
     outcomes: OutcomeWriter,
-    /// Claims for every actor, in batches.
-    claimer: Claimer,
+    /// Which customers this node runs actors for, and how to wake the others' owners.
+    placement: Placement,
+    /// What every customer actor and delivery task shares.
+    shared: Arc<ActorContext>,
+}
+
+/// What every customer actor and delivery task shares: in-memory state, and the store, the sinks
+/// and the outcome writer behind the traits of [`ports`], so the actor can be tested with fakes.
+#[derive(Debug)]
+struct ActorContext {
+    /// Claims (for every actor, in batches) and hand-backs.
+    claims: Box<dyn ClaimStore>,
+    /// The sinks, templates rendered just before each attempt.
+    sink: Box<dyn Attempts>,
+    outcomes: Box<dyn OutcomeQueue>,
     /// Running actors' handoff slots.
     handoffs: Arc<Handoffs>,
     settings: DispatchSettings,
     metrics: Arc<Metrics>,
     /// Every delivery task, the claimer and the sweep, so shutdown can wait for them.
     tasks: TaskTracker,
-    /// Which customers this node runs actors for, and how to wake the others' owners.
-    placement: Placement,
+    /// Whether this node may claim and send for a customer now.
+    ownership: Arc<Ownership>,
     /// Learned controller state, written in batches.
     checkpoints: CheckpointWriter,
     /// Claimed notifications waiting in a window here, not being sent yet.
     waiting: Waiting,
+}
+
+impl ActorContext {
+    /// Returns claimed but unsent notifications to pending (so they need not wait for their
+    /// lease) in a task of its own, then gives them to `then`: no handler ever waits for the store.
+    fn hand_back(&self, unsent: Vec<Claimed>, then: impl FnOnce(Vec<Claimed>) + Send + 'static) {
+        let held: Vec<_> = unsent.iter().map(|n| (n.id, n.claim)).collect();
+        let release = self.claims.release(held);
+        self.tasks.spawn(async move {
+            if let Err(err) = release.await {
+                tracing::warn!(error = %err, "could not hand back claimed notifications; their leases will");
+            }
+            then(unsent);
+        });
+    }
 }
 
 /// Could not start the dispatcher.
@@ -185,20 +216,30 @@ impl Dispatcher {
             ownership: placement.ownership.clone(),
         });
         tasks.spawn(claiming);
-        let ctx = Arc::new(Context {
-            checkpoints: CheckpointWriter::new(store.clone()),
-            waiting: Waiting::default(),
-            placement,
-            store,
-            directory,
-            templates,
-            sink,
-            outcomes,
-            claimer,
+        let shared = Arc::new(ActorContext {
+            claims: Box::new(StoreClaims {
+                claimer,
+                store: store.clone(),
+            }),
+            sink: Box::new(SinkAttempts {
+                sinks: sink,
+                templates,
+            }),
+            outcomes: Box::new(outcomes.clone()),
             handoffs: Arc::new(Handoffs::default()),
             settings,
             metrics,
             tasks,
+            ownership: placement.ownership.clone(),
+            checkpoints: CheckpointWriter::default(),
+            waiting: Waiting::default(),
+        });
+        let ctx = Arc::new(Context {
+            store,
+            directory,
+            outcomes,
+            placement,
+            shared,
         });
         let (supervisor, _) =
             supervisor::Supervisor::spawn(None, supervisor::Supervisor, ctx.clone()).await?;
@@ -207,19 +248,17 @@ impl Dispatcher {
             ctx,
             stop,
         };
-        dispatcher.ctx.tasks.spawn(dispatcher.clone().sweep_loop());
+        let tasks = &dispatcher.ctx.shared.tasks;
+        tasks.spawn(dispatcher.clone().sweep_loop());
         let (ctx, stop) = (dispatcher.ctx.clone(), dispatcher.stop.clone());
-        dispatcher
-            .ctx
-            .tasks
-            .spawn(async move { ctx.checkpoints.run(stop).await });
+        tasks.spawn(async move { ctx.shared.checkpoints.run(&ctx.store, stop).await });
         Ok(dispatcher)
     }
 
     /// Whether the notification is claimed by an actor of this node but waits in its window
     /// (paced, behind an open circuit or a pause): no attempt for it is under way.
     pub fn is_waiting(&self, id: crate::model::NotificationId) -> bool {
-        self.ctx.waiting.contains(id)
+        self.ctx.shared.waiting.contains(id)
     }
 
     /// Where this node stands in the cluster.
@@ -229,28 +268,26 @@ impl Dispatcher {
 
     /// Where intake hands fresh notifications to running actors.
     pub(crate) fn handoffs(&self) -> &Handoffs {
-        &self.ctx.handoffs
+        &self.ctx.shared.handoffs
     }
 
     /// How long a claim is leased, in milliseconds: intake leases what it hands over as long.
     pub(crate) fn lease_ms(&self) -> i64 {
-        millis(self.ctx.settings.lease)
+        millis(self.ctx.shared.settings.lease)
     }
 
     /// Returns notifications intake could not hand over after all (their actor stopped meanwhile)
     /// to pending, and wakes their customers: what would have happened without a handoff. Runs in
     /// the background, so intake never waits for it.
-    pub(crate) fn hand_back(&self, notifications: Vec<crate::model::Claimed>) {
+    pub(crate) fn hand_back(&self, notifications: Vec<Claimed>) {
         let dispatcher = self.clone();
-        self.ctx.tasks.spawn(async move {
-            let held: Vec<_> = notifications.iter().map(|n| (n.id, n.claim)).collect();
-            if let Err(err) = dispatcher.ctx.store.release_claims(&held, now_millis()).await {
-                tracing::warn!(error = %err, "could not hand back notifications; their leases will");
-            }
-            for n in &notifications {
-                dispatcher.wake_lane(&n.customer_id, n.channel, n.lane);
-            }
-        });
+        self.ctx
+            .shared
+            .hand_back(notifications, move |notifications| {
+                for n in &notifications {
+                    dispatcher.wake_lane(&n.customer_id, n.channel, n.lane);
+                }
+            });
     }
 
     /// Tells the customer's actors there may be new work (on any channel it has configured),
@@ -301,7 +338,7 @@ impl Dispatcher {
             RemoteEvent::Work => self.wake(customer_id),
             RemoteEvent::Settings => {
                 let (dispatcher, id) = (self.clone(), customer_id.to_owned());
-                self.ctx.tasks.spawn(async move {
+                self.ctx.shared.tasks.spawn(async move {
                     match dispatcher.ctx.directory.reload(&id).await {
                         Ok(Some(customer)) => dispatcher.customer_updated(customer),
                         Ok(None) => {}
@@ -381,16 +418,17 @@ impl Dispatcher {
             tracing::warn!("customer actors did not all stop within the grace period");
         }
         let _ = self.supervisor.stop_and_wait(None, Some(left())).await;
-        self.ctx.tasks.close();
-        let finished = tokio::time::timeout_at(deadline, self.ctx.tasks.wait())
+        self.ctx.shared.tasks.close();
+        let finished = tokio::time::timeout_at(deadline, self.ctx.shared.tasks.wait())
             .await
             .is_ok();
-        let _ = tokio::time::timeout_at(deadline, self.ctx.checkpoints.flush()).await;
+        let checkpoints = self.ctx.shared.checkpoints.flush(&self.ctx.store);
+        let _ = tokio::time::timeout_at(deadline, checkpoints).await;
         finished
     }
 
     async fn sweep_loop(self) {
-        let mut tick = tokio::time::interval(self.ctx.settings.sweep_interval);
+        let mut tick = tokio::time::interval(self.ctx.shared.settings.sweep_interval);
         tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         loop {
             tokio::select! {
@@ -404,6 +442,7 @@ impl Dispatcher {
         let started = std::time::Instant::now();
         self.sweep_store().await;
         self.ctx
+            .shared
             .metrics
             .store_latency(StoreOp::Sweep, started.elapsed());
     }
@@ -469,12 +508,12 @@ impl BucketHolder for Dispatcher {
             );
         }
         self.ctx.outcomes.flush().await;
-        self.ctx.checkpoints.flush().await;
+        self.ctx.shared.checkpoints.flush(&self.ctx.store).await;
     }
 
     fn drop_buckets(&self, buckets: Vec<u16>) {
         let dispatcher = self.clone();
-        self.ctx.tasks.spawn(async move {
+        self.ctx.shared.tasks.spawn(async move {
             for actor in dispatcher.actors_in(buckets).await {
                 actor.stop(Some("bucket lost to another node".into()));
             }

@@ -11,7 +11,9 @@ use std::time::Duration;
 use tokio::sync::{mpsc, oneshot};
 use tokio::task::JoinHandle;
 
-use crate::model::{Outcome, now_millis};
+use super::ports::{Io, OutcomeQueue};
+use crate::model::Outcome;
+use crate::model::now_millis;
 use crate::store::Store;
 use crate::telemetry::metrics::{Metrics, StoreOp};
 
@@ -47,7 +49,7 @@ impl OutcomeWriter {
     /// Queues one outcome for writing.
     pub async fn record(&self, outcome: Outcome) {
         if self.tx.send(Entry::Outcome(outcome)).await.is_err() {
-            tracing::error!("outcome writer has stopped; the lease will recover this notification");
+            writer_stopped();
         }
     }
 
@@ -59,6 +61,28 @@ impl OutcomeWriter {
             let _ = rx.await;
         }
     }
+}
+
+impl OutcomeQueue for OutcomeWriter {
+    fn try_record(&self, outcome: Outcome) -> Result<(), Outcome> {
+        match self.tx.try_send(Entry::Outcome(outcome)) {
+            Ok(()) => Ok(()),
+            Err(mpsc::error::TrySendError::Full(Entry::Outcome(outcome))) => Err(outcome),
+            Err(_) => {
+                writer_stopped();
+                Ok(())
+            }
+        }
+    }
+
+    fn record(&self, outcome: Outcome) -> Io<'_, ()> {
+        Box::pin(OutcomeWriter::record(self, outcome))
+    }
+}
+
+/// An outcome sent after shutdown stopped the writer is dropped: its row's lease recovers it.
+fn writer_stopped() {
+    tracing::error!("outcome writer has stopped; the lease will recover this notification");
 }
 
 async fn write_loop(store: Store, metrics: Arc<Metrics>, mut rx: mpsc::Receiver<Entry>) {

@@ -77,7 +77,12 @@ fn millis(duration: Duration) -> i64 {
 
 #[cfg(test)]
 mod tests {
+    use proptest::prelude::*;
+
     use super::*;
+
+    /// "Now" for the retry budget (2023-11-14), with the notification created just now.
+    const NOW: EpochMillis = 1_700_000_000_000;
 
     fn policy() -> RetryPolicy {
         RetryPolicy {
@@ -131,5 +136,44 @@ mod tests {
             policy().after_retryable(1, 0, 3_600_000, None, "down", 0.5),
             OutcomeKind::Failed { .. }
         ));
+    }
+
+    /// The policy honours any `Retry-After` a sink passes on (whole seconds up to `u64::MAX`, or
+    /// the time until an HTTP date) as a floor, without overflow, within its budget: the next
+    /// attempt is due no sooner than asked and no later than `max_age` after creation, or the
+    /// notification fails.
+    fn budgeted(retry_after: Option<Duration>) {
+        let policy = RetryPolicy::default();
+        match policy.after_retryable(1, NOW, NOW, retry_after, "e", 0.5) {
+            OutcomeKind::Retry { due_at, .. } => {
+                let asked = retry_after.map_or(0, millis);
+                assert!(due_at >= NOW.saturating_add(asked));
+                assert!(due_at - NOW <= millis(policy.max_age));
+            }
+            OutcomeKind::Failed { .. } => {
+                assert!(retry_after.is_some_and(|d| d > policy.max_age));
+            }
+            other => panic!("a retryable failure became {other:?}"),
+        }
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig {
+            failure_persistence: None,
+            ..ProptestConfig::with_cases(256)
+        })]
+
+        #[test]
+        fn any_retry_after_is_a_floor_within_the_budget(
+            retry_after in prop_oneof![
+                Just(None),
+                any::<u64>().prop_map(|s| Some(Duration::from_secs(s))),
+                (0..200_000u64).prop_map(|s| Some(Duration::from_secs(s))),
+                any::<(u64, u32)>().prop_map(|(s, n)| Some(Duration::new(s, n % 1_000_000_000))),
+                Just(Some(Duration::MAX)),
+            ],
+        ) {
+            budgeted(retry_after);
+        }
     }
 }

@@ -228,7 +228,7 @@ impl SupervisorState {
         self.loading
             .insert(customer_id.clone(), vec![(channel, lanes)]);
         let (ctx, myself) = (self.ctx.clone(), myself.clone());
-        self.ctx.tasks.spawn(async move {
+        self.ctx.shared.tasks.spawn(async move {
             let customer = match ctx.directory.get(&customer_id).await {
                 Ok(customer) => customer,
                 Err(err) => {
@@ -296,17 +296,10 @@ impl SupervisorState {
     /// A failed actor's handoff slot: closed, and whatever intake had handed it returned to the
     /// store (in a task) and its customer woken again by the restart.
     fn hand_back_slot(&self, key: &ActorKey, actor: ActorId) {
-        let unsent = self.ctx.handoffs.unregister(key, actor);
-        if unsent.is_empty() {
-            return;
+        let unsent = self.ctx.shared.handoffs.unregister(key, actor);
+        if !unsent.is_empty() {
+            self.ctx.shared.hand_back(unsent, drop);
         }
-        let store = self.ctx.store.clone();
-        self.ctx.tasks.spawn(async move {
-            let held: Vec<_> = unsent.iter().map(|n| (n.id, n.claim)).collect();
-            if let Err(err) = store.release_claims(&held, crate::model::now_millis()).await {
-                tracing::warn!(error = %err, "could not hand back a failed actor's notifications; their leases will");
-            }
-        });
     }
 
     async fn wake_one(
@@ -333,7 +326,7 @@ impl SupervisorState {
             return;
         }
         let args = CustomerArgs {
-            ctx: self.ctx.clone(),
+            ctx: self.ctx.shared.clone(),
             customer: customer.clone(),
             channel,
             supervisor: myself.clone(),
@@ -426,7 +419,7 @@ impl SupervisorState {
         failures.restart_pending = true;
         let delay = RESTART_BASE
             .saturating_mul(2u32.saturating_pow(failures.count - 1))
-            .min(self.ctx.settings.restart_backoff_max);
+            .min(self.ctx.shared.settings.restart_backoff_max);
         tracing::error!(
             customer_id = %key.0,
             channel = key.1.as_str(),
@@ -448,7 +441,10 @@ impl SupervisorState {
         {
             if let Err(err) = child
                 .actor
-                .stop_and_wait(Some("shutdown".into()), Some(self.ctx.settings.lease))
+                .stop_and_wait(
+                    Some("shutdown".into()),
+                    Some(self.ctx.shared.settings.lease),
+                )
                 .await
             {
                 tracing::warn!(error = %err, "customer actor did not stop in time");

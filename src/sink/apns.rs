@@ -97,10 +97,7 @@ impl ApnsSink {
         settings: &ApnsSettings,
         notification: &Claimed,
     ) -> Result<(), SinkError> {
-        let payload =
-            PushPayload::parse(&notification.payload).map_err(|e| SinkError::Permanent {
-                reason: format!("payload {e}"),
-            })?;
+        let payload = PushPayload::for_attempt(notification)?;
         let body = aps_body(&payload);
         let mut answer = self.send(settings, notification, &body).await?;
         if is_stale_token(&answer) {
@@ -225,6 +222,7 @@ pub(super) fn classify(answer: &Answer) -> Result<(), SinkError> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::sink::retry_cause_of as cause;
 
     fn answer(status: u16, reason: &str) -> Result<(), SinkError> {
         classify(&Answer {
@@ -232,13 +230,6 @@ mod tests {
             retry_after: None,
             reason: reason.into(),
         })
-    }
-
-    fn cause(result: Result<(), SinkError>) -> Option<RetryCause> {
-        match result {
-            Err(SinkError::Retryable { cause, .. }) => Some(cause),
-            _ => None,
-        }
     }
 
     #[test]

@@ -50,10 +50,7 @@ impl FcmSink {
         settings: &FcmSettings,
         notification: &Claimed,
     ) -> Result<(), SinkError> {
-        let payload =
-            PushPayload::parse(&notification.payload).map_err(|e| SinkError::Permanent {
-                reason: format!("payload {e}"),
-            })?;
+        let payload = PushPayload::for_attempt(notification)?;
         let body = message(&notification.recipient, &payload);
         let account = &settings.service_account;
         let mut answer = self.send(settings, &body).await?;
@@ -156,6 +153,7 @@ pub(super) fn classify(answer: &Answer) -> Result<(), SinkError> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::sink::retry_cause_of as cause;
 
     fn answer(status: u16, code: &str, retry_after: Option<u64>) -> Result<(), SinkError> {
         let body = json!({"error": {"code": status, "message": "m", "status": "X",
@@ -165,13 +163,6 @@ mod tests {
             retry_after: retry_after.map(Duration::from_secs),
             body: body.to_string(),
         })
-    }
-
-    fn cause(result: Result<(), SinkError>) -> Option<RetryCause> {
-        match result {
-            Err(SinkError::Retryable { cause, .. }) => Some(cause),
-            _ => None,
-        }
     }
 
     #[test]

@@ -63,17 +63,10 @@ impl Sinks {
         self.ids.encode(id)
     }
 
-    /// Makes one delivery attempt of `notification` (whose [`public_id`](Self::public_id) is
-    /// `id`) on its channel with `customer`'s settings, given up (retryable, as a timeout) once
-    /// it has taken longer than the attempt timeout.
-    pub async fn deliver(
-        &self,
-        customer: &Customer,
-        notification: &Claimed,
-        id: &str,
-    ) -> Result<(), SinkError> {
-        let attempt = self.attempt(customer, notification, id);
-        match tokio::time::timeout(self.attempt_timeout, attempt).await {
+    /// Makes one delivery attempt on the notification's channel, given up (retryable, as a
+    /// timeout) once it has taken longer than the attempt timeout.
+    pub async fn deliver(&self, attempt: Attempt<'_>) -> Result<(), SinkError> {
+        match tokio::time::timeout(self.attempt_timeout, self.attempt(attempt)).await {
             Ok(result) => result,
             Err(_) => Err(SinkError::Retryable {
                 reason: format!(
@@ -86,12 +79,12 @@ impl Sinks {
         }
     }
 
-    async fn attempt(
-        &self,
-        customer: &Customer,
-        notification: &Claimed,
-        id: &str,
-    ) -> Result<(), SinkError> {
+    async fn attempt(&self, attempt: Attempt<'_>) -> Result<(), SinkError> {
+        let Attempt {
+            customer,
+            notification,
+            id,
+        } = attempt;
         crate::failpoints::check(crate::failpoints::point::SINK_SEND).map_err(|err| {
             SinkError::Retryable {
                 reason: err.to_string(),
@@ -101,7 +94,7 @@ impl Sinks {
         })?;
         let settings = &customer.channels;
         match notification.channel {
-            Channel::Webhook => self.webhook.deliver(customer, notification, id).await,
+            Channel::Webhook => self.webhook.deliver(attempt).await,
             Channel::Fcm => {
                 let fcm = configured(settings.fcm.as_ref(), Channel::Fcm)?;
                 self.fcm.deliver(fcm, notification).await
@@ -122,6 +115,17 @@ impl Sinks {
             }
         }
     }
+}
+
+/// One delivery attempt as the sinks take it.
+#[derive(Debug, Clone, Copy)]
+pub struct Attempt<'a> {
+    /// Whose settings (webhook, credentials) it goes out with.
+    pub customer: &'a Customer,
+    pub notification: &'a Claimed,
+    /// The notification's [public id](Sinks::public_id): what receivers see, the same on every
+    /// attempt.
+    pub id: &'a str,
 }
 
 /// A channel's settings, or a permanent failure: they were removed after the notification was
@@ -165,6 +169,16 @@ impl SinkError {
             },
             None => SinkError::Permanent { reason },
         }
+    }
+}
+
+/// The cause of a retryable result (`None`: a success, or a permanent failure), for the sinks'
+/// classification tests.
+#[cfg(test)]
+pub(crate) fn retry_cause_of(result: Result<(), SinkError>) -> Option<RetryCause> {
+    match result {
+        Err(SinkError::Retryable { cause, .. }) => Some(cause),
+        _ => None,
     }
 }
 

@@ -158,14 +158,7 @@ fn token_refused(
         "OAuth token endpoint answered HTTP {status}: {}",
         answer::sanitize(body)
     );
-    match answer::retry_cause(status) {
-        Some(cause) => SinkError::Retryable {
-            reason,
-            cause,
-            retry_after,
-        },
-        None => SinkError::Permanent { reason },
-    }
+    SinkError::refused(reason, answer::retry_cause(status), retry_after)
 }
 
 #[cfg(test)]

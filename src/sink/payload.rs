@@ -8,6 +8,9 @@ use std::collections::BTreeMap;
 use serde::Deserialize;
 use serde::de::DeserializeOwned;
 
+use super::SinkError;
+use crate::model::Claimed;
+
 /// A push notification (FCM and APNs).
 #[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
 pub struct PushPayload {
@@ -57,6 +60,14 @@ pub trait ChannelPayload: DeserializeOwned {
             return Err(PayloadError::EmptyBody);
         }
         Ok(payload)
+    }
+
+    /// Reads a claimed notification's payload for an attempt: one that does not fit its channel
+    /// fails the notification (no retry can fix it).
+    fn for_attempt(notification: &Claimed) -> Result<Self, SinkError> {
+        Self::parse(&notification.payload).map_err(|e| SinkError::Permanent {
+            reason: format!("payload {e}"),
+        })
     }
 }
 

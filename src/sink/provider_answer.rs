@@ -2,8 +2,9 @@
 //! panics; 2xx is a success; 408, 429 and 5xx are retried (429 and 503 as overload, unless FCM's
 //! body names its own code); a 4xx is permanent unless the provider documents it as worth a
 //! retry; the reason kept for `last_error` is short and printable; and any `Retry-After` honoured
-//! passes through unchanged and is then bounded by the retry budget (`RetryPolicy::max_age`),
-//! never overflowing the due time.
+//! passes through unchanged. (That the retry policy then bounds it by its budget, never
+//! overflowing the due time, is the dispatcher's property: `dispatch::retry` checks it for
+//! every `Retry-After` a sink can pass on.)
 //!
 //! Compiled for `cargo test` (proptest drives [`check`] below) and for cargo-fuzz (the
 //! `provider_answer` target in `fuzz/` drives it with libFuzzer), so both check the same thing;
@@ -16,15 +17,10 @@ use reqwest::header::{HeaderMap, HeaderValue, RETRY_AFTER};
 
 use super::answer::{self, REASON_LIMIT};
 use super::{RetryCause, SinkError, apns, email, fcm, sms, webhook};
-use crate::dispatch::retry::RetryPolicy;
-use crate::model::{EpochMillis, OutcomeKind};
 
 /// The longest reason any sink builds: its own words, the status line, and at most two pieces
 /// of the provider's text of [`REASON_LIMIT`] characters each.
 const REASON_BOUND: usize = 2 * REASON_LIMIT + 100;
-
-/// "Now" for the retry budget (2023-11-14), with the notification created just now.
-const NOW: EpochMillis = 1_700_000_000_000;
 
 /// Body words that make a 4xx retryable by a provider's documented error code: FCM's overload
 /// and internal codes, Twilio's 20429 and 30001, APNs's stale provider token.
@@ -99,7 +95,6 @@ fn http_answer(
             if (code == 429 || code == 503) && sink != "FCM" {
                 assert_eq!(cause, RetryCause::Overload, "{sink}: {code} is overload");
             }
-            budgeted(retry_after);
         }
         SinkError::Permanent { .. } => assert!(!must_retry, "{sink}: {code} must be retried"),
     }
@@ -116,25 +111,6 @@ fn kept_reason(sink: &str, error: &SinkError) {
         reason.chars().all(|c| c == ' ' || c.is_ascii_graphic()),
         "{sink}: reason not printable: {reason:?}"
     );
-}
-
-/// The retry policy honours `retry_after` as a floor, without overflow, within its budget: the
-/// next attempt is due no sooner than asked and no later than `max_age` after creation, or the
-/// notification fails.
-fn budgeted(retry_after: Option<Duration>) {
-    let policy = RetryPolicy::default();
-    match policy.after_retryable(1, NOW, NOW, retry_after, "e", 0.5) {
-        OutcomeKind::Retry { due_at, .. } => {
-            let asked = retry_after.map_or(0, |d| i64::try_from(d.as_millis()).unwrap_or(i64::MAX));
-            assert!(due_at >= NOW.saturating_add(asked));
-            let budget = i64::try_from(policy.max_age.as_millis()).unwrap_or(i64::MAX);
-            assert!(due_at - NOW <= budget);
-        }
-        OutcomeKind::Failed { .. } => {
-            assert!(retry_after.is_some_and(|d| d > policy.max_age));
-        }
-        other => panic!("a retryable failure became {other:?}"),
-    }
 }
 
 /// SMTP reply codes: 4xx is retried (421 and 452 as overload), any other reply is permanent,

@@ -48,10 +48,7 @@ impl SmsSink {
         settings: &SmsSettings,
         notification: &Claimed,
     ) -> Result<(), SinkError> {
-        let payload =
-            SmsPayload::parse(&notification.payload).map_err(|e| SinkError::Permanent {
-                reason: format!("payload {e}"),
-            })?;
+        let payload = SmsPayload::for_attempt(notification)?;
         let url = format!(
             "{}/2010-04-01/Accounts/{}/Messages.json",
             settings.base_url.trim_end_matches('/'),

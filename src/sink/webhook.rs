@@ -14,11 +14,12 @@ use reqwest::header::CONTENT_TYPE;
 use serde::Serialize;
 use serde_json::value::RawValue;
 
-use super::SinkError;
 use super::outbound::Outbound;
 use super::target_policy::TargetPolicy;
+use super::{Attempt, SinkError};
 use super::{answer, signature};
-use crate::model::{Claimed, Customer, now_millis};
+use crate::model::Claimed;
+use crate::model::now_millis;
 
 /// Settings of the shared HTTP client.
 #[derive(Debug, Clone)]
@@ -72,15 +73,15 @@ impl WebhookSink {
         Self { client }
     }
 
-    /// Makes one delivery attempt of `notification` to `customer`'s webhook. `id` is its public
-    /// id: the `webhook-id` (the same on every attempt, so receivers can drop redeliveries) and
-    /// the body's `id`, which is what Submit answered.
-    pub async fn deliver(
-        &self,
-        customer: &Customer,
-        notification: &Claimed,
-        id: &str,
-    ) -> Result<(), SinkError> {
+    /// Makes one delivery attempt to the customer's webhook. The public id is the `webhook-id`
+    /// (the same on every attempt, so receivers can drop redeliveries) and the body's `id`, which
+    /// is what Submit answered.
+    pub async fn deliver(&self, attempt: Attempt<'_>) -> Result<(), SinkError> {
+        let Attempt {
+            customer,
+            notification,
+            id,
+        } = attempt;
         let key = signature::decode_secret(&customer.signing_secret).map_err(|e| {
             SinkError::Permanent {
                 reason: e.to_string(),

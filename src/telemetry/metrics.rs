@@ -21,141 +21,13 @@ use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 use std::time::Duration;
 
 use super::cluster::{ClusterCounters, ClusterView};
+use super::customer_stats::CustomerStats;
+pub use super::customers::{AttemptResult, CustomerCounters};
+use super::customers::{render_actors, render_counters};
 use super::exposition::{Exposition, Kind};
-use crate::dispatch::CustomerStats;
-use crate::dispatch::controller::{Circuit, Tier};
-use crate::model::Lane;
-
-/// Bucket bounds in seconds for round-trip and query times: 1 ms to 30 s.
-const LATENCY_BUCKETS: &[f64] = &[
-    0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0,
-];
-/// Bucket bounds for the rows in one group commit.
-const COMMIT_ROW_BUCKETS: &[f64] = &[
-    1.0, 2.0, 5.0, 10.0, 20.0, 50.0, 100.0, 200.0, 500.0, 1000.0, 2000.0,
-];
-
-/// A Prometheus histogram with fixed buckets, updated without locks.
-#[derive(Debug)]
-pub struct Histogram {
-    bounds: &'static [f64],
-    /// Per bucket (not cumulative); values above the last bound only count in `count`.
-    counts: Vec<AtomicU64>,
-    /// Sum of observations in millionths, so it adds exactly.
-    sum_micros: AtomicU64,
-    count: AtomicU64,
-}
-
-/// A consistent-enough copy of a [`Histogram`] for rendering.
-#[derive(Debug, Clone)]
-pub struct HistogramSnapshot {
-    pub bounds: &'static [f64],
-    pub counts: Vec<u64>,
-    pub sum: f64,
-    pub count: u64,
-}
-
-impl Histogram {
-    /// A histogram with these upper bounds (ascending).
-    pub fn new(bounds: &'static [f64]) -> Self {
-        Self {
-            bounds,
-            counts: bounds.iter().map(|_| AtomicU64::new(0)).collect(),
-            sum_micros: AtomicU64::new(0),
-            count: AtomicU64::new(0),
-        }
-    }
-
-    /// Records one value.
-    pub fn observe(&self, value: f64) {
-        if let Some(bucket) = self.bounds.iter().position(|bound| value <= *bound) {
-            self.counts[bucket].fetch_add(1, Ordering::Relaxed);
-        }
-        let micros = (value.max(0.0) * 1e6).round() as u64;
-        self.sum_micros.fetch_add(micros, Ordering::Relaxed);
-        self.count.fetch_add(1, Ordering::Relaxed);
-    }
-
-    /// Records a duration in seconds.
-    pub fn observe_duration(&self, duration: Duration) {
-        self.observe(duration.as_secs_f64());
-    }
-
-    pub fn snapshot(&self) -> HistogramSnapshot {
-        HistogramSnapshot {
-            bounds: self.bounds,
-            counts: self
-                .counts
-                .iter()
-                .map(|c| c.load(Ordering::Relaxed))
-                .collect(),
-            sum: self.sum_micros.load(Ordering::Relaxed) as f64 / 1e6,
-            count: self.count.load(Ordering::Relaxed),
-        }
-    }
-}
-
-/// How a delivery attempt ended, as the `result` label says it.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum AttemptResult {
-    /// 2xx: the notification is delivered.
-    Delivered,
-    /// A retryable failure: the notification waits for another attempt.
-    Retried,
-    /// A permanent failure, or the retry budget ran out: the notification is failed.
-    Failed,
-}
-
-impl AttemptResult {
-    const ALL: [AttemptResult; 3] = [Self::Delivered, Self::Retried, Self::Failed];
-
-    fn as_str(self) -> &'static str {
-        match self {
-            Self::Delivered => "delivered",
-            Self::Retried => "retried",
-            Self::Failed => "failed",
-        }
-    }
-}
-
-/// One customer's counters, shared by its actor and its delivery tasks.
-#[derive(Debug)]
-pub struct CustomerCounters {
-    /// `[lane][result]`.
-    attempts: [[AtomicU64; 3]; 2],
-    rtt: Histogram,
-    tier_changes: AtomicU64,
-}
-
-impl CustomerCounters {
-    fn new() -> Self {
-        Self {
-            attempts: Default::default(),
-            rtt: Histogram::new(LATENCY_BUCKETS),
-            tier_changes: AtomicU64::new(0),
-        }
-    }
-
-    /// Counts one finished attempt and its round-trip time (`None`: nothing was sent).
-    pub fn attempt(&self, lane: Lane, result: AttemptResult, rtt: Option<Duration>) {
-        self.attempts[lane_index(lane)][result as usize].fetch_add(1, Ordering::Relaxed);
-        if let Some(rtt) = rtt {
-            self.rtt.observe_duration(rtt);
-        }
-    }
-
-    /// Counts one tier change.
-    pub fn tier_changed(&self) {
-        self.tier_changes.fetch_add(1, Ordering::Relaxed);
-    }
-}
-
-fn lane_index(lane: Lane) -> usize {
-    match lane {
-        Lane::Transactional => 0,
-        Lane::Bulk => 1,
-    }
-}
+pub use super::histogram::Histogram;
+use super::histogram::{COMMIT_ROW_BUCKETS, LATENCY_BUCKETS};
+pub use super::retention::RetentionCounters;
 
 /// The store operations whose latency is measured.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -209,68 +81,6 @@ pub struct Metrics {
     customers: Mutex<HashMap<String, Arc<CustomerCounters>>>,
     retention: RetentionCounters,
     cluster: ClusterCounters,
-}
-
-/// What the retention job did: rows archived and purged, passes, and whether one is running
-/// (so a load test or an SRE can line latency up with it).
-#[derive(Debug, Default)]
-pub struct RetentionCounters {
-    archived: AtomicU64,
-    purged: AtomicU64,
-    passes: AtomicU64,
-    running: AtomicU64,
-}
-
-impl RetentionCounters {
-    pub fn started(&self) {
-        self.running.store(1, Ordering::Relaxed);
-    }
-
-    pub fn finished(&self) {
-        self.running.store(0, Ordering::Relaxed);
-        self.passes.fetch_add(1, Ordering::Relaxed);
-    }
-
-    pub fn archived(&self, rows: u64) {
-        self.archived.fetch_add(rows, Ordering::Relaxed);
-    }
-
-    pub fn purged(&self, rows: u64) {
-        self.purged.fetch_add(rows, Ordering::Relaxed);
-    }
-
-    fn render(&self, page: &mut Exposition) {
-        let families = [
-            (
-                "floodgate_retention_archived_total",
-                Kind::Counter,
-                "Finished notifications moved from the live table to the archive.",
-                &self.archived,
-            ),
-            (
-                "floodgate_retention_purged_total",
-                Kind::Counter,
-                "Archived notifications deleted (or dropped with their partition) after the archive retention.",
-                &self.purged,
-            ),
-            (
-                "floodgate_retention_passes_total",
-                Kind::Counter,
-                "Retention passes completed (successful or not).",
-                &self.passes,
-            ),
-            (
-                "floodgate_retention_running",
-                Kind::Gauge,
-                "1 while a retention pass runs.",
-                &self.running,
-            ),
-        ];
-        for (name, kind, help, value) in families {
-            page.family(name, kind, help);
-            page.sample(name, &[], value.load(Ordering::Relaxed) as f64);
-        }
-    }
 }
 
 impl Default for Metrics {
@@ -371,7 +181,7 @@ impl Metrics {
         self.render_intake(&mut page);
         self.render_store(&mut page);
         self.retention.render(&mut page);
-        self.render_customers(&mut page);
+        render_counters(&mut page, &self.customer_counters());
         render_actors(&mut page, &scrape.actors);
         render_backlog(&mut page, &scrape.backlog);
         if let Some(view) = &scrape.cluster {
@@ -462,130 +272,14 @@ impl Metrics {
         }
     }
 
-    fn render_customers(&self, page: &mut Exposition) {
+    /// Every customer's counters, sorted by customer id (the lock is held only to copy them).
+    fn customer_counters(&self) -> Vec<(String, Arc<CustomerCounters>)> {
         let mut customers: Vec<(String, Arc<CustomerCounters>)> = lock(&self.customers)
             .iter()
             .map(|(id, counters)| (id.clone(), counters.clone()))
             .collect();
         customers.sort_by(|a, b| a.0.cmp(&b.0));
-        page.family(
-            "floodgate_customer_attempts_total",
-            Kind::Counter,
-            "Delivery attempts per customer, lane and result (delivered, retried, failed).",
-        );
-        for (id, counters) in &customers {
-            for (lane, by_result) in ["transactional", "bulk"].iter().zip(&counters.attempts) {
-                for (result, count) in AttemptResult::ALL.iter().zip(by_result) {
-                    page.sample(
-                        "floodgate_customer_attempts_total",
-                        &[
-                            ("customer", id),
-                            ("lane", lane),
-                            ("result", result.as_str()),
-                        ],
-                        count.load(Ordering::Relaxed) as f64,
-                    );
-                }
-            }
-        }
-        page.family(
-            "floodgate_customer_rtt_seconds",
-            Kind::Histogram,
-            "Round-trip time of delivery attempts per customer.",
-        );
-        for (id, counters) in &customers {
-            page.histogram(
-                "floodgate_customer_rtt_seconds",
-                &[("customer", id)],
-                &counters.rtt,
-            );
-        }
-        page.family(
-            "floodgate_customer_tier_changes_total",
-            Kind::Counter,
-            "Tier changes per customer.",
-        );
-        for (id, counters) in &customers {
-            page.sample(
-                "floodgate_customer_tier_changes_total",
-                &[("customer", id)],
-                counters.tier_changes.load(Ordering::Relaxed) as f64,
-            );
-        }
-    }
-}
-
-/// The controller's state of every running actor.
-fn render_actors(page: &mut Exposition, actors: &[CustomerStats]) {
-    type Gauge = (&'static str, &'static str, fn(&CustomerStats) -> f64);
-    let gauges: [Gauge; 3] = [
-        (
-            "floodgate_customer_in_flight",
-            "Deliveries under way per customer.",
-            |s| s.in_flight as f64,
-        ),
-        (
-            "floodgate_customer_concurrency_limit",
-            "The controller's concurrency limit per customer.",
-            |s| s.limit as f64,
-        ),
-        (
-            "floodgate_customer_pacing_rate",
-            "The controller's pacing rate per customer, deliveries/s.",
-            |s| s.rate,
-        ),
-    ];
-    for (name, help, value) in gauges {
-        page.family(name, Kind::Gauge, help);
-        for stats in actors {
-            page.sample(name, &[("customer", &stats.customer_id)], value(stats));
-        }
-    }
-    page.family(
-        "floodgate_customer_rtt_baseline_seconds",
-        Kind::Gauge,
-        "The controller's RTT baseline per customer: the system's own queue-free round trip.",
-    );
-    for stats in actors {
-        if let Some(baseline) = stats.rtt_baseline {
-            page.sample(
-                "floodgate_customer_rtt_baseline_seconds",
-                &[("customer", &stats.customer_id)],
-                baseline.as_secs_f64(),
-            );
-        }
-    }
-    page.family(
-        "floodgate_customer_tier",
-        Kind::Gauge,
-        "1 for the tier each customer is in, 0 for the others.",
-    );
-    for stats in actors {
-        for tier in Tier::ALL {
-            let value = if stats.tier == tier { 1.0 } else { 0.0 };
-            page.sample(
-                "floodgate_customer_tier",
-                &[("customer", &stats.customer_id), ("tier", tier.as_str())],
-                value,
-            );
-        }
-    }
-    page.family(
-        "floodgate_customer_circuit_open",
-        Kind::Gauge,
-        "1 while a customer's circuit breaker is open or half-open (probing), else 0.",
-    );
-    for stats in actors {
-        let open = if stats.circuit == Circuit::Closed {
-            0.0
-        } else {
-            1.0
-        };
-        page.sample(
-            "floodgate_customer_circuit_open",
-            &[("customer", &stats.customer_id)],
-            open,
-        );
+        customers
     }
 }
 
@@ -633,6 +327,7 @@ fn code_name(code: tonic::Code) -> &'static str {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::model::Lane;
 
     #[test]
     fn customer_counters_outlive_the_handle_and_render_by_lane_and_result() {

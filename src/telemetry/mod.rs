@@ -2,7 +2,12 @@
 
 use tracing_subscriber::EnvFilter;
 
-use crate::config::LogFormat;
+/// Log line format (`--log-format`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum LogFormat {
+    Text,
+    Json,
+}
 
 /// Installs the global subscriber. Fails only if one is already installed.
 pub fn init(format: LogFormat) -> Result<(), Box<dyn std::error::Error + Send + Sync>> {
@@ -17,6 +22,10 @@ pub fn init(format: LogFormat) -> Result<(), Box<dyn std::error::Error + Send + 
 }
 
 pub mod cluster;
+pub mod customer_stats;
+mod customers;
 pub mod exposition;
+mod histogram;
 pub mod latency;
 pub mod metrics;
+mod retention;

@@ -46,6 +46,7 @@ use std::time::Duration;
 
 use tokio::time::Instant;
 
+pub use crate::telemetry::customer_stats::{Circuit, Tier};
 use breaker::Breaker;
 pub use checkpoint::Checkpoint;
 use limit::Limiter;
@@ -54,19 +55,8 @@ use pacer::Pacer;
 pub use settings::ControllerSettings;
 use settings::{INITIAL_LIMIT, MAX_WAIT, MIN_LIMIT, RECHECK};
 pub use signal::Signal;
+pub use tiers::TierChange;
 use tiers::TierTrack;
-pub use tiers::{Tier, TierChange};
-
-/// The circuit breaker's state.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum Circuit {
-    /// Normal sending.
-    Closed,
-    /// Nothing is sent until the cool-down has passed; then one probe may go.
-    Open,
-    /// One probe is (or may be) in flight; its outcome closes or reopens the circuit.
-    HalfOpen,
-}
 
 /// What the caller may do now.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]

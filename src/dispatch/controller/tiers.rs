@@ -1,66 +1,13 @@
 //! Tiers: the speed label (fast, medium, slow; paused, circuit-open) derived from the rate, with
 //! hysteresis so a noisy RTT does not make it flap. Each change carries a reason for people.
 
-use std::fmt;
 use std::time::Duration;
 
 use tokio::time::Instant;
 
 use super::Controller;
 use super::settings::{DEMOTE_AFTER, MAX_PENDING_TIER_CHANGES, PROMOTE_AFTER, TIER_HYSTERESIS};
-
-/// A customer system's speed class: a label for people and dashboards, derived from the rate.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum Tier {
-    /// Rate at or above the fast threshold.
-    Fast,
-    /// Rate at or above the medium threshold.
-    Medium,
-    /// Rate below the medium threshold.
-    Slow,
-    /// Paused by an operator: nothing is sent.
-    Paused,
-    /// The circuit is open (or half-open, probing): nothing but probes is sent.
-    CircuitOpen,
-}
-
-impl Tier {
-    /// Every tier, for metrics that list them all.
-    pub const ALL: [Tier; 5] = [
-        Self::Fast,
-        Self::Medium,
-        Self::Slow,
-        Self::Paused,
-        Self::CircuitOpen,
-    ];
-
-    /// The tier's name in logs, metrics and the API.
-    pub const fn as_str(self) -> &'static str {
-        match self {
-            Self::Fast => "fast",
-            Self::Medium => "medium",
-            Self::Slow => "slow",
-            Self::Paused => "paused",
-            Self::CircuitOpen => "circuit_open",
-        }
-    }
-
-    /// Speed order of the rate tiers (slow 0, medium 1, fast 2); other tiers have none.
-    const fn rank(self) -> Option<u8> {
-        match self {
-            Self::Slow => Some(0),
-            Self::Medium => Some(1),
-            Self::Fast => Some(2),
-            Self::Paused | Self::CircuitOpen => None,
-        }
-    }
-}
-
-impl fmt::Display for Tier {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(self.as_str())
-    }
-}
+use crate::telemetry::customer_stats::Tier;
 
 /// One tier change, for the caller to log and count.
 #[derive(Clone, Debug, PartialEq)]

@@ -8,13 +8,20 @@
 //! than one with ten. It is refilled two ways: from the store, by asking the node's [`claimer`]
 //! (which claims for many actors in one statement), and straight from intake, through the
 //! actor's [`handoff`] slot, once the store backlog of a lane is drained. Sends run in their own
-//! tasks (`delivery.rs`); the actor only decides and never waits on I/O in its handler. When it
+//! tasks (`delivery.rs`); the actor only decides and never waits on I/O in its handler: claims
+//! are asks answered by message, unsent claims are handed back by a task that reports back, and
+//! an outcome the writer's full queue cannot take yet is kept and offered again a moment later.
+//! Its collaborators are the traits of [`ports`], so `tests.rs` runs it over fakes. When it
 //! has had nothing to do for a while, it asks the supervisor to let it stop.
 //!
 //! [`claimer`]: super::claimer
 //! [`handoff`]: super::handoff
+//! [`ports`]: super::ports
+
+mod unrecorded;
 
 use crate::telemetry::metrics::CustomerCounters;
+use std::collections::VecDeque;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -22,20 +29,20 @@ use ractor::{Actor, ActorProcessingErr, ActorRef};
 use tokio::time::Instant;
 use tracing::Instrument as _;
 
-use super::Context;
+use super::ActorContext;
+use super::CustomerStats;
 use super::checkpoints::EVERY as CHECKPOINT_EVERY;
 use super::claimer::{ClaimAsk, ClaimError};
 use super::controller::{Checkpoint, Permit, Signal, Ticket};
 use super::delivery;
 use super::handoff::Slot;
 use super::lanes::LaneWindow;
-use super::messages::{
-    AttemptReport, CustomerMsg, CustomerStats, LaneClaim, LastTierChange, SupervisorMsg,
-};
+use super::messages::{AttemptReport, CustomerMsg, LaneClaim, SupervisorMsg};
 use super::policy::Pacing;
 use super::stats::DeliveryStats;
 use crate::cluster::buckets::bucket_of;
-use crate::model::{Channel, Claimed, Customer, Lane, LaneSet, Outcome, OutcomeKind, now_millis};
+use crate::model::{Channel, Claimed, Customer, Lane, LaneSet, Outcome, now_millis};
+use crate::telemetry::customer_stats::LastTierChange;
 use tokio::sync::oneshot;
 
 /// The first wait before claiming again after the store failed; it doubles with each failure
@@ -53,7 +60,7 @@ pub(super) struct CustomerActor;
 
 /// What an actor starts from. Everything else comes back from the store.
 pub(super) struct CustomerArgs {
-    pub(super) ctx: Arc<Context>,
+    pub(super) ctx: Arc<ActorContext>,
     pub(super) customer: Arc<Customer>,
     pub(super) channel: Channel,
     pub(super) supervisor: ActorRef<SupervisorMsg>,
@@ -62,7 +69,7 @@ pub(super) struct CustomerArgs {
 }
 
 pub(super) struct CustomerState {
-    ctx: Arc<Context>,
+    ctx: Arc<ActorContext>,
     /// This customer's Prometheus counters (they outlive the actor).
     counters: Arc<CustomerCounters>,
     customer: Arc<Customer>,
@@ -70,8 +77,14 @@ pub(super) struct CustomerState {
     channel: Channel,
     /// The customer's cluster bucket: the actor claims and sends only while the node owns it.
     bucket: u16,
-    /// A planned handover asked this actor to finish: answered once nothing is in flight.
+    /// A planned handover asked this actor to finish: answered once nothing is in flight, handed
+    /// back or unrecorded.
     releasing: Option<oneshot::Sender<()>>,
+    /// Hand-backs of unsent claims whose task has not reported yet.
+    handing_back: usize,
+    /// Outcomes the writer's queue was too full to take, oldest first (offered again on
+    /// [`CustomerMsg::RecordOutcomes`]).
+    unrecorded: VecDeque<Outcome>,
     /// When the controller's checkpoint was last offered for writing.
     checkpointed: Instant,
     supervisor: ActorRef<SupervisorMsg>,
@@ -125,6 +138,8 @@ impl Actor for CustomerActor {
         Ok(CustomerState {
             bucket: bucket_of(&args.customer.id),
             releasing: None,
+            handing_back: 0,
+            unrecorded: VecDeque::new(),
             checkpointed: now,
             counters: args.ctx.metrics.customer(&args.customer.id),
             window: LaneWindow::new(settings.bulk_share),
@@ -177,14 +192,16 @@ impl Actor for CustomerActor {
             CustomerMsg::Crash => panic!("injected panic in customer actor {}", state.customer.id),
             CustomerMsg::Release(done) => {
                 state.releasing = Some(done);
-                state.hand_back(&myself).await;
+                state.hand_back(&myself);
             }
+            CustomerMsg::HandedBack => state.handing_back = state.handing_back.saturating_sub(1),
+            CustomerMsg::RecordOutcomes => state.record_unrecorded(&myself),
         }
         if state.releasing.is_some() {
             state.finish_release(&myself);
             return Ok(());
         }
-        state.pump(&myself).await;
+        state.pump(&myself);
         Ok(())
     }
 
@@ -193,7 +210,8 @@ impl Actor for CustomerActor {
         myself: ActorRef<CustomerMsg>,
         state: &mut CustomerState,
     ) -> Result<(), ActorProcessingErr> {
-        state.hand_back(&myself).await;
+        state.hand_back(&myself);
+        state.record_in_background();
         state.offer_checkpoint();
         Ok(())
     }
@@ -202,7 +220,7 @@ impl Actor for CustomerActor {
 impl CustomerState {
     /// Claims what may be sent soon, sends what the controller permits now, and tells intake
     /// how much it may hand over directly.
-    async fn pump(&mut self, myself: &ActorRef<CustomerMsg>) {
+    fn pump(&mut self, myself: &ActorRef<CustomerMsg>) {
         let fenced = !self.may_send();
         if fenced {
             // Past the node's fencing deadline (its leases could not be renewed): nothing starts
@@ -210,7 +228,7 @@ impl CustomerState {
             self.schedule_tick(myself, Instant::now() + FENCED_RECHECK);
         } else if !self.customer.paused {
             self.start_claim(myself);
-            self.send_ready(myself).await;
+            self.send_ready(myself);
         }
         self.grant_handoffs(fenced);
         self.note_idle(myself);
@@ -218,14 +236,15 @@ impl CustomerState {
 
     /// Whether this node may start sends for the customer now (see [`crate::cluster`]).
     fn may_send(&self) -> bool {
-        let ownership = &self.ctx.placement.ownership;
+        let ownership = &self.ctx.ownership;
         ownership.owns_bucket(self.bucket) && ownership.within_deadline(Instant::now())
     }
 
-    /// Ends a planned handover once no attempt is under way: saves the checkpoint, answers, and
-    /// stops the actor.
+    /// Ends a planned handover once no attempt is under way, the unsent claims are back in the
+    /// store and every outcome is with the writer: saves the checkpoint, answers, and stops the
+    /// actor.
     fn finish_release(&mut self, myself: &ActorRef<CustomerMsg>) {
-        if self.in_flight > 0 {
+        if self.in_flight > 0 || self.handing_back > 0 || !self.unrecorded.is_empty() {
             return;
         }
         self.offer_checkpoint();
@@ -278,7 +297,7 @@ impl CustomerState {
             return;
         }
         self.claiming = true;
-        self.ctx.claimer.ask(ClaimAsk {
+        self.ctx.claims.ask(ClaimAsk {
             key: (self.customer.id.clone(), self.channel),
             lanes: wanted,
             actor: myself.clone(),
@@ -331,7 +350,7 @@ impl CustomerState {
     }
 
     /// Starts as many deliveries as the controller permits right now.
-    async fn send_ready(&mut self, myself: &ActorRef<CustomerMsg>) {
+    fn send_ready(&mut self, myself: &ActorRef<CustomerMsg>) {
         loop {
             if self.window.is_empty() {
                 return;
@@ -344,7 +363,7 @@ impl CustomerState {
                     };
                     self.ctx.waiting.remove([notification.id]);
                     if notification.expires_at.is_some_and(|at| at <= now_millis()) {
-                        self.expire(notification).await;
+                        self.expire(myself, notification);
                         continue;
                     }
                     let ticket = self.controller.on_send(now, self.in_flight);
@@ -388,15 +407,6 @@ impl CustomerState {
             ticket,
         );
         self.ctx.tasks.spawn(task.instrument(span));
-    }
-
-    async fn expire(&self, notification: Claimed) {
-        let outcome = Outcome {
-            id: notification.id,
-            claim: notification.claim,
-            kind: OutcomeKind::Expired,
-        };
-        self.ctx.outcomes.record(outcome).await;
     }
 
     /// Feeds a finished attempt to the controller and the stats.
@@ -452,6 +462,7 @@ impl CustomerState {
         let idle = self.in_flight == 0
             && !self.claiming
             && self.window.is_empty()
+            && self.unrecorded.is_empty()
             && self.slot.reserved() == 0
             && (self.customer.paused || self.drained == LaneSet::ALL);
         if !idle {
@@ -478,19 +489,22 @@ impl CustomerState {
     }
 
     /// Closes the handoff slot and returns claimed-but-unsent notifications (the window's and
-    /// the slot's) to the store so they need not wait for their lease.
-    async fn hand_back(&mut self, myself: &ActorRef<CustomerMsg>) {
+    /// the slot's) to the store so they need not wait for their lease. A task does the store
+    /// write and reports back with [`CustomerMsg::HandedBack`].
+    fn hand_back(&mut self, myself: &ActorRef<CustomerMsg>) {
         let key = (self.customer.id.clone(), self.channel);
         let mut unsent = self.ctx.handoffs.unregister(&key, myself.get_id());
         unsent.extend(self.window.drain());
         self.ctx.waiting.remove(unsent.iter().map(|n| n.id));
-        let unsent: Vec<_> = unsent.into_iter().map(|n| (n.id, n.claim)).collect();
         if unsent.is_empty() {
             return;
         }
-        if let Err(err) = self.ctx.store.release_claims(&unsent, now_millis()).await {
-            tracing::warn!(customer_id = %self.customer.id, error = %err, "could not hand back claims; their leases will");
-        }
+        self.handing_back += 1;
+        let myself = myself.clone();
+        self.ctx.hand_back(unsent, move |_| {
+            // The actor may have stopped meanwhile: nothing to tell.
+            let _ = myself.send_message(CustomerMsg::HandedBack);
+        });
     }
 
     fn snapshot(&mut self) -> CustomerStats {
@@ -544,15 +558,4 @@ fn ceiling(customer: &Customer) -> Option<f64> {
 }
 
 #[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn failed_claims_back_off_with_jitter() {
-        assert_eq!(claim_retry_after(1, 1.0), CLAIM_RETRY_BASE);
-        assert_eq!(claim_retry_after(1, 0.0), CLAIM_RETRY_BASE / 2);
-        assert_eq!(claim_retry_after(3, 1.0), CLAIM_RETRY_BASE * 4);
-        assert_eq!(claim_retry_after(30, 1.0), CLAIM_RETRY_MAX);
-        assert_eq!(claim_retry_after(30, 0.0), CLAIM_RETRY_MAX / 2);
-    }
-}
+mod tests;
