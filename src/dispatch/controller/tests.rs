@@ -161,13 +161,7 @@ fn success_resets_the_failure_run() {
 
 #[test]
 fn rejected_never_moves_anything() {
-    let mut sim = Sim::new(
-        System::new(20, 50 * MS, 20, 0.2),
-        ControllerSettings::default(),
-        None,
-    );
-    sim.run_until(10 * SEC);
-    let now = sim.t0 + 10 * SEC;
+    let (mut sim, now) = settled();
     let c = &mut sim.controller;
     // Three failures short of opening the circuit...
     for i in 1..CIRCUIT_FAILURES {
@@ -287,13 +281,7 @@ fn tier_names() {
 
 #[test]
 fn failures_decrease_the_limit_once_per_window() {
-    let mut sim = Sim::new(
-        System::new(20, 50 * MS, 20, 0.2),
-        ControllerSettings::default(),
-        None,
-    );
-    sim.run_until(10 * SEC);
-    let now = sim.t0 + 10 * SEC;
+    let (mut sim, now) = settled();
     let c = &mut sim.controller;
     let (before, ratio) = (c.limiter.limit, BACKOFF_RATIO);
     c.report(now, 50 * MS, Signal::ServerError);
@@ -314,13 +302,7 @@ fn failures_decrease_the_limit_once_per_window() {
 
 #[test]
 fn a_burst_of_failures_already_in_flight_does_not_open_the_circuit() {
-    let mut sim = Sim::new(
-        System::new(20, 50 * MS, 20, 0.2),
-        ControllerSettings::default(),
-        None,
-    );
-    sim.run_until(10 * SEC);
-    let now = sim.t0 + 10 * SEC;
+    let (mut sim, now) = settled();
     let c = &mut sim.controller;
     // A queue overflowed once: twenty 503s for attempts all sent before the first came back.
     for i in 0..20u32 {
@@ -340,4 +322,17 @@ fn a_burst_of_failures_already_in_flight_does_not_open_the_circuit() {
         );
     }
     assert_eq!(c.circuit(), Circuit::Open);
+}
+
+/// A controller that has run 10 s against a system of 20 workers × 50 ms (400/s), so it has a
+/// baseline and a settled limit; and that moment.
+fn settled() -> (Sim, Instant) {
+    let mut sim = Sim::new(
+        System::new(20, 50 * MS, 20, 0.2),
+        ControllerSettings::default(),
+        None,
+    );
+    sim.run_until(10 * SEC);
+    let now = sim.t0 + 10 * SEC;
+    (sim, now)
 }

@@ -17,7 +17,7 @@ pub(crate) enum CustomerCommand {
   floodgate customer add acme --webhook-url https://hooks.acme.example/floodgate --max-rate 50")]
     Add(AddCustomerArgs),
     /// List customer systems.
-    List(ListArgs),
+    List(Connection),
     /// Show one customer system's settings and live figures.
     Get(CustomerIdArgs),
     /// Stop sending to a customer system; its notifications wait in the store.
@@ -75,12 +75,6 @@ pub(crate) struct AddCustomerArgs {
     connection: Connection,
 }
 
-#[derive(Debug, Args)]
-pub(crate) struct ListArgs {
-    #[command(flatten)]
-    connection: Connection,
-}
-
 /// Runs one customer subcommand.
 pub(crate) async fn run(command: CustomerCommand) -> Result<()> {
     match command {
@@ -124,8 +118,8 @@ pub(crate) async fn run(command: CustomerCommand) -> Result<()> {
                 secret => println!("signing secret: {secret}\n{SECRET_SHOWN_ONCE}"),
             }
         }
-        CustomerCommand::List(args) => {
-            let mut client = args.connection.client().await?.customers();
+        CustomerCommand::List(connection) => {
+            let mut client = connection.client().await?.customers();
             let list = client
                 .list_customers(proto::ListCustomersRequest {})
                 .await

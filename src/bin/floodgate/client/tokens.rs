@@ -14,7 +14,7 @@ pub(crate) enum TokenCommand {
   floodgate token create billing-svc --customer acme --customer globex")]
     Create(CreateArgs),
     /// List the scoped tokens: name, customers, created, last used (never their values).
-    List(ListArgs),
+    List(Connection),
     /// Revoke a scoped token: calls with it fail within 5 seconds on every node.
     Revoke(RevokeArgs),
 }
@@ -26,12 +26,6 @@ pub(crate) struct CreateArgs {
     /// A customer system the token may submit for and read; repeat, or separate with commas.
     #[arg(long = "customer", value_delimiter = ',', required = true)]
     customers: Vec<String>,
-    #[command(flatten)]
-    connection: Connection,
-}
-
-#[derive(Debug, Args)]
-pub(crate) struct ListArgs {
     #[command(flatten)]
     connection: Connection,
 }
@@ -63,12 +57,12 @@ pub(crate) async fn run(command: TokenCommand) -> Result<()> {
                 "This is the only time it is shown (floodgate keeps only its hash): store it now."
             );
         }
-        TokenCommand::List(args) => {
-            let client = args.connection.client().await?;
+        TokenCommand::List(connection) => {
+            let client = connection.client().await?;
             let tokens = client
                 .list_tokens()
                 .await
-                .map_err(|err| args.connection.cli_error(err))?;
+                .map_err(|err| connection.cli_error(err))?;
             println!(
                 "{:<24} {:<24} {:<24}  CUSTOMERS",
                 "NAME", "CREATED", "LAST USED"
