@@ -37,7 +37,7 @@ use crate::telemetry::metrics::{Metrics, Scrape};
 
 /// What the HTTP handlers share.
 #[derive(Debug)]
-pub struct HttpState {
+pub(crate) struct HttpState {
     pub store: Store,
     pub dispatcher: Dispatcher,
     pub metrics: Arc<Metrics>,
@@ -68,7 +68,7 @@ pub struct HttpLimits {
 /// Serves the HTTP endpoints until `shutdown` completes, then lets requests under way finish.
 /// Connections still open after that are ended by the [`crate::connections::Cut`] that
 /// accepted them.
-pub async fn serve(
+pub(crate) async fn serve(
     mut incoming: Incoming,
     state: HttpState,
     limits: HttpLimits,
@@ -213,7 +213,7 @@ async fn dashboard_customer(
 
 /// Proof that the request carried the admin or the metrics token in its `Authorization` header.
 #[derive(Debug, Clone, Copy)]
-pub struct Authorized;
+pub(crate) struct Authorized;
 
 impl FromRequestParts<Arc<HttpState>> for Authorized {
     type Rejection = Response;

@@ -14,7 +14,7 @@
 //! idempotency keys Redis already knows without queueing them (see [`crate::idempotency`]).
 //! The API only validates requests and hands them over.
 
-pub mod pinning;
+pub(crate) mod pinning;
 
 use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
@@ -30,7 +30,7 @@ use crate::preferences::Preferences;
 use crate::store::{self, Store};
 use crate::telemetry::metrics::{Metrics, StoreOp};
 use crate::templates::Templates;
-pub use pinning::{PinError, Pins};
+pub(crate) use pinning::{PinError, Pins};
 
 /// Submissions that may wait for a writer before callers wait too (backpressure).
 const QUEUE: usize = 4096;

@@ -5,7 +5,7 @@
 //! Data flows one way: front door → intake → store → dispatcher → sink.
 //!
 //! - [`api`]: the gRPC front door (auth, validation, the `Dispatcher` and `Customers` services).
-//! - [`intake`]: group commit of accepted notifications.
+//! - `intake`: group commit of accepted notifications.
 //! - [`store`]: the durable store (SQLite by default, PostgreSQL for many nodes).
 //! - [`directory`]: cached customer settings.
 //! - [`dispatch`]: one worker per customer system and channel; retries; outcome recording.
@@ -36,15 +36,15 @@ pub mod app;
 pub mod cluster;
 pub mod config;
 mod connections;
-pub mod dashboard;
+mod dashboard;
 pub mod directory;
 pub mod dispatch;
 pub mod error;
 pub mod failpoints;
 mod first_run;
-pub mod http;
+mod http;
 mod idempotency;
-pub mod intake;
+mod intake;
 pub mod model;
 mod preferences;
 pub mod private_files;

@@ -14,7 +14,7 @@ use crate::dispatch::{CustomerStats, Dispatcher};
 use crate::model::{EpochMillis, now_millis};
 
 /// How often the actors are sampled: the dashboard's refresh promise.
-pub const SAMPLE_EVERY: Duration = Duration::from_secs(2);
+pub(crate) const SAMPLE_EVERY: Duration = Duration::from_secs(2);
 /// How much history is kept per customer.
 const KEEP: Duration = Duration::from_secs(600);
 /// Tier changes kept per customer.
@@ -22,7 +22,7 @@ const KEEP_CHANGES: usize = 50;
 
 /// One customer's figures at one moment.
 #[derive(Debug, Clone, Serialize)]
-pub struct Sample {
+pub(crate) struct Sample {
     pub t_ms: EpochMillis,
     pub delivered_per_sec: f64,
     pub limit: usize,
@@ -35,7 +35,7 @@ pub struct Sample {
 
 /// One tier change, as the controller explained it.
 #[derive(Debug, Clone, PartialEq, Serialize)]
-pub struct TierChange {
+pub(crate) struct TierChange {
     pub at_ms: EpochMillis,
     pub from: &'static str,
     pub to: &'static str,
@@ -50,7 +50,7 @@ struct Customer {
 
 /// Every customer's recent samples.
 #[derive(Debug, Default)]
-pub struct History {
+pub(crate) struct History {
     customers: Mutex<HashMap<String, Customer>>,
 }
 
@@ -61,7 +61,7 @@ fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
 
 impl History {
     /// Samples `dispatcher` every [`SAMPLE_EVERY`] until `stop` is cancelled.
-    pub async fn run(&self, dispatcher: Dispatcher, stop: CancellationToken) {
+    pub(crate) async fn run(&self, dispatcher: Dispatcher, stop: CancellationToken) {
         let mut tick = tokio::time::interval(SAMPLE_EVERY);
         tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         loop {
@@ -73,7 +73,7 @@ impl History {
     }
 
     /// Adds one sample per actor, and forgets what is older than [`KEEP`].
-    pub fn record(&self, actors: &[CustomerStats], now: EpochMillis) {
+    pub(crate) fn record(&self, actors: &[CustomerStats], now: EpochMillis) {
         let mut customers = lock(&self.customers);
         for stats in actors {
             let customer = customers.entry(stats.customer_id.clone()).or_default();
@@ -103,7 +103,7 @@ impl History {
     }
 
     /// Each customer's delivered/s over time, as `[t_ms, delivered_per_sec]` pairs.
-    pub fn throughput(&self) -> HashMap<String, Vec<(EpochMillis, f64)>> {
+    pub(crate) fn throughput(&self) -> HashMap<String, Vec<(EpochMillis, f64)>> {
         lock(&self.customers)
             .iter()
             .map(|(id, customer)| {
@@ -118,7 +118,7 @@ impl History {
     }
 
     /// One customer's samples and tier changes, oldest first.
-    pub fn customer(&self, id: &str) -> Option<(Vec<Sample>, Vec<TierChange>)> {
+    pub(crate) fn customer(&self, id: &str) -> Option<(Vec<Sample>, Vec<TierChange>)> {
         let customers = lock(&self.customers);
         let customer = customers.get(id)?;
         Some((

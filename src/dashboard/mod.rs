@@ -15,7 +15,7 @@
 //! (see [`crate::http`]); this module only answers, from the [`Sources`] it is given, so it
 //! knows nothing of the port.
 
-pub mod history;
+pub(crate) mod history;
 
 use std::collections::HashMap;
 
@@ -34,7 +34,7 @@ const PAGE: &str = include_str!("page.html");
 
 /// What the dashboard's data is read from.
 #[derive(Debug, Clone, Copy)]
-pub struct Sources<'a> {
+pub(crate) struct Sources<'a> {
     /// The backlog per customer.
     pub store: &'a Store,
     /// The running actors' live figures, and this node's place in a cluster.
@@ -44,7 +44,7 @@ pub struct Sources<'a> {
 }
 
 /// `GET /dashboard`.
-pub async fn page() -> Html<&'static str> {
+pub(crate) async fn page() -> Html<&'static str> {
     Html(PAGE)
 }
 
@@ -90,7 +90,7 @@ struct CustomerView {
 }
 
 /// `GET /dashboard/api/overview`.
-pub async fn overview(state: Sources<'_>) -> Response {
+pub(crate) async fn overview(state: Sources<'_>) -> Response {
     match rows(state).await {
         Ok(customers) => Json(Overview {
             now_ms: now_millis(),
@@ -105,7 +105,7 @@ pub async fn overview(state: Sources<'_>) -> Response {
 }
 
 /// `GET /dashboard/api/customers/{id}`.
-pub async fn customer(state: Sources<'_>, id: String) -> Response {
+pub(crate) async fn customer(state: Sources<'_>, id: String) -> Response {
     let now = match rows(state).await {
         Ok(rows) => rows.into_iter().find(|row| row.id == id),
         Err(response) => return response,
