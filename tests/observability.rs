@@ -235,6 +235,20 @@ async fn metrics_and_dashboard_data_need_a_token() {
     let page = get(&server, "/dashboard", None).await;
     assert_eq!(page.status(), 200);
     assert!(page.text().await.unwrap().contains("id=\"login\""));
+    // A customer's dashboard data: refused without a readable token; with one, the request gets
+    // past the check to the lookup (no such customer here).
+    let customer = "/dashboard/api/customers/acme";
+    for token in [None, Some("wrong"), Some(SUBMIT_TOKEN)] {
+        assert_eq!(
+            get(&server, customer, token).await.status(),
+            401,
+            "{token:?}"
+        );
+    }
+    assert_eq!(
+        get(&server, customer, Some(ADMIN_TOKEN)).await.status(),
+        404
+    );
     server.stop().await.unwrap();
 }
 

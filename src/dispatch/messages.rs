@@ -19,7 +19,7 @@ pub(super) type ActorKey = (String, Channel);
 pub(super) enum SupervisorMsg {
     /// A customer may have new due work in these lanes, on this channel (`None`: any channel the
     /// customer has configured): wake its actors, starting them if needed.
-    Wake(String, Option<Channel>, Lanes),
+    Wake(String, Option<Channel>, LaneSet),
     /// A customer's settings, loaded for the wakes waiting on them (`None`: unknown or
     /// unreadable for now), with its controllers' last checkpoints.
     Loaded(String, Option<Arc<Customer>>, Vec<(Channel, Checkpoint)>),
@@ -45,7 +45,7 @@ pub(super) enum SupervisorMsg {
 /// Messages to a customer actor.
 pub(super) enum CustomerMsg {
     /// New work may be due in the store, in these lanes.
-    Wake(Lanes),
+    Wake(LaneSet),
     /// A pacing or retry-after wait has passed.
     Tick,
     /// The claimer answered this actor's ask.
@@ -81,12 +81,6 @@ pub(super) struct LaneClaim {
     pub(super) wanted: usize,
     pub(super) claimed: Vec<Claimed>,
 }
-
-/// Which lanes a wake concerns.
-pub(super) type Lanes = LaneSet;
-
-/// Every lane: for wakes that don't know (the sweep, settings changes, new actors).
-pub(super) const ALL_LANES: Lanes = LaneSet::ALL;
 
 /// What a delivery task tells its actor about one attempt.
 #[derive(Debug)]

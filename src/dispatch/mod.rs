@@ -57,7 +57,7 @@ use claimer::{Claimer, ClaimerTask, StoreClaims};
 use controller::ControllerSettings;
 use delivery::SinkAttempts;
 use handoff::Handoffs;
-use messages::{ALL_LANES, CustomerMsg, Lanes, SupervisorMsg};
+use messages::{CustomerMsg, SupervisorMsg};
 use outcomes::OutcomeWriter;
 use policy::PolicySettings;
 use ports::{Attempts, ClaimStore, OutcomeQueue};
@@ -293,7 +293,7 @@ impl Dispatcher {
     /// Tells the customer's actors there may be new work (on any channel it has configured),
     /// starting them if none are running.
     pub fn wake(&self, customer_id: &str) {
-        self.send_wake(customer_id, None, ALL_LANES);
+        self.send_wake(customer_id, None, LaneSet::ALL);
     }
 
     /// Like [`wake`](Self::wake), for new work on one channel in one lane only.
@@ -302,7 +302,7 @@ impl Dispatcher {
     }
 
     /// Wakes the customer's actors here if this node owns the customer, or tells its owner.
-    fn send_wake(&self, customer_id: &str, channel: Option<Channel>, lanes: Lanes) {
+    fn send_wake(&self, customer_id: &str, channel: Option<Channel>, lanes: LaneSet) {
         if !self.ctx.placement.ownership.owns(customer_id) {
             if let Some(remote) = &self.ctx.placement.remote_wakes {
                 remote.send(RemoteEvent::Work, customer_id);

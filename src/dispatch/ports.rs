@@ -13,8 +13,7 @@ use std::pin::Pin;
 use std::time::Duration;
 
 use super::claimer::ClaimAsk;
-use crate::model::Outcome;
-use crate::model::{ClaimToken, NotificationId};
+use crate::model::{ClaimToken, NotificationId, Outcome};
 use crate::sink::{Attempt, SinkError};
 use crate::store;
 

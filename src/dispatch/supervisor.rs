@@ -21,8 +21,9 @@ use super::Context;
 use super::checkpoints::parse;
 use super::controller::Checkpoint;
 use super::customer::{CustomerActor, CustomerArgs};
-use super::messages::{ALL_LANES, ActorKey, CustomerMsg, Lanes, SupervisorMsg};
+use super::messages::{ActorKey, CustomerMsg, SupervisorMsg};
 use crate::cluster::buckets::bucket_of;
+use crate::model::LaneSet;
 use crate::model::{Channel, Customer};
 
 /// First restart delay after a failure; doubles per consecutive failure.
@@ -39,7 +40,7 @@ pub(super) struct SupervisorState {
     by_actor: HashMap<ActorId, ActorKey>,
     failures: HashMap<ActorKey, Failures>,
     /// Customers whose settings are being loaded, with the wakes that wait for them.
-    loading: HashMap<String, Vec<(Option<Channel>, Lanes)>>,
+    loading: HashMap<String, Vec<(Option<Channel>, LaneSet)>>,
     /// Checkpoints loaded with a customer's settings, for the actors about to start.
     checkpoints: HashMap<ActorKey, Checkpoint>,
     /// Settings that changed while the customer's were being loaded: they win over the load's.
@@ -124,7 +125,7 @@ impl Actor for Supervisor {
                 }
                 let (customer_id, channel) = key;
                 state
-                    .wake(&myself, customer_id, Some(channel), ALL_LANES)
+                    .wake(&myself, customer_id, Some(channel), LaneSet::ALL)
                     .await;
             }
             SupervisorMsg::ActorsOf(customer_id, reply) => {
@@ -195,7 +196,7 @@ impl SupervisorState {
         myself: &ActorRef<SupervisorMsg>,
         customer_id: String,
         channel: Option<Channel>,
-        lanes: Lanes,
+        lanes: LaneSet,
     ) {
         if self.draining {
             return;
@@ -219,7 +220,7 @@ impl SupervisorState {
         myself: &ActorRef<SupervisorMsg>,
         customer_id: String,
         channel: Option<Channel>,
-        lanes: Lanes,
+        lanes: LaneSet,
     ) {
         if let Some(waiting) = self.loading.get_mut(&customer_id) {
             waiting.push((channel, lanes));
@@ -279,7 +280,7 @@ impl SupervisorState {
         myself: &ActorRef<SupervisorMsg>,
         customer: &Arc<Customer>,
         channel: Option<Channel>,
-        lanes: Lanes,
+        lanes: LaneSet,
     ) {
         let channels: Vec<Channel> = match channel {
             Some(channel) => vec![channel],
@@ -307,7 +308,7 @@ impl SupervisorState {
         myself: &ActorRef<SupervisorMsg>,
         customer: &Arc<Customer>,
         channel: Channel,
-        lanes: Lanes,
+        lanes: LaneSet,
     ) {
         let customer_id = &customer.id;
         if let Some(child) = self
@@ -335,7 +336,7 @@ impl SupervisorState {
         match CustomerActor::spawn_linked(None, CustomerActor, args, myself.get_cell()).await {
             Ok((actor, _)) => {
                 tracing::debug!(customer_id = %customer_id, channel = channel.as_str(), actor_id = %actor.get_id(), "customer actor started");
-                let _ = actor.send_message(CustomerMsg::Wake(ALL_LANES));
+                let _ = actor.send_message(CustomerMsg::Wake(LaneSet::ALL));
                 self.by_actor.insert(actor.get_id(), key);
                 self.children
                     .entry(customer_id.clone())

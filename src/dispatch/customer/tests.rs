@@ -14,10 +14,10 @@ use crate::cluster::Ownership;
 use crate::dispatch::DispatchSettings;
 use crate::dispatch::checkpoints::CheckpointWriter;
 use crate::dispatch::handoff::Handoffs;
-use crate::dispatch::messages::ALL_LANES;
 use crate::dispatch::policy::{Policy, PolicySettings};
 use crate::dispatch::ports::{Attempted, Attempts, ClaimStore, Io, OutcomeQueue};
 use crate::dispatch::waiting::Waiting;
+use crate::model::LaneSet;
 use crate::model::OutcomeKind;
 use crate::model::{ClaimToken, CustomerId, NotificationId};
 use crate::sink::Attempt;
@@ -203,7 +203,7 @@ impl Harness {
             checkpoint: None,
         };
         let (actor, _) = Actor::spawn(None, CustomerActor, args).await.unwrap();
-        actor.send_message(CustomerMsg::Wake(ALL_LANES)).unwrap();
+        actor.send_message(CustomerMsg::Wake(LaneSet::ALL)).unwrap();
         Self {
             store,
             sink,
