@@ -5,11 +5,18 @@
 
 mod common;
 
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use common::load::{Load, all_delivered, all_marked_delivered};
 use common::{Backend, Receiver, TestDb, TestServer, add_customer, test_config};
+use floodgate::dispatch::outcomes::OutcomeWriter;
 use floodgate::failpoints::{self, point};
+use floodgate::model::{
+    ClaimToken, Inserted, Lane, NotificationId, Outcome, OutcomeKind, State, now_millis,
+};
+use floodgate::store::{Store, StoreOptions};
+use floodgate::telemetry::metrics::Metrics;
 
 /// Fires `point` for `held` under load and reports what callers saw.
 async fn fire(backend: Backend, point: &'static str, held: Duration) {
@@ -74,12 +81,63 @@ async fn every_failpoint(backend: Backend) {
     }
 }
 
+/// A flush answers only once every outcome recorded before it is in the store, whichever
+/// outcome writer took it (PostgreSQL runs several at once): a handover releases its customers
+/// right after the flush, so an outcome still being written then would be sent again. The first
+/// write fails once, so its writer waits 100 ms before retrying; the flush comes meanwhile, and
+/// on PostgreSQL another writer takes it with nothing of its own to write first.
+async fn a_flush_waits_for_a_writer_still_retrying(backend: Backend) {
+    let db = TestDb::new(backend).await;
+    let store = Store::connect(&db.url, &StoreOptions::default())
+        .await
+        .unwrap();
+    let now = now_millis();
+    let items: Vec<_> = (0..2)
+        .map(|i| common::stored_notification("acme", format!("k{i}"), Lane::Bulk))
+        .collect();
+    let ids: Vec<NotificationId> = store
+        .insert_notifications(&items, &[true, true], now, now + 60_000)
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|inserted| match inserted {
+            Inserted::New(id) => id,
+            other => panic!("not stored: {other:?}"),
+        })
+        .collect();
+    let delivered = |id| Outcome {
+        id,
+        claim: ClaimToken::FIRST,
+        kind: OutcomeKind::Delivered,
+    };
+    let (writer, stopped) = OutcomeWriter::spawn(store.clone(), Arc::new(Metrics::default()));
+
+    failpoints::arm(point::STORE_OUTCOME, 1);
+    writer.record(delivered(ids[0])).await;
+    tokio::time::sleep(Duration::from_millis(20)).await;
+    writer.record(delivered(ids[1])).await;
+    writer.flush().await;
+    for id in &ids {
+        let state = store.get_notification(*id).await.unwrap().unwrap().state;
+        assert_eq!(
+            state,
+            State::Delivered,
+            "{backend:?}: the flush came back first"
+        );
+    }
+    assert_eq!(failpoints::disarm(point::STORE_OUTCOME), 1);
+    drop(writer);
+    stopped.await.unwrap();
+}
+
 // One test per backend, points one after another: the failpoint registry is process-wide.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn every_failpoint_heals_with_nothing_lost() {
     every_failpoint(Backend::Sqlite).await;
+    a_flush_waits_for_a_writer_still_retrying(Backend::Sqlite).await;
     if common::postgres_url().is_some() {
         every_failpoint(Backend::Postgres).await;
+        a_flush_waits_for_a_writer_still_retrying(Backend::Postgres).await;
     } else {
         eprintln!("PostgreSQL part skipped: DATABASE_URL is not set");
     }

@@ -4,12 +4,16 @@
 //! Losing an outcome is safe by construction: the row stays `in_flight` until its lease runs out,
 //! and is then delivered again (at least once). So after a few failed tries a batch is dropped
 //! with an error log rather than blocking deliveries forever.
+//!
+//! On PostgreSQL several writer tasks take batches from the one queue and write them at once
+//! (see [`Store::outcome_writers`]). Their order does not matter: a row gets a second outcome only
+//! after it was claimed again, which needs the first outcome written.
 
 use std::sync::Arc;
 use std::time::Duration;
 
-use tokio::sync::{mpsc, oneshot};
-use tokio::task::JoinHandle;
+use tokio::sync::{Mutex, RwLock, mpsc, oneshot};
+use tokio::task::{JoinHandle, JoinSet};
 
 use super::ports::{Io, OutcomeQueue};
 use crate::model::Outcome;
@@ -40,10 +44,19 @@ enum Entry {
 }
 
 impl OutcomeWriter {
-    /// Starts the writer task.
+    /// Starts the writer tasks; the handle finishes when the last of them has.
     pub fn spawn(store: Store, metrics: Arc<Metrics>) -> (Self, JoinHandle<()>) {
         let (tx, rx) = mpsc::channel(QUEUE);
-        (Self { tx }, tokio::spawn(write_loop(store, metrics, rx)))
+        let queue = Arc::new(Queue {
+            rx: Mutex::new(rx),
+            writing: RwLock::new(()),
+        });
+        let mut writers = JoinSet::new();
+        for _ in 0..store.outcome_writers() {
+            writers.spawn(write_loop(store.clone(), metrics.clone(), queue.clone()));
+        }
+        let all = tokio::spawn(async move { while writers.join_next().await.is_some() {} });
+        (Self { tx }, all)
     }
 
     /// Queues one outcome for writing.
@@ -85,23 +98,45 @@ fn writer_stopped() {
     tracing::error!("outcome writer has stopped; the lease will recover this notification");
 }
 
-async fn write_loop(store: Store, metrics: Arc<Metrics>, mut rx: mpsc::Receiver<Entry>) {
+/// What the writer tasks share.
+struct Queue {
+    /// Taken by one writer at a time, to gather its next batch.
+    rx: Mutex<mpsc::Receiver<Entry>>,
+    /// Held shared while a batch is written, exclusively to answer flushes: a flush is answered
+    /// once no batch taken before it is still being written, by whichever writer took it.
+    writing: RwLock<()>,
+}
+
+async fn write_loop(store: Store, metrics: Arc<Metrics>, queue: Arc<Queue>) {
     let mut received = Vec::with_capacity(BATCH);
     let mut batch = Vec::with_capacity(BATCH);
-    let mut waiting = Vec::new();
-    while rx.recv_many(&mut received, BATCH).await > 0 {
+    let mut flushes = Vec::new();
+    loop {
+        let writing = {
+            let mut rx = queue.rx.lock().await;
+            if rx.recv_many(&mut received, BATCH).await == 0 {
+                return;
+            }
+            // Taken before the queue is let go, so a flush another writer takes next waits
+            // for this batch.
+            queue.writing.read().await
+        };
         for entry in received.drain(..) {
             match entry {
                 Entry::Outcome(outcome) => batch.push(outcome),
-                Entry::Flush(done) => waiting.push(done),
+                Entry::Flush(done) => flushes.push(done),
             }
         }
         if !batch.is_empty() {
             write_with_retries(&store, &metrics, &batch).await;
             batch.clear();
         }
-        for done in waiting.drain(..) {
-            let _ = done.send(());
+        drop(writing);
+        if !flushes.is_empty() {
+            let _none_writing = queue.writing.write().await;
+            for done in flushes.drain(..) {
+                let _ = done.send(());
+            }
         }
     }
 }
