@@ -180,7 +180,7 @@ impl Store {
     /// each outcome is an update that touches every index of its row (the state it changes is
     /// indexed), so a batch takes tens of milliseconds of the server's time, and a single writer
     /// held deliveries to what one backend could update (measured: 88 ms per ~750-row batch,
-    /// deliveries capped near 8,000/s with most of the machine idle).
+    /// deliveries capped near 7,500/s while intake ran ahead).
     pub fn outcome_writers(&self) -> usize {
         match self.backend {
             Backend::Sqlite => 1,
