@@ -10,12 +10,19 @@
 //! kept count never falls below the truth (deliveries only shrink a backlog), so the quota holds
 //! exactly; with several nodes on one database, the others' submits show up at the next count,
 //! so the quota may be overshot by up to [`RECOUNT`] of their intake.
+//!
+//! Only a customer's first submit since the node started waits for a count. Later recounts run
+//! in a background task, one per customer at a time, while submits go on against the kept count
+//! (which, on one node, is never below the truth, so nothing is admitted that the quota would
+//! refuse). Before, every submit that found the count stale counted for itself until one
+//! finished: with a large backlog, hundreds of concurrent counts of up to a million index
+//! entries each, and every caller of that customer waiting for one.
 //! A count never reads past the limit, so one costs at most `limit` index entries however large
 //! the backlog (counting a million every second per customer was once most of a busy node's
 //! reads, and its sorter most of its memory).
 
 use std::collections::HashMap;
-use std::sync::{Mutex, PoisonError};
+use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 use std::time::{Duration, Instant};
 
 use crate::error::Error;
@@ -31,16 +38,37 @@ const RECOUNT: Duration = Duration::from_secs(10);
 #[derive(Debug)]
 pub struct BacklogQuota {
     limit: Option<u64>,
-    /// customer id → (when counted, backlog then plus what this node admitted since). std
-    /// Mutex: held only for map operations, never across an `.await`.
-    counted: Mutex<HashMap<String, (Instant, u64)>>,
+    /// customer id → its kept count. Shared with the background recounts. std Mutex: held only
+    /// for map operations, never across an `.await`.
+    counted: Arc<Mutex<HashMap<String, Count>>>,
+}
+
+/// What is known of one customer's backlog.
+#[derive(Debug, Clone, Copy)]
+struct Count {
+    /// When the store was last counted.
+    at: Instant,
+    /// The backlog then, plus what this node admitted since.
+    backlog: u64,
+    /// A background recount is under way; no other starts meanwhile.
+    recounting: bool,
+}
+
+/// What [`BacklogQuota::admit`] must do before it can decide.
+enum Next {
+    /// The kept count will do.
+    Decide,
+    /// Nothing is known yet: count now.
+    CountFirst,
+    /// The kept count will do, and it is time to recount in the background.
+    Recount,
 }
 
 impl BacklogQuota {
     pub fn new(limit: Option<u64>) -> Self {
         Self {
             limit,
-            counted: Mutex::default(),
+            counted: Arc::default(),
         }
     }
 
@@ -50,21 +78,31 @@ impl BacklogQuota {
         let Some(limit) = self.limit else {
             return Ok(());
         };
-        let fresh = self
-            .map()
-            .get(customer_id)
-            .is_some_and(|&(at, backlog)| at.elapsed() < trust_for(backlog, limit));
-        if !fresh {
-            let backlog = store.backlog_up_to(customer_id, limit).await?;
-            // Bounded: only registered customers get here, and each has one entry.
-            self.map()
-                .insert(customer_id.to_owned(), (Instant::now(), backlog));
+        match self.next_step(customer_id, limit) {
+            Next::Decide => {}
+            Next::CountFirst => {
+                let backlog = store.backlog_up_to(customer_id, limit).await?;
+                // Bounded: only registered customers get here, and each has one entry.
+                lock(&self.counted).insert(
+                    customer_id.to_owned(),
+                    Count {
+                        at: Instant::now(),
+                        backlog,
+                        recounting: false,
+                    },
+                );
+            }
+            Next::Recount => self.recount_in_background(store, customer_id, limit),
         }
-        let mut map = self.map();
+        let mut map = lock(&self.counted);
         let backlog = &mut map
             .entry(customer_id.to_owned())
-            .or_insert((Instant::now(), 0))
-            .1;
+            .or_insert(Count {
+                at: Instant::now(),
+                backlog: 0,
+                recounting: false,
+            })
+            .backlog;
         if *backlog >= limit {
             return Err(Error::ResourceExhausted(format!(
                 "customer {customer_id:?} has {backlog} notifications waiting, the most allowed \
@@ -75,9 +113,47 @@ impl BacklogQuota {
         Ok(())
     }
 
-    fn map(&self) -> std::sync::MutexGuard<'_, HashMap<String, (Instant, u64)>> {
-        self.counted.lock().unwrap_or_else(PoisonError::into_inner)
+    /// Decides, under one lock, whether a count is needed; marks a recount as under way so
+    /// that concurrent submits do not start another.
+    fn next_step(&self, customer_id: &str, limit: u64) -> Next {
+        let mut map = lock(&self.counted);
+        let Some(count) = map.get_mut(customer_id) else {
+            return Next::CountFirst;
+        };
+        if count.recounting || count.at.elapsed() < trust_for(count.backlog, limit) {
+            return Next::Decide;
+        }
+        count.recounting = true;
+        Next::Recount
     }
+
+    /// Counts `customer_id`'s backlog in a task and replaces the kept count with it. A failed
+    /// count leaves the kept one, and the next submit tries again.
+    fn recount_in_background(&self, store: &Store, customer_id: &str, limit: u64) {
+        let (store, counted, customer) =
+            (store.clone(), self.counted.clone(), customer_id.to_owned());
+        tokio::spawn(async move {
+            let result = store.backlog_up_to(&customer, limit).await;
+            let mut map = lock(&counted);
+            let Some(count) = map.get_mut(&customer) else {
+                return;
+            };
+            count.recounting = false;
+            match result {
+                Ok(backlog) => {
+                    count.at = Instant::now();
+                    count.backlog = backlog;
+                }
+                Err(err) => {
+                    tracing::warn!(customer = %customer, error = %err, "counting a backlog for its quota failed; the kept count stays")
+                }
+            }
+        });
+    }
+}
+
+fn lock(counted: &Mutex<HashMap<String, Count>>) -> MutexGuard<'_, HashMap<String, Count>> {
+    counted.lock().unwrap_or_else(PoisonError::into_inner)
 }
 
 /// How long a count of `backlog` is trusted under a quota of `limit`.
@@ -120,5 +196,44 @@ mod tests {
         assert_eq!(trust_for(999, 1_000), RECOUNT);
         assert_eq!(trust_for(1_000, 1_000), RECHECK);
         assert_eq!(trust_for(u64::MAX, 1_000), RECHECK);
+    }
+
+    #[tokio::test]
+    async fn a_stale_count_never_makes_a_submit_wait() {
+        let dir = tempfile::tempdir().unwrap();
+        let url = format!("sqlite://{}", dir.path().join("quota.db").display());
+        let store = Store::connect(&url, &crate::store::StoreOptions::default())
+            .await
+            .unwrap();
+        let quota = BacklogQuota::new(Some(100));
+        // The first submit counts the store (empty: 0) and is admitted.
+        quota.admit(&store, "acme").await.unwrap();
+        let long_ago = Instant::now().checked_sub(RECOUNT).unwrap();
+        lock(&quota.counted).get_mut("acme").unwrap().at = long_ago;
+
+        // Stale now: each submit decides on the kept count at once (a single poll), and the
+        // recount runs meanwhile in its own task.
+        for _ in 0..10 {
+            let admitted = tokio::time::timeout(Duration::ZERO, quota.admit(&store, "acme")).await;
+            assert!(
+                matches!(admitted, Ok(Ok(()))),
+                "a stale count made a submit wait"
+            );
+        }
+        let kept = lock(&quota.counted)["acme"];
+        assert_eq!((kept.backlog, kept.recounting), (11, true));
+
+        // The recount lands: the store holds nothing, so the kept 11 becomes 0.
+        let deadline = Instant::now() + Duration::from_secs(10);
+        loop {
+            let count = lock(&quota.counted)["acme"];
+            if !count.recounting {
+                assert_eq!(count.backlog, 0);
+                assert!(count.at > long_ago);
+                break;
+            }
+            assert!(Instant::now() < deadline, "the recount never finished");
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
     }
 }
