@@ -64,6 +64,11 @@ pub(crate) struct DeliverArgs {
     /// Concurrent callers sharing the schedule, each with one call in flight.
     #[arg(long, default_value_t = 8, value_parser = RangedU64ValueParser::<usize>::new().range(1..=10_000))]
     callers: usize,
+    /// Closed loop: each caller sends its next batch as soon as the last is answered, ignoring
+    /// --rate. Intake is kept full without a queue growing in front of it, so --probe-rate
+    /// measures what one Submit waits beside saturated intake and deliveries, not that queue.
+    #[arg(long)]
+    closed_loop: bool,
     /// How long to measure, after the warmup (e.g. 20s, 1m).
     #[arg(long, default_value = "20s", value_parser = humantime::parse_duration)]
     duration: Duration,
@@ -207,7 +212,10 @@ async fn measure(
     receivers.measure_from(window.from).await?;
     // Every schedule before any caller starts: a bad --rate must not leave callers running.
     let schedules = (0..args.callers)
-        .map(|i| caller::schedule(start, calls_per_sec, args.callers, i))
+        .map(|i| match args.closed_loop {
+            true => Ok(None),
+            false => caller::schedule(start, calls_per_sec, args.callers, i).map(Some),
+        })
         .collect::<Result<Vec<_>>>()?;
     let probe_schedule = match args.probe_rate > 0.0 {
         true => Some(caller::schedule(start, args.probe_rate, 1, 0)?),
@@ -220,7 +228,7 @@ async fn measure(
             plan.clone(),
             live.clone(),
             window,
-            Some(schedule),
+            schedule,
             Tally::new(empty.clone()),
         ))
     };
@@ -229,12 +237,16 @@ async fn measure(
         .enumerate()
         .map(|(i, schedule)| spawn_caller(&plan, &live, schedule, i))
         .collect();
-    let probe = probe_schedule.map(|schedule| spawn_caller(&probe_plan, &probe_live, schedule, 0));
+    let probe =
+        probe_schedule.map(|schedule| spawn_caller(&probe_plan, &probe_live, Some(schedule), 0));
 
     let accepted_so_far =
         || live.accepted.load(Ordering::Relaxed) + probe_live.accepted.load(Ordering::Relaxed);
-    let offered =
-        |elapsed: Duration| (elapsed.min(window.until - start).as_secs_f64() * args.rate) as u64;
+    // Closed loop offers exactly what the callers send.
+    let offered = |elapsed: Duration| match args.closed_loop {
+        true => plan.issued(),
+        false => (elapsed.min(window.until - start).as_secs_f64() * args.rate) as u64,
+    };
     let totals = show_progress(
         &offered,
         &accepted_so_far,
@@ -286,7 +298,7 @@ async fn measure(
         callers: args.callers,
         batch_size: args.batch_size,
         payload_bytes: plan.payload_bytes(),
-        offered_per_sec: args.rate,
+        offered_per_sec: (!args.closed_loop).then_some(args.rate),
         warmup_secs: args.warmup.as_secs_f64(),
         duration_secs: secs,
         calls: total.calls,
@@ -314,7 +326,7 @@ async fn measure(
     };
     let offered_calls = calls_per_sec * secs;
     // One call of slack: a window holds a whole number of calls.
-    if (summary.calls as f64) + 1.0 < offered_calls * 0.95 {
+    if !args.closed_loop && (summary.calls as f64) + 1.0 < offered_calls * 0.95 {
         eprintln!(
             "warning: only {} of the {offered_calls:.0} calls scheduled in the window were \
              completed: the callers fell behind the schedule, because floodgate answers too \

@@ -35,8 +35,8 @@ pub(super) struct Summary {
     pub(super) callers: usize,
     pub(super) batch_size: usize,
     pub(super) payload_bytes: usize,
-    /// `--rate`: notifications/s on the schedule.
-    pub(super) offered_per_sec: f64,
+    /// `--rate`: notifications/s on the schedule; `None` with `--closed-loop`.
+    pub(super) offered_per_sec: Option<f64>,
     pub(super) warmup_secs: f64,
     pub(super) duration_secs: f64,
     /// SubmitBatch calls completed inside the measured window (errors included).
@@ -162,10 +162,12 @@ pub(super) fn print(s: &Summary) {
         "setup:         {} customers on {} always-200 receivers; {} callers, SubmitBatch of {}, {}-byte payloads",
         s.customers, s.receivers, s.callers, s.batch_size, s.payload_bytes
     );
-    println!(
-        "load:          open loop, {:.0} notifications/s offered",
-        s.offered_per_sec
-    );
+    match s.offered_per_sec {
+        Some(rate) => println!("load:          open loop, {rate:.0} notifications/s offered"),
+        None => println!(
+            "load:          closed loop, each caller's next batch as soon as the last is answered"
+        ),
+    }
     println!(
         "duration:      {:.1}s measured after {:.1}s warmup",
         s.duration_secs, s.warmup_secs
