@@ -43,6 +43,10 @@ use crate::receiver_process::ReceiverProcess;
 use crate::report::{self, Latency};
 use summary::{Drain, Progress, Summary, WindowTotals};
 
+/// Callers sharing the probe's schedule. One would be a queue of its own: once a Submit took
+/// longer than the schedule's period, every later one would be measured late by the sum.
+const PROBE_CALLERS: usize = 16;
+
 /// How often the drain checks whether everything has arrived: the drain time's resolution.
 const DRAIN_POLL: Duration = Duration::from_millis(50);
 
@@ -217,9 +221,11 @@ async fn measure(
             false => caller::schedule(start, calls_per_sec, args.callers, i).map(Some),
         })
         .collect::<Result<Vec<_>>>()?;
-    let probe_schedule = match args.probe_rate > 0.0 {
-        true => Some(caller::schedule(start, args.probe_rate, 1, 0)?),
-        false => None,
+    let probe_schedules = match args.probe_rate > 0.0 {
+        true => (0..PROBE_CALLERS)
+            .map(|i| caller::schedule(start, args.probe_rate, PROBE_CALLERS, i))
+            .collect::<Result<Vec<_>>>()?,
+        false => Vec::new(),
     };
     let empty = report::new_histogram()?;
     let spawn_caller = |plan: &Arc<Plan>, live: &Arc<Live>, schedule, i: usize| {
@@ -237,8 +243,11 @@ async fn measure(
         .enumerate()
         .map(|(i, schedule)| spawn_caller(&plan, &live, schedule, i))
         .collect();
-    let probe =
-        probe_schedule.map(|schedule| spawn_caller(&probe_plan, &probe_live, Some(schedule), 0));
+    let probes: Vec<_> = probe_schedules
+        .into_iter()
+        .enumerate()
+        .map(|(i, schedule)| spawn_caller(&probe_plan, &probe_live, Some(schedule), i))
+        .collect();
 
     let accepted_so_far =
         || live.accepted.load(Ordering::Relaxed) + probe_live.accepted.load(Ordering::Relaxed);
@@ -262,7 +271,7 @@ async fn measure(
         total.merge(caller.await.context("a caller panicked")?)?;
     }
     let mut probed = Tally::new(empty);
-    if let Some(probe) = probe {
+    for probe in probes {
         probed.merge(probe.await.context("the probe panicked")?)?;
     }
     let accepted_total = accepted_so_far();
