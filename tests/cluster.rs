@@ -116,11 +116,25 @@ impl Hub {
 
     /// Webhook ids answered 2xx, with how many times each was.
     fn delivered(&self) -> HashMap<String, usize> {
-        let mut counts = HashMap::new();
-        for hit in self.hits().iter().filter(|h| h.status < 300) {
-            *counts.entry(hit.webhook_id.clone()).or_insert(0) += 1;
+        self.deliveries()
+            .into_iter()
+            .map(|(id, arrivals)| (id, arrivals.len()))
+            .collect()
+    }
+
+    /// Webhook ids answered 2xx, with each of those arrivals, earliest first.
+    fn deliveries(&self) -> HashMap<String, Vec<Hit>> {
+        let mut arrivals: HashMap<String, Vec<Hit>> = HashMap::new();
+        for hit in self.hits().into_iter().filter(|h| h.status < 300) {
+            arrivals
+                .entry(hit.webhook_id.clone())
+                .or_default()
+                .push(hit);
         }
-        counts
+        for hits in arrivals.values_mut() {
+            hits.sort_by_key(|h| h.at);
+        }
+        arrivals
     }
 
     /// Waits until `count` distinct webhook ids were answered 2xx.
@@ -493,22 +507,13 @@ fn assert_only_the_dead_nodes_sends_repeat(
     victims_customers: &[String],
     killed: Instant,
 ) {
-    let mut arrivals: HashMap<String, Vec<&Hit>> = HashMap::new();
-    let hits = hub.hits();
-    for hit in hits.iter().filter(|h| h.status < 300) {
-        arrivals
-            .entry(hit.webhook_id.clone())
-            .or_default()
-            .push(hit);
-    }
     let mut duplicates = 0;
-    for (id, mut arrived) in arrivals {
+    for (id, arrived) in hub.deliveries() {
         if arrived.len() == 1 {
             continue;
         }
         duplicates += arrived.len() - 1;
-        arrived.sort_by_key(|h| h.at);
-        let first = arrived[0];
+        let first = &arrived[0];
         assert!(
             victims_customers.contains(&first.customer),
             "{id} of {} (a survivor's customer) was delivered {} times",

@@ -10,16 +10,15 @@
 //! kept count never falls below the truth (deliveries only shrink a backlog), so the quota holds
 //! exactly; with several nodes on one database, the others' submits show up at the next count,
 //! so the quota may be overshot by up to [`RECOUNT`] of their intake.
-//!
-//! Only a customer's first submit since the node started waits for a count. Later recounts run
-//! in a background task, one per customer at a time, while submits go on against the kept count
-//! (which, on one node, is never below the truth, so nothing is admitted that the quota would
-//! refuse). Before, every submit that found the count stale counted for itself until one
-//! finished: with a large backlog, hundreds of concurrent counts of up to a million index
-//! entries each, and every caller of that customer waiting for one.
 //! A count never reads past the limit, so one costs at most `limit` index entries however large
 //! the backlog (counting a million every second per customer was once most of a busy node's
 //! reads, and its sorter most of its memory).
+//!
+//! Only a customer's first submit since the node started waits for a count. Later recounts run
+//! in a background task, one per customer at a time, while submits go on against the kept count
+//! (on one node never below the truth, so nothing is admitted that the quota would refuse). Had
+//! every submit that found the count stale counted for itself, a large backlog would mean many
+//! concurrent counts of up to `limit` index entries, and that customer's callers waiting on them.
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
@@ -54,6 +53,17 @@ struct Count {
     recounting: bool,
 }
 
+impl Count {
+    /// A count just read from the store.
+    fn counted(backlog: u64) -> Self {
+        Self {
+            at: Instant::now(),
+            backlog,
+            recounting: false,
+        }
+    }
+}
+
 /// What [`BacklogQuota::admit`] must do before it can decide.
 enum Next {
     /// The kept count will do.
@@ -83,25 +93,14 @@ impl BacklogQuota {
             Next::CountFirst => {
                 let backlog = store.backlog_up_to(customer_id, limit).await?;
                 // Bounded: only registered customers get here, and each has one entry.
-                lock(&self.counted).insert(
-                    customer_id.to_owned(),
-                    Count {
-                        at: Instant::now(),
-                        backlog,
-                        recounting: false,
-                    },
-                );
+                lock(&self.counted).insert(customer_id.to_owned(), Count::counted(backlog));
             }
             Next::Recount => self.recount_in_background(store, customer_id, limit),
         }
         let mut map = lock(&self.counted);
         let backlog = &mut map
             .entry(customer_id.to_owned())
-            .or_insert(Count {
-                at: Instant::now(),
-                backlog: 0,
-                recounting: false,
-            })
+            .or_insert(Count::counted(0))
             .backlog;
         if *backlog >= limit {
             return Err(Error::ResourceExhausted(format!(
@@ -138,14 +137,15 @@ impl BacklogQuota {
             let Some(count) = map.get_mut(&customer) else {
                 return;
             };
-            count.recounting = false;
             match result {
-                Ok(backlog) => {
-                    count.at = Instant::now();
-                    count.backlog = backlog;
-                }
+                Ok(backlog) => *count = Count::counted(backlog),
                 Err(err) => {
-                    tracing::warn!(customer = %customer, error = %err, "counting a backlog for its quota failed; the kept count stays")
+                    count.recounting = false;
+                    tracing::warn!(
+                        customer = %customer,
+                        error = %err,
+                        "counting a backlog for its quota failed; the kept count stays"
+                    );
                 }
             }
         });

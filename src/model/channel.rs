@@ -3,6 +3,7 @@
 use std::fmt;
 
 use crate::redact::Redacted;
+
 /// How a notification reaches its recipient. Discriminants are the proto numbers and the stored
 /// values. Every channel but the webhook needs the customer's provider settings
 /// ([`ChannelSettings`]).

@@ -6,6 +6,7 @@ use std::ops::Deref;
 
 use super::{ChannelSettings, EpochMillis};
 use crate::redact::Redacted;
+
 /// A customer system's id, checked once where it enters (the API edge, or a stored row): 1 to
 /// [`CustomerId::MAX_LEN`] letters, digits, `-`, `_` or `.`, so it is safe in URLs, metric labels
 /// and log lines wherever it goes. It reads as a `&str` (`Deref`, `Borrow`), so code that only

@@ -1,8 +1,9 @@
 //! Notifications: their states, ids, and what the front door and readers see of them.
 
 use super::{Channel, CustomerId, EpochMillis, Lane};
-/// Where a notification is in its life (docs/architecture.md, "states"). Discriminants are the proto numbers and
-/// the stored values.
+
+/// Where a notification is in its life (docs/architecture.md, "states"). Discriminants are the
+/// proto numbers and the stored values.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum State {
     Pending = 1,

@@ -1,6 +1,7 @@
 //! Recipients' preferences: which channels and lanes they opted out of.
 
 use super::{Channel, EpochMillis, Lane};
+
 /// One recipient's choice for one channel and lane (`None`: every lane).
 #[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct Preference {
