@@ -173,8 +173,8 @@ pub struct ServeConfig {
     /// How long a keepalive ping may go unanswered before the connection is closed.
     #[arg(long, env = "FLOODGATE_GRPC_KEEPALIVE_TIMEOUT", default_value = "10s", value_parser = humantime::parse_duration)]
     pub grpc_keepalive_timeout: Duration,
-    /// Database connections for reads. On PostgreSQL a node also opens up to 11 for writes (6 for
-    /// writes callers wait on, 5 for background work).
+    /// Database connections for reads. On PostgreSQL a node also opens up to 15 for writes (10
+    /// for writes callers wait on, 5 for background work).
     #[arg(long, env = "FLOODGATE_DB_MAX_CONNECTIONS", default_value_t = 16)]
     pub db_max_connections: u32,
     /// Redis for the preference cache shared by every node (`redis://host:6379`). Without it:

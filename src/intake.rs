@@ -37,6 +37,12 @@ const QUEUE: usize = 4096;
 /// Notifications a writer gathers into one transaction, at most (a bigger single batch is
 /// written alone).
 const MAX_ROWS_PER_COMMIT: usize = 2000;
+/// A call with at most this many notifications goes to the express writers: its caller waits
+/// for nothing else, so it must not wait for a group commit of other callers' big batches.
+const EXPRESS_ITEMS: usize = 10;
+/// An express writer stops gathering calls into one commit at this many notifications (one
+/// insert statement), so an express commit stays short even in a flood of unary Submits.
+const MAX_ROWS_PER_EXPRESS_COMMIT: usize = 256;
 
 /// Why a submission was not stored. Cloneable, because one failed commit answers many callers.
 #[derive(Debug, Clone, thiserror::Error)]
@@ -77,11 +83,14 @@ impl From<&crate::preferences::Error> for IntakeError {
     }
 }
 
-/// Front of the group-commit queue, with the template registry notifications are pinned
+/// Front of the group-commit queues, with the template registry notifications are pinned
 /// against and the idempotency fast path; cheap to clone.
 #[derive(Debug, Clone)]
 pub struct Intake {
+    /// To the group-commit writers.
     tx: mpsc::Sender<Job>,
+    /// To the express writers: calls of at most [`EXPRESS_ITEMS`] notifications.
+    express: mpsc::Sender<Job>,
     templates: Arc<Templates>,
     /// With `--redis-url`: repeats Redis knows are answered without a commit.
     fast_path: Option<Arc<FastPath>>,
@@ -97,8 +106,12 @@ struct Job {
 type Reply = oneshot::Sender<Result<Vec<Inserted>, IntakeError>>;
 
 impl Intake {
-    /// Starts `writers` writer tasks. SQLite has one writer anyway, so one task suffices there;
-    /// PostgreSQL commits several transactions in parallel.
+    /// Starts `writers` group-commit writer tasks (PostgreSQL commits several transactions in
+    /// parallel; on SQLite a second one gathers while the first commits), and as many express
+    /// writers for small calls, whose commits go before the group commits at SQLite's write
+    /// connection (see [`Store::insert_notifications_express`]). Small calls get writers of
+    /// their own because a writer answers nobody until its whole commit is done: a unary
+    /// Submit queued with 800 rows of batches would wait for all of them.
     pub fn spawn(
         store: Store,
         dispatcher: Dispatcher,
@@ -110,17 +123,30 @@ impl Intake {
     ) -> (Self, Vec<JoinHandle<()>>) {
         let (tx, rx) = mpsc::channel(QUEUE);
         let rx = Arc::new(Mutex::new(rx));
+        let (express, express_rx) = mpsc::channel(QUEUE);
         let writer = Writer {
             store,
             dispatcher,
             metrics,
             preferences,
+            express: false,
         };
+        let express_writer = Writer {
+            express: true,
+            ..writer.clone()
+        };
+        let express_rx = Arc::new(Mutex::new(express_rx));
         let handles = (0..writers.max(1))
-            .map(|_| tokio::spawn(writer.clone().run(rx.clone())))
+            .flat_map(|_| {
+                [
+                    tokio::spawn(writer.clone().run(rx.clone())),
+                    tokio::spawn(express_writer.clone().run(express_rx.clone())),
+                ]
+            })
             .collect();
         let intake = Self {
             tx,
+            express,
             templates,
             fast_path,
         };
@@ -172,10 +198,15 @@ impl Intake {
             .collect()
     }
 
-    /// Queues `items` for the next group commit and waits for their results.
+    /// Queues `items` for the next group commit (an express one for a small call) and waits
+    /// for their results.
     async fn commit(&self, items: Vec<NewNotification>) -> Result<Vec<Inserted>, IntakeError> {
         let (reply, answer) = oneshot::channel();
-        self.tx
+        let queue = match items.len() <= EXPRESS_ITEMS {
+            true => &self.express,
+            false => &self.tx,
+        };
+        queue
             .send(Job { items, reply })
             .await
             .map_err(|_| IntakeError::ShuttingDown)?;
@@ -191,11 +222,17 @@ struct Writer {
     metrics: Arc<Metrics>,
     /// Opted-out recipients' notifications are stored SUPPRESSED.
     preferences: Arc<Preferences>,
+    /// This is an express writer: small commits, ahead of the group commits.
+    express: bool,
 }
 
 impl Writer {
     async fn run(self, rx: Arc<Mutex<mpsc::Receiver<Job>>>) {
-        while let Some(jobs) = next_batch(&rx).await {
+        let max_rows = match self.express {
+            true => MAX_ROWS_PER_EXPRESS_COMMIT,
+            false => MAX_ROWS_PER_COMMIT,
+        };
+        while let Some(jobs) = next_batch(&rx, max_rows).await {
             let (mut items, callers) = take_items(jobs);
             let result = match self.preferences.suppress_refused(&mut items).await {
                 Ok(()) => self.insert(items).await,
@@ -215,10 +252,18 @@ impl Writer {
         let handoff: Vec<bool> = reservations.iter().map(Option::is_some).collect();
         let lease_until = now.saturating_add(self.dispatcher.lease_ms());
         let started = std::time::Instant::now();
-        let result = self
-            .store
-            .insert_notifications(&items, &handoff, now, lease_until)
-            .await;
+        let result = match self.express {
+            true => {
+                self.store
+                    .insert_notifications_express(&items, &handoff, now, lease_until)
+                    .await
+            }
+            false => {
+                self.store
+                    .insert_notifications(&items, &handoff, now, lease_until)
+                    .await
+            }
+        };
         self.metrics
             .store_latency(StoreOp::Insert, started.elapsed());
         self.metrics.commit_rows(items.len());
@@ -323,14 +368,14 @@ fn take_items(jobs: Vec<Job>) -> (Vec<NewNotification>, Vec<(usize, Reply)>) {
     (items, callers)
 }
 
-/// Waits for one job, then takes whatever else is already queued, up to the row limit. The
+/// Waits for one job, then takes whatever else is already queued, up to `max_rows`. The
 /// receiver lock is held only while gathering, so another writer can gather while this one writes.
-async fn next_batch(rx: &Mutex<mpsc::Receiver<Job>>) -> Option<Vec<Job>> {
+async fn next_batch(rx: &Mutex<mpsc::Receiver<Job>>, max_rows: usize) -> Option<Vec<Job>> {
     let mut rx = rx.lock().await;
     let first = rx.recv().await?;
     let mut rows = first.items.len();
     let mut jobs = vec![first];
-    while rows < MAX_ROWS_PER_COMMIT {
+    while rows < max_rows {
         match rx.try_recv() {
             Ok(job) => {
                 rows += job.items.len();

@@ -61,6 +61,9 @@ impl Store {
         let mut conn = self.writer(Durability::Relaxed).await?;
         let mut first = 0;
         for size in chunk_sizes(requests.len(), MAX_CHUNK) {
+            if first > 0 {
+                conn = self.let_express_through(conn).await?;
+            }
             let chunk = &requests[first..first + size];
             let sql = claim_sql(self.backend, size);
             let mut query = sqlx::query(&sql).bind(lease_until).bind(now);
@@ -108,6 +111,9 @@ impl Store {
         let mut applied = 0;
         let mut first = 0;
         for size in chunk_sizes(outcomes.len(), MAX_CHUNK) {
+            if first > 0 {
+                conn = self.let_express_through(conn).await?;
+            }
             let sql = outcome_sql(self.backend, size);
             let mut query = sqlx::query(&sql).bind(now);
             if self.backend == Backend::Sqlite {
@@ -139,6 +145,9 @@ impl Store {
         let mut released = 0;
         let mut first = 0;
         for size in chunk_sizes(claims.len(), MAX_CHUNK) {
+            if first > 0 {
+                conn = self.let_express_through(conn).await?;
+            }
             let sql = format!(
                 "UPDATE notifications SET state = {pending}, attempts = attempts - 1, \
                    due_at = {now}, lease_until = NULL, updated_at = {now} \

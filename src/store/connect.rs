@@ -14,8 +14,9 @@ use super::{Backend, Error, SQLITE_BUSY_TIMEOUT, Store, StoreOptions};
 /// PostgreSQL intake writer tasks (see [`Store::intake_writers`]), each holding one caller
 /// connection while it commits a batch.
 const POSTGRES_INTAKE_WRITERS: u32 = 4;
-/// PostgreSQL connections for writes callers wait on: intake's writers plus two for API writes.
-const POSTGRES_CALLER_WRITERS: u32 = POSTGRES_INTAKE_WRITERS + 2;
+/// PostgreSQL connections for writes callers wait on: intake's group-commit and express
+/// writers (as many of each), and two for API writes.
+const POSTGRES_CALLER_WRITERS: u32 = 2 * POSTGRES_INTAKE_WRITERS + 2;
 /// PostgreSQL outcome writer tasks (see [`Store::outcome_writers`]), each holding one background
 /// connection while it writes a batch.
 const POSTGRES_OUTCOME_WRITERS: u32 = 2;
@@ -164,9 +165,10 @@ impl Store {
         self.backend == Backend::Sqlite
     }
 
-    /// How many intake writer tasks make good use of this store's caller writes. SQLite commits
-    /// one transaction at a time, but a second writer gathers the next batch and reads its
-    /// opt-outs while the first commits, so the two steps overlap; PostgreSQL commits
+    /// How many group-commit writer tasks make good use of this store's caller writes (intake
+    /// starts as many express writers beside them, for small calls). SQLite commits one
+    /// transaction at a time, but a second writer gathers the next batch and reads its opt-outs
+    /// while the first commits, so the two steps overlap; PostgreSQL commits
     /// [`POSTGRES_INTAKE_WRITERS`] at once.
     pub fn intake_writers(&self) -> usize {
         match self.backend {

@@ -3,17 +3,23 @@
 //! SQLite allows one writer at a time, so every write — a caller's group commit, a batch of
 //! claims, a batch of outcomes, a retention step — queues for the same connection. A plain FIFO
 //! queue lets a Submit wait behind any number of dispatch transactions, and a flood of submits
-//! starve deliveries. The gate has two classes instead:
+//! starve deliveries. The gate has three classes instead:
 //!
-//! - [`Priority::Caller`]: writes a caller is waiting on (intake's group commit, API writes);
+//! - [`Priority::Express`]: a commit of a few notifications whose callers wait on nothing else
+//!   (unary Submits), kept apart from the group commits so they do not wait for a big batch;
+//! - [`Priority::Caller`]: other writes a caller is waiting on (intake's group commits, API
+//!   writes);
 //! - [`Priority::Background`]: dispatch and housekeeping (claims, outcomes, lease recovery,
 //!   retention).
 //!
-//! When the connection comes free and both classes wait, the class that did *not* have the last
-//! turn goes next. So a caller's commit waits behind at most one background transaction (which
-//! the dispatch code keeps short), and background work behind at most one group commit (which
-//! takes everything queued at once): both always make progress. With only one class waiting, it
-//! goes at once.
+//! When the connection comes free, a waiting express commit goes first, unless the last turn
+//! was an express one too: then a waiting group commit or background write goes before the next.
+//! Between group commits and background work, the class that did *not* have the last of their
+//! turns goes next. So an express commit waits for at most the transaction under way (and, in a
+//! flood of them, one more); a group commit waits behind at most one background transaction
+//! (which the dispatch code keeps short) and an express one; and background work behind at most
+//! one group commit (which takes everything queued at once) and an express one. Every class
+//! always makes progress, and with only one class waiting it goes at once.
 
 use std::collections::VecDeque;
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
@@ -23,6 +29,8 @@ use tokio::sync::oneshot;
 /// Which queue a write waits in.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(super) enum Priority {
+    /// A small commit its callers are waiting on alone.
+    Express,
     /// A caller is waiting for this write.
     Caller,
     /// Dispatch and housekeeping.
@@ -41,8 +49,13 @@ struct GateState {
     busy: bool,
     /// The class of the last (or current) holder.
     last: Option<Priority>,
-    /// Waiters per class, oldest first: [caller, background].
-    waiting: [VecDeque<oneshot::Sender<Turn>>; 2],
+    /// Of group commits and background writes, the class that had the last turn.
+    last_of_two: Option<Priority>,
+    /// Waiters per class, oldest first: [express, caller, background].
+    waiting: [VecDeque<oneshot::Sender<Turn>>; 3],
+    /// A holder that lent its turn to an express commit (see [`WriteGate::lend_to_express`]),
+    /// with its class: it gets the turn back before anyone else.
+    lender: Option<(Priority, oneshot::Sender<Turn>)>,
 }
 
 /// The right to use the write connection; the next waiter gets it when this is dropped.
@@ -66,7 +79,7 @@ impl WriteGate {
             let mut state = self.lock();
             if !state.busy {
                 state.busy = true;
-                state.last = Some(priority);
+                state.took(priority);
                 return Turn {
                     gate: Some(self.clone()),
                 };
@@ -79,16 +92,61 @@ impl WriteGate {
         waiting.await.unwrap_or(Turn { gate: None })
     }
 
-    /// Hands the turn to the next waiter, alternating classes when both wait.
+    /// Whether an express commit is waiting for the turn.
+    pub(super) fn express_waiting(&self) -> bool {
+        !self.lock().waiting[index(Priority::Express)].is_empty()
+    }
+
+    /// Lends `turn`, held in class `class`, to the oldest waiting express commit, and waits for
+    /// it back, which comes before any other waiter. A background batch of several statements
+    /// calls this between two of them: an express commit then waits for one statement, not the
+    /// whole batch, and the batch keeps its place in the alternation (it is still one turn).
+    /// With no express commit waiting, `turn` comes straight back.
+    pub(super) async fn lend_to_express(self: &Arc<Self>, mut turn: Turn, class: Priority) -> Turn {
+        let back = {
+            let mut state = self.lock();
+            loop {
+                let Some(waiter) = state.waiting[index(Priority::Express)].pop_front() else {
+                    return turn;
+                };
+                let lent = Turn {
+                    gate: turn.gate.take(),
+                };
+                match waiter.send(lent) {
+                    Ok(()) => break,
+                    // That waiter gave up: take the turn back and try the next one.
+                    Err(mut unused) => turn.gate = unused.gate.take(),
+                }
+            }
+            state.last = Some(Priority::Express);
+            let (tx, rx) = oneshot::channel();
+            state.lender = Some((class, tx));
+            rx
+        };
+        // The sender is only dropped after a `Turn` was sent, or with the gate itself.
+        back.await.unwrap_or(Turn { gate: None })
+    }
+
+    /// Hands the turn back to a lender, if one waits for it, else to the next waiter in the
+    /// order [`GateState::order`] gives.
     fn pass_on(gate: &Arc<WriteGate>) {
         let mut state = gate.lock();
-        loop {
-            let next = match state.last {
-                Some(Priority::Caller) => [Priority::Background, Priority::Caller],
-                _ => [Priority::Caller, Priority::Background],
+        if let Some((class, lender)) = state.lender.take() {
+            state.took(class);
+            let turn = Turn {
+                gate: Some(gate.clone()),
+            };
+            match lender.send(turn) {
+                Ok(()) => return,
+                // The lender gave up (its future was dropped): on to the waiters.
+                Err(mut unused) => unused.gate = None,
             }
-            .into_iter()
-            .find(|p| !state.waiting[index(*p)].is_empty());
+        }
+        loop {
+            let next = state
+                .order()
+                .into_iter()
+                .find(|p| !state.waiting[index(*p)].is_empty());
             let Some(priority) = next else {
                 state.busy = false;
                 return;
@@ -96,7 +154,7 @@ impl WriteGate {
             let Some(waiter) = state.waiting[index(priority)].pop_front() else {
                 continue;
             };
-            state.last = Some(priority);
+            state.took(priority);
             let turn = Turn {
                 gate: Some(gate.clone()),
             };
@@ -115,10 +173,34 @@ impl WriteGate {
     }
 }
 
+impl GateState {
+    /// Records who has the turn now.
+    fn took(&mut self, priority: Priority) {
+        self.last = Some(priority);
+        if priority != Priority::Express {
+            self.last_of_two = Some(priority);
+        }
+    }
+
+    /// The classes in the order the next turn tries them (see the module docs).
+    fn order(&self) -> [Priority; 3] {
+        use Priority::{Background, Caller, Express};
+        let [first, second] = match self.last_of_two {
+            Some(Caller) => [Background, Caller],
+            _ => [Caller, Background],
+        };
+        match self.last {
+            Some(Express) => [first, second, Express],
+            _ => [Express, first, second],
+        }
+    }
+}
+
 fn index(priority: Priority) -> usize {
     match priority {
-        Priority::Caller => 0,
-        Priority::Background => 1,
+        Priority::Express => 0,
+        Priority::Caller => 1,
+        Priority::Background => 2,
     }
 }
 
@@ -166,6 +248,55 @@ mod tests {
         assert_eq!(order(C, &[C, B, C]).await, [B, C, C]);
         // One class alone goes in arrival order.
         assert_eq!(order(B, &[B, B]).await, [B, B]);
+    }
+
+    #[tokio::test]
+    async fn an_express_commit_waits_only_for_the_write_under_way() {
+        use Priority::{Background as B, Caller as C, Express as E};
+        // Queued last, behind group commits and background writes, it still goes next.
+        assert_eq!(order(B, &[C, B, C, E]).await, [E, C, B, C]);
+        assert_eq!(order(C, &[B, C, E]).await, [E, B, C]);
+        // A flood of express commits alternates with the rest, so nothing starves; between the
+        // express turns, group commits and background writes keep alternating too.
+        assert_eq!(order(E, &[E, E, C, B, C]).await, [C, E, B, E, C]);
+        // Alone, express commits go in arrival order.
+        assert_eq!(order(E, &[E, E]).await, [E, E]);
+    }
+
+    #[tokio::test]
+    async fn a_lent_turn_comes_back_before_anyone_else() {
+        use Priority::{Background as B, Caller as C, Express as E};
+        let gate = Arc::new(WriteGate::default());
+        let held = gate.turn(B).await;
+        // Nothing to lend to: the turn comes straight back.
+        let held = gate.lend_to_express(held, B).await;
+        let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel();
+        let mut tasks = Vec::new();
+        for p in [C, E, E] {
+            let (gate, tx) = (gate.clone(), tx.clone());
+            tasks.push(tokio::spawn(async move {
+                let turn = gate.turn(p).await;
+                tx.send(p).unwrap();
+                tokio::task::yield_now().await;
+                drop(turn);
+            }));
+            tokio::task::yield_now().await;
+        }
+        assert!(gate.express_waiting());
+        // The first express commit goes, then the lender, before the caller and the second one.
+        let held = gate.lend_to_express(held, B).await;
+        tx.send(B).unwrap();
+        drop(held);
+        for task in tasks {
+            task.await.unwrap();
+        }
+        drop(tx);
+        let mut seen = Vec::new();
+        while let Some(p) = rx.recv().await {
+            seen.push(p);
+        }
+        // After the lender's (background) turn: the waiting express commit, then the caller.
+        assert_eq!(seen, [E, B, E, C]);
     }
 
     #[tokio::test]

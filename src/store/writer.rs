@@ -37,6 +37,8 @@ pub(crate) struct WriteConn {
     /// Dropped after `conn` (fields drop in order): the next writer finds the connection back.
     _turn: Option<Turn>,
     /// For the slow-write warning: the class, how long it waited for its turn, when it got it.
+    class: Priority,
+    /// What the connection's `synchronous` mode was set for.
     durability: Durability,
     waited: Duration,
     since: std::time::Instant,
@@ -55,7 +57,7 @@ impl Drop for WriteConn {
         let held = self.since.elapsed();
         let longest = held.max(self.waited);
         let (class, waited_ms, held_ms) = (
-            self.durability.priority(),
+            self.class,
             self.waited.as_millis() as u64,
             held.as_millis() as u64,
         );
@@ -95,11 +97,59 @@ impl Store {
     /// and ordered, and the next FULL commit syncs them too. This keeps hundreds of claim and
     /// outcome transactions a second from each paying an fsync on the one write connection.
     pub(super) async fn writer(&self, durability: Durability) -> Result<WriteConn, Error> {
+        self.writer_in(durability.priority(), durability).await
+    }
+
+    /// [`Store::writer`] in the gate's class `class` rather than the one `durability` implies:
+    /// an express commit is durable, but its turn comes before group commits'.
+    pub(super) async fn writer_in(
+        &self,
+        class: Priority,
+        durability: Durability,
+    ) -> Result<WriteConn, Error> {
         let asked = std::time::Instant::now();
         let turn = match &self.gate {
-            Some(gate) => Some(gate.turn(durability.priority()).await),
+            Some(gate) => Some(gate.turn(class).await),
             None => None,
         };
+        self.write_conn(turn, class, durability, asked).await
+    }
+
+    /// Between two statements of a background batch: if an express commit waits for SQLite's
+    /// write connection, lets it go first and then takes the connection back, ahead of every
+    /// other waiter (see [`super::gate::WriteGate::lend_to_express`]). So a unary Submit waits
+    /// for one statement of a big claim or outcome batch, not the whole of it. Only for
+    /// statements that are transactions of their own: the lent connection must not be inside
+    /// one.
+    pub(super) async fn let_express_through(
+        &self,
+        mut conn: WriteConn,
+    ) -> Result<WriteConn, Error> {
+        let Some(gate) = &self.gate else {
+            return Ok(conn);
+        };
+        if !gate.express_waiting() {
+            return Ok(conn);
+        }
+        let Some(turn) = conn._turn.take() else {
+            return Ok(conn);
+        };
+        let (class, durability) = (conn.class, conn.durability);
+        // The express commit needs the connection itself too.
+        drop(conn);
+        let asked = std::time::Instant::now();
+        let turn = gate.lend_to_express(turn, class).await;
+        self.write_conn(Some(turn), class, durability, asked).await
+    }
+
+    /// The write connection, once `turn` (if there is a gate) is held.
+    async fn write_conn(
+        &self,
+        turn: Option<Turn>,
+        class: Priority,
+        durability: Durability,
+        asked: std::time::Instant,
+    ) -> Result<WriteConn, Error> {
         let pool = match durability {
             Durability::Durable => &self.caller_writes,
             Durability::Relaxed => &self.background_writes,
@@ -111,6 +161,7 @@ impl Store {
         Ok(WriteConn {
             conn,
             _turn: turn,
+            class,
             durability,
             waited: asked.elapsed(),
             since: std::time::Instant::now(),
@@ -146,4 +197,83 @@ async fn sqlite_writer_ready(
     let mut conn = pool.acquire().await?;
     conn.execute(pragma).await?;
     Ok(conn)
+}
+
+#[cfg(test)]
+mod tests {
+    use std::time::Duration;
+
+    use super::*;
+    use crate::model::{Channel, CustomerId, Lane, NewNotification, now_millis};
+    use crate::store::StoreOptions;
+
+    fn notification(key: &str) -> Vec<NewNotification> {
+        vec![NewNotification {
+            customer_id: CustomerId::parse("acme").unwrap(),
+            idempotency_key: key.into(),
+            recipient: "u".into(),
+            lane: Lane::Transactional,
+            payload: b"{}".to_vec(),
+            send_at: None,
+            expires_at: None,
+            channel: Channel::Webhook,
+            suppressed: None,
+            template: None,
+        }]
+    }
+
+    /// Waits (without a deadline of its own: the test's timeouts bound it) until an express
+    /// commit queues at the gate.
+    async fn express_queued(store: &Store) {
+        let gate = store.gate.as_ref().unwrap();
+        while !gate.express_waiting() {
+            tokio::time::sleep(Duration::from_millis(1)).await;
+        }
+    }
+
+    #[tokio::test]
+    async fn an_express_commit_goes_between_two_statements_of_a_background_batch() {
+        let dir = tempfile::tempdir().unwrap();
+        let url = format!("sqlite://{}", dir.path().join("floodgate.db").display());
+        let store = Store::connect(&url, &StoreOptions::default())
+            .await
+            .unwrap();
+        let wait = |task| tokio::time::timeout(Duration::from_secs(10), task);
+
+        // A background batch holds the write connection; a group commit and an express commit
+        // queue behind it.
+        let batch = store.writer(Durability::Relaxed).await.unwrap();
+        let group = tokio::spawn({
+            let store = store.clone();
+            async move {
+                let items = notification("group");
+                store
+                    .insert_notifications(&items, &[], now_millis(), 0)
+                    .await
+            }
+        });
+        let express = tokio::spawn({
+            let store = store.clone();
+            async move {
+                let items = notification("express");
+                store
+                    .insert_notifications_express(&items, &[], now_millis(), 0)
+                    .await
+            }
+        });
+        express_queued(&store).await;
+
+        // Between two of its statements the batch lends the connection: the express commit is
+        // written, and the batch has the connection back before the group commit.
+        let mut batch = store.let_express_through(batch).await.unwrap();
+        wait(express).await.unwrap().unwrap().unwrap();
+        assert!(
+            !group.is_finished(),
+            "the group commit went before the batch's end"
+        );
+        // The batch's next statement runs on the connection it got back.
+        batch.execute("SELECT 1").await.unwrap();
+        drop(batch);
+        wait(group).await.unwrap().unwrap().unwrap();
+    }
 }
