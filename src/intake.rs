@@ -27,7 +27,7 @@ use crate::dispatch::handoff::Slot;
 use crate::idempotency::FastPath;
 use crate::model::{ClaimToken, Claimed, EpochMillis, Inserted, NewNotification, now_millis};
 use crate::preferences::Preferences;
-use crate::store::{self, Store};
+use crate::store::{self, Commit, Store};
 use crate::telemetry::metrics::{Metrics, StoreOp};
 use crate::templates::Templates;
 pub(crate) use pinning::{PinError, Pins};
@@ -109,7 +109,7 @@ impl Intake {
     /// Starts `writers` group-commit writer tasks (PostgreSQL commits several transactions in
     /// parallel; on SQLite a second one gathers while the first commits), and as many express
     /// writers for small calls, whose commits go before the group commits at SQLite's write
-    /// connection (see [`Store::insert_notifications_express`]). Small calls get writers of
+    /// connection (see [`Commit::Express`]). Small calls get writers of
     /// their own because a writer answers nobody until its whole commit is done: a unary
     /// Submit queued with 800 rows of batches would wait for all of them.
     pub fn spawn(
@@ -252,18 +252,14 @@ impl Writer {
         let handoff: Vec<bool> = reservations.iter().map(Option::is_some).collect();
         let lease_until = now.saturating_add(self.dispatcher.lease_ms());
         let started = std::time::Instant::now();
-        let result = match self.express {
-            true => {
-                self.store
-                    .insert_notifications_express(&items, &handoff, now, lease_until)
-                    .await
-            }
-            false => {
-                self.store
-                    .insert_notifications(&items, &handoff, now, lease_until)
-                    .await
-            }
+        let commit = match self.express {
+            true => Commit::Express,
+            false => Commit::Group,
         };
+        let result = self
+            .store
+            .insert_notifications(commit, &items, &handoff, now, lease_until)
+            .await;
         self.metrics
             .store_latency(StoreOp::Insert, started.elapsed());
         self.metrics.commit_rows(items.len());

@@ -14,7 +14,7 @@ use floodgate::model::{
     Channel, ClaimToken, Claimed, EpochMillis, Inserted, Lane, NotificationId, Outcome,
     OutcomeKind, State, now_millis,
 };
-use floodgate::store::{ClaimRequest, Store, StoreOptions};
+use floodgate::store::{ClaimRequest, Commit, Store, StoreOptions};
 
 /// Stores `count` due notifications of `customer` in `lane`, oldest first; returns their ids.
 async fn enqueue(store: &Store, customer: &str, lane: Lane, count: usize) -> Vec<NotificationId> {
@@ -25,7 +25,13 @@ async fn enqueue(store: &Store, customer: &str, lane: Lane, count: usize) -> Vec
     // One transaction per row, so the rows are stored in this order.
     for item in items {
         let results = store
-            .insert_notifications(std::slice::from_ref(&item), &[], now_millis(), 0)
+            .insert_notifications(
+                Commit::Group,
+                std::slice::from_ref(&item),
+                &[],
+                now_millis(),
+                0,
+            )
             .await
             .unwrap();
         match results[0] {
@@ -137,7 +143,7 @@ async fn enqueue_due(
     let mut item = common::stored_notification(customer, key.into(), Lane::Transactional);
     item.send_at = Some(due_at);
     match store
-        .insert_notifications(&[item], &[], accepted, 0)
+        .insert_notifications(Commit::Group, &[item], &[], accepted, 0)
         .await
         .unwrap()[0]
     {

@@ -15,7 +15,7 @@ use floodgate::failpoints::{self, point};
 use floodgate::model::{
     ClaimToken, Inserted, Lane, NotificationId, Outcome, OutcomeKind, State, now_millis,
 };
-use floodgate::store::{Store, StoreOptions};
+use floodgate::store::{Commit, Store, StoreOptions};
 use floodgate::telemetry::metrics::Metrics;
 
 /// Fires `point` for `held` under load and reports what callers saw.
@@ -96,7 +96,7 @@ async fn a_flush_waits_for_a_writer_still_retrying(backend: Backend) {
         .map(|i| common::stored_notification("acme", format!("k{i}"), Lane::Bulk))
         .collect();
     let ids: Vec<NotificationId> = store
-        .insert_notifications(&items, &[true, true], now, now + 60_000)
+        .insert_notifications(Commit::Group, &items, &[true, true], now, now + 60_000)
         .await
         .unwrap()
         .into_iter()

@@ -18,7 +18,7 @@ use floodgate::public_id::{KEY_LEN, PublicIds};
 use floodgate::sink::Sinks;
 use floodgate::sink::signature::generate_secret;
 use floodgate::sink::webhook::WebhookSettings;
-use floodgate::store::{Store, StoreOptions};
+use floodgate::store::{Commit, Store, StoreOptions};
 use floodgate::templates::Templates;
 use tokio::time::Instant;
 
@@ -47,7 +47,7 @@ async fn enqueue(store: &Store, ids: &PublicIds, customer: &str, count: usize) -
         })
         .collect();
     let results = store
-        .insert_notifications(&items, &[], now_millis(), 0)
+        .insert_notifications(Commit::Group, &items, &[], now_millis(), 0)
         .await
         .unwrap();
     results

@@ -9,7 +9,7 @@ use anyhow::{Context as _, Result, ensure};
 use clap::Args;
 use clap::builder::RangedU64ValueParser;
 use floodgate::model::{Channel, CustomerId, Lane, NewNotification, now_millis};
-use floodgate::store::{Store, StoreOptions};
+use floodgate::store::{Commit, Store, StoreOptions};
 use tokio::time::Instant;
 
 use crate::database::RunDatabase;
@@ -92,7 +92,7 @@ async fn measure(args: &StoreCeilingArgs, url: &str) -> Result<(u64, f64, Durati
     };
     // One warm-up transaction creates the file's pages and the prepared statements.
     store
-        .insert_notifications(&batch(&mut next), &[], now_millis(), 0)
+        .insert_notifications(Commit::Group, &batch(&mut next), &[], now_millis(), 0)
         .await?;
     // Only the inserts are timed, not building the rows.
     let cpu_before = crate::process::cpu_time(std::process::id())?;
@@ -102,7 +102,7 @@ async fn measure(args: &StoreCeilingArgs, url: &str) -> Result<(u64, f64, Durati
         let items = batch(&mut next);
         let started = Instant::now();
         store
-            .insert_notifications(&items, &[], now_millis(), 0)
+            .insert_notifications(Commit::Group, &items, &[], now_millis(), 0)
             .await?;
         inserting += started.elapsed();
         rows += items.len() as u64;

@@ -133,14 +133,10 @@ impl WriteGate {
         let mut state = gate.lock();
         if let Some((class, lender)) = state.lender.take() {
             state.took(class);
-            let turn = Turn {
-                gate: Some(gate.clone()),
-            };
-            match lender.send(turn) {
-                Ok(()) => return,
-                // The lender gave up (its future was dropped): on to the waiters.
-                Err(mut unused) => unused.gate = None,
+            if Self::hand(gate, lender) {
+                return;
             }
+            // The lender gave up (its future was dropped): on to the waiters.
         }
         loop {
             let next = state
@@ -155,14 +151,24 @@ impl WriteGate {
                 continue;
             };
             state.took(priority);
-            let turn = Turn {
-                gate: Some(gate.clone()),
-            };
-            match waiter.send(turn) {
-                Ok(()) => return,
-                // The waiter gave up (its future was dropped). Its returned turn must not
-                // recurse into `pass_on` while the lock is held: disarm it and try the next one.
-                Err(mut unused) => unused.gate = None,
+            if Self::hand(gate, waiter) {
+                return;
+            }
+        }
+    }
+
+    /// Sends the turn to `waiter`; false if it gave up waiting (its future was dropped). The
+    /// turn it never took must not recurse into `pass_on` while the lock is held, so it is
+    /// disarmed, and the caller tries the next waiter.
+    fn hand(gate: &Arc<WriteGate>, waiter: oneshot::Sender<Turn>) -> bool {
+        let turn = Turn {
+            gate: Some(gate.clone()),
+        };
+        match waiter.send(turn) {
+            Ok(()) => true,
+            Err(mut unused) => {
+                unused.gate = None;
+                false
             }
         }
     }
@@ -208,17 +214,21 @@ fn index(priority: Priority) -> usize {
 mod tests {
     use super::*;
 
-    /// Who got each turn, in order, when `waiters` queue behind a held turn.
-    async fn order(first: Priority, waiters: &[Priority]) -> Vec<Priority> {
-        let gate = Arc::new(WriteGate::default());
-        let held = gate.turn(first).await;
-        let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel();
+    type Report = tokio::sync::mpsc::UnboundedSender<Priority>;
+
+    /// Queues a task per class in `waiters`, in order; each reports its class on `report` when
+    /// it gets the turn.
+    async fn queue(
+        gate: &Arc<WriteGate>,
+        waiters: &[Priority],
+        report: &Report,
+    ) -> Vec<tokio::task::JoinHandle<()>> {
         let mut tasks = Vec::new();
         for &p in waiters {
-            let (gate, tx) = (gate.clone(), tx.clone());
+            let (gate, report) = (gate.clone(), report.clone());
             tasks.push(tokio::spawn(async move {
                 let turn = gate.turn(p).await;
-                tx.send(p).unwrap();
+                report.send(p).unwrap();
                 // Hold it a moment, as a real write would.
                 tokio::task::yield_now().await;
                 drop(turn);
@@ -226,16 +236,34 @@ mod tests {
             // Let each waiter queue before the next.
             tokio::task::yield_now().await;
         }
-        drop(held);
+        tasks
+    }
+
+    /// Waits for `tasks`, then gives the classes in the order they were reported.
+    async fn reported(
+        tasks: Vec<tokio::task::JoinHandle<()>>,
+        report: Report,
+        mut reports: tokio::sync::mpsc::UnboundedReceiver<Priority>,
+    ) -> Vec<Priority> {
         for task in tasks {
             task.await.unwrap();
         }
-        drop(tx);
+        drop(report);
         let mut seen = Vec::new();
-        while let Some(p) = rx.recv().await {
+        while let Some(p) = reports.recv().await {
             seen.push(p);
         }
         seen
+    }
+
+    /// Who got each turn, in order, when `waiters` queue behind a held turn.
+    async fn order(first: Priority, waiters: &[Priority]) -> Vec<Priority> {
+        let gate = Arc::new(WriteGate::default());
+        let held = gate.turn(first).await;
+        let (report, reports) = tokio::sync::mpsc::unbounded_channel();
+        let tasks = queue(&gate, waiters, &report).await;
+        drop(held);
+        reported(tasks, report, reports).await
     }
 
     #[tokio::test]
@@ -270,31 +298,14 @@ mod tests {
         let held = gate.turn(B).await;
         // Nothing to lend to: the turn comes straight back.
         let held = gate.lend_to_express(held, B).await;
-        let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel();
-        let mut tasks = Vec::new();
-        for p in [C, E, E] {
-            let (gate, tx) = (gate.clone(), tx.clone());
-            tasks.push(tokio::spawn(async move {
-                let turn = gate.turn(p).await;
-                tx.send(p).unwrap();
-                tokio::task::yield_now().await;
-                drop(turn);
-            }));
-            tokio::task::yield_now().await;
-        }
+        let (report, reports) = tokio::sync::mpsc::unbounded_channel();
+        let tasks = queue(&gate, &[C, E, E], &report).await;
         assert!(gate.express_waiting());
         // The first express commit goes, then the lender, before the caller and the second one.
         let held = gate.lend_to_express(held, B).await;
-        tx.send(B).unwrap();
+        report.send(B).unwrap();
         drop(held);
-        for task in tasks {
-            task.await.unwrap();
-        }
-        drop(tx);
-        let mut seen = Vec::new();
-        while let Some(p) = rx.recv().await {
-            seen.push(p);
-        }
+        let seen = reported(tasks, report, reports).await;
         // After the lender's (background) turn: the waiting express commit, then the caller.
         assert_eq!(seen, [E, B, E, C]);
     }

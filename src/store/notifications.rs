@@ -30,10 +30,31 @@ pub(super) const SELECT_COLUMNS: &str = "id, customer_id, idempotency_key, recip
                               attempts, last_error, created_at, updated_at, send_at, expires_at, \
                               due_at, delivered_at, channel, template_id, template_version";
 
+/// Whose commit an insert is (see [`Store::insert_notifications`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Commit {
+    /// A group commit: many callers' notifications, however many.
+    Group,
+    /// A few notifications whose callers wait on nothing else (unary Submits). On SQLite its
+    /// turn at the write connection comes before group commits and background writes, so it
+    /// waits for at most the transaction under way, not for a big batch.
+    Express,
+}
+
+impl Commit {
+    fn priority(self) -> Priority {
+        match self {
+            Commit::Group => Priority::Caller,
+            Commit::Express => Priority::Express,
+        }
+    }
+}
+
 impl Store {
-    /// Inserts a batch of new notifications in one transaction (group commit), deduplicating on
+    /// Inserts a batch of new notifications in one transaction, deduplicating on
     /// `(customer_id, idempotency_key)`. Results come back in input order. A key repeated inside
-    /// the batch is treated like one repeated across calls.
+    /// the batch is treated like one repeated across calls. `commit` says whose commit it is,
+    /// which on SQLite decides its place in the queue for the write connection.
     ///
     /// Items marked in `handoff` are stored already claimed (in flight, claim token 1, leased
     /// until `lease_until`): intake hands them straight to their actor, which skips a claim's
@@ -41,34 +62,7 @@ impl Store {
     /// either empty (none) or one flag per item.
     pub async fn insert_notifications(
         &self,
-        items: &[NewNotification],
-        handoff: &[bool],
-        now: EpochMillis,
-        lease_until: EpochMillis,
-    ) -> Result<Vec<Inserted>, Error> {
-        self.insert_as(Priority::Caller, items, handoff, now, lease_until)
-            .await
-    }
-
-    /// [`Store::insert_notifications`] for an express commit: a few notifications whose callers
-    /// wait on nothing else (unary Submits). On SQLite its turn at the write connection comes
-    /// before group commits and background writes, so it waits for at most the transaction
-    /// under way, not for a big batch.
-    pub async fn insert_notifications_express(
-        &self,
-        items: &[NewNotification],
-        handoff: &[bool],
-        now: EpochMillis,
-        lease_until: EpochMillis,
-    ) -> Result<Vec<Inserted>, Error> {
-        self.insert_as(Priority::Express, items, handoff, now, lease_until)
-            .await
-    }
-
-    /// The insert both share, in the write gate's class `class`.
-    async fn insert_as(
-        &self,
-        class: Priority,
+        commit: Commit,
         items: &[NewNotification],
         handoff: &[bool],
         now: EpochMillis,
@@ -85,7 +79,9 @@ impl Store {
         }
 
         crate::failpoints::check(crate::failpoints::point::STORE_INSERT)?;
-        let mut conn = self.writer_in(class, Durability::Durable).await?;
+        let mut conn = self
+            .writer_in(commit.priority(), Durability::Durable)
+            .await?;
         let mut tx = conn.begin().await?;
         let mut new_ids: HashMap<(String, String), i64> = HashMap::with_capacity(unique.len());
         let mut first = 0;

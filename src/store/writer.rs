@@ -204,8 +204,8 @@ mod tests {
     use std::time::Duration;
 
     use super::*;
-    use crate::model::{Channel, CustomerId, Lane, NewNotification, now_millis};
-    use crate::store::StoreOptions;
+    use crate::model::{Channel, CustomerId, Inserted, Lane, NewNotification, now_millis};
+    use crate::store::{Commit, StoreOptions};
 
     fn notification(key: &str) -> Vec<NewNotification> {
         vec![NewNotification {
@@ -220,6 +220,20 @@ mod tests {
             suppressed: None,
             template: None,
         }]
+    }
+
+    /// Inserts one notification, keyed by its commit class, in a commit of that class.
+    fn insert(
+        store: &Store,
+        commit: Commit,
+    ) -> impl std::future::Future<Output = Result<Vec<Inserted>, Error>> + use<> {
+        let store = store.clone();
+        async move {
+            let items = notification(&format!("{commit:?}"));
+            store
+                .insert_notifications(commit, &items, &[], now_millis(), 0)
+                .await
+        }
     }
 
     /// Waits (without a deadline of its own: the test's timeouts bound it) until an express
@@ -243,24 +257,8 @@ mod tests {
         // A background batch holds the write connection; a group commit and an express commit
         // queue behind it.
         let batch = store.writer(Durability::Relaxed).await.unwrap();
-        let group = tokio::spawn({
-            let store = store.clone();
-            async move {
-                let items = notification("group");
-                store
-                    .insert_notifications(&items, &[], now_millis(), 0)
-                    .await
-            }
-        });
-        let express = tokio::spawn({
-            let store = store.clone();
-            async move {
-                let items = notification("express");
-                store
-                    .insert_notifications_express(&items, &[], now_millis(), 0)
-                    .await
-            }
-        });
+        let group = tokio::spawn(insert(&store, Commit::Group));
+        let express = tokio::spawn(insert(&store, Commit::Express));
         express_queued(&store).await;
 
         // Between two of its statements the batch lends the connection: the express commit is
