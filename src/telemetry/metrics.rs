@@ -147,7 +147,7 @@ impl Metrics {
         self.submit_latency[rpc as usize].observe_duration(latency);
     }
 
-    /// Records the rows of one group commit.
+    /// Records the rows of one intake commit (a group or an express one).
     pub fn commit_rows(&self, rows: usize) {
         self.commit_rows.observe(rows as f64);
     }
@@ -252,7 +252,7 @@ impl Metrics {
         page.family(
             "floodgate_intake_commit_rows",
             Kind::Histogram,
-            "Notifications written per group commit.",
+            "Notifications written per intake commit (group commits and express commits alike).",
         );
         page.histogram("floodgate_intake_commit_rows", &[], &self.commit_rows);
     }
