@@ -34,9 +34,13 @@ pub(crate) use pinning::{PinError, Pins};
 
 /// Submissions that may wait for a writer before callers wait too (backpressure).
 const QUEUE: usize = 4096;
-/// Notifications a writer gathers into one transaction, at most (a bigger single batch is
-/// written alone).
-const MAX_ROWS_PER_COMMIT: usize = 2000;
+/// A group-commit writer stops gathering calls into one transaction at this many notifications
+/// (a bigger single batch is written alone). It bounds how long one commit holds SQLite's write
+/// connection, which is what an express commit waits for. Measured with 2,000 and with 256
+/// (with the restart change in `store::wal`): group commits holding it over 10 ms fell by about
+/// half, and a unary Submit's p99 beside saturated intake from 29–46 ms to 27–36 ms, for 2% less
+/// intake alone.
+const MAX_ROWS_PER_COMMIT: usize = 256;
 /// A call with at most this many notifications goes to the express writers: its caller waits
 /// for nothing else, so it must not wait for a group commit of other callers' big batches.
 const EXPRESS_ITEMS: usize = 10;

