@@ -113,9 +113,9 @@ impl Intake {
     /// Starts `writers` group-commit writer tasks (PostgreSQL commits several transactions in
     /// parallel; on SQLite a second one gathers while the first commits), and as many express
     /// writers for small calls, whose commits go before the group commits at SQLite's write
-    /// connection (see [`Commit::Express`]). Small calls get writers of
-    /// their own because a writer answers nobody until its whole commit is done: a unary
-    /// Submit queued with 800 rows of batches would wait for all of them.
+    /// connection (see [`Commit::Express`]). Small calls get writers of their own because a
+    /// writer answers nobody until its whole commit is done: a unary Submit queued with 800
+    /// rows of batches would wait for all of them.
     pub fn spawn(
         store: Store,
         dispatcher: Dispatcher,
@@ -133,10 +133,10 @@ impl Intake {
             dispatcher,
             metrics,
             preferences,
-            express: false,
+            commit: Commit::Group,
         };
         let express_writer = Writer {
-            express: true,
+            commit: Commit::Express,
             ..writer.clone()
         };
         let express_rx = Arc::new(Mutex::new(express_rx));
@@ -226,15 +226,15 @@ struct Writer {
     metrics: Arc<Metrics>,
     /// Opted-out recipients' notifications are stored SUPPRESSED.
     preferences: Arc<Preferences>,
-    /// This is an express writer: small commits, ahead of the group commits.
-    express: bool,
+    /// Which commits this writer makes: group commits, or small express ones ahead of them.
+    commit: Commit,
 }
 
 impl Writer {
     async fn run(self, rx: Arc<Mutex<mpsc::Receiver<Job>>>) {
-        let max_rows = match self.express {
-            true => MAX_ROWS_PER_EXPRESS_COMMIT,
-            false => MAX_ROWS_PER_COMMIT,
+        let max_rows = match self.commit {
+            Commit::Group => MAX_ROWS_PER_COMMIT,
+            Commit::Express => MAX_ROWS_PER_EXPRESS_COMMIT,
         };
         while let Some(jobs) = next_batch(&rx, max_rows).await {
             let (mut items, callers) = take_items(jobs);
@@ -256,13 +256,9 @@ impl Writer {
         let handoff: Vec<bool> = reservations.iter().map(Option::is_some).collect();
         let lease_until = now.saturating_add(self.dispatcher.lease_ms());
         let started = std::time::Instant::now();
-        let commit = match self.express {
-            true => Commit::Express,
-            false => Commit::Group,
-        };
         let result = self
             .store
-            .insert_notifications(commit, &items, &handoff, now, lease_until)
+            .insert_notifications(self.commit, &items, &handoff, now, lease_until)
             .await;
         self.metrics
             .store_latency(StoreOp::Insert, started.elapsed());
