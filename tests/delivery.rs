@@ -96,6 +96,74 @@ async fn duplicate_key_is_delivered_once(backend: Backend) {
 }
 on_both_backends!(duplicate_key_is_delivered_once);
 
+/// A unary Submit is committed by intake's express writers and a SubmitBatch of more than ten by
+/// its group-commit writers; on PostgreSQL the two commit at the same time on separate
+/// connections. One key sent both ways at once must still be one notification, delivered once.
+async fn a_key_sent_by_submit_and_by_batch_at_once_is_one_notification(backend: Backend) {
+    let db = TestDb::new(backend).await;
+    let server = TestServer::start(test_config(&db)).await;
+    let receiver = Receiver::start().await;
+    add_customer(&server.grpc_url, "acme", &receiver.url).await;
+    let client = server.dispatcher().await;
+
+    let unary = (0..10).map(|_| {
+        let mut client = client.clone();
+        async move {
+            let answer = client
+                .submit(submit_request("acme", "shared", "u"))
+                .await
+                .unwrap()
+                .into_inner();
+            vec![answer]
+        }
+    });
+    // Each batch: eleven keys of its own, then the shared one.
+    let batches = (0..10).map(|b| {
+        let mut client = client.clone();
+        async move {
+            let mut requests: Vec<_> = (0..11)
+                .map(|i| submit_request("acme", &format!("batch{b}-{i}"), "u"))
+                .collect();
+            requests.push(submit_request("acme", "shared", "u"));
+            let results = client
+                .submit_batch(proto::SubmitBatchRequest { requests })
+                .await
+                .unwrap()
+                .into_inner()
+                .results;
+            results
+                .into_iter()
+                .map(|r| match r.outcome {
+                    Some(proto::submit_result::Outcome::Accepted(a)) => a,
+                    other => panic!("not accepted: {other:?}"),
+                })
+                .collect::<Vec<_>>()
+        }
+    });
+    let (unary, batches) = tokio::join!(futures_join_all(unary), futures_join_all(batches));
+    let shared: Vec<_> = unary
+        .iter()
+        .flatten()
+        .chain(batches.iter().map(|answers| &answers[11]))
+        .collect();
+    let ids: HashSet<_> = shared.iter().map(|a| a.notification_id.clone()).collect();
+    assert_eq!(ids.len(), 1, "one id for one key: {shared:?}");
+    assert_eq!(shared.iter().filter(|a| !a.duplicate).count(), 1);
+
+    let expected = 10 * 11 + 1;
+    receiver.wait_for(expected, WAIT).await;
+    // A fixed wait on purpose, as above: a second copy of the shared key would arrive in it.
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    assert_eq!(
+        receiver.received().len(),
+        expected,
+        "each key delivered once"
+    );
+    assert_eq!(db.notification_rows().await, expected as i64);
+    server.stop().await.unwrap();
+}
+on_both_backends!(a_key_sent_by_submit_and_by_batch_at_once_is_one_notification);
+
 async fn receiver_down_is_retried_until_it_is_back(backend: Backend) {
     let db = TestDb::new(backend).await;
     let server = TestServer::start(test_config(&db)).await;

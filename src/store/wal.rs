@@ -55,8 +55,9 @@ async fn checkpoint(store: &Store) -> Result<(), Error> {
     if frames >= WAL_RESTART_FRAMES {
         // The restart holds the write connection while it copies what the WAL gained since the
         // last passive checkpoint and syncs the database file. A second passive pass first,
-        // still off the commit path, leaves it only what arrives meanwhile: restarts holding
-        // the connection 20-40 ms fell from ~45 to ~20 per 20 s run.
+        // still off the commit path, leaves it only what arrives meanwhile: background turns
+        // holding the connection 20-40 ms (mostly restarts) fell from 41-47 to 15-27 per 20 s
+        // run (BENCHMARKS.md, fourth pass).
         sqlx::query("PRAGMA wal_checkpoint(PASSIVE)")
             .execute(&store.read)
             .await?;
