@@ -324,15 +324,8 @@ async fn submit_round_robin(
         let requests = (start..count.min(start + per_batch))
             .map(|i| submit_request(customer, &format!("{customer}-{i}"), "u"))
             .collect();
-        let results = cluster
-            .dispatcher(node)
-            .await
-            .submit_batch(proto::SubmitBatchRequest { requests })
-            .await
-            .unwrap()
-            .into_inner()
-            .results;
-        ids.extend(common::accepted_ids(results));
+        let mut client = cluster.dispatcher(node).await;
+        ids.extend(common::submit_accepted_ids(&mut client, requests).await);
     }
     ids
 }

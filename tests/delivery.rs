@@ -8,10 +8,11 @@ use std::collections::HashSet;
 use std::time::Duration;
 
 use common::{
-    Backend, Receiver, TestDb, TestServer, add_customer, submit_request, test_config,
+    Authed, Backend, Receiver, TestDb, TestServer, add_customer, submit_request, test_config,
     wait_for_state,
 };
 use floodgate::api::convert::timestamp;
+use floodgate::api::proto::dispatcher_client::DispatcherClient;
 use floodgate::api::proto::{self, State};
 use floodgate::model::now_millis;
 
@@ -65,17 +66,7 @@ async fn duplicate_key_is_delivered_once(backend: Backend) {
     let client = server.dispatcher().await;
 
     // Twenty copies at the same instant: exactly one is new, all get the same id.
-    let calls = (0..20).map(|_| {
-        let mut client = client.clone();
-        async move {
-            client
-                .submit(submit_request("acme", "same-key", "u"))
-                .await
-                .unwrap()
-                .into_inner()
-        }
-    });
-    let answers = futures_join_all(calls).await;
+    let answers = futures_join_all(unary_copies(&client, "same-key", 20)).await;
     let ids: HashSet<_> = answers.iter().map(|a| a.notification_id.clone()).collect();
     assert_eq!(ids.len(), 1, "one id for one key: {answers:?}");
     assert_eq!(answers.iter().filter(|a| !a.duplicate).count(), 1);
@@ -106,17 +97,7 @@ async fn a_key_sent_by_submit_and_by_batch_at_once_is_one_notification(backend: 
     add_customer(&server.grpc_url, "acme", &receiver.url).await;
     let client = server.dispatcher().await;
 
-    let unary = (0..10).map(|_| {
-        let mut client = client.clone();
-        async move {
-            let answer = client
-                .submit(submit_request("acme", "shared", "u"))
-                .await
-                .unwrap()
-                .into_inner();
-            vec![answer]
-        }
-    });
+    let unary = unary_copies(&client, "shared", 10);
     // Each batch: eleven keys of its own, then the shared one.
     let batches = (0..10).map(|b| {
         let mut client = client.clone();
@@ -125,25 +106,12 @@ async fn a_key_sent_by_submit_and_by_batch_at_once_is_one_notification(backend: 
                 .map(|i| submit_request("acme", &format!("batch{b}-{i}"), "u"))
                 .collect();
             requests.push(submit_request("acme", "shared", "u"));
-            let results = client
-                .submit_batch(proto::SubmitBatchRequest { requests })
-                .await
-                .unwrap()
-                .into_inner()
-                .results;
-            results
-                .into_iter()
-                .map(|r| match r.outcome {
-                    Some(proto::submit_result::Outcome::Accepted(a)) => a,
-                    other => panic!("not accepted: {other:?}"),
-                })
-                .collect::<Vec<_>>()
+            common::submit_accepted(&mut client, requests).await
         }
     });
     let (unary, batches) = tokio::join!(futures_join_all(unary), futures_join_all(batches));
     let shared: Vec<_> = unary
         .iter()
-        .flatten()
         .chain(batches.iter().map(|answers| &answers[11]))
         .collect();
     let ids: HashSet<_> = shared.iter().map(|a| a.notification_id.clone()).collect();
@@ -369,6 +337,27 @@ async fn batch_and_inbox(backend: Backend) {
     server.stop().await.unwrap();
 }
 on_both_backends!(batch_and_inbox);
+
+/// `copies` unary Submits of `key` for acme, each with its own handle on the connection, to be
+/// run at once.
+fn unary_copies(
+    client: &DispatcherClient<Authed>,
+    key: &'static str,
+    copies: usize,
+) -> impl Iterator<Item = impl std::future::Future<Output = proto::SubmitResponse> + Send + 'static>
+{
+    let client = client.clone();
+    (0..copies).map(move |_| {
+        let mut client = client.clone();
+        async move {
+            client
+                .submit(submit_request("acme", key, "u"))
+                .await
+                .unwrap()
+                .into_inner()
+        }
+    })
+}
 
 async fn futures_join_all<F: std::future::Future + Send + 'static>(
     futures: impl Iterator<Item = F>,

@@ -105,19 +105,7 @@ async fn opt_outs_apply_at_once(backend: Backend) {
             ..submit_request("shop", "k5", "bob")
         },
     ];
-    let results = client
-        .submit_batch(proto::SubmitBatchRequest { requests })
-        .await
-        .unwrap()
-        .into_inner()
-        .results;
-    let ids: Vec<String> = results
-        .into_iter()
-        .map(|r| match r.outcome {
-            Some(proto::submit_result::Outcome::Accepted(a)) => a.notification_id,
-            other => panic!("not accepted: {other:?}"),
-        })
-        .collect();
+    let ids = common::submit_accepted_ids(&mut client, requests).await;
     assert_eq!(state(&mut client, &ids[0]).await.state, Suppressed as i32);
     wait_for_state(&mut client, &ids[1], Delivered, WAIT).await;
 

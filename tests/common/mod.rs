@@ -633,24 +633,36 @@ pub async fn submit_many(
                 ..submit_request(customer, &format!("{prefix}-{i}"), "u")
             })
             .collect();
-        let results = client
-            .submit_batch(proto::SubmitBatchRequest { requests })
-            .await
-            .unwrap()
-            .into_inner()
-            .results;
-        ids.extend(accepted_ids(results));
+        ids.extend(submit_accepted_ids(client, requests).await);
     }
     ids
 }
 
-/// The ids of a SubmitBatch's results, which must all be accepted.
-pub fn accepted_ids(results: Vec<proto::SubmitResult>) -> Vec<String> {
+/// Sends one SubmitBatch whose items must all be accepted; their answers, in order.
+pub async fn submit_accepted(
+    client: &mut DispatcherClient<Authed>,
+    requests: Vec<proto::SubmitRequest>,
+) -> Vec<proto::SubmitResponse> {
+    let results = client
+        .submit_batch(proto::SubmitBatchRequest { requests })
+        .await
+        .unwrap()
+        .into_inner()
+        .results;
     results
         .into_iter()
         .map(|r| match r.outcome {
-            Some(proto::submit_result::Outcome::Accepted(a)) => a.notification_id,
+            Some(proto::submit_result::Outcome::Accepted(a)) => a,
             other => panic!("not accepted: {other:?}"),
         })
         .collect()
+}
+
+/// [`submit_accepted`], giving the ids.
+pub async fn submit_accepted_ids(
+    client: &mut DispatcherClient<Authed>,
+    requests: Vec<proto::SubmitRequest>,
+) -> Vec<String> {
+    let answers = submit_accepted(client, requests).await;
+    answers.into_iter().map(|a| a.notification_id).collect()
 }
