@@ -4,7 +4,7 @@
 //! but idle (what does one actor cost?), and a stream of hostile requests it must refuse (does
 //! refusing them cost memory it keeps?).
 //!
-//! floodgate runs as a child process from a release binary (see [`process`]), so the figures are
+//! floodgate runs as a child process from a release binary (see [`crate::process`]), so the figures are
 //! its own and not mixed with the load generator's, and its allocator behaves as in service. Every
 //! scenario registers customers and reads `VmRSS` and `VmHWM` from `/proc/<pid>/status`; the
 //! first two submit with SubmitBatch (see [`submit_all`]). Each scenario is a module.

@@ -81,7 +81,7 @@ pub struct GrpcLimits {
 
 /// Serves the API on `incoming` until `shutdown` completes; then stops accepting calls and lets
 /// calls under way finish. Connections still open after that are ended by the
-/// [`crate::connections::Cut`] that accepted them.
+/// `connections::Cut` that accepted them.
 pub async fn serve<H: Health>(
     incoming: Incoming,
     limits: GrpcLimits,

@@ -5,11 +5,11 @@
 //! for as long as callers keep submitting; without a quota one such customer can fill the disk
 //! every other customer shares. Counting the backlog on every submit would cost an index scan
 //! each time, so a count is kept per customer and what this node admits is added to it. The
-//! count is read again once per [`RECOUNT`], and once per [`RECHECK`] while it is at the limit
+//! count is read again once per `RECOUNT`, and once per `RECHECK` while it is at the limit
 //! (so a customer whose system catches up is admitted again within a second). On one node the
 //! kept count never falls below the truth (deliveries only shrink a backlog), so the quota holds
 //! exactly; with several nodes on one database, the others' submits show up at the next count,
-//! so the quota may be overshot by up to [`RECOUNT`] of their intake.
+//! so the quota may be overshot by up to `RECOUNT` of their intake.
 //! A count never reads past the limit, so one costs at most `limit` index entries however large
 //! the backlog (counting a million every second per customer was once most of a busy node's
 //! reads, and its sorter most of its memory).

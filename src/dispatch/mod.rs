@@ -1,15 +1,15 @@
 //! Dispatch: from stored notifications to delivery attempts, one actor per customer system and
 //! channel.
 //!
-//! A ractor supervisor owns one [`customer`] actor per customer system and channel with work
+//! A ractor supervisor owns one `customer` actor per customer system and channel with work
 //! (the webhook, and each provider under the customer's credential). Each actor
 //! holds a bounded window of claimed notifications, paces itself with its own AIMD
 //! [`controller`] (measured round-trip time and errors, not configuration), and sends
-//! transactional notifications first while bulk keeps a guaranteed share ([`lanes`]).
+//! transactional notifications first while bulk keeps a guaranteed share (`lanes`).
 //!
-//! Actors never talk to the store one by one: the node's [`claimer`] fills every actor's window
+//! Actors never talk to the store one by one: the node's `claimer` fills every actor's window
 //! in one statement, the outcome writer records finished attempts in batches, and intake hands
-//! fresh notifications straight to actors with room ([`handoff`]). Intake wakes the customer's
+//! fresh notifications straight to actors with room (`handoff`). Intake wakes the customer's
 //! actor for the channel after each commit for what it did not hand over. A periodic sweep
 //! wakes customers whose work came due in the store (a future `send_at`, a retry backoff) and
 //! recovers expired leases.

@@ -7,7 +7,7 @@
 //!
 //! The SMTP host is resolved here, through the outbound target policy, and the transport connects
 //! to the address that passed (TLS still verifies the host name). Transports are rebuilt, and so
-//! the name resolved again, every [`RESOLVE_TTL`].
+//! the name resolved again, every `RESOLVE_TTL`.
 
 use std::collections::HashMap;
 use std::net::IpAddr;
@@ -48,7 +48,7 @@ pub struct EmailSink {
     /// Whether a password may cross a plain-text connection.
     allow_plaintext_auth: bool,
     /// Per customer: the transport (and its connection pool). Changed settings or an address
-    /// older than [`RESOLVE_TTL`] replace it. std Mutex: never held across an `.await`.
+    /// older than `RESOLVE_TTL` replace it. std Mutex: never held across an `.await`.
     transports: Mutex<HashMap<String, Built>>,
 }
 
@@ -96,7 +96,7 @@ impl EmailSink {
     }
 
     /// The customer's pooled transport, built on first use, when its settings changed, or when
-    /// its address is older than [`RESOLVE_TTL`].
+    /// its address is older than `RESOLVE_TTL`.
     async fn transport(
         &self,
         customer_id: &str,

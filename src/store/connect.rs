@@ -159,7 +159,7 @@ impl Store {
     }
 
     /// Whether this store serves one node only. A SQLite file is locked by this process (see
-    /// [`lock_sqlite_file`]), so no other node can hold its claims, leases or buckets; a
+    /// `lock_sqlite_file`), so no other node can hold its claims, leases or buckets; a
     /// PostgreSQL database may be shared by many nodes, which then take part in a cluster.
     pub fn is_single_node(&self) -> bool {
         self.backend == Backend::Sqlite
@@ -169,7 +169,7 @@ impl Store {
     /// starts as many express writers beside them, for small calls). SQLite commits one
     /// transaction at a time, but a second writer gathers the next batch and reads its opt-outs
     /// while the first commits, so the two steps overlap; PostgreSQL commits
-    /// [`POSTGRES_INTAKE_WRITERS`] at once.
+    /// `POSTGRES_INTAKE_WRITERS` at once.
     pub fn intake_writers(&self) -> usize {
         match self.backend {
             Backend::Sqlite => 2,

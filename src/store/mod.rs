@@ -10,7 +10,7 @@
 //! background ones (claims, outcomes, lease recovery, retention). Callers must never wait behind
 //! deliveries:
 //! - SQLite allows one writer at a time, so all writes share one connection, and the
-//!   [`gate`] gives callers the next turn (they wait behind at most one background transaction).
+//!   `gate` gives callers the next turn (they wait behind at most one background transaction).
 //!   SQLite's automatic WAL checkpoint would run inside whichever commit crosses the threshold,
 //!   stalling that caller for tens of milliseconds; it is off, and a background task checkpoints
 //!   from a read connection instead, beside the writer rather than in front of it.

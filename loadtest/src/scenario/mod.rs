@@ -86,7 +86,7 @@ pub(crate) struct RunArgs {
     /// against.
     #[arg(long)]
     without_campaigns: bool,
-    /// Where to write report.json and report.svg. [default: target/loadtest/<scenario>]
+    /// Where to write report.json and report.svg. [default: target/loadtest/SCENARIO, the scenario file's name]
     #[arg(long)]
     out: Option<PathBuf>,
 }
