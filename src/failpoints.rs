@@ -7,7 +7,7 @@
 //! | point | where | fails as |
 //! |---|---|---|
 //! | `store.insert` | intake's group commit, before anything is written | `Unavailable` |
-//! | `store.insert.commit` | intake's group commit, after the rows are written, before the commit | `Unavailable` (the transaction rolls back) |
+//! | `store.insert.commit` | intake's commit, after the rows are written, before the commit; a commit of one key (a single statement, no transaction) just before its statement | `Unavailable` (the transaction rolls back; nothing is stored) |
 //! | `store.claim` | claiming notifications for delivery | `Unavailable` |
 //! | `store.outcome` | recording attempt outcomes | `Unavailable` |
 //! | `store.lease_sweep` | returning expired leases to pending | `Unavailable` |

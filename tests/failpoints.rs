@@ -130,14 +130,50 @@ async fn a_flush_waits_for_a_writer_still_retrying(backend: Backend) {
     stopped.await.unwrap();
 }
 
+/// A commit that fails at `store.insert.commit` stores none of its rows, whether it is one key
+/// (its `INSERT` alone, no transaction: the point fires just before it) or several (a
+/// transaction of several statements: the point fires after they ran, and it rolls back). The
+/// same keys sent again are all new.
+async fn a_failed_commit_stores_nothing(backend: Backend) {
+    let db = TestDb::new(backend).await;
+    let store = Store::connect(&db.url, &StoreOptions::default())
+        .await
+        .unwrap();
+    // 1 key: one statement; 3 keys: statements of 2 and 1 rows in a transaction.
+    for (size, commit) in [(1, Commit::Express), (3, Commit::Group)] {
+        let items: Vec<_> = (0..size)
+            .map(|i| common::stored_notification("acme", format!("k{size}-{i}"), Lane::Bulk))
+            .collect();
+        failpoints::arm(point::STORE_INSERT_COMMIT, 1);
+        let failed = store
+            .insert_notifications(commit, &items, &[], now_millis(), 0)
+            .await;
+        assert!(
+            failed.is_err(),
+            "{backend:?}, {size} keys: the commit did not fail"
+        );
+        assert_eq!(failpoints::disarm(point::STORE_INSERT_COMMIT), 1);
+        let again = store
+            .insert_notifications(commit, &items, &[], now_millis(), 0)
+            .await
+            .unwrap();
+        assert!(
+            again.iter().all(|r| matches!(r, Inserted::New(_))),
+            "{backend:?}, {size} keys: the failed commit stored some: {again:?}"
+        );
+    }
+}
+
 // One test per backend, points one after another: the failpoint registry is process-wide.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn every_failpoint_heals_with_nothing_lost() {
     every_failpoint(Backend::Sqlite).await;
     a_flush_waits_for_a_writer_still_retrying(Backend::Sqlite).await;
+    a_failed_commit_stores_nothing(Backend::Sqlite).await;
     if common::postgres_url().is_some() {
         every_failpoint(Backend::Postgres).await;
         a_flush_waits_for_a_writer_still_retrying(Backend::Postgres).await;
+        a_failed_commit_stores_nothing(Backend::Postgres).await;
     } else {
         eprintln!("PostgreSQL part skipped: DATABASE_URL is not set");
     }

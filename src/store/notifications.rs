@@ -3,8 +3,8 @@
 
 use std::collections::HashMap;
 
-use sqlx::Row;
-use sqlx::any::AnyRow;
+use sqlx::any::{AnyArguments, AnyRow};
+use sqlx::{AnyConnection, Row};
 
 use sqlx::Connection as _;
 
@@ -51,7 +51,7 @@ impl Commit {
 }
 
 impl Store {
-    /// Inserts a batch of new notifications in one transaction, deduplicating on
+    /// Inserts a batch of new notifications atomically, deduplicating on
     /// `(customer_id, idempotency_key)`. Results come back in input order. A key repeated inside
     /// the batch is treated like one repeated across calls. `commit` says whose commit it is,
     /// which on SQLite decides its place in the queue for the write connection.
@@ -60,6 +60,13 @@ impl Store {
     /// until `lease_until`): intake hands them straight to their actor, which skips a claim's
     /// round trip, and if this process dies first their lease brings them back. `handoff` is
     /// either empty (none) or one flag per item.
+    ///
+    /// A commit of one key (a unary Submit that no other call shared a commit with) is its
+    /// `INSERT` alone, atomic by itself: no `BEGIN` and `COMMIT` around it. Each of those is a
+    /// round trip to the database (on SQLite a hop to its worker thread), and on a busy machine
+    /// every round trip waits to be scheduled. With more keys the transaction stays: they take
+    /// several statements, and if one key was stored before, the read that compares it must not
+    /// come after the others are committed (a failed read would then answer "nothing stored").
     pub async fn insert_notifications(
         &self,
         commit: Commit,
@@ -77,70 +84,31 @@ impl Store {
                 i
             });
         }
+        let rows = NewRows {
+            backend: self.backend,
+            items,
+            handoff,
+            now,
+            lease_until,
+        };
 
         crate::failpoints::check(crate::failpoints::point::STORE_INSERT)?;
         let mut conn = self
             .writer_in(commit.priority(), Durability::Durable)
             .await?;
-        let mut tx = conn.begin().await?;
-        let mut new_ids: HashMap<(String, String), i64> = HashMap::with_capacity(unique.len());
-        let mut first = 0;
-        for size in chunk_sizes(unique.len(), STATEMENT_ROWS) {
-            let chunk = &unique[first..first + size];
-            first += size;
-            let sql = format!(
-                "INSERT INTO notifications ({INSERT_COLUMNS}) VALUES {} \
-                 ON CONFLICT (customer_id, idempotency_key) DO NOTHING \
-                 RETURNING id, customer_id, idempotency_key",
-                values_placeholders(self.backend, chunk.len(), INSERT_COLUMN_COUNT)
-            );
-            let mut query = sqlx::query(&sql);
-            for &i in chunk {
-                let n = &items[i];
-                let handed = handoff.get(i).copied().unwrap_or(false);
-                // An opted-out recipient's notification is stored, with the reason, and never
-                // claimed: only pending and retrying rows are.
-                let (state, claim, lease) = match (&n.suppressed, handed) {
-                    (Some(_), _) => (State::Suppressed, 0, None),
-                    (None, true) => (State::InFlight, ClaimToken::FIRST.0, Some(lease_until)),
-                    (None, false) => (State::Pending, 0, None),
-                };
-                query = query
-                    .bind(n.customer_id.as_str())
-                    .bind(n.idempotency_key.as_str())
-                    .bind(n.recipient.as_str())
-                    .bind(n.lane.code())
-                    .bind(n.payload.as_slice())
-                    .bind(state.code())
-                    .bind(now)
-                    .bind(now)
-                    .bind(n.send_at.map_or(now, |at| at.max(now)))
-                    .bind(n.send_at)
-                    .bind(n.expires_at)
-                    .bind(n.channel.code())
-                    .bind(n.suppressed.as_deref())
-                    .bind(n.template.as_ref().map(|t| t.id.as_str()))
-                    .bind(n.template.as_ref().map(|t| t.version))
-                    .bind(claim)
-                    .bind(claim)
-                    .bind(lease);
-            }
-            for row in query.fetch_all(&mut *tx).await? {
-                new_ids.insert((row.try_get(1)?, row.try_get(2)?), row.try_get(0)?);
-            }
-        }
-
-        let mut results: Vec<Option<Inserted>> = vec![None; items.len()];
-        for &i in &unique {
-            let n = &items[i];
-            let key = (n.customer_id.to_string(), n.idempotency_key.clone());
-            results[i] = Some(match new_ids.get(&key) {
-                Some(&id) => Inserted::New(NotificationId(id)),
-                None => compare_with_stored(&mut tx, n).await?,
-            });
-        }
-        crate::failpoints::check(crate::failpoints::point::STORE_INSERT_COMMIT)?;
-        tx.commit().await?;
+        let statements = chunk_sizes(unique.len(), STATEMENT_ROWS);
+        let results = if unique.len() == 1 {
+            // Nothing can fail between writing the row and committing it: the point fires
+            // before the statement, which fails it the same way (nothing is stored).
+            crate::failpoints::check(crate::failpoints::point::STORE_INSERT_COMMIT)?;
+            rows.insert(&mut conn, &unique, &statements).await?
+        } else {
+            let mut tx = conn.begin().await?;
+            let results = rows.insert(&mut tx, &unique, &statements).await?;
+            crate::failpoints::check(crate::failpoints::point::STORE_INSERT_COMMIT)?;
+            tx.commit().await?;
+            results
+        };
 
         Ok(items
             .iter()
@@ -303,10 +271,105 @@ impl Store {
     }
 }
 
+/// One call's new rows, as [`Store::insert_notifications`] writes them.
+struct NewRows<'a> {
+    backend: super::Backend,
+    items: &'a [NewNotification],
+    handoff: &'a [bool],
+    now: EpochMillis,
+    lease_until: EpochMillis,
+}
+
+impl NewRows<'_> {
+    /// Inserts the items at the indexes `unique` (each key once), in statements of the sizes in
+    /// `statements`, and says for every item index what became of it (`None` for the repeats,
+    /// which the caller resolves). Atomic only inside a transaction when it takes more than
+    /// one statement.
+    async fn insert(
+        &self,
+        conn: &mut AnyConnection,
+        unique: &[usize],
+        statements: &[usize],
+    ) -> Result<Vec<Option<Inserted>>, Error> {
+        let mut new_ids: HashMap<(String, String), i64> = HashMap::with_capacity(unique.len());
+        let mut first = 0;
+        for &size in statements {
+            let chunk = &unique[first..first + size];
+            first += size;
+            let sql = insert_sql(self.backend, chunk.len());
+            let query = self.bind(sqlx::query(&sql), chunk);
+            for row in query.fetch_all(&mut *conn).await? {
+                new_ids.insert((row.try_get(1)?, row.try_get(2)?), row.try_get(0)?);
+            }
+        }
+
+        let mut results: Vec<Option<Inserted>> = vec![None; self.items.len()];
+        for &i in unique {
+            let n = &self.items[i];
+            let key = (n.customer_id.to_string(), n.idempotency_key.clone());
+            results[i] = Some(match new_ids.get(&key) {
+                Some(&id) => Inserted::New(NotificationId(id)),
+                None => compare_with_stored(conn, n).await?,
+            });
+        }
+        Ok(results)
+    }
+
+    /// Binds the values of the items at `chunk` to an [`insert_sql`] statement for as many rows.
+    fn bind<'q>(
+        &'q self,
+        mut query: sqlx::query::Query<'q, sqlx::Any, AnyArguments<'q>>,
+        chunk: &[usize],
+    ) -> sqlx::query::Query<'q, sqlx::Any, AnyArguments<'q>> {
+        let now = self.now;
+        for &i in chunk {
+            let n = &self.items[i];
+            let handed = self.handoff.get(i).copied().unwrap_or(false);
+            // An opted-out recipient's notification is stored, with the reason, and never
+            // claimed: only pending and retrying rows are.
+            let (state, claim, lease) = match (&n.suppressed, handed) {
+                (Some(_), _) => (State::Suppressed, 0, None),
+                (None, true) => (State::InFlight, ClaimToken::FIRST.0, Some(self.lease_until)),
+                (None, false) => (State::Pending, 0, None),
+            };
+            query = query
+                .bind(n.customer_id.as_str())
+                .bind(n.idempotency_key.as_str())
+                .bind(n.recipient.as_str())
+                .bind(n.lane.code())
+                .bind(n.payload.as_slice())
+                .bind(state.code())
+                .bind(now)
+                .bind(now)
+                .bind(n.send_at.map_or(now, |at| at.max(now)))
+                .bind(n.send_at)
+                .bind(n.expires_at)
+                .bind(n.channel.code())
+                .bind(n.suppressed.as_deref())
+                .bind(n.template.as_ref().map(|t| t.id.as_str()))
+                .bind(n.template.as_ref().map(|t| t.version))
+                .bind(claim)
+                .bind(claim)
+                .bind(lease);
+        }
+        query
+    }
+}
+
+/// A multi-row `INSERT … ON CONFLICT DO NOTHING RETURNING` for `rows` new notifications.
+fn insert_sql(backend: super::Backend, rows: usize) -> String {
+    format!(
+        "INSERT INTO notifications ({INSERT_COLUMNS}) VALUES {} \
+         ON CONFLICT (customer_id, idempotency_key) DO NOTHING \
+         RETURNING id, customer_id, idempotency_key",
+        values_placeholders(backend, rows, INSERT_COLUMN_COUNT)
+    )
+}
+
 /// For a key that was already stored: is the new request the same delivery (duplicate) or a
 /// different one under a reused key (conflict)?
 async fn compare_with_stored(
-    tx: &mut sqlx::Transaction<'_, sqlx::Any>,
+    conn: &mut AnyConnection,
     item: &NewNotification,
 ) -> Result<Inserted, Error> {
     let row = sqlx::query(
@@ -315,7 +378,7 @@ async fn compare_with_stored(
     )
     .bind(item.customer_id.as_str())
     .bind(item.idempotency_key.as_str())
-    .fetch_optional(&mut **tx)
+    .fetch_optional(conn)
     .await?
     .ok_or_else(|| Error::Corrupt("conflicting idempotency key vanished".into()))?;
     let id = NotificationId(row.try_get(0)?);

@@ -9,6 +9,20 @@ use floodgate::api::proto::dispatcher_client::DispatcherClient;
 
 use super::{ADMIN_TOKEN, Receiver, connect, submit_request};
 
+/// One submit in this many is scheduled ahead (see [`Load`]).
+const SCHEDULED_EVERY: u64 = 4;
+/// How far ahead: enough that it is stored pending, not handed to the actor.
+const SCHEDULED_AHEAD: Duration = Duration::from_millis(20);
+
+/// A protobuf timestamp `ahead` from now.
+fn timestamp_in(ahead: Duration) -> prost_types::Timestamp {
+    let at = floodgate::model::now_millis() + ahead.as_millis() as i64;
+    prost_types::Timestamp {
+        seconds: at.div_euclid(1000),
+        nanos: (at.rem_euclid(1000) * 1_000_000) as i32,
+    }
+}
+
 /// What a stream of submits saw.
 #[derive(Default)]
 pub struct Tally {
@@ -19,6 +33,9 @@ pub struct Tally {
 }
 
 /// Submits one notification after another (unique keys) until stopped, tallying the answers.
+/// Every [`SCHEDULED_EVERY`]th is scheduled [`SCHEDULED_AHEAD`] ahead: a notification due at once
+/// goes straight from intake to its actor, so without these the stream would leave the claim
+/// path (the sweep, the claimer, its statement) idle and a fault there unexercised.
 pub struct Load {
     tally: Arc<Mutex<Tally>>,
     task: tokio::task::JoinHandle<()>,
@@ -32,9 +49,11 @@ impl Load {
             async move {
                 let mut client = DispatcherClient::new(connect(&url, Some(ADMIN_TOKEN)).await);
                 for n in 0.. {
-                    let answer = client
-                        .submit(submit_request(customer, &format!("load-{n}"), "u"))
-                        .await;
+                    let mut request = submit_request(customer, &format!("load-{n}"), "u");
+                    if n % SCHEDULED_EVERY == 0 {
+                        request.send_at = Some(timestamp_in(SCHEDULED_AHEAD));
+                    }
+                    let answer = client.submit(request).await;
                     {
                         let mut tally = tally.lock().unwrap();
                         match answer {
