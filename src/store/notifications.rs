@@ -96,15 +96,14 @@ impl Store {
         let mut conn = self
             .writer_in(commit.priority(), Durability::Durable)
             .await?;
-        let statements = chunk_sizes(unique.len(), STATEMENT_ROWS);
         let results = if unique.len() == 1 {
             // Nothing can fail between writing the row and committing it: the point fires
             // before the statement, which fails it the same way (nothing is stored).
             crate::failpoints::check(crate::failpoints::point::STORE_INSERT_COMMIT)?;
-            rows.insert(&mut conn, &unique, &statements).await?
+            rows.insert(&mut conn, &unique).await?
         } else {
             let mut tx = conn.begin().await?;
-            let results = rows.insert(&mut tx, &unique, &statements).await?;
+            let results = rows.insert(&mut tx, &unique).await?;
             crate::failpoints::check(crate::failpoints::point::STORE_INSERT_COMMIT)?;
             tx.commit().await?;
             results
@@ -281,19 +280,18 @@ struct NewRows<'a> {
 }
 
 impl NewRows<'_> {
-    /// Inserts the items at the indexes `unique` (each key once), in statements of the sizes in
-    /// `statements`, and says for every item index what became of it (`None` for the repeats,
-    /// which the caller resolves). Atomic only inside a transaction when it takes more than
-    /// one statement.
+    /// Inserts the items at the indexes `unique` (each key once), in statements of at most
+    /// [`STATEMENT_ROWS`], and says for every item index what became of it (`None` for the
+    /// repeats, which the caller resolves). Atomic only inside a transaction when it takes more
+    /// than one statement (more than one key).
     async fn insert(
         &self,
         conn: &mut AnyConnection,
         unique: &[usize],
-        statements: &[usize],
     ) -> Result<Vec<Option<Inserted>>, Error> {
         let mut new_ids: HashMap<(String, String), i64> = HashMap::with_capacity(unique.len());
         let mut first = 0;
-        for &size in statements {
+        for size in chunk_sizes(unique.len(), STATEMENT_ROWS) {
             let chunk = &unique[first..first + size];
             first += size;
             let sql = insert_sql(self.backend, chunk.len());

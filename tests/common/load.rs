@@ -5,7 +5,9 @@ use std::collections::{BTreeMap, HashSet};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
+use floodgate::api::convert::timestamp;
 use floodgate::api::proto::dispatcher_client::DispatcherClient;
+use floodgate::model::now_millis;
 
 use super::{ADMIN_TOKEN, Receiver, connect, submit_request};
 
@@ -13,15 +15,6 @@ use super::{ADMIN_TOKEN, Receiver, connect, submit_request};
 const SCHEDULED_EVERY: u64 = 4;
 /// How far ahead: enough that it is stored pending, not handed to the actor.
 const SCHEDULED_AHEAD: Duration = Duration::from_millis(20);
-
-/// A protobuf timestamp `ahead` from now.
-fn timestamp_in(ahead: Duration) -> prost_types::Timestamp {
-    let at = floodgate::model::now_millis() + ahead.as_millis() as i64;
-    prost_types::Timestamp {
-        seconds: at.div_euclid(1000),
-        nanos: (at.rem_euclid(1000) * 1_000_000) as i32,
-    }
-}
 
 /// What a stream of submits saw.
 #[derive(Default)]
@@ -51,7 +44,8 @@ impl Load {
                 for n in 0.. {
                     let mut request = submit_request(customer, &format!("load-{n}"), "u");
                     if n % SCHEDULED_EVERY == 0 {
-                        request.send_at = Some(timestamp_in(SCHEDULED_AHEAD));
+                        let at = now_millis() + SCHEDULED_AHEAD.as_millis() as i64;
+                        request.send_at = Some(timestamp(at));
                     }
                     let answer = client.submit(request).await;
                     {
