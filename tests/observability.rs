@@ -287,8 +287,16 @@ async fn dashboard_data_lists_customers_with_their_backlog() {
         row("busy")["delivered_per_sec"].as_f64().is_some(),
         "{overview}"
     );
-    // After a sampling round, the customer view has history.
+    // After a sampling round, the customer view has history, and the chart has the busiest
+    // customer's series.
     view_with_samples(&server, "busy", 1).await;
+    let overview = json(get(&server, "/dashboard/api/overview", Some(ADMIN_TOKEN)).await).await;
+    assert!(
+        overview["throughput"]["busy"]
+            .as_array()
+            .is_some_and(|points| !points.is_empty()),
+        "{overview}"
+    );
     let missing = get(
         &server,
         "/dashboard/api/customers/nobody",

@@ -5,8 +5,8 @@
 //!   (from `#token=` in its URL fragment, which never reaches a server and is removed from the
 //!   address bar, or a login form) and sends it in the `Authorization` header of every data
 //!   request.
-//! - `GET /dashboard/api/overview`: every customer's current figures and the last minutes of
-//!   delivered/s per customer, for the table and the chart.
+//! - `GET /dashboard/api/overview`: every customer's current figures, for the table, and the
+//!   last minutes of delivered/s of the [`CHART_SERIES`] busiest, for the chart.
 //! - `GET /dashboard/api/customers/{id}`: one customer's samples (limit, rate, RTT, delivered/s)
 //!   and tier changes, for the view where an SRE watches the controller move.
 //!
@@ -31,6 +31,11 @@ use history::{History, Sample, TierChange};
 
 /// The page: HTML, CSS and JavaScript in one file, compiled into the binary.
 const PAGE: &str = include_str!("page.html");
+
+/// How many customers the overview's chart draws: the busiest by delivered/s now. Only their
+/// series are sent; with every customer's, the overview of 10,000 running customers was 5.8 MB
+/// a minute after they started, and grew with each two-second sample for ten minutes.
+const CHART_SERIES: usize = 8;
 
 /// What the dashboard's data is read from.
 #[derive(Debug, Clone, Copy)]
@@ -73,7 +78,7 @@ struct Overview {
     now_ms: EpochMillis,
     refresh_ms: u128,
     customers: Vec<Row>,
-    /// Delivered/s per customer over time, as `[t_ms, delivered_per_sec]` pairs.
+    /// Delivered/s over time of the busiest customers, as `[t_ms, delivered_per_sec]` pairs.
     throughput: HashMap<String, Vec<(EpochMillis, f64)>>,
     /// In a cluster, the node answering (its live figures are its own customers'), its buckets,
     /// and whether it is fenced.
@@ -95,8 +100,8 @@ pub(crate) async fn overview(state: Sources<'_>) -> Response {
         Ok(customers) => Json(Overview {
             now_ms: now_millis(),
             refresh_ms: history::SAMPLE_EVERY.as_millis(),
+            throughput: state.history.throughput(&busiest(&customers, CHART_SERIES)),
             customers,
-            throughput: state.history.throughput(),
             node: state.dispatcher.placement().view(),
         })
         .into_response(),
@@ -148,6 +153,18 @@ async fn rows(state: Sources<'_>) -> Result<Vec<Row>, Response> {
     Ok(rows)
 }
 
+/// The ids of the `n` rows with the most delivered/s, the busiest first; among equals, in the
+/// rows' order (by id), as the page sorts them.
+fn busiest(rows: &[Row], n: usize) -> Vec<&str> {
+    let mut by_rate: Vec<&Row> = rows.iter().collect();
+    by_rate.sort_by(|a, b| b.delivered_per_sec.total_cmp(&a.delivered_per_sec));
+    by_rate
+        .into_iter()
+        .take(n)
+        .map(|row| row.id.as_str())
+        .collect()
+}
+
 fn row(stats: &CustomerStats, backlog_transactional: u64, backlog_bulk: u64) -> Row {
     let ms = |d: Option<std::time::Duration>| d.map(|d| d.as_secs_f64() * 1000.0);
     Row {
@@ -197,5 +214,31 @@ fn circuit_name(stats: &CustomerStats) -> &'static str {
         Circuit::Closed => "closed",
         Circuit::Open => "open",
         Circuit::HalfOpen => "half-open",
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn with_rate(id: &str, delivered_per_sec: f64) -> Row {
+        Row {
+            delivered_per_sec,
+            ..idle_row(id.to_owned(), 0, 0)
+        }
+    }
+
+    #[test]
+    fn the_chart_gets_the_busiest_customers_first_and_equals_by_id() {
+        let rows = [
+            with_rate("a", 1.0),
+            with_rate("b", 50.0),
+            with_rate("c", 0.0),
+            with_rate("d", 50.0),
+            with_rate("e", 7.5),
+        ];
+        assert_eq!(busiest(&rows, 3), ["b", "d", "e"]);
+        assert_eq!(busiest(&rows, 10), ["b", "d", "e", "a", "c"]);
+        assert!(busiest(&[], CHART_SERIES).is_empty());
     }
 }
