@@ -171,6 +171,17 @@ async fn pause_resume_start_tier_and_stats_over_the_api() {
         .unwrap()
         .into_inner();
     assert_eq!(saved.start_tier, proto::Tier::Slow as i32);
+    // Registering starts no actor: a new customer has nothing to send yet. (The pause is not
+    // new, and its actor shows the pause below.)
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    let registered = customers
+        .get_customer_stats(proto::GetCustomerStatsRequest {
+            customer_id: "fragile".into(),
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(registered.tier, proto::Tier::Idle as i32, "{registered:?}");
     let paused = customers
         .pause_customer(proto::PauseCustomerRequest {
             customer_id: "fragile".into(),

@@ -53,7 +53,7 @@ impl CustomerService {
             self.state.limits().allow_plaintext_smtp_auth,
         )?;
         targets::check(self.state.target_policy(), &customer)?;
-        self.save(customer, new_secret).await
+        self.save(customer, new_secret, existing.is_none()).await
     }
 
     /// Every customer's figures, with the node owning each.
@@ -83,7 +83,7 @@ impl CustomerService {
     async fn set_paused(&self, customer_id: &str, paused: bool) -> Result<proto::Customer, Error> {
         let mut customer = self.existing(customer_id).await?;
         customer.paused = paused;
-        self.save(customer, None).await
+        self.save(customer, None, false).await
     }
 
     async fn rotate(
@@ -99,7 +99,7 @@ impl CustomerService {
             until: now_millis().saturating_add(overlap),
         });
         tracing::info!(customer_id = %customer.id, overlap_seconds = overlap / 1000, "signing secret rotated");
-        self.save(customer, Some(new_secret)).await
+        self.save(customer, Some(new_secret), false).await
     }
 }
 
@@ -208,10 +208,13 @@ impl CustomerService {
     /// Stores the settings, then tells this node's directory and the customer's actor at once.
     /// Answers the customer as reads do, plus `new_secret`: the signing secret this call made,
     /// shown this once.
+    /// Stores `customer` (`new`: registered by this call) and answers with it, showing
+    /// `new_secret` if the call set one.
     async fn save(
         &self,
         customer: Customer,
         new_secret: Option<String>,
+        new: bool,
     ) -> Result<proto::Customer, Error> {
         self.state
             .store()
@@ -223,7 +226,7 @@ impl CustomerService {
             max_rate_per_sec = customer.max_rate_per_sec,
             "customer saved"
         );
-        let customer = self.state.customer_saved(customer);
+        let customer = self.state.customer_saved(customer, new);
         let mut answer: proto::Customer = customer.as_ref().clone().into();
         answer.signing_secret = new_secret.unwrap_or_default();
         Ok(answer)
