@@ -356,8 +356,16 @@ impl NewRows<'_> {
 
 /// A multi-row `INSERT … ON CONFLICT DO NOTHING RETURNING` for `rows` new notifications.
 fn insert_sql(backend: super::Backend, rows: usize) -> String {
+    // SQLite: OR FAIL instead of the default ABORT for the other constraints (NOT NULL), so a
+    // multi-row INSERT inside the commit's transaction needs no statement journal (a copy of
+    // every page before the statement first changes it, to undo just this statement). A failed
+    // statement rolls back the whole transaction anyway.
+    let or_fail = match backend {
+        super::Backend::Sqlite => " OR FAIL",
+        super::Backend::Postgres => "",
+    };
     format!(
-        "INSERT INTO notifications ({INSERT_COLUMNS}) VALUES {} \
+        "INSERT{or_fail} INTO notifications ({INSERT_COLUMNS}) VALUES {} \
          ON CONFLICT (customer_id, idempotency_key) DO NOTHING \
          RETURNING id, customer_id, idempotency_key",
         values_placeholders(backend, rows, INSERT_COLUMN_COUNT)
