@@ -1,6 +1,6 @@
 //! The dispatch engine's promises, on both stores: one claim statement fills many actors'
 //! windows and honours each window and lane share exactly; intake keeps answering while every
-//! customer's actor claims at once. (A handed-off notification surviving SIGKILL is in crash.rs,
+//! customer's actor claims at once; a commit failing halfway stores none of its rows. (A handed-off notification surviving SIGKILL is in crash.rs,
 //! which runs the real binary.)
 
 mod common;
@@ -351,6 +351,66 @@ async fn an_outcome_under_a_superseded_claim_is_refused(backend: Backend) {
     store.close().await;
 }
 on_both_backends!(an_outcome_under_a_superseded_claim_is_refused);
+
+/// A commit whose `INSERT` fails halfway stores none of its rows. Here a trigger refuses the
+/// second of four rows (as a failed constraint or a full disk would): on SQLite the statement is
+/// `INSERT OR FAIL`, which leaves the first row in the transaction instead of undoing it, so
+/// only the commit's rollback keeps it out. The same keys sent again are all new.
+async fn a_commit_failing_halfway_stores_none_of_its_rows(backend: Backend) {
+    let db = TestDb::new(backend).await;
+    let store = Store::connect(&db.url, &StoreOptions::default())
+        .await
+        .unwrap();
+    match backend {
+        Backend::Sqlite => {
+            db.execute(
+                "CREATE TRIGGER refuse BEFORE INSERT ON notifications \
+                 WHEN NEW.idempotency_key = 'half-1' BEGIN SELECT RAISE(FAIL, 'refused'); END",
+            )
+            .await;
+        }
+        Backend::Postgres => {
+            db.execute(
+                "CREATE FUNCTION refuse() RETURNS trigger LANGUAGE plpgsql AS $$ BEGIN \
+                 IF NEW.idempotency_key = 'half-1' THEN RAISE EXCEPTION 'refused'; END IF; \
+                 RETURN NEW; END $$",
+            )
+            .await;
+            db.execute(
+                "CREATE TRIGGER refuse BEFORE INSERT ON notifications \
+                 FOR EACH ROW EXECUTE FUNCTION refuse()",
+            )
+            .await;
+        }
+    }
+    let items: Vec<_> = (0..4)
+        .map(|i| common::stored_notification("acme", format!("half-{i}"), Lane::Bulk))
+        .collect();
+    let failed = store
+        .insert_notifications(Commit::Group, &items, &[], now_millis(), 0)
+        .await;
+    assert!(failed.is_err(), "{backend:?}: the trigger did not refuse");
+    assert_eq!(
+        db.notification_rows().await,
+        0,
+        "{backend:?}: a row before the failure was kept"
+    );
+
+    db.execute(match backend {
+        Backend::Sqlite => "DROP TRIGGER refuse",
+        Backend::Postgres => "DROP TRIGGER refuse ON notifications",
+    })
+    .await;
+    let again = store
+        .insert_notifications(Commit::Group, &items, &[], now_millis(), 0)
+        .await
+        .unwrap();
+    assert!(
+        again.iter().all(|r| matches!(r, Inserted::New(_))),
+        "{backend:?}: {again:?}"
+    );
+}
+on_both_backends!(a_commit_failing_halfway_stores_none_of_its_rows);
 
 /// Many customers with work at once keep the claimer busy; unary Submits in the middle of it
 /// still complete, and every notification is delivered.

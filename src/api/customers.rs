@@ -205,11 +205,9 @@ impl CustomerService {
         Ok(Arc::unwrap_or_clone(customer))
     }
 
-    /// Stores the settings, then tells this node's directory and the customer's actor at once.
-    /// Answers the customer as reads do, plus `new_secret`: the signing secret this call made,
-    /// shown this once.
-    /// Stores `customer` (`new`: registered by this call) and answers with it, showing
-    /// `new_secret` if the call set one.
+    /// Stores the settings, then tells this node's directory and, unless the customer is `new`
+    /// (registered by this call), its actor at once. Answers the customer as reads do, plus
+    /// `new_secret`: the signing secret this call made, shown this once.
     async fn save(
         &self,
         customer: Customer,
