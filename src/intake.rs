@@ -2,7 +2,9 @@
 //! recipients' preferences for everything waiting (one lookup per customer in the batch, so on
 //! PostgreSQL without Redis the check costs a query per commit, not per call), stores it all in
 //! one transaction, then answers each caller — so durability costs one commit per batch, not one
-//! per notification. A caller's answer is sent only after its rows are committed.
+//! per notification. A caller's answer is sent only after its rows are committed. (On SQLite a
+//! group commit is cut between two calls when a unary Submit's express commit is waiting: see
+//! [`Store::insert_calls`].)
 //!
 //! Fresh notifications skip the store's round trip when they can: a notification due now for a
 //! customer whose actor has room in its window is stored already claimed and, after the commit,
@@ -238,47 +240,54 @@ impl Writer {
         };
         while let Some(jobs) = next_batch(&rx, max_rows).await {
             let (mut items, callers) = take_items(jobs);
-            let result = match self.preferences.suppress_refused(&mut items).await {
-                Ok(()) => self.insert(items).await,
+            let stored = match self.preferences.suppress_refused(&mut items).await {
+                Ok(()) => {
+                    let calls: Vec<usize> = callers.iter().map(|(count, _)| *count).collect();
+                    self.insert(items, &calls).await
+                }
                 Err(err) => {
                     tracing::warn!(error = %err, "preferences unreadable; nothing in the batch was stored");
-                    Err(IntakeError::from(&err))
+                    (Vec::new(), Some(IntakeError::from(&err)))
                 }
             };
-            answer(callers, result);
+            answer(callers, stored);
         }
     }
 
-    /// One group commit, then the handoffs and wakes it makes possible.
-    async fn insert(&self, items: Vec<NewNotification>) -> Result<Vec<Inserted>, IntakeError> {
+    /// One group commit (which may be cut between calls, see [`Store::insert_calls`]), then
+    /// the handoffs and wakes it makes possible. Returns the results of the calls stored, and
+    /// why the rest were not.
+    async fn insert(
+        &self,
+        mut items: Vec<NewNotification>,
+        calls: &[usize],
+    ) -> (Vec<Inserted>, Option<IntakeError>) {
         let now = now_millis();
-        let reservations = self.reserve(&items, now);
+        let mut reservations = self.reserve(&items, now);
         let handoff: Vec<bool> = reservations.iter().map(Option::is_some).collect();
         let lease_until = now.saturating_add(self.dispatcher.lease_ms());
         let started = std::time::Instant::now();
-        let result = self
+        let stored = self
             .store
-            .insert_notifications(self.commit, &items, &handoff, now, lease_until)
+            .insert_calls(self.commit, &items, calls, &handoff, now, lease_until)
             .await;
         self.metrics
             .store_latency(StoreOp::Insert, started.elapsed());
         self.metrics.commit_rows(items.len());
-        match result {
-            Ok(results) => {
-                wake_customers(&self.dispatcher, &items, &results, &handoff);
-                self.hand_over(items, reservations, &results, now);
-                Ok(results)
-            }
-            Err(err) => {
-                tracing::warn!(error = %err, "group commit failed; nothing in it was acknowledged");
-                for (item, slot) in items.iter().zip(reservations) {
-                    if let Some(slot) = slot {
-                        slot.unreserve(item.lane);
-                    }
+        let done = stored.results.len();
+        let failed = stored.failed.map(|err| {
+            tracing::warn!(error = %err, "group commit failed; none of its calls not yet committed was acknowledged");
+            for (item, slot) in items[done..].iter().zip(reservations.drain(done..)) {
+                if let Some(slot) = slot {
+                    slot.unreserve(item.lane);
                 }
-                Err(IntakeError::from(&err))
             }
-        }
+            IntakeError::from(&err)
+        });
+        items.truncate(done);
+        wake_customers(&self.dispatcher, &items, &stored.results, &handoff);
+        self.hand_over(items, reservations, &stored.results, now);
+        (stored.results, failed)
     }
 
     /// For each item that may go straight to its actor (due now, not suppressed), that actor's
@@ -403,21 +412,59 @@ fn wake_customers(
     }
 }
 
-/// Splits the batch's results back to the callers, in order. A caller that gave up waiting
-/// simply finds nothing to read; its rows are stored all the same.
-fn answer(callers: Vec<(usize, Reply)>, result: Result<Vec<Inserted>, IntakeError>) {
-    match result {
-        Ok(results) => {
-            let mut results = results.into_iter();
-            for (count, reply) in callers {
-                let mine = results.by_ref().take(count).collect();
-                let _ = reply.send(Ok(mine));
+/// Splits the batch's results back to the callers, in order: each caller whose call was
+/// stored gets its results, the others the error. A caller that gave up waiting simply finds
+/// nothing to read; its rows are stored all the same.
+fn answer(callers: Vec<(usize, Reply)>, (results, failed): (Vec<Inserted>, Option<IntakeError>)) {
+    let mut results = results.into_iter();
+    let mut stored = results.len();
+    for (count, reply) in callers {
+        let answer = match (stored.checked_sub(count), &failed) {
+            (Some(left), _) => {
+                stored = left;
+                Ok(results.by_ref().take(count).collect())
             }
-        }
-        Err(err) => {
-            for (_, reply) in callers {
-                let _ = reply.send(Err(err.clone()));
-            }
-        }
+            (None, Some(err)) => Err(err.clone()),
+            (None, None) => Err(IntakeError::Mismatch {
+                submitted: count,
+                answered: stored,
+            }),
+        };
+        let _ = reply.send(answer);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::model::NotificationId;
+
+    #[test]
+    fn callers_of_a_cut_commit_hear_what_became_of_their_own_call() {
+        let (replies, answers): (Vec<_>, Vec<_>) = (0..3).map(|_| oneshot::channel()).unzip();
+        let callers = [2, 1, 2].into_iter().zip(replies).collect();
+        let stored = (1..=3)
+            .map(|id| Inserted::New(NotificationId(id)))
+            .collect();
+        let failed = IntakeError::Unavailable("disk gone".into());
+        answer(callers, (stored, Some(failed)));
+
+        let mut answers = answers.into_iter().map(|mut rx| rx.try_recv().unwrap());
+        let ids = |answer: Result<Vec<Inserted>, IntakeError>| -> Vec<i64> {
+            answer
+                .unwrap()
+                .into_iter()
+                .map(|inserted| match inserted {
+                    Inserted::New(id) => id.0,
+                    other => panic!("{other:?}"),
+                })
+                .collect()
+        };
+        assert_eq!(ids(answers.next().unwrap()), [1, 2]);
+        assert_eq!(ids(answers.next().unwrap()), [3]);
+        assert!(matches!(
+            answers.next().unwrap(),
+            Err(IntakeError::Unavailable(_))
+        ));
     }
 }

@@ -97,6 +97,12 @@ impl WriteGate {
         !self.lock().waiting[index(Priority::Express)].is_empty()
     }
 
+    /// How many writes of this class wait for the turn (tests set up a queue with it).
+    #[cfg(test)]
+    pub(super) fn queued(&self, priority: Priority) -> usize {
+        self.lock().waiting[index(priority)].len()
+    }
+
     /// Lends `turn`, held in class `class`, to the oldest waiting express commit, and waits for
     /// it back, which comes before any other waiter. A background batch of several statements
     /// calls this between two of them: an express commit then waits for one statement, not the

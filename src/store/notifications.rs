@@ -50,6 +50,16 @@ impl Commit {
     }
 }
 
+/// What [`Store::insert_calls`] stored: the results of the calls it committed, and why the
+/// rest was not stored, if it was not.
+#[derive(Debug)]
+pub struct Stored {
+    /// One result per item of the committed calls, which are the first `results.len()` items.
+    pub results: Vec<Inserted>,
+    /// Why the items after those were not stored (all of them, or none of a call).
+    pub failed: Option<Error>,
+}
+
 impl Store {
     /// Inserts a batch of new notifications atomically, deduplicating on
     /// `(customer_id, idempotency_key)`. Results come back in input order. A key repeated inside
@@ -60,13 +70,6 @@ impl Store {
     /// until `lease_until`): intake hands them straight to their actor, which skips a claim's
     /// round trip, and if this process dies first their lease brings them back. `handoff` is
     /// either empty (none) or one flag per item.
-    ///
-    /// A commit of one key (a unary Submit that no other call shared a commit with) is its
-    /// `INSERT` alone, atomic by itself: no `BEGIN` and `COMMIT` around it. Each of those is a
-    /// round trip to the database (on SQLite a hop to its worker thread), and on a busy machine
-    /// every round trip waits to be scheduled. With more keys the transaction stays: they take
-    /// several statements, and if one key was stored before, the read that compares it must not
-    /// come after the others are committed (a failed read would then answer "nothing stored").
     pub async fn insert_notifications(
         &self,
         commit: Commit,
@@ -75,6 +78,39 @@ impl Store {
         now: EpochMillis,
         lease_until: EpochMillis,
     ) -> Result<Vec<Inserted>, Error> {
+        let stored = self
+            .insert_calls(commit, items, &[items.len()], handoff, now, lease_until)
+            .await;
+        match stored.failed {
+            Some(err) => Err(err),
+            None => Ok(stored.results),
+        }
+    }
+
+    /// [`Store::insert_notifications`] for the calls of a group commit: `calls` says how many of
+    /// `items` each caller sent, in order. Each call is stored whole or not at all.
+    ///
+    /// On SQLite a group commit may be cut between two calls: when an express commit is waiting
+    /// for the write connection, the calls inserted so far are committed, the connection is lent
+    /// to the express commit, and the rest goes on in a new transaction. A unary Submit then
+    /// waits for one call's insert instead of a whole group commit of a few hundred rows. So a
+    /// failure can leave the first calls stored and the rest not; [`Stored`] says which.
+    ///
+    /// A commit of one key (a unary Submit that no other call shared a commit with) is its
+    /// `INSERT` alone, atomic by itself: no `BEGIN` and `COMMIT` around it. Each of those is a
+    /// round trip to the database (on SQLite a hop to its worker thread), and on a busy machine
+    /// every round trip waits to be scheduled. With more keys the transaction stays: they take
+    /// several statements, and if one key was stored before, the read that compares it must not
+    /// come after the others are committed (a failed read would then answer "nothing stored").
+    pub async fn insert_calls(
+        &self,
+        commit: Commit,
+        items: &[NewNotification],
+        calls: &[usize],
+        handoff: &[bool],
+        now: EpochMillis,
+        lease_until: EpochMillis,
+    ) -> Stored {
         let mut first_of_key: HashMap<(&str, &str), usize> = HashMap::with_capacity(items.len());
         let mut unique = Vec::with_capacity(items.len());
         for (i, item) in items.iter().enumerate() {
@@ -91,25 +127,25 @@ impl Store {
             now,
             lease_until,
         };
-
-        crate::failpoints::check(crate::failpoints::point::STORE_INSERT)?;
-        let mut conn = self
-            .writer_in(commit.priority(), Durability::Durable)
-            .await?;
-        let results = if unique.len() == 1 {
-            // Nothing can fail between writing the row and committing it: the point fires
-            // before the statement, which fails it the same way (nothing is stored).
-            crate::failpoints::check(crate::failpoints::point::STORE_INSERT_COMMIT)?;
-            rows.insert(&mut conn, &unique).await?
-        } else {
-            let mut tx = conn.begin().await?;
-            let results = rows.insert(&mut tx, &unique).await?;
-            crate::failpoints::check(crate::failpoints::point::STORE_INSERT_COMMIT)?;
-            tx.commit().await?;
-            results
+        // Where the commit may be cut: after each call of a group commit. An express commit is
+        // never cut (it is what the others make way for).
+        let ends: Vec<usize> = match commit {
+            Commit::Group => calls
+                .iter()
+                .scan(0, |end, &count| {
+                    *end += count;
+                    Some(*end)
+                })
+                .collect(),
+            Commit::Express => vec![items.len()],
         };
 
-        Ok(items
+        let mut results = vec![None; items.len()];
+        let mut committed = 0;
+        let written = self
+            .write_calls(commit, &rows, &unique, &ends, &mut results, &mut committed)
+            .await;
+        let results = items[..committed]
             .iter()
             .enumerate()
             .map(|(i, item)| {
@@ -122,7 +158,59 @@ impl Store {
                     repeat_of(item, &items[first], first_result)
                 }
             })
-            .collect())
+            .collect();
+        Stored {
+            results,
+            failed: written.err(),
+        }
+    }
+
+    /// The writes of [`Store::insert_calls`]: the unique keys (`unique`) of the items up to
+    /// each of `ends` in turn, committed at the last end and at any end where an express commit
+    /// is waiting. Fills `results` for the first occurrences of the keys it stored, and moves
+    /// `committed` to the end of what is committed.
+    async fn write_calls(
+        &self,
+        commit: Commit,
+        rows: &NewRows<'_>,
+        unique: &[usize],
+        ends: &[usize],
+        results: &mut [Option<Inserted>],
+        committed: &mut usize,
+    ) -> Result<(), Error> {
+        crate::failpoints::check(crate::failpoints::point::STORE_INSERT)?;
+        let mut conn = self
+            .writer_in(commit.priority(), Durability::Durable)
+            .await?;
+        if unique.len() == 1 {
+            // Nothing can fail between writing the row and committing it: the point fires
+            // before the statement, which fails it the same way (nothing is stored).
+            crate::failpoints::check(crate::failpoints::point::STORE_INSERT_COMMIT)?;
+            rows.insert(&mut conn, unique, results).await?;
+            *committed = rows.items.len();
+            return Ok(());
+        }
+        let (mut ends, mut keys) = (ends.iter().copied().peekable(), unique);
+        while let Some(mut end) = ends.next() {
+            let mut tx = conn.begin().await?;
+            loop {
+                let call = keys.partition_point(|&i| i < end);
+                rows.insert(&mut tx, &keys[..call], results).await?;
+                keys = &keys[call..];
+                match ends.peek() {
+                    Some(&next) if !self.express_waiting() => end = next,
+                    _ => break,
+                }
+                ends.next();
+            }
+            crate::failpoints::check(crate::failpoints::point::STORE_INSERT_COMMIT)?;
+            tx.commit().await?;
+            *committed = end;
+            if ends.peek().is_some() {
+                conn = self.let_express_through(conn).await?;
+            }
+        }
+        Ok(())
     }
 
     /// Notifications waiting (pending or retrying) for one customer, per lane:
@@ -281,14 +369,15 @@ struct NewRows<'a> {
 
 impl NewRows<'_> {
     /// Inserts the items at the indexes `unique` (each key once), in statements of at most
-    /// [`STATEMENT_ROWS`], and says for every item index what became of it (`None` for the
-    /// repeats, which the caller resolves). Atomic only inside a transaction when it takes more
-    /// than one statement (more than one key).
+    /// [`STATEMENT_ROWS`], and records in `results` what became of each of them (the repeats of
+    /// a key are left to the caller). Atomic only inside a transaction when it takes more than
+    /// one statement (more than one key).
     async fn insert(
         &self,
         conn: &mut AnyConnection,
         unique: &[usize],
-    ) -> Result<Vec<Option<Inserted>>, Error> {
+        results: &mut [Option<Inserted>],
+    ) -> Result<(), Error> {
         let mut new_ids: HashMap<(String, String), i64> = HashMap::with_capacity(unique.len());
         let mut first = 0;
         for size in chunk_sizes(unique.len(), STATEMENT_ROWS) {
@@ -301,7 +390,6 @@ impl NewRows<'_> {
             }
         }
 
-        let mut results: Vec<Option<Inserted>> = vec![None; self.items.len()];
         for &i in unique {
             let n = &self.items[i];
             let key = (n.customer_id.to_string(), n.idempotency_key.clone());
@@ -310,7 +398,7 @@ impl NewRows<'_> {
                 None => compare_with_stored(conn, n).await?,
             });
         }
-        Ok(results)
+        Ok(())
     }
 
     /// Binds the values of the items at `chunk` to an [`insert_sql`] statement for as many rows.
@@ -399,7 +487,6 @@ async fn compare_with_stored(
     )
 }
 
-/// The result for a key repeated inside one batch, given the result of its first occurrence.
 /// Two counts of the rows a query selects, transactional then bulk: `COUNT(*) FILTER` reads
 /// them in one pass without grouping (and so without sorting) by lane.
 fn lane_counts() -> String {
@@ -415,6 +502,7 @@ fn count(n: i64) -> u64 {
     u64::try_from(n).unwrap_or(0)
 }
 
+/// The result for a key repeated inside one batch, given the result of its first occurrence.
 fn repeat_of(item: &NewNotification, first: &NewNotification, first_result: Inserted) -> Inserted {
     let id = match first_result {
         Inserted::New(id) | Inserted::Duplicate(id) | Inserted::Conflict(id) => id,

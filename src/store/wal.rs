@@ -13,9 +13,13 @@ use super::{Error, SQLITE_BUSY_TIMEOUT, Store};
 const CHECKPOINT_INTERVAL: Duration = Duration::from_millis(250);
 
 /// WAL frames (pages) after which the checkpointer starts the WAL over (see [`checkpoint_loop`]):
-/// 4,096 pages are 16 MiB at SQLite's default page size, a fraction of a second of writes at full
-/// speed, so the restart's own copying stays a few milliseconds.
-const WAL_RESTART_FRAMES: i64 = 4096;
+/// 16,384 pages are 64 MiB at SQLite's default page size, about a second of writes at full speed.
+/// A restart holds the write connection for what the WAL gained since the last passive pass,
+/// whatever the threshold (16-20 ms at the median under saturated intake and delivery), so the
+/// threshold sets how often the connection is held that long: with 4,096 pages it was every
+/// checkpoint round (four times a second, 6% of the time), and delivered/s was 8-10% lower
+/// (BENCHMARKS.md, "Seventh pass").
+const WAL_RESTART_FRAMES: i64 = 16_384;
 
 /// Checkpoints SQLite's WAL every [`CHECKPOINT_INTERVAL`], until the store is closed, in two
 /// steps:

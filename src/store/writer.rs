@@ -115,6 +115,14 @@ impl Store {
         self.write_conn(turn, class, durability, asked).await
     }
 
+    /// Whether an express commit is waiting for SQLite's write connection (never on PostgreSQL,
+    /// where express commits have connections of their own).
+    pub(super) fn express_waiting(&self) -> bool {
+        self.gate
+            .as_ref()
+            .is_some_and(|gate| gate.express_waiting())
+    }
+
     /// Between two statements of a background batch: if an express commit waits for SQLite's
     /// write connection, lets it go first and then takes the connection back, ahead of every
     /// other waiter (see [`super::gate::WriteGate::lend_to_express`]). So a unary Submit waits
@@ -205,6 +213,8 @@ mod tests {
 
     use super::*;
     use crate::model::{Channel, CustomerId, Inserted, Lane, NewNotification, now_millis};
+    use sqlx::Row;
+
     use crate::store::{Commit, StoreOptions};
 
     fn notification(key: &str) -> Vec<NewNotification> {
@@ -243,6 +253,137 @@ mod tests {
         while !gate.express_waiting() {
             tokio::time::sleep(Duration::from_millis(1)).await;
         }
+    }
+
+    /// Waits (bounded by the test's timeouts) until `count` writes of `class` queue at the gate.
+    async fn queued(store: &Store, class: Priority, count: usize) {
+        let gate = store.gate.as_ref().unwrap();
+        while gate.queued(class) < count {
+            tokio::time::sleep(Duration::from_millis(1)).await;
+        }
+    }
+
+    /// A notification of `acme` under `key`.
+    fn keyed(key: &str) -> NewNotification {
+        notification(key).remove(0)
+    }
+
+    /// The row id an insert of one notification got.
+    fn id_of(results: &[Inserted]) -> i64 {
+        match results {
+            [Inserted::New(id)] => id.0,
+            other => panic!("not one new notification: {other:?}"),
+        }
+    }
+
+    /// Stores `key` in an express commit of its own.
+    fn express(store: &Store, key: &str) -> tokio::task::JoinHandle<Result<Vec<Inserted>, Error>> {
+        let (store, items) = (store.clone(), vec![keyed(key)]);
+        tokio::spawn(async move {
+            store
+                .insert_notifications(Commit::Express, &items, &[], now_millis(), 0)
+                .await
+        })
+    }
+
+    /// A group commit of two calls of two notifications each, `group-0` to `group-3`, started
+    /// while a background write holds the connection and two express commits wait: the first
+    /// express commit goes when the background write ends, then the group commit (never two
+    /// express turns in a row while others wait), which then finds the second express commit
+    /// waiting after its first call. Returns the group commit's outcome and the two express
+    /// commits' row ids.
+    async fn group_commit_beside_express(store: &Store) -> (crate::store::Stored, i64, i64) {
+        async fn wait<T>(task: tokio::task::JoinHandle<T>) -> T {
+            let joined = tokio::time::timeout(Duration::from_secs(10), task).await;
+            joined.unwrap().unwrap()
+        }
+        let background = store.writer(Durability::Relaxed).await.unwrap();
+        let group = {
+            let store = store.clone();
+            let items: Vec<_> = (0..4).map(|i| keyed(&format!("group-{i}"))).collect();
+            tokio::spawn(async move {
+                store
+                    .insert_calls(Commit::Group, &items, &[2, 2], &[], now_millis(), 0)
+                    .await
+            })
+        };
+        queued(store, Priority::Caller, 1).await;
+        let first = express(store, "express-1");
+        queued(store, Priority::Express, 1).await;
+        let second = express(store, "express-2");
+        queued(store, Priority::Express, 2).await;
+        drop(background);
+        let group = wait(group).await;
+        let first = id_of(&wait(first).await.unwrap());
+        let second = id_of(&wait(second).await.unwrap());
+        (group, first, second)
+    }
+
+    async fn sqlite_store(dir: &tempfile::TempDir) -> Store {
+        let url = format!("sqlite://{}", dir.path().join("floodgate.db").display());
+        Store::connect(&url, &StoreOptions::default())
+            .await
+            .unwrap()
+    }
+
+    #[tokio::test]
+    async fn a_group_commit_is_cut_between_two_calls_for_a_waiting_express_commit() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = sqlite_store(&dir).await;
+        let (group, first, second) = group_commit_beside_express(&store).await;
+        assert!(group.failed.is_none(), "{:?}", group.failed);
+        let ids: Vec<i64> = group
+            .results
+            .iter()
+            .map(|result| id_of(std::slice::from_ref(result)))
+            .collect();
+        // Row ids are given in insert order: the second express commit was written after the
+        // group commit's first call and before its second.
+        assert!(first < ids[0], "first express {first}, group {ids:?}");
+        assert!(
+            ids[1] < second && second < ids[2],
+            "second express {second}, group {ids:?}"
+        );
+    }
+
+    #[tokio::test]
+    async fn a_cut_group_commit_keeps_the_calls_committed_before_a_failure() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = sqlite_store(&dir).await;
+        let stored = |store: Store| async move {
+            let row = sqlx::query(
+                "SELECT COUNT(*) FROM notifications WHERE idempotency_key LIKE 'group-%'",
+            )
+            .fetch_one(&store.read)
+            .await
+            .unwrap();
+            row.try_get::<i64, _>(0).unwrap()
+        };
+        store
+            .writer(Durability::Relaxed)
+            .await
+            .unwrap()
+            .execute(
+                "CREATE TRIGGER refuse BEFORE INSERT ON notifications \
+                 WHEN NEW.idempotency_key = 'group-3' BEGIN SELECT RAISE(FAIL, 'refused'); END",
+            )
+            .await
+            .unwrap();
+
+        // Not cut (nothing waits): the second call's failure undoes the first call too.
+        let items: Vec<_> = (0..4).map(|i| keyed(&format!("group-{i}"))).collect();
+        let alone = store
+            .insert_calls(Commit::Group, &items, &[2, 2], &[], now_millis(), 0)
+            .await;
+        assert!(alone.failed.is_some() && alone.results.is_empty());
+        assert_eq!(stored(store.clone()).await, 0);
+
+        // Cut for an express commit: the first call was committed before the failure.
+        let (group, _, _) = group_commit_beside_express(&store).await;
+        assert!(group.failed.is_some(), "the trigger did not refuse");
+        assert_eq!(group.results.len(), 2, "{:?}", group.results);
+        assert!(group.results.iter().all(|r| matches!(r, Inserted::New(_))));
+        assert_eq!(stored(store.clone()).await, 2);
     }
 
     #[tokio::test]
