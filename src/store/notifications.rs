@@ -127,17 +127,18 @@ impl Store {
             now,
             lease_until,
         };
-        // Where the commit may be cut: after each call of a group commit. An express commit is
-        // never cut (it is what the others make way for).
-        let ends: Vec<usize> = match commit {
-            Commit::Group => calls
+        // Where the commit may be cut: after each call of a group commit on SQLite. An express
+        // commit is never cut (it is what the others make way for), and on PostgreSQL nothing
+        // waits for a group commit: there the calls share statements of up to 256 rows.
+        let ends: Vec<usize> = match (commit, &self.gate) {
+            (Commit::Group, Some(_)) => calls
                 .iter()
                 .scan(0, |end, &count| {
                     *end += count;
                     Some(*end)
                 })
                 .collect(),
-            Commit::Express => vec![items.len()],
+            _ => vec![items.len()],
         };
 
         let mut results = vec![None; items.len()];
