@@ -17,8 +17,8 @@ const CHECKPOINT_INTERVAL: Duration = Duration::from_millis(250);
 /// A restart holds the write connection for what the WAL gained since the last passive pass,
 /// whatever the threshold (16-20 ms at the median under saturated intake and delivery), so the
 /// threshold sets how often the connection is held that long: with 4,096 pages it was every
-/// checkpoint round (four times a second, 6% of the time), and delivered/s was 8-10% lower
-/// (BENCHMARKS.md, "Seventh pass").
+/// checkpoint round (four times a second, 6% of the time), and delivered/s was 7% lower on
+/// average over six alternating pairs (BENCHMARKS.md, "Seventh pass").
 const WAL_RESTART_FRAMES: i64 = 16_384;
 
 /// Checkpoints SQLite's WAL every [`CHECKPOINT_INTERVAL`], until the store is closed, in two
