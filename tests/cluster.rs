@@ -35,6 +35,9 @@ const FAST: &[&str] = &[
     "2s",
     "--lease",
     "10s",
+    // Read connections per node: four nodes stay well under PostgreSQL's 100 connections.
+    "--db-max-connections",
+    "4",
 ];
 
 /// What the test receiver answers one request: after `delay`, `status`, optionally with a
@@ -201,21 +204,31 @@ async fn receive(
     response
 }
 
+/// Clusters running at once in this test binary: one. Every node holds up to 10 caller, 5
+/// background and `--db-max-connections` read connections to PostgreSQL, plus one listening for
+/// wakes; several clusters of three or four nodes side by side went past the server's 100
+/// connections ("sorry, too many clients already") when they happened to be busy together.
+static ONE_CLUSTER_AT_A_TIME: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
+
 /// Nodes on one database, each with its own data directory and id `node-{i}`.
 struct Cluster {
     db: TestDb,
     nodes: Vec<Option<Floodgate>>,
     dirs: Vec<tempfile::TempDir>,
     extra: Vec<String>,
+    /// Dropped last (fields drop in order), once the nodes and the database are gone.
+    _turn: tokio::sync::MutexGuard<'static, ()>,
 }
 
 impl Cluster {
     async fn start(nodes: usize, extra: &[&str]) -> Self {
+        let turn = ONE_CLUSTER_AT_A_TIME.lock().await;
         let mut cluster = Self {
             db: TestDb::new(Backend::Postgres).await,
             nodes: Vec::new(),
             dirs: Vec::new(),
             extra: extra.iter().map(|s| s.to_string()).collect(),
+            _turn: turn,
         };
         for _ in 0..nodes {
             cluster.add_node().await;
