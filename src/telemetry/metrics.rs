@@ -252,7 +252,7 @@ impl Metrics {
         page.family(
             "floodgate_intake_commit_rows",
             Kind::Histogram,
-            "Notifications written per intake commit (group commits and express commits alike).",
+            "Notifications written per intake commit (group commits and express commits alike; a group commit cut between calls for an express commit counts once).",
         );
         page.histogram("floodgate_intake_commit_rows", &[], &self.commit_rows);
     }
