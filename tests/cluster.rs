@@ -210,13 +210,14 @@ async fn receive(
 /// connections ("sorry, too many clients already") when they happened to be busy together.
 static ONE_CLUSTER_AT_A_TIME: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
 
-/// Nodes on one database, each with its own data directory and id `node-{i}`.
+/// Nodes on one database, each with its own data directory and id `node-{i}`. Fields drop in
+/// order: the nodes are killed before their directories and the database go, and the turn is
+/// passed on last.
 struct Cluster {
-    db: TestDb,
     nodes: Vec<Option<Floodgate>>,
     dirs: Vec<tempfile::TempDir>,
+    db: TestDb,
     extra: Vec<String>,
-    /// Dropped last (fields drop in order), once the nodes and the database are gone.
     _turn: tokio::sync::MutexGuard<'static, ()>,
 }
 
@@ -224,9 +225,9 @@ impl Cluster {
     async fn start(nodes: usize, extra: &[&str]) -> Self {
         let turn = ONE_CLUSTER_AT_A_TIME.lock().await;
         let mut cluster = Self {
-            db: TestDb::new(Backend::Postgres).await,
             nodes: Vec::new(),
             dirs: Vec::new(),
+            db: TestDb::new(Backend::Postgres).await,
             extra: extra.iter().map(|s| s.to_string()).collect(),
             _turn: turn,
         };
