@@ -10,7 +10,8 @@ use std::collections::HashSet;
 use std::time::Duration;
 
 use common::{
-    Backend, Receiver, TestDb, TestServer, add_customer, hanging_endpoint, submit_many, test_config,
+    Backend, Receiver, TestDb, TestServer, add_customer, customer_stats, hanging_endpoint,
+    submit_many, test_config,
 };
 use floodgate::api::proto::{self, Lane};
 use tokio::time::Instant;
@@ -20,20 +21,6 @@ async fn time_until(receiver: &Receiver, count: usize, limit: Duration) -> Durat
     let started = Instant::now();
     receiver.wait_for(count, limit).await;
     started.elapsed()
-}
-
-/// `customer`'s figures as `GetCustomerStats` answers them.
-async fn stats_of(
-    customers: &mut proto::customers_client::CustomersClient<common::Authed>,
-    customer: &str,
-) -> proto::CustomerStats {
-    customers
-        .get_customer_stats(proto::GetCustomerStatsRequest {
-            customer_id: customer.into(),
-        })
-        .await
-        .unwrap()
-        .into_inner()
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -76,7 +63,7 @@ async fn each_customer_gets_close_to_its_capacity() {
         "rejections {small_share:.3} / {large_share:.3}"
     );
 
-    let stats = stats_of(&mut server.customers().await, "large").await;
+    let stats = customer_stats(&mut server.customers().await, "large").await;
     assert!(
         stats.delivered_per_sec > 0.0 && stats.concurrency_limit >= 1,
         "{stats:?}"
@@ -180,7 +167,7 @@ async fn pause_resume_start_tier_and_stats_over_the_api() {
     // Registering starts no actor: a new customer has nothing to send yet. (The pause is not
     // new, and its actor shows the pause below.)
     tokio::time::sleep(Duration::from_millis(200)).await;
-    let registered = stats_of(&mut customers, "fragile").await;
+    let registered = customer_stats(&mut customers, "fragile").await;
     assert_eq!(registered.tier, proto::Tier::Idle as i32, "{registered:?}");
     let paused = customers
         .pause_customer(proto::PauseCustomerRequest {
@@ -198,7 +185,7 @@ async fn pause_resume_start_tier_and_stats_over_the_api() {
         receiver.received().is_empty(),
         "a paused customer is sent nothing"
     );
-    let stats = stats_of(&mut customers, "fragile").await;
+    let stats = customer_stats(&mut customers, "fragile").await;
     assert_eq!(stats.backlog_transactional, 5, "{stats:?}");
     assert_eq!(stats.tier, proto::Tier::Paused as i32, "{stats:?}");
 
@@ -213,7 +200,7 @@ async fn pause_resume_start_tier_and_stats_over_the_api() {
     // it: poll until the count settles (or the deadline says it never will).
     let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
     let stats = loop {
-        let stats = stats_of(&mut customers, "fragile").await;
+        let stats = customer_stats(&mut customers, "fragile").await;
         if stats.delivered_total >= 5 || tokio::time::Instant::now() >= deadline {
             break stats;
         }

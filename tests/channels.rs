@@ -10,7 +10,7 @@ use common::fakes::apns::{self as apns_fake, ApnsError, ApnsFake};
 use common::fakes::fcm::{self as fcm_fake, FcmError, FcmFake};
 use common::fakes::sms::{self as sms_fake, SmsError, SmsFake};
 use common::fakes::smtp::{self as smtp_fake, SmtpFake, SmtpReply};
-use common::{Authed, Backend, TestDb, TestServer, test_config, wait_for_state};
+use common::{Authed, Backend, TestDb, TestServer, customer_stats, test_config, wait_for_state};
 use floodgate::api::proto::dispatcher_client::DispatcherClient;
 use floodgate::api::proto::{self, Channel, Lane, State};
 use serde_json::{Value, json};
@@ -135,15 +135,8 @@ async fn expect(
 }
 
 async fn error_rate(server: &TestServer) -> f64 {
-    server
-        .customers()
+    customer_stats(&mut server.customers().await, "acme")
         .await
-        .get_customer_stats(proto::GetCustomerStatsRequest {
-            customer_id: "acme".into(),
-        })
-        .await
-        .unwrap()
-        .into_inner()
         .error_rate
 }
 

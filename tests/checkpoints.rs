@@ -5,20 +5,15 @@ mod common;
 
 use std::time::Duration;
 
-use common::{Backend, Receiver, TestDb, TestServer, add_customer, submit_many, test_config};
-use floodgate::api::proto::{self, Lane};
+use common::{
+    Backend, Receiver, TestDb, TestServer, add_customer, customer_stats, submit_many, test_config,
+};
+use floodgate::api::proto::Lane;
 
 /// The customer's live concurrency limit, as the server reports it.
 async fn limit(server: &TestServer, customer: &str) -> u32 {
-    server
-        .customers()
+    customer_stats(&mut server.customers().await, customer)
         .await
-        .get_customer_stats(proto::GetCustomerStatsRequest {
-            customer_id: customer.into(),
-        })
-        .await
-        .unwrap()
-        .into_inner()
         .concurrency_limit
 }
 

@@ -18,7 +18,10 @@ use axum::http::{HeaderMap, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::routing::post;
 use common::process::Floodgate;
-use common::{ADMIN_TOKEN, Backend, TestDb, add_customer, connect, postgres_url, submit_request};
+use common::{
+    ADMIN_TOKEN, Backend, TestDb, add_customer, connect, customer_stats, postgres_url,
+    submit_request,
+};
 use floodgate::api::proto;
 use floodgate::api::proto::customers_client::CustomersClient;
 use floodgate::api::proto::dispatcher_client::DispatcherClient;
@@ -675,13 +678,8 @@ async fn a_fourth_node_takes_about_a_quarter_of_the_buckets_with_no_duplicates()
     assert_eq!((held, status.unowned_buckets), (1024, 0), "{status:?}");
     assert!(status.handovers_total >= moved as u64, "{status:?}");
     let owner = cluster.owner_of(&customers[0]).await;
-    let stats = CustomersClient::new(connect(&cluster.url(0), Some(ADMIN_TOKEN)).await)
-        .get_customer_stats(proto::GetCustomerStatsRequest {
-            customer_id: customers[0].clone(),
-        })
-        .await
-        .unwrap()
-        .into_inner();
+    let mut client = CustomersClient::new(connect(&cluster.url(0), Some(ADMIN_TOKEN)).await);
+    let stats = customer_stats(&mut client, &customers[0]).await;
     assert_eq!(stats.owner_node, format!("node-{owner}"));
     let delivered = hub.wait_delivered(total, Duration::from_secs(60)).await;
     let duplicates: Vec<_> = delivered.iter().filter(|(_, n)| **n > 1).collect();

@@ -8,7 +8,7 @@ use std::time::Duration;
 
 use common::{
     ADMIN_TOKEN, Authed, Backend, Receiver, TestDb, TestServer, add_customer, connect,
-    submit_request, test_config, wait_for_state,
+    customer_stats, submit_request, test_config, wait_for_state,
 };
 use floodgate::api::proto;
 use floodgate::api::proto::templates_client::TemplatesClient;
@@ -404,13 +404,7 @@ async fn an_unrenderable_notification_fails_without_blaming_the_customer() {
         "{failed:?}"
     );
     assert!(receiver.received().is_empty());
-    let stats = customers
-        .get_customer_stats(proto::GetCustomerStatsRequest {
-            customer_id: "shop".into(),
-        })
-        .await
-        .unwrap()
-        .into_inner();
+    let stats = customer_stats(&mut customers, "shop").await;
     assert_eq!(stats.error_rate, 0.0, "{stats:?}");
     assert_eq!(
         stats.rtt_p50_ms, 0.0,

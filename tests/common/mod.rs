@@ -319,6 +319,20 @@ pub async fn add_customer(grpc_url: &str, id: &str, webhook_url: &str) -> proto:
 }
 
 /// A submit request with a small JSON payload.
+/// `customer`'s figures as `GetCustomerStats` answers them.
+pub async fn customer_stats(
+    customers: &mut CustomersClient<Authed>,
+    customer: &str,
+) -> proto::CustomerStats {
+    customers
+        .get_customer_stats(proto::GetCustomerStatsRequest {
+            customer_id: customer.into(),
+        })
+        .await
+        .unwrap()
+        .into_inner()
+}
+
 pub fn submit_request(customer: &str, key: &str, recipient: &str) -> proto::SubmitRequest {
     proto::SubmitRequest {
         customer_id: customer.into(),
