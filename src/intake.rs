@@ -276,7 +276,7 @@ impl Writer {
         self.metrics.commit_rows(items.len());
         let done = stored.results.len();
         let failed = stored.failed.map(|err| {
-            tracing::warn!(error = %err, "group commit failed; none of its calls not yet committed was acknowledged");
+            tracing::warn!(error = %err, "group commit failed; its calls not committed before the failure were not acknowledged");
             for (item, slot) in items[done..].iter().zip(reservations.drain(done..)) {
                 if let Some(slot) = slot {
                     slot.unreserve(item.lane);

@@ -1,7 +1,7 @@
 //! The dispatch engine's promises, on both stores: one claim statement fills many actors'
 //! windows and honours each window and lane share exactly; intake keeps answering while every
-//! customer's actor claims at once; a commit failing halfway stores none of its rows. (A handed-off notification surviving SIGKILL is in crash.rs,
-//! which runs the real binary.)
+//! customer's actor claims at once; a commit failing halfway stores none of its rows. (A
+//! handed-off notification surviving SIGKILL is in crash.rs, which runs the real binary.)
 
 mod common;
 

@@ -52,7 +52,7 @@ pub use checkpoints::CheckpointRow;
 pub use claims::ClaimRequest;
 pub use cluster::{HeldBucket, LeaseRow, NodeRow, Takeover};
 pub use error::Error;
-pub use notifications::{Commit, Stored};
+pub use notifications::Commit;
 
 /// Which database is behind the store. Private: callers ask what they mean instead
 /// ([`Store::is_single_node`], [`Store::intake_writers`]).

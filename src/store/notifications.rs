@@ -53,7 +53,7 @@ impl Commit {
 /// What [`Store::insert_calls`] stored: the results of the calls it committed, and why the
 /// rest was not stored, if it was not.
 #[derive(Debug)]
-pub struct Stored {
+pub(crate) struct Stored {
     /// One result per item of the committed calls, which are the first `results.len()` items.
     pub results: Vec<Inserted>,
     /// Why the items after those were not stored (all of them, or none of a call).
@@ -102,7 +102,7 @@ impl Store {
     /// every round trip waits to be scheduled. With more keys the transaction stays: they take
     /// several statements, and if one key was stored before, the read that compares it must not
     /// come after the others are committed (a failed read would then answer "nothing stored").
-    pub async fn insert_calls(
+    pub(crate) async fn insert_calls(
         &self,
         commit: Commit,
         items: &[NewNotification],

@@ -286,13 +286,15 @@ mod tests {
         })
     }
 
-    /// A group commit of two calls of two notifications each, `group-0` to `group-3`, started
-    /// while a background write holds the connection and two express commits wait: the first
+    /// A group commit of two calls of two notifications each, keyed `keys`, started while a background write holds the connection and two express commits wait: the first
     /// express commit goes when the background write ends, then the group commit (never two
     /// express turns in a row while others wait), which then finds the second express commit
     /// waiting after its first call. Returns the group commit's outcome and the two express
     /// commits' row ids.
-    async fn group_commit_beside_express(store: &Store) -> (crate::store::Stored, i64, i64) {
+    async fn group_commit_beside_express(
+        store: &Store,
+        keys: [&str; 4],
+    ) -> (crate::store::notifications::Stored, i64, i64) {
         async fn wait<T>(task: tokio::task::JoinHandle<T>) -> T {
             let joined = tokio::time::timeout(Duration::from_secs(10), task).await;
             joined.unwrap().unwrap()
@@ -300,7 +302,7 @@ mod tests {
         let background = store.writer(Durability::Relaxed).await.unwrap();
         let group = {
             let store = store.clone();
-            let items: Vec<_> = (0..4).map(|i| keyed(&format!("group-{i}"))).collect();
+            let items: Vec<_> = keys.into_iter().map(keyed).collect();
             tokio::spawn(async move {
                 store
                     .insert_calls(Commit::Group, &items, &[2, 2], &[], now_millis(), 0)
@@ -319,6 +321,8 @@ mod tests {
         (group, first, second)
     }
 
+    const GROUP_KEYS: [&str; 4] = ["group-0", "group-1", "group-2", "group-3"];
+
     async fn sqlite_store(dir: &tempfile::TempDir) -> Store {
         let url = format!("sqlite://{}", dir.path().join("floodgate.db").display());
         Store::connect(&url, &StoreOptions::default())
@@ -330,7 +334,7 @@ mod tests {
     async fn a_group_commit_is_cut_between_two_calls_for_a_waiting_express_commit() {
         let dir = tempfile::tempdir().unwrap();
         let store = sqlite_store(&dir).await;
-        let (group, first, second) = group_commit_beside_express(&store).await;
+        let (group, first, second) = group_commit_beside_express(&store, GROUP_KEYS).await;
         assert!(group.failed.is_none(), "{:?}", group.failed);
         let ids: Vec<i64> = group
             .results
@@ -344,6 +348,36 @@ mod tests {
             ids[1] < second && second < ids[2],
             "second express {second}, group {ids:?}"
         );
+    }
+
+    #[tokio::test]
+    async fn a_key_repeated_across_the_cut_is_one_notification() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = sqlite_store(&dir).await;
+        let keys = ["dup-0", "dup-1", "dup-0", "dup-3"];
+        let (group, _, second) = group_commit_beside_express(&store, keys).await;
+        assert!(group.failed.is_none(), "{:?}", group.failed);
+        let [
+            Inserted::New(first),
+            Inserted::New(_),
+            again,
+            Inserted::New(last),
+        ] = group.results[..]
+        else {
+            panic!("{:?}", group.results);
+        };
+        assert_eq!(
+            again,
+            Inserted::Duplicate(first),
+            "the repeat in the second call"
+        );
+        assert!(first.0 < second && second < last.0, "the commit was cut");
+        let row =
+            sqlx::query("SELECT COUNT(*) FROM notifications WHERE idempotency_key LIKE 'dup-%'")
+                .fetch_one(&store.read)
+                .await
+                .unwrap();
+        assert_eq!(row.try_get::<i64, _>(0).unwrap(), 3);
     }
 
     #[tokio::test]
@@ -379,7 +413,7 @@ mod tests {
         assert_eq!(stored(store.clone()).await, 0);
 
         // Cut for an express commit: the first call was committed before the failure.
-        let (group, _, _) = group_commit_beside_express(&store).await;
+        let (group, _, _) = group_commit_beside_express(&store, GROUP_KEYS).await;
         assert!(group.failed.is_some(), "the trigger did not refuse");
         assert_eq!(group.results.len(), 2, "{:?}", group.results);
         assert!(group.results.iter().all(|r| matches!(r, Inserted::New(_))));
@@ -389,10 +423,7 @@ mod tests {
     #[tokio::test]
     async fn an_express_commit_goes_between_two_statements_of_a_background_batch() {
         let dir = tempfile::tempdir().unwrap();
-        let url = format!("sqlite://{}", dir.path().join("floodgate.db").display());
-        let store = Store::connect(&url, &StoreOptions::default())
-            .await
-            .unwrap();
+        let store = sqlite_store(&dir).await;
         let wait = |task| tokio::time::timeout(Duration::from_secs(10), task);
 
         // A background batch holds the write connection; a group commit and an express commit
