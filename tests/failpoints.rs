@@ -164,16 +164,86 @@ async fn a_failed_commit_stores_nothing(backend: Backend) {
     }
 }
 
+/// `floodgate_intake_handed_off_total`: notifications intake gave straight to their actor.
+async fn handed_off(server: &TestServer) -> f64 {
+    let name = "floodgate_intake_handed_off_total";
+    let page = common::metrics_page(server.http_addr).await;
+    page.lines()
+        .find_map(|line| line.strip_prefix(name)?.trim().parse().ok())
+        .unwrap_or_else(|| panic!("{name} is not on /metrics"))
+}
+
+/// A commit that fails gives back the hand-off credits it reserved. Before a commit, intake
+/// takes a credit from the actor of each notification due now; one that is not stored must give
+/// it back, or the actor's window shrinks for good and fresh notifications stop going straight
+/// to it. Here a batch bigger than any window (so it reserves every credit the actor has) fails
+/// at `store.insert`; each of the notifications sent after it is still handed over.
+async fn a_failed_commit_gives_back_its_hand_off_credits(backend: Backend) {
+    let db = TestDb::new(backend).await;
+    let receiver = Receiver::start().await;
+    let server = TestServer::start(test_config(&db)).await;
+    add_customer(&server.grpc_url, "acme", &receiver.url).await;
+    let mut client = server.dispatcher().await;
+    let mut sent = 0;
+    let mut send = async |key: String| {
+        let request = common::submit_request("acme", &key, "u");
+        client.submit(request).await.unwrap();
+        sent += 1;
+        receiver.wait_for(sent, Duration::from_secs(10)).await;
+    };
+    // The first notification starts the actor; once it has drained its backlog it grants
+    // credits, and the next ones are handed over.
+    for n in 0.. {
+        assert!(n < 50, "{backend:?}: nothing was ever handed over");
+        send(format!("warm-{n}")).await;
+        if handed_off(&server).await > 0.0 {
+            break;
+        }
+    }
+
+    failpoints::arm(point::STORE_INSERT, 1);
+    let requests = (0..1000)
+        .map(|i| common::submit_request("acme", &format!("failed-{i}"), "u"))
+        .collect();
+    let failed = server
+        .dispatcher()
+        .await
+        .submit_batch(floodgate::api::proto::SubmitBatchRequest { requests })
+        .await;
+    assert_eq!(failpoints::disarm(point::STORE_INSERT), 1);
+    assert_eq!(
+        failed.map(|_| ()).map_err(|status| status.code()),
+        Err(tonic::Code::Unavailable),
+        "{backend:?}: the failed batch"
+    );
+
+    // Each of the next ones finds a credit: the window has room for more than one, and had
+    // the failed batch kept its credits there would be none until the window grew.
+    let before = handed_off(&server).await;
+    for n in 0..3 {
+        send(format!("after-{n}")).await;
+    }
+    let after = handed_off(&server).await;
+    assert_eq!(
+        after - before,
+        3.0,
+        "{backend:?}: not everything sent after the failed commit was handed over"
+    );
+    server.stop().await.unwrap();
+}
+
 // One test per backend, points one after another: the failpoint registry is process-wide.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn every_failpoint_heals_with_nothing_lost() {
     every_failpoint(Backend::Sqlite).await;
     a_flush_waits_for_a_writer_still_retrying(Backend::Sqlite).await;
     a_failed_commit_stores_nothing(Backend::Sqlite).await;
+    a_failed_commit_gives_back_its_hand_off_credits(Backend::Sqlite).await;
     if common::postgres_url().is_some() {
         every_failpoint(Backend::Postgres).await;
         a_flush_waits_for_a_writer_still_retrying(Backend::Postgres).await;
         a_failed_commit_stores_nothing(Backend::Postgres).await;
+        a_failed_commit_gives_back_its_hand_off_credits(Backend::Postgres).await;
     } else {
         eprintln!("PostgreSQL part skipped: DATABASE_URL is not set");
     }
