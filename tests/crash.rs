@@ -32,14 +32,6 @@ async fn start(db: &TestDb) -> Floodgate {
     .await
 }
 
-/// A counter's value on the process's /metrics.
-async fn counter(process: &Floodgate, name: &str) -> f64 {
-    let page = common::metrics_page(process.http).await;
-    page.lines()
-        .find_map(|line| line.strip_prefix(name)?.trim().parse().ok())
-        .unwrap_or_else(|| panic!("{name} is not on /metrics"))
-}
-
 async fn submit_all(url: &str, customer: &str, count: usize) -> Vec<String> {
     let mut client = DispatcherClient::new(connect(url, Some(ADMIN_TOKEN)).await);
     submit_many(
@@ -103,7 +95,7 @@ async fn sigkill_after_a_hand_off_loses_nothing(backend: Backend) {
     receiver.wait_for(1, Duration::from_secs(20)).await;
 
     receiver.set_delay(Duration::from_secs(3600)); // the next attempt never finishes
-    let handed_before = counter(&process, "floodgate_intake_handed_off_total").await;
+    let handed_before = common::counter(process.http, "floodgate_intake_handed_off_total").await;
     let mut client = DispatcherClient::new(connect(&process.url(), Some(ADMIN_TOKEN)).await);
     let id = client
         .submit(common::submit_request("acme", "handed", "u"))
@@ -111,7 +103,7 @@ async fn sigkill_after_a_hand_off_loses_nothing(backend: Backend) {
         .unwrap()
         .into_inner()
         .notification_id;
-    let handed_after = counter(&process, "floodgate_intake_handed_off_total").await;
+    let handed_after = common::counter(process.http, "floodgate_intake_handed_off_total").await;
     assert_eq!(
         handed_after - handed_before,
         1.0,

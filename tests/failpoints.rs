@@ -166,11 +166,7 @@ async fn a_failed_commit_stores_nothing(backend: Backend) {
 
 /// `floodgate_intake_handed_off_total`: notifications intake gave straight to their actor.
 async fn handed_off(server: &TestServer) -> f64 {
-    let name = "floodgate_intake_handed_off_total";
-    let page = common::metrics_page(server.http_addr).await;
-    page.lines()
-        .find_map(|line| line.strip_prefix(name)?.trim().parse().ok())
-        .unwrap_or_else(|| panic!("{name} is not on /metrics"))
+    common::counter(server.http_addr, "floodgate_intake_handed_off_total").await
 }
 
 /// A commit that fails gives back the hand-off credits it reserved. Before a commit, intake

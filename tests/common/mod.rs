@@ -192,6 +192,14 @@ pub async fn metrics_page(http: SocketAddr) -> String {
         .unwrap()
 }
 
+/// A counter's value on the `/metrics` page served at `http`.
+pub async fn counter(http: SocketAddr, name: &str) -> f64 {
+    let page = metrics_page(http).await;
+    page.lines()
+        .find_map(|line| line.strip_prefix(name)?.trim().parse().ok())
+        .unwrap_or_else(|| panic!("{name} is not on /metrics"))
+}
+
 /// The server configuration tests use: fast retries and sweeps, known tokens.
 pub fn test_config(db: &TestDb) -> ServeConfig {
     let mut cfg = ServeConfig::defaults();
