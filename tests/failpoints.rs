@@ -213,8 +213,9 @@ async fn a_failed_commit_gives_back_its_hand_off_credits(backend: Backend) {
         "{backend:?}: the failed batch"
     );
 
-    // Each of the next ones finds a credit: the window has room for more than one, and had
-    // the failed batch kept its credits there would be none until the window grew.
+    // Each of the next ones finds a credit: an idle actor's window has room for at least its
+    // prefetch (4), and had the failed batch kept its credits there would be none until the
+    // window grew.
     let before = handed_off(&server).await;
     for n in 0..3 {
         send(format!("after-{n}")).await;
