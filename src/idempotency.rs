@@ -7,11 +7,17 @@
 //! fingerprint is a duplicate of that id; anything else —
 //! a miss, a different fingerprint, Redis unreachable — goes to the database as before, which
 //! decides between new, duplicate and conflict. So Redis can make intake faster, never wrong.
+//!
+//! Remembering happens after the caller is answered ([`FastPath::remember_later`]): it is a
+//! round trip to Redis that the answer does not depend on, and a key not yet remembered only
+//! sends its next repeat to the database.
 
+use std::sync::Arc;
 use std::time::Duration;
 
 use redis::aio::ConnectionManager;
 use sha2::{Digest, Sha256};
+use tokio::sync::Semaphore;
 
 use crate::model::Inserted;
 use crate::model::{NewNotification, NotificationId};
@@ -21,11 +27,18 @@ use crate::model::{NewNotification, NotificationId};
 #[error("cannot connect to Redis for the idempotency fast path: {0}")]
 pub struct ConnectError(#[from] redis::RedisError);
 
+/// Pipelines of `SET NX` that may be on their way to Redis at once. Each is bounded by the
+/// response timeout ([`redis_config`]); beyond this many (Redis slow or gone), what intake
+/// accepts is not remembered, which costs a repeat of it one database round trip.
+const REMEMBERING: usize = 256;
+
 /// Remembered idempotency keys in Redis.
 pub struct FastPath {
     connection: ConnectionManager,
     prefix: String,
     ttl_secs: u64,
+    /// One permit per pipeline of [`FastPath::remember_later`] in flight.
+    remembering: Arc<Semaphore>,
 }
 
 impl std::fmt::Debug for FastPath {
@@ -58,6 +71,7 @@ impl FastPath {
             connection: ConnectionManager::new_with_config(client, redis_config()).await?,
             prefix: prefix.to_owned(),
             ttl_secs: ttl.as_secs().max(1),
+            remembering: Arc::new(Semaphore::new(REMEMBERING)),
         })
     }
 
@@ -110,10 +124,28 @@ impl FastPath {
             .collect()
     }
 
+    /// [`FastPath::remember`] in a task of its own, so that the caller is answered without
+    /// waiting for Redis. Skipped, with a debug log, while [`REMEMBERING`] pipelines are still
+    /// in flight.
+    pub fn remember_later(self: &Arc<Self>, entries: Vec<Entry>, results: Vec<Inserted>) {
+        let Ok(permit) = self.remembering.clone().try_acquire_owned() else {
+            tracing::debug!(
+                keys = entries.len(),
+                "idempotency keys not remembered: Redis is behind"
+            );
+            return;
+        };
+        let fast_path = Arc::clone(self);
+        tokio::spawn(async move {
+            fast_path.remember(&entries, &results).await;
+            drop(permit);
+        });
+    }
+
     /// Remembers the keys the database just accepted (new or duplicate; `results` in the order
     /// of `entries`), in one pipeline of `SET NX EX`. Failures are only logged: the next
     /// repeat asks the database.
-    pub async fn remember(&self, entries: &[Entry], results: &[Inserted]) {
+    async fn remember(&self, entries: &[Entry], results: &[Inserted]) {
         let mut pipe = redis::pipe();
         let mut any = false;
         for (entry, inserted) in entries.iter().zip(results) {

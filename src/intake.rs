@@ -166,7 +166,8 @@ impl Intake {
 
     /// Stores `items` durably in one group commit (which also applies the recipients'
     /// opt-outs); one result per item, in order. With the fast path, repeats it already knows
-    /// are answered from it, and the keys the database accepts are remembered for next time.
+    /// are answered from it, and the keys the database accepts are remembered for next time,
+    /// after the caller has its answer.
     pub async fn submit(&self, items: Vec<NewNotification>) -> Result<Vec<Inserted>, IntakeError> {
         if items.is_empty() {
             return Ok(Vec::new());
@@ -190,7 +191,7 @@ impl Intake {
             false => self.commit(unknown).await?,
         };
         let answered = stored.len();
-        fast_path.remember(&unknown_entries, &stored).await;
+        fast_path.remember_later(unknown_entries, stored.clone());
         let mut stored = stored.into_iter();
         known
             .into_iter()
