@@ -8,9 +8,9 @@
 //! a miss, a different fingerprint, Redis unreachable — goes to the database as before, which
 //! decides between new, duplicate and conflict. So Redis can make intake faster, never wrong.
 //!
-//! Remembering happens after the caller is answered ([`FastPath::remember_later`]): it is a
-//! round trip to Redis that the answer does not depend on, and a key not yet remembered only
-//! sends its next repeat to the database.
+//! The caller is not kept waiting while its keys are remembered ([`FastPath::remember_later`]):
+//! that is a round trip to Redis the answer does not depend on, and a key not yet remembered
+//! only sends its next repeat to the database.
 
 use std::sync::Arc;
 use std::time::Duration;

@@ -167,7 +167,7 @@ impl Intake {
     /// Stores `items` durably in one group commit (which also applies the recipients'
     /// opt-outs); one result per item, in order. With the fast path, repeats it already knows
     /// are answered from it, and the keys the database accepts are remembered for next time,
-    /// after the caller has its answer.
+    /// without the caller waiting for that.
     pub async fn submit(&self, items: Vec<NewNotification>) -> Result<Vec<Inserted>, IntakeError> {
         if items.is_empty() {
             return Ok(Vec::new());
