@@ -126,8 +126,11 @@ impl FastPath {
 
     /// [`FastPath::remember`] in a task of its own, so that the caller is answered without
     /// waiting for Redis. Skipped, with a debug log, while [`REMEMBERING`] pipelines are still
-    /// in flight.
+    /// in flight; no task at all when the call stored nothing (every key was already known).
     pub fn remember_later(self: &Arc<Self>, entries: Vec<Entry>, results: Vec<Inserted>) {
+        if entries.is_empty() {
+            return;
+        }
         let Ok(permit) = self.remembering.clone().try_acquire_owned() else {
             tracing::debug!(
                 keys = entries.len(),
