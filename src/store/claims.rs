@@ -89,6 +89,7 @@ impl Store {
             }
             first += size;
         }
+        conn.finished_cleanly();
         drop(conn);
         // RETURNING order is unspecified: oldest due first within each request.
         claimed.sort_by_key(|(request, due_at, n)| (*request, *due_at, n.id));
@@ -131,6 +132,7 @@ impl Store {
             applied += query.execute(&mut *conn).await?.rows_affected();
             first += size;
         }
+        conn.finished_cleanly();
         Ok(applied)
     }
 

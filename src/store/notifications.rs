@@ -189,6 +189,7 @@ impl Store {
             crate::failpoints::check(crate::failpoints::point::STORE_INSERT_COMMIT)?;
             rows.insert(&mut conn, unique, results).await?;
             *committed = rows.items.len();
+            conn.finished_cleanly();
             return Ok(());
         }
         let (mut ends, mut keys) = (ends.iter().copied().peekable(), unique);
@@ -211,6 +212,7 @@ impl Store {
                 conn = self.let_express_through(conn).await?;
             }
         }
+        conn.finished_cleanly();
         Ok(())
     }
 

@@ -1,6 +1,8 @@
 //! The write connection: who may write next, and how durable each write must be.
 
 use std::ops::{Deref, DerefMut};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU8, Ordering};
 use std::time::Duration;
 
 use sqlx::pool::PoolConnection;
@@ -30,6 +32,39 @@ impl Durability {
     }
 }
 
+/// The `synchronous` mode SQLite's write connection was left in by the last write turn that
+/// finished cleanly, or nothing. A turn that finds the connection already in its mode skips
+/// setting it (and the check that comes with it, see [`sqlite_writer_ready`]): about half of
+/// all turns follow one of the same durability, and the pragma is a round trip to the
+/// connection's thread while every other writer waits. A turn that does not say it finished
+/// cleanly ([`WriteConn::finished_cleanly`]) leaves nothing known, so the next one checks.
+#[derive(Debug, Default)]
+pub(super) struct LastMode(AtomicU8);
+
+impl LastMode {
+    /// Nothing is known: the next turn sets the mode and checks the connection.
+    const UNKNOWN: u8 = 0;
+
+    fn code(durability: Durability) -> u8 {
+        match durability {
+            Durability::Durable => 1,
+            Durability::Relaxed => 2,
+        }
+    }
+
+    fn is(&self, durability: Durability) -> bool {
+        self.0.load(Ordering::Acquire) == Self::code(durability)
+    }
+
+    fn set(&self, durability: Durability) {
+        self.0.store(Self::code(durability), Ordering::Release);
+    }
+
+    fn forget(&self) {
+        self.0.store(Self::UNKNOWN, Ordering::Release);
+    }
+}
+
 /// A write connection, held for one transaction (and, on SQLite, the turn at the gate with it).
 /// Dropping it hands both on.
 pub(crate) struct WriteConn {
@@ -42,6 +77,21 @@ pub(crate) struct WriteConn {
     durability: Durability,
     waited: Duration,
     since: std::time::Instant,
+    /// SQLite: where to record the mode this turn leaves the connection in.
+    last_mode: Option<Arc<LastMode>>,
+    /// Set by [`WriteConn::finished_cleanly`].
+    clean: bool,
+}
+
+impl WriteConn {
+    /// Says this turn's writes are all committed (or were statements of their own) and
+    /// succeeded: the connection is outside any transaction, in the mode it was given, so the
+    /// next turn of the same durability may use it without setting the mode again. Call it
+    /// only on success, after the last statement; a turn that does not call it (any error
+    /// path) makes the next one check the connection.
+    pub(super) fn finished_cleanly(&mut self) {
+        self.clean = true;
+    }
 }
 
 /// A write that waited for, or held, the write connection this long is logged: every caller
@@ -54,6 +104,12 @@ const NOTABLE_WRITE: Duration = Duration::from_millis(10);
 
 impl Drop for WriteConn {
     fn drop(&mut self) {
+        if let Some(last_mode) = &self.last_mode {
+            match self.clean {
+                true => last_mode.set(self.durability),
+                false => last_mode.forget(),
+            }
+        }
         let held = self.since.elapsed();
         let longest = held.max(self.waited);
         let (class, waited_ms, held_ms) = (
@@ -143,7 +199,9 @@ impl Store {
             return Ok(conn);
         };
         let (class, durability) = (conn.class, conn.durability);
-        // The express commit needs the connection itself too.
+        // The express commit needs the connection itself too; it is between two statements
+        // that are transactions of their own, so outside any transaction.
+        conn.finished_cleanly();
         drop(conn);
         let asked = std::time::Instant::now();
         let turn = gate.lend_to_express(turn, class).await;
@@ -163,9 +221,13 @@ impl Store {
             Durability::Relaxed => &self.background_writes,
         };
         let mut conn = pool.acquire().await?;
-        if self.backend == Backend::Sqlite {
-            conn = sqlite_writer_ready(pool, conn, durability).await?;
-        }
+        let last_mode = match self.backend {
+            Backend::Sqlite => {
+                conn = sqlite_writer_ready(pool, conn, durability, &self.last_mode).await?;
+                Some(self.last_mode.clone())
+            }
+            Backend::Postgres => None,
+        };
         Ok(WriteConn {
             conn,
             _turn: turn,
@@ -173,20 +235,31 @@ impl Store {
             durability,
             waited: asked.elapsed(),
             since: std::time::Instant::now(),
+            last_mode,
+            clean: false,
         })
     }
 }
 
-/// Sets the write connection's `synchronous` mode for this write. This doubles as its health
-/// check: after a failed commit (a full disk, an I/O error) SQLite can leave the connection
-/// inside the failed transaction, where the pragma is refused. Then the transaction is rolled
-/// back; if even that fails, the connection is dropped for a fresh one — so writes resume by
-/// themselves once the cause is gone, without a restart.
+/// Sets the write connection's `synchronous` mode for this write, unless the last turn left it
+/// in that mode and finished cleanly (see [`LastMode`]). Setting it doubles as the
+/// connection's health check: after a failed commit (a full disk, an I/O error) SQLite can
+/// leave the connection inside the failed transaction, where the pragma is refused. Then the
+/// transaction is rolled back; if even that fails, the connection is dropped for a fresh one —
+/// so writes resume by themselves once the cause is gone, without a restart.
+///
+/// If the pool replaces the connection on its own (its lifetime ran out), the new one starts
+/// at `FULL`: a skipped pragma can then only make a background write more durable than it
+/// needs to be, never a caller's write less.
 async fn sqlite_writer_ready(
     pool: &AnyPool,
     mut conn: PoolConnection<Any>,
     durability: Durability,
+    last_mode: &LastMode,
 ) -> Result<PoolConnection<Any>, Error> {
+    if last_mode.is(durability) {
+        return Ok(conn);
+    }
     let pragma = match durability {
         Durability::Durable => "PRAGMA synchronous = FULL",
         Durability::Relaxed => "PRAGMA synchronous = NORMAL",
@@ -347,6 +420,38 @@ mod tests {
         assert!(
             ids[1] < second && second < ids[2],
             "second express {second}, group {ids:?}"
+        );
+    }
+
+    /// The next turn trusts the connection's mode only after a turn that said it finished
+    /// cleanly. A turn that leaves a transaction open (as a failed commit can) says nothing, so
+    /// the next one sets the mode, finds the transaction and rolls it back. Were the mode
+    /// trusted, the next commit's `INSERT` would run inside that open transaction and never be
+    /// committed.
+    #[tokio::test]
+    async fn a_turn_that_did_not_finish_cleanly_gets_the_connection_checked() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = sqlite_store(&dir).await;
+        insert(&store, Commit::Express).await.unwrap();
+        assert!(
+            store.last_mode.is(Durability::Durable),
+            "a commit that finished cleanly leaves its mode known"
+        );
+
+        let mut conn = store.writer(Durability::Durable).await.unwrap();
+        conn.execute("BEGIN").await.unwrap();
+        drop(conn);
+        assert!(!store.last_mode.is(Durability::Durable));
+
+        insert(&store, Commit::Group).await.unwrap();
+        let row = sqlx::query("SELECT COUNT(*) FROM notifications")
+            .fetch_one(&store.read)
+            .await
+            .unwrap();
+        assert_eq!(
+            row.try_get::<i64, _>(0).unwrap(),
+            2,
+            "both commits are stored"
         );
     }
 
