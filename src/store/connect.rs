@@ -106,7 +106,7 @@ impl Store {
             background_writes: write,
             read,
             gate: Some(Arc::new(WriteGate::default())),
-            last_mode: Arc::default(),
+            write_slot: Some(Arc::default()),
             _lock: Some(Arc::new(lock)),
             probe_node: probe_node(),
             sealer: options.sealer.clone(),
@@ -138,7 +138,7 @@ impl Store {
             background_writes,
             read,
             gate: None,
-            last_mode: Arc::default(),
+            write_slot: None,
             _lock: None,
             probe_node: probe_node(),
             sealer: options.sealer.clone(),
@@ -201,6 +201,9 @@ impl Store {
 
     /// Waits for queries in progress and closes every connection.
     pub async fn close(&self) {
+        if let Some(slot) = &self.write_slot {
+            slot.close().await;
+        }
         self.caller_writes.close().await;
         self.background_writes.close().await;
         self.read.close().await;

@@ -102,8 +102,8 @@ pub struct Store {
     read: AnyPool,
     /// SQLite only: whose turn it is at the one write connection.
     gate: Option<Arc<WriteGate>>,
-    /// SQLite only: the mode the write connection was left in (see [`writer::LastMode`]).
-    last_mode: Arc<writer::LastMode>,
+    /// SQLite only: the one write connection between turns (see [`writer::WriteSlot`]).
+    write_slot: Option<Arc<writer::WriteSlot>>,
     /// Held (and locked) for as long as any clone of the store lives: the SQLite single-node guard.
     _lock: Option<Arc<File>>,
     /// This process's row in `write_probe` (random: nodes need no configured identity).

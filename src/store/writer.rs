@@ -1,15 +1,15 @@
 //! The write connection: who may write next, and how durable each write must be.
 
 use std::ops::{Deref, DerefMut};
-use std::sync::Arc;
 use std::sync::atomic::{AtomicU8, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 use std::time::Duration;
 
 use sqlx::pool::PoolConnection;
-use sqlx::{Any, AnyConnection, AnyPool, Executor};
+use sqlx::{Any, AnyConnection, AnyPool, Connection, Executor};
 
 use super::gate::{Priority, Turn};
-use super::{Backend, Error, Store};
+use super::{Error, Store};
 
 /// How durable a write must be before its commit returns (see [`Store::writer`]), which also
 /// says who is waiting for it.
@@ -32,6 +32,66 @@ impl Durability {
     }
 }
 
+/// SQLite's one write connection, kept here between turns instead of in its pool, and the mode
+/// the last turn left it in.
+///
+/// The gate already decides who uses the connection next, so a pool adds nothing but its
+/// return path: sqlx pings a connection before it takes it back, in a task of its own, so every
+/// turn's successor waited for a spawned task and a round trip to the connection's thread
+/// before its first statement. Parked here, the connection is back before the turn passes on.
+/// The pool stays behind it to open the connection (with its settings) at the first turn, or a
+/// fresh one when a turn found it unusable (see [`sqlite_writer_ready`]).
+#[derive(Debug, Default)]
+pub(super) struct WriteSlot {
+    parked: Mutex<Parked>,
+    mode: LastMode,
+}
+
+#[derive(Debug, Default)]
+struct Parked {
+    conn: Option<AnyConnection>,
+    /// The store was closed: a connection coming back from a turn is closed, not parked.
+    closed: bool,
+}
+
+impl WriteSlot {
+    /// The parked connection, or a new one from `pool` if there is none (the first turn, or the
+    /// last one closed an unusable connection and could not open another; once the store is
+    /// closed, the pool refuses).
+    async fn take(&self, pool: &AnyPool) -> Result<AnyConnection, Error> {
+        let parked = self.lock().conn.take();
+        match parked {
+            Some(conn) => Ok(conn),
+            None => Ok(pool.acquire().await?.detach()),
+        }
+    }
+
+    /// Puts the connection back for the next turn, or drops it (which closes it) if the store
+    /// was closed meanwhile.
+    fn park(&self, conn: AnyConnection) {
+        let mut parked = self.lock();
+        if !parked.closed {
+            parked.conn = Some(conn);
+        }
+    }
+
+    /// Closes the parked connection; one in a turn under way is closed when the turn ends.
+    pub(super) async fn close(&self) {
+        let parked = {
+            let mut parked = self.lock();
+            parked.closed = true;
+            parked.conn.take()
+        };
+        if let Some(conn) = parked {
+            let _ = conn.close().await;
+        }
+    }
+
+    fn lock(&self) -> MutexGuard<'_, Parked> {
+        self.parked.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+}
+
 /// The `synchronous` mode SQLite's write connection was left in by the last write turn that
 /// finished cleanly, or nothing. A turn that finds the connection already in its mode skips
 /// setting it (and the check that comes with it, see [`sqlite_writer_ready`]): about half of
@@ -39,7 +99,7 @@ impl Durability {
 /// connection's thread while every other writer waits. A turn that does not say it finished
 /// cleanly ([`WriteConn::finished_cleanly`]) leaves nothing known, so the next one checks.
 #[derive(Debug, Default)]
-pub(super) struct LastMode(AtomicU8);
+struct LastMode(AtomicU8);
 
 impl LastMode {
     /// Nothing is known: the next turn sets the mode and checks the connection.
@@ -68,8 +128,9 @@ impl LastMode {
 /// A write connection, held for one transaction (and, on SQLite, the turn at the gate with it).
 /// Dropping it hands both on.
 pub(crate) struct WriteConn {
-    conn: PoolConnection<Any>,
-    /// Dropped after `conn` (fields drop in order): the next writer finds the connection back.
+    /// Taken only when the turn ends (see `Drop`).
+    conn: Option<Held>,
+    /// Dropped after `conn` is back (fields drop in order): the next writer finds it there.
     _turn: Option<Turn>,
     /// For the slow-write warning: the class, how long it waited for its turn, when it got it.
     class: Priority,
@@ -77,10 +138,18 @@ pub(crate) struct WriteConn {
     durability: Durability,
     waited: Duration,
     since: std::time::Instant,
-    /// SQLite: where to record the mode this turn leaves the connection in.
-    last_mode: Option<Arc<LastMode>>,
+    /// SQLite: where the connection goes back, with the mode this turn leaves it in.
+    slot: Option<Arc<WriteSlot>>,
     /// Set by [`WriteConn::finished_cleanly`].
     clean: bool,
+}
+
+/// Where a turn's connection came from, and goes back to.
+enum Held {
+    /// PostgreSQL: one of the pool's connections.
+    Pooled(PoolConnection<Any>),
+    /// SQLite: the one write connection, out of its [`WriteSlot`].
+    Slot(AnyConnection),
 }
 
 impl WriteConn {
@@ -104,10 +173,13 @@ const NOTABLE_WRITE: Duration = Duration::from_millis(10);
 
 impl Drop for WriteConn {
     fn drop(&mut self) {
-        if let Some(last_mode) = &self.last_mode {
+        if let Some(slot) = &self.slot {
             match self.clean {
-                true => last_mode.set(self.durability),
-                false => last_mode.forget(),
+                true => slot.mode.set(self.durability),
+                false => slot.mode.forget(),
+            }
+            if let Some(Held::Slot(conn)) = self.conn.take() {
+                slot.park(conn);
             }
         }
         let held = self.since.elapsed();
@@ -133,13 +205,21 @@ impl Drop for WriteConn {
 impl Deref for WriteConn {
     type Target = AnyConnection;
     fn deref(&self) -> &AnyConnection {
-        &self.conn
+        match &self.conn {
+            Some(Held::Pooled(conn)) => conn,
+            Some(Held::Slot(conn)) => conn,
+            None => unreachable!("the connection is only taken when the turn ends"),
+        }
     }
 }
 
 impl DerefMut for WriteConn {
     fn deref_mut(&mut self) -> &mut AnyConnection {
-        &mut self.conn
+        match &mut self.conn {
+            Some(Held::Pooled(conn)) => conn,
+            Some(Held::Slot(conn)) => conn,
+            None => unreachable!("the connection is only taken when the turn ends"),
+        }
     }
 }
 
@@ -220,22 +300,21 @@ impl Store {
             Durability::Durable => &self.caller_writes,
             Durability::Relaxed => &self.background_writes,
         };
-        let mut conn = pool.acquire().await?;
-        let last_mode = match self.backend {
-            Backend::Sqlite => {
-                conn = sqlite_writer_ready(pool, conn, durability, &self.last_mode).await?;
-                Some(self.last_mode.clone())
+        let conn = match &self.write_slot {
+            Some(slot) => {
+                let conn = slot.take(pool).await?;
+                Held::Slot(sqlite_writer_ready(pool, conn, durability, &slot.mode).await?)
             }
-            Backend::Postgres => None,
+            None => Held::Pooled(pool.acquire().await?),
         };
         Ok(WriteConn {
-            conn,
+            conn: Some(conn),
             _turn: turn,
             class,
             durability,
             waited: asked.elapsed(),
             since: std::time::Instant::now(),
-            last_mode,
+            slot: self.write_slot.clone(),
             clean: false,
         })
     }
@@ -248,15 +327,14 @@ impl Store {
 /// transaction is rolled back; if even that fails, the connection is dropped for a fresh one —
 /// so writes resume by themselves once the cause is gone, without a restart.
 ///
-/// If the pool replaces the connection on its own (its lifetime ran out), the new one starts
-/// at `FULL`: a skipped pragma can then only make a background write more durable than it
-/// needs to be, never a caller's write less.
+/// A new connection (the first turn's, or one replacing an unusable one) always gets the
+/// pragma: no turn before it finished cleanly on it.
 async fn sqlite_writer_ready(
     pool: &AnyPool,
-    mut conn: PoolConnection<Any>,
+    mut conn: AnyConnection,
     durability: Durability,
     last_mode: &LastMode,
-) -> Result<PoolConnection<Any>, Error> {
+) -> Result<AnyConnection, Error> {
     if last_mode.is(durability) {
         return Ok(conn);
     }
@@ -275,7 +353,7 @@ async fn sqlite_writer_ready(
     }
     tracing::warn!("the SQLite write connection is unusable; opening a new one");
     let _ = conn.close().await;
-    let mut conn = pool.acquire().await?;
+    let mut conn = pool.acquire().await?.detach();
     conn.execute(pragma).await?;
     Ok(conn)
 }
@@ -434,14 +512,26 @@ mod tests {
         let store = sqlite_store(&dir).await;
         insert(&store, Commit::Express).await.unwrap();
         assert!(
-            store.last_mode.is(Durability::Durable),
+            store
+                .write_slot
+                .as_ref()
+                .unwrap()
+                .mode
+                .is(Durability::Durable),
             "a commit that finished cleanly leaves its mode known"
         );
 
         let mut conn = store.writer(Durability::Durable).await.unwrap();
         conn.execute("BEGIN").await.unwrap();
         drop(conn);
-        assert!(!store.last_mode.is(Durability::Durable));
+        assert!(
+            !store
+                .write_slot
+                .as_ref()
+                .unwrap()
+                .mode
+                .is(Durability::Durable)
+        );
 
         insert(&store, Commit::Group).await.unwrap();
         let row = sqlx::query("SELECT COUNT(*) FROM notifications")
@@ -453,6 +543,21 @@ mod tests {
             2,
             "both commits are stored"
         );
+    }
+
+    /// The write connection lives outside its pool between turns, so closing the store must
+    /// reach it too: a turn under way while the store closes gives it back to be closed, not
+    /// parked, and no later turn gets a connection.
+    #[tokio::test]
+    async fn a_closed_store_takes_no_more_write_turns() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = sqlite_store(&dir).await;
+        insert(&store, Commit::Express).await.unwrap();
+        let under_way = store.writer(Durability::Relaxed).await.unwrap();
+        store.close().await;
+        drop(under_way);
+        assert!(store.writer(Durability::Durable).await.is_err());
+        assert!(insert(&store, Commit::Group).await.is_err());
     }
 
     #[tokio::test]
