@@ -501,6 +501,15 @@ mod tests {
         );
     }
 
+    /// Whether the next durable turn would skip setting the connection's mode.
+    fn durable_mode_known(store: &Store) -> bool {
+        let slot = store
+            .write_slot
+            .as_ref()
+            .expect("a SQLite store has a write slot");
+        slot.mode.is(Durability::Durable)
+    }
+
     /// The next turn trusts the connection's mode only after a turn that said it finished
     /// cleanly. A turn that leaves a transaction open (as a failed commit can) says nothing, so
     /// the next one sets the mode, finds the transaction and rolls it back. Were the mode
@@ -512,26 +521,14 @@ mod tests {
         let store = sqlite_store(&dir).await;
         insert(&store, Commit::Express).await.unwrap();
         assert!(
-            store
-                .write_slot
-                .as_ref()
-                .unwrap()
-                .mode
-                .is(Durability::Durable),
+            durable_mode_known(&store),
             "a commit that finished cleanly leaves its mode known"
         );
 
         let mut conn = store.writer(Durability::Durable).await.unwrap();
         conn.execute("BEGIN").await.unwrap();
         drop(conn);
-        assert!(
-            !store
-                .write_slot
-                .as_ref()
-                .unwrap()
-                .mode
-                .is(Durability::Durable)
-        );
+        assert!(!durable_mode_known(&store));
 
         insert(&store, Commit::Group).await.unwrap();
         let row = sqlx::query("SELECT COUNT(*) FROM notifications")
