@@ -36,6 +36,7 @@ mod states;
 mod templates;
 mod tokens;
 mod wal;
+mod write_slot;
 mod writer;
 
 use std::fs::File;
@@ -102,8 +103,8 @@ pub struct Store {
     read: AnyPool,
     /// SQLite only: whose turn it is at the one write connection.
     gate: Option<Arc<WriteGate>>,
-    /// SQLite only: the one write connection between turns (see [`writer::WriteSlot`]).
-    write_slot: Option<Arc<writer::WriteSlot>>,
+    /// SQLite only: the one write connection between turns (see [`write_slot::WriteSlot`]).
+    write_slot: Option<Arc<write_slot::WriteSlot>>,
     /// Held (and locked) for as long as any clone of the store lives: the SQLite single-node guard.
     _lock: Option<Arc<File>>,
     /// This process's row in `write_probe` (random: nodes need no configured identity).

@@ -1,14 +1,14 @@
 //! The write connection: who may write next, and how durable each write must be.
 
 use std::ops::{Deref, DerefMut};
-use std::sync::atomic::{AtomicU8, Ordering};
-use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
+use std::sync::Arc;
 use std::time::Duration;
 
 use sqlx::pool::PoolConnection;
 use sqlx::{Any, AnyConnection, AnyPool, Connection, Executor};
 
 use super::gate::{Priority, Turn};
+use super::write_slot::{LastMode, WriteSlot};
 use super::{Error, Store};
 
 /// How durable a write must be before its commit returns (see [`Store::writer`]), which also
@@ -29,99 +29,6 @@ impl Durability {
             Durability::Durable => Priority::Caller,
             Durability::Relaxed => Priority::Background,
         }
-    }
-}
-
-/// SQLite's one write connection, kept here between turns instead of in its pool, and the mode
-/// the last turn left it in.
-///
-/// The gate already decides who uses the connection next, so a pool adds nothing but its
-/// return path: sqlx pings a connection before it takes it back, in a task of its own, so every
-/// turn's successor waited for a spawned task and a round trip to the connection's thread
-/// before its first statement. Parked here, the connection is back before the turn passes on.
-/// The pool stays behind it to open the connection (with its settings) at the first turn, or a
-/// fresh one when a turn found it unusable (see [`sqlite_writer_ready`]).
-#[derive(Debug, Default)]
-pub(super) struct WriteSlot {
-    parked: Mutex<Parked>,
-    mode: LastMode,
-}
-
-#[derive(Debug, Default)]
-struct Parked {
-    conn: Option<AnyConnection>,
-    /// The store was closed: a connection coming back from a turn is closed, not parked.
-    closed: bool,
-}
-
-impl WriteSlot {
-    /// The parked connection, or a new one from `pool` if there is none (the first turn, or the
-    /// last one closed an unusable connection and could not open another; once the store is
-    /// closed, the pool refuses).
-    async fn take(&self, pool: &AnyPool) -> Result<AnyConnection, Error> {
-        let parked = self.lock().conn.take();
-        match parked {
-            Some(conn) => Ok(conn),
-            None => Ok(pool.acquire().await?.detach()),
-        }
-    }
-
-    /// Puts the connection back for the next turn, or drops it (which closes it) if the store
-    /// was closed meanwhile.
-    fn park(&self, conn: AnyConnection) {
-        let mut parked = self.lock();
-        if !parked.closed {
-            parked.conn = Some(conn);
-        }
-    }
-
-    /// Closes the parked connection; one in a turn under way is closed when the turn ends.
-    pub(super) async fn close(&self) {
-        let parked = {
-            let mut parked = self.lock();
-            parked.closed = true;
-            parked.conn.take()
-        };
-        if let Some(conn) = parked {
-            let _ = conn.close().await;
-        }
-    }
-
-    fn lock(&self) -> MutexGuard<'_, Parked> {
-        self.parked.lock().unwrap_or_else(PoisonError::into_inner)
-    }
-}
-
-/// The `synchronous` mode SQLite's write connection was left in by the last write turn that
-/// finished cleanly, or nothing. A turn that finds the connection already in its mode skips
-/// setting it (and the check that comes with it, see [`sqlite_writer_ready`]): about half of
-/// all turns follow one of the same durability, and the pragma is a round trip to the
-/// connection's thread while every other writer waits. A turn that does not say it finished
-/// cleanly ([`WriteConn::finished_cleanly`]) leaves nothing known, so the next one checks.
-#[derive(Debug, Default)]
-struct LastMode(AtomicU8);
-
-impl LastMode {
-    /// Nothing is known: the next turn sets the mode and checks the connection.
-    const UNKNOWN: u8 = 0;
-
-    fn code(durability: Durability) -> u8 {
-        match durability {
-            Durability::Durable => 1,
-            Durability::Relaxed => 2,
-        }
-    }
-
-    fn is(&self, durability: Durability) -> bool {
-        self.0.load(Ordering::Acquire) == Self::code(durability)
-    }
-
-    fn set(&self, durability: Durability) {
-        self.0.store(Self::code(durability), Ordering::Release);
-    }
-
-    fn forget(&self) {
-        self.0.store(Self::UNKNOWN, Ordering::Release);
     }
 }
 
@@ -175,8 +82,8 @@ impl Drop for WriteConn {
     fn drop(&mut self) {
         if let Some(slot) = &self.slot {
             match self.clean {
-                true => slot.mode.set(self.durability),
-                false => slot.mode.forget(),
+                true => slot.mode().set(self.durability),
+                false => slot.mode().forget(),
             }
             if let Some(Held::Slot(conn)) = self.conn.take() {
                 slot.park(conn);
@@ -303,7 +210,7 @@ impl Store {
         let conn = match &self.write_slot {
             Some(slot) => {
                 let conn = slot.take(pool).await?;
-                Held::Slot(sqlite_writer_ready(pool, conn, durability, &slot.mode).await?)
+                Held::Slot(sqlite_writer_ready(pool, conn, durability, slot.mode()).await?)
             }
             None => Held::Pooled(pool.acquire().await?),
         };
@@ -507,7 +414,7 @@ mod tests {
             .write_slot
             .as_ref()
             .expect("a SQLite store has a write slot");
-        slot.mode.is(Durability::Durable)
+        slot.mode().is(Durability::Durable)
     }
 
     /// The next turn trusts the connection's mode only after a turn that said it finished
