@@ -76,10 +76,11 @@ impl WriteSlot {
 
 /// The `synchronous` mode SQLite's write connection was left in by the last write turn that
 /// finished cleanly, or nothing. A turn that finds the connection already in its mode skips
-/// setting it (and the check that comes with it, see [`sqlite_writer_ready`]): about half of
-/// all turns follow one of the same durability, and the pragma is a round trip to the
-/// connection's thread while every other writer waits. A turn that does not say it finished
-/// cleanly ([`super::writer::WriteConn::finished_cleanly`]) leaves nothing known, so the next one checks.
+/// setting it, and the health check that comes with it (see `sqlite_writer_ready` in
+/// `writer.rs`): about half of all turns follow one of the same durability, and the pragma is
+/// a round trip to the connection's thread while every other writer waits. A turn that does
+/// not say it finished cleanly (`WriteConn::finished_cleanly`) leaves nothing known, so the
+/// next one checks.
 #[derive(Debug, Default)]
 pub(super) struct LastMode(AtomicU8);
 
