@@ -20,15 +20,8 @@ use super::writer::Durability;
 /// fresh one when a turn found it unusable (see `Store::writer`).
 #[derive(Debug, Default)]
 pub(super) struct WriteSlot {
-    parked: Mutex<Parked>,
+    parked: Mutex<Option<AnyConnection>>,
     mode: LastMode,
-}
-
-#[derive(Debug, Default)]
-struct Parked {
-    conn: Option<AnyConnection>,
-    /// The store was closed: a connection coming back from a turn is closed, not parked.
-    closed: bool,
 }
 
 impl WriteSlot {
@@ -36,29 +29,22 @@ impl WriteSlot {
     /// last one closed an unusable connection and could not open another; once the store is
     /// closed, the pool refuses).
     pub(super) async fn take(&self, pool: &AnyPool) -> Result<AnyConnection, Error> {
-        let parked = self.lock().conn.take();
+        let parked = self.lock().take();
         match parked {
             Some(conn) => Ok(conn),
             None => Ok(pool.acquire().await?.detach()),
         }
     }
 
-    /// Puts the connection back for the next turn, or drops it (which closes it) if the store
-    /// was closed meanwhile.
+    /// Puts the connection back for the next turn.
     pub(super) fn park(&self, conn: AnyConnection) {
-        let mut parked = self.lock();
-        if !parked.closed {
-            parked.conn = Some(conn);
-        }
+        *self.lock() = Some(conn);
     }
 
-    /// Closes the parked connection; one in a turn under way is closed when the turn ends.
+    /// Closes the parked connection. The caller holds the turn (see `Store::close`), so no
+    /// write has it out.
     pub(super) async fn close(&self) {
-        let parked = {
-            let mut parked = self.lock();
-            parked.closed = true;
-            parked.conn.take()
-        };
+        let parked = self.lock().take();
         if let Some(conn) = parked {
             let _ = conn.close().await;
         }
@@ -69,7 +55,7 @@ impl WriteSlot {
         &self.mode
     }
 
-    fn lock(&self) -> MutexGuard<'_, Parked> {
+    fn lock(&self) -> MutexGuard<'_, Option<AnyConnection>> {
         self.parked.lock().unwrap_or_else(PoisonError::into_inner)
     }
 }
