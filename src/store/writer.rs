@@ -45,8 +45,6 @@ pub(crate) struct WriteConn {
     durability: Durability,
     waited: Duration,
     since: std::time::Instant,
-    /// SQLite: where the connection goes back, with the mode this turn leaves it in.
-    slot: Option<Arc<WriteSlot>>,
     /// Set by [`WriteConn::finished_cleanly`].
     clean: bool,
 }
@@ -55,8 +53,9 @@ pub(crate) struct WriteConn {
 enum Held {
     /// PostgreSQL: one of the pool's connections.
     Pooled(PoolConnection<Any>),
-    /// SQLite: the one write connection, out of its [`WriteSlot`].
-    Slot(AnyConnection),
+    /// SQLite: the one write connection, out of its [`WriteSlot`], where it goes back with the
+    /// mode this turn leaves it in.
+    Slot(AnyConnection, Arc<WriteSlot>),
 }
 
 impl WriteConn {
@@ -80,14 +79,12 @@ const NOTABLE_WRITE: Duration = Duration::from_millis(10);
 
 impl Drop for WriteConn {
     fn drop(&mut self) {
-        if let Some(slot) = &self.slot {
+        if let Some(Held::Slot(conn, slot)) = self.conn.take() {
             match self.clean {
                 true => slot.mode().set(self.durability),
                 false => slot.mode().forget(),
             }
-            if let Some(Held::Slot(conn)) = self.conn.take() {
-                slot.park(conn);
-            }
+            slot.park(conn);
         }
         let held = self.since.elapsed();
         let longest = held.max(self.waited);
@@ -114,7 +111,7 @@ impl Deref for WriteConn {
     fn deref(&self) -> &AnyConnection {
         match &self.conn {
             Some(Held::Pooled(conn)) => conn,
-            Some(Held::Slot(conn)) => conn,
+            Some(Held::Slot(conn, _)) => conn,
             None => unreachable!("the connection is only taken when the turn ends"),
         }
     }
@@ -124,7 +121,7 @@ impl DerefMut for WriteConn {
     fn deref_mut(&mut self) -> &mut AnyConnection {
         match &mut self.conn {
             Some(Held::Pooled(conn)) => conn,
-            Some(Held::Slot(conn)) => conn,
+            Some(Held::Slot(conn, _)) => conn,
             None => unreachable!("the connection is only taken when the turn ends"),
         }
     }
@@ -210,7 +207,8 @@ impl Store {
         let conn = match &self.write_slot {
             Some(slot) => {
                 let conn = slot.take(pool).await?;
-                Held::Slot(sqlite_writer_ready(pool, conn, durability, slot.mode()).await?)
+                let conn = sqlite_writer_ready(pool, conn, durability, slot.mode()).await?;
+                Held::Slot(conn, slot.clone())
             }
             None => Held::Pooled(pool.acquire().await?),
         };
@@ -221,7 +219,6 @@ impl Store {
             durability,
             waited: asked.elapsed(),
             since: std::time::Instant::now(),
-            slot: self.write_slot.clone(),
             clean: false,
         })
     }
@@ -447,6 +444,34 @@ mod tests {
             2,
             "both commits are stored"
         );
+    }
+
+    /// The mode skipped between turns must still be the one each write promises: a durable
+    /// write after a background one runs at `FULL` (SQLite's 2), a background one at `NORMAL`
+    /// (1), and two durable writes in a row stay at `FULL`.
+    #[tokio::test]
+    async fn every_write_runs_in_the_mode_its_durability_needs() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = sqlite_store(&dir).await;
+        for (durability, expected) in [
+            (Durability::Relaxed, 1),
+            (Durability::Durable, 2),
+            (Durability::Durable, 2),
+            (Durability::Relaxed, 1),
+            (Durability::Relaxed, 1),
+        ] {
+            let mut conn = store.writer(durability).await.unwrap();
+            let row = sqlx::query("PRAGMA synchronous")
+                .fetch_one(&mut *conn)
+                .await
+                .unwrap();
+            assert_eq!(
+                row.try_get::<i64, _>(0).unwrap(),
+                expected,
+                "{durability:?}"
+            );
+            conn.finished_cleanly();
+        }
     }
 
     /// The write connection lives outside its pool between turns, so no pool waits for it when
