@@ -379,10 +379,11 @@ async fn only_a_notification_being_sent_is_in_flight(backend: Backend) {
     let db = TestDb::new(backend).await;
     let mut cfg = test_config(&db);
     cfg.max_in_flight_per_customer = 1;
+    // The first attempt is held until the checks below are done: it must not time out first.
+    cfg.webhook_timeout = WAIT;
     let server = TestServer::start(cfg).await;
     let receiver = Receiver::start().await;
-    // Within the 2 s webhook timeout of the test configuration.
-    receiver.set_delay(Duration::from_secs(1));
+    receiver.hold();
     add_customer(&server.grpc_url, "acme", &receiver.url).await;
     let mut client = server.dispatcher().await;
     let mut ids = Vec::new();
@@ -438,6 +439,7 @@ async fn only_a_notification_being_sent_is_in_flight(backend: Backend) {
         "{}",
         refused.message()
     );
+    receiver.release();
     for id in &ids {
         wait_for_state(&mut client, id, State::Delivered, WAIT).await;
     }

@@ -438,6 +438,8 @@ struct ReceiverState {
     arrived: Notify,
     capacity: Mutex<Option<Capacity>>,
     rejected: AtomicU64,
+    /// While true, every request waits before it is answered (see [`Receiver::hold`]).
+    held: tokio::sync::watch::Sender<bool>,
 }
 
 /// A capacity model: `workers` requests served at once, each taking `service`; up to `queue`
@@ -489,6 +491,18 @@ impl Receiver {
         self.state
             .delay_ms
             .store(delay.as_millis() as u64, Ordering::SeqCst);
+    }
+
+    /// Holds every request, the ones under way and the ones to come, until [`Receiver::release`]:
+    /// an attempt that stays in flight for exactly as long as a test needs, where a fixed delay
+    /// would end at a moment the test cannot control.
+    pub fn hold(&self) {
+        self.state.held.send_replace(true);
+    }
+
+    /// Answers the held requests and stops holding.
+    pub fn release(&self) {
+        self.state.held.send_replace(false);
     }
 
     /// Serves like a system of fixed capacity: `workers` concurrent requests taking `service`
@@ -545,6 +559,8 @@ async fn receive(
             .unwrap_or_default()
             .to_owned()
     };
+    let mut held = state.held.subscribe();
+    let _ = held.wait_for(|held| !*held).await;
     let delay = state.delay_ms.load(Ordering::SeqCst);
     if delay > 0 {
         tokio::time::sleep(Duration::from_millis(delay)).await;
