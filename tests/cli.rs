@@ -79,6 +79,31 @@ async fn no_server_is_a_connection_error_that_says_what_to_do() {
 }
 
 #[tokio::test]
+async fn a_server_that_never_answers_fails_the_command_at_its_timeout() {
+    // Listening, so the kernel completes every connection, but never read or answered: what a
+    // TLS listener spoken to in plain text, or a hung proxy, looks like to the client.
+    let silent = std::net::TcpListener::bind("127.0.0.1:0").expect("a free port");
+    let server = silent.local_addr().expect("its address").to_string();
+    let dir = tempfile::tempdir().expect("a temporary directory");
+    let command = tokio::process::Command::new(env!("CARGO_BIN_EXE_floodgate"))
+        .args(["customer", "list", "--token", "t", "--server", &server])
+        .args(["--timeout", "1s"])
+        .current_dir(dir.path())
+        .env_remove("FLOODGATE_TIMEOUT")
+        .kill_on_drop(true)
+        .output();
+    // Far beyond the 1 s asked for: only a command that ignores its timeout gets here.
+    let output = tokio::time::timeout(std::time::Duration::from_secs(60), command)
+        .await
+        .expect("the command ends at its timeout instead of hanging")
+        .expect("the floodgate binary runs");
+    let stderr = failed_with(&output, 3);
+    assert!(stderr.contains("cannot reach floodgate"), "{stderr}");
+    assert!(stderr.contains("Timeout expired"), "{stderr}");
+    drop(silent);
+}
+
+#[tokio::test]
 async fn a_bad_server_address_or_missing_argument_is_a_usage_error() {
     for server in ["ftp://127.0.0.1:50051", "http://", "http://a b:1"] {
         let output = floodgate(args(&["status", "1", "--token", "t", "--server", server])).await;

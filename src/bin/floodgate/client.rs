@@ -55,6 +55,17 @@ pub(crate) struct Connection {
     /// PEM private key of --tls-client-cert.
     #[arg(long, env = "FLOODGATE_TLS_CLIENT_KEY", global = true)]
     tls_client_key: Option<PathBuf>,
+    /// The longest one call may take (e.g. 30s, 2m). Every call is short, so a call that takes
+    /// longer means a peer that accepted the connection but never answers (such as a TLS
+    /// listener spoken to in plain text): the command fails instead of hanging.
+    #[arg(
+        long,
+        env = "FLOODGATE_TIMEOUT",
+        default_value = "30s",
+        value_parser = humantime::parse_duration,
+        global = true
+    )]
+    timeout: Duration,
 }
 
 #[derive(Debug, Args)]
@@ -118,6 +129,7 @@ impl Connection {
             .with_tls(floodgate_client::Client::builder(self.server.as_str()))?
             .token(self.token()?)
             .connect_timeout(Duration::from_secs(5))
+            .timeout(self.timeout)
             .connect()
             .await;
         connected.map_err(|err| self.cli_error(err).into())
