@@ -7,7 +7,7 @@ use std::sync::Arc;
 use sqlx::Executor;
 use sqlx::any::{AnyPoolOptions, install_default_drivers};
 
-use super::gate::{Priority, WriteGate};
+use super::gate::WriteGate;
 use super::wal::checkpoint_loop;
 use super::{Backend, Error, SQLITE_BUSY_TIMEOUT, Store, StoreOptions};
 
@@ -106,7 +106,7 @@ impl Store {
             background_writes: write,
             read,
             gate: Some(Arc::new(WriteGate::default())),
-            write_slot: Some(Arc::default()),
+            last_mode: Arc::default(),
             _lock: Some(Arc::new(lock)),
             probe_node: probe_node(),
             sealer: options.sealer.clone(),
@@ -138,7 +138,7 @@ impl Store {
             background_writes,
             read,
             gate: None,
-            write_slot: None,
+            last_mode: Arc::default(),
             _lock: None,
             probe_node: probe_node(),
             sealer: options.sealer.clone(),
@@ -201,16 +201,6 @@ impl Store {
 
     /// Waits for queries in progress and closes every connection.
     pub async fn close(&self) {
-        // SQLite's write connection is not in a pool that would wait for it: take the turn, so
-        // the write under way ends first and no other starts until the pools are closed (after
-        // that, a turn finds no connection).
-        let _turn = match &self.gate {
-            Some(gate) => Some(gate.turn(Priority::Background).await),
-            None => None,
-        };
-        if let Some(slot) = &self.write_slot {
-            slot.close().await;
-        }
         self.caller_writes.close().await;
         self.background_writes.close().await;
         self.read.close().await;

@@ -27,6 +27,7 @@ mod customers;
 mod error;
 mod gate;
 mod id_key;
+mod last_mode;
 mod notifications;
 mod preferences;
 mod probe;
@@ -36,7 +37,6 @@ mod states;
 mod templates;
 mod tokens;
 mod wal;
-mod write_slot;
 mod writer;
 
 use std::fs::File;
@@ -103,8 +103,8 @@ pub struct Store {
     read: AnyPool,
     /// SQLite only: whose turn it is at the one write connection.
     gate: Option<Arc<WriteGate>>,
-    /// SQLite only: the one write connection between turns (see [`write_slot::WriteSlot`]).
-    write_slot: Option<Arc<write_slot::WriteSlot>>,
+    /// SQLite only: the mode the write connection was left in (see [`writer::LastMode`]).
+    last_mode: Arc<last_mode::LastMode>,
     /// Held (and locked) for as long as any clone of the store lives: the SQLite single-node guard.
     _lock: Option<Arc<File>>,
     /// This process's row in `write_probe` (random: nodes need no configured identity).

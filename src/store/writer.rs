@@ -5,11 +5,11 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use sqlx::pool::PoolConnection;
-use sqlx::{Any, AnyConnection, AnyPool, Connection, Executor};
+use sqlx::{Any, AnyConnection, AnyPool, Executor};
 
 use super::gate::{Priority, Turn};
-use super::write_slot::{LastMode, WriteSlot};
-use super::{Error, Store};
+use super::last_mode::LastMode;
+use super::{Backend, Error, Store};
 
 /// How durable a write must be before its commit returns (see [`Store::writer`]), which also
 /// says who is waiting for it.
@@ -35,9 +35,8 @@ impl Durability {
 /// A write connection, held for one transaction (and, on SQLite, the turn at the gate with it).
 /// Dropping it hands both on.
 pub(crate) struct WriteConn {
-    /// Taken only when the turn ends (see `Drop`).
-    conn: Option<Held>,
-    /// Dropped after `conn` is back (fields drop in order): the next writer finds it there.
+    conn: PoolConnection<Any>,
+    /// Dropped after `conn` (fields drop in order): the next writer finds the connection back.
     _turn: Option<Turn>,
     /// For the slow-write warning: the class, how long it waited for its turn, when it got it.
     class: Priority,
@@ -45,17 +44,10 @@ pub(crate) struct WriteConn {
     durability: Durability,
     waited: Duration,
     since: std::time::Instant,
+    /// SQLite: where to record the mode this turn leaves the connection in.
+    last_mode: Option<Arc<LastMode>>,
     /// Set by [`WriteConn::finished_cleanly`].
     clean: bool,
-}
-
-/// Where a turn's connection came from, and goes back to.
-enum Held {
-    /// PostgreSQL: one of the pool's connections.
-    Pooled(PoolConnection<Any>),
-    /// SQLite: the one write connection, out of its [`WriteSlot`], where it goes back with the
-    /// mode this turn leaves it in.
-    Slot(AnyConnection, Arc<WriteSlot>),
 }
 
 impl WriteConn {
@@ -79,12 +71,11 @@ const NOTABLE_WRITE: Duration = Duration::from_millis(10);
 
 impl Drop for WriteConn {
     fn drop(&mut self) {
-        if let Some(Held::Slot(conn, slot)) = self.conn.take() {
+        if let Some(last_mode) = &self.last_mode {
             match self.clean {
-                true => slot.mode().set(self.durability),
-                false => slot.mode().forget(),
+                true => last_mode.set(self.durability),
+                false => last_mode.forget(),
             }
-            slot.park(conn);
         }
         let held = self.since.elapsed();
         let longest = held.max(self.waited);
@@ -109,21 +100,13 @@ impl Drop for WriteConn {
 impl Deref for WriteConn {
     type Target = AnyConnection;
     fn deref(&self) -> &AnyConnection {
-        match &self.conn {
-            Some(Held::Pooled(conn)) => conn,
-            Some(Held::Slot(conn, _)) => conn,
-            None => unreachable!("the connection is only taken when the turn ends"),
-        }
+        &self.conn
     }
 }
 
 impl DerefMut for WriteConn {
     fn deref_mut(&mut self) -> &mut AnyConnection {
-        match &mut self.conn {
-            Some(Held::Pooled(conn)) => conn,
-            Some(Held::Slot(conn, _)) => conn,
-            None => unreachable!("the connection is only taken when the turn ends"),
-        }
+        &mut self.conn
     }
 }
 
@@ -204,21 +187,22 @@ impl Store {
             Durability::Durable => &self.caller_writes,
             Durability::Relaxed => &self.background_writes,
         };
-        let conn = match &self.write_slot {
-            Some(slot) => {
-                let conn = slot.take(pool).await?;
-                let conn = sqlite_writer_ready(pool, conn, durability, slot.mode()).await?;
-                Held::Slot(conn, slot.clone())
+        let mut conn = pool.acquire().await?;
+        let last_mode = match self.backend {
+            Backend::Sqlite => {
+                conn = sqlite_writer_ready(pool, conn, durability, &self.last_mode).await?;
+                Some(self.last_mode.clone())
             }
-            None => Held::Pooled(pool.acquire().await?),
+            Backend::Postgres => None,
         };
         Ok(WriteConn {
-            conn: Some(conn),
+            conn,
             _turn: turn,
             class,
             durability,
             waited: asked.elapsed(),
             since: std::time::Instant::now(),
+            last_mode,
             clean: false,
         })
     }
@@ -231,14 +215,15 @@ impl Store {
 /// transaction is rolled back; if even that fails, the connection is dropped for a fresh one —
 /// so writes resume by themselves once the cause is gone, without a restart.
 ///
-/// A new connection (the first turn's, or one replacing an unusable one) always gets the
-/// pragma: no turn before it finished cleanly on it.
+/// If the pool replaces the connection on its own (its lifetime ran out), the new one starts
+/// at `FULL`: a skipped pragma can then only make a background write more durable than it
+/// needs to be, never a caller's write less.
 async fn sqlite_writer_ready(
     pool: &AnyPool,
-    mut conn: AnyConnection,
+    mut conn: PoolConnection<Any>,
     durability: Durability,
     last_mode: &LastMode,
-) -> Result<AnyConnection, Error> {
+) -> Result<PoolConnection<Any>, Error> {
     if last_mode.is(durability) {
         return Ok(conn);
     }
@@ -257,7 +242,7 @@ async fn sqlite_writer_ready(
     }
     tracing::warn!("the SQLite write connection is unusable; opening a new one");
     let _ = conn.close().await;
-    let mut conn = pool.acquire().await?.detach();
+    let mut conn = pool.acquire().await?;
     conn.execute(pragma).await?;
     Ok(conn)
 }
@@ -405,15 +390,6 @@ mod tests {
         );
     }
 
-    /// Whether the next durable turn would skip setting the connection's mode.
-    fn durable_mode_known(store: &Store) -> bool {
-        let slot = store
-            .write_slot
-            .as_ref()
-            .expect("a SQLite store has a write slot");
-        slot.mode().is(Durability::Durable)
-    }
-
     /// The next turn trusts the connection's mode only after a turn that said it finished
     /// cleanly. A turn that leaves a transaction open (as a failed commit can) says nothing, so
     /// the next one sets the mode, finds the transaction and rolls it back. Were the mode
@@ -425,14 +401,14 @@ mod tests {
         let store = sqlite_store(&dir).await;
         insert(&store, Commit::Express).await.unwrap();
         assert!(
-            durable_mode_known(&store),
+            store.last_mode.is(Durability::Durable),
             "a commit that finished cleanly leaves its mode known"
         );
 
         let mut conn = store.writer(Durability::Durable).await.unwrap();
         conn.execute("BEGIN").await.unwrap();
         drop(conn);
-        assert!(!durable_mode_known(&store));
+        assert!(!store.last_mode.is(Durability::Durable));
 
         insert(&store, Commit::Group).await.unwrap();
         let row = sqlx::query("SELECT COUNT(*) FROM notifications")
@@ -474,9 +450,8 @@ mod tests {
         }
     }
 
-    /// The write connection lives outside its pool between turns, so no pool waits for it when
-    /// the store closes: closing waits for the turn under way itself, and no turn after it gets
-    /// a connection.
+    /// Closing the store waits for the write under way (its connection is out of the pool,
+    /// and the pool waits for it), and no write after it gets a connection.
     #[tokio::test]
     async fn closing_the_store_waits_for_the_write_under_way() {
         let dir = tempfile::tempdir().unwrap();
