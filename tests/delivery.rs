@@ -446,3 +446,46 @@ async fn only_a_notification_being_sent_is_in_flight(backend: Backend) {
     server.stop().await.unwrap();
 }
 on_both_backends!(only_a_notification_being_sent_is_in_flight);
+
+/// With `--webhook-max-connections-per-host 2`, three customer systems behind one host have at
+/// most two requests open to it, however wide their own windows; the others wait their turn
+/// and are delivered once the host answers.
+async fn a_host_cap_bounds_the_requests_open_to_one_host(backend: Backend) {
+    let db = TestDb::new(backend).await;
+    let mut cfg = test_config(&db);
+    cfg.webhook_max_connections_per_host = 2;
+    // The held requests must not time out while the test looks at them.
+    cfg.webhook_timeout = WAIT;
+    let server = TestServer::start(cfg).await;
+    let receiver = Receiver::start().await;
+    receiver.hold();
+    let mut client = server.dispatcher().await;
+    for customer in ["one", "two", "three"] {
+        add_customer(&server.grpc_url, customer, &receiver.url).await;
+        for key in ["a", "b"] {
+            client
+                .submit(submit_request(customer, key, "user-1"))
+                .await
+                .unwrap();
+        }
+    }
+    let deadline = tokio::time::Instant::now() + WAIT;
+    while receiver.holding() < 2 {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "the first two requests never arrived"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    // Each customer system would have a request open by now if nothing held them back.
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    assert_eq!(
+        receiver.holding(),
+        2,
+        "no more than the cap open to the host"
+    );
+    receiver.release();
+    receiver.wait_for(6, WAIT).await;
+    server.stop().await.unwrap();
+}
+on_both_backends!(a_host_cap_bounds_the_requests_open_to_one_host);

@@ -197,6 +197,7 @@ async fn a_panicking_actor_is_restarted_and_loses_nothing() {
                 "127.0.0.0/8".parse().unwrap(),
             ])),
             allow_plaintext_smtp_auth: false,
+            max_connections_per_host: None,
         },
         ids.clone(),
     )

@@ -5,14 +5,13 @@
 use std::sync::Arc;
 
 use ractor::ActorRef;
-use tokio::time::Instant;
 
 use super::ActorContext;
 use super::controller::{Signal, Ticket};
 use super::messages::{AttemptReport, CustomerMsg};
-use super::ports::{Attempted, Attempts, Io};
+use super::ports::{Attempts, Io};
 use crate::model::{Claimed, Customer, NotificationId, Outcome, OutcomeKind, now_millis};
-use crate::sink::{Attempt, RetryCause, SinkError, Sinks};
+use crate::sink::{Attempt, RetryCause, Sent, SinkError, Sinks};
 use crate::telemetry::metrics::{AttemptResult, CustomerCounters};
 use crate::templates::{self, Templates};
 
@@ -28,25 +27,19 @@ impl Attempts for SinkAttempts {
         self.sinks.public_id(id)
     }
 
-    fn attempt<'a>(&'a self, attempt: Attempt<'a>) -> Io<'a, Attempted> {
+    fn attempt<'a>(&'a self, attempt: Attempt<'a>) -> Io<'a, Sent> {
         Box::pin(async move {
             match self.rendered(attempt.notification).await {
                 Ok(rendered) => {
-                    let started = Instant::now();
                     let notification = rendered.as_ref().unwrap_or(attempt.notification);
-                    let result = self
-                        .sinks
+                    self.sinks
                         .deliver(Attempt {
                             notification,
                             ..attempt
                         })
-                        .await;
-                    Attempted {
-                        result,
-                        rtt: Some(started.elapsed()),
-                    }
+                        .await
                 }
-                Err(err) => Attempted {
+                Err(err) => Sent {
                     result: Err(err),
                     rtt: None,
                 },
@@ -71,7 +64,7 @@ pub(super) async fn deliver(
         notification: &notification,
         id: &id,
     };
-    let Attempted { result, rtt } = ctx.sink.attempt(attempt).await;
+    let Sent { result, rtt } = ctx.sink.attempt(attempt).await;
     let (kind, signal) = match result {
         Ok(()) => {
             tracing::debug!(rtt_ms = rtt.unwrap_or_default().as_millis(), "delivered");

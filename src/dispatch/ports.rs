@@ -10,11 +10,10 @@
 use std::fmt::Debug;
 use std::future::Future;
 use std::pin::Pin;
-use std::time::Duration;
 
 use super::claimer::ClaimAsk;
 use crate::model::{ClaimToken, NotificationId, Outcome};
-use crate::sink::{Attempt, SinkError};
+use crate::sink::{Attempt, Sent};
 use crate::store;
 
 /// A boxed future, so the traits stay object safe.
@@ -32,20 +31,13 @@ pub(super) trait ClaimStore: Debug + Send + Sync {
     ) -> Io<'static, Result<(), store::Error>>;
 }
 
-/// What one attempt did: the sink's answer, and the round trip (`None`: nothing was sent).
-#[derive(Debug)]
-pub(super) struct Attempted {
-    pub(super) result: Result<(), SinkError>,
-    pub(super) rtt: Option<Duration>,
-}
-
 /// The sinks as a delivery task uses them.
 pub(super) trait Attempts: Debug + Send + Sync {
     /// The id receivers see for a notification (also the one logged).
     fn public_id(&self, id: NotificationId) -> String;
 
     /// Makes one attempt.
-    fn attempt<'a>(&'a self, attempt: Attempt<'a>) -> Io<'a, Attempted>;
+    fn attempt<'a>(&'a self, attempt: Attempt<'a>) -> Io<'a, Sent>;
 }
 
 /// The outcome writer's queue.

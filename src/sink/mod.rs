@@ -8,6 +8,7 @@ mod answer;
 pub mod apns;
 pub mod email;
 pub mod fcm;
+pub mod host_limit;
 pub mod oauth;
 pub mod outbound;
 pub mod payload;
@@ -20,8 +21,11 @@ pub mod webhook;
 
 use std::time::Duration;
 
+use tokio::time::Instant;
+
 use crate::model::{Channel, Claimed, Customer, NotificationId};
 use crate::public_id::PublicIds;
+use host_limit::HostLimit;
 use outbound::Outbound;
 use webhook::{ClientError, WebhookSettings, WebhookSink};
 
@@ -39,6 +43,17 @@ pub struct Sinks {
     attempt_timeout: Duration,
     /// Notification ids as the outside world sees them (`webhook-id`, Message-ID).
     ids: PublicIds,
+    /// `--webhook-max-connections-per-host`: webhooks to one host beyond it wait their turn.
+    webhook_hosts: HostLimit,
+}
+
+/// What one attempt did, and how long the customer system took to answer it: from the moment
+/// the request started (after any wait for its host's cap, which is this node's queue, not the
+/// system's round trip) to its result. `rtt` is `None` when nothing was sent.
+#[derive(Debug)]
+pub struct Sent {
+    pub result: Result<(), SinkError>,
+    pub rtt: Option<Duration>,
 }
 
 impl Sinks {
@@ -55,6 +70,7 @@ impl Sinks {
             sms: sms::SmsSink::new(client),
             attempt_timeout: settings.timeout,
             ids,
+            webhook_hosts: HostLimit::new(settings.max_connections_per_host),
         })
     }
 
@@ -64,18 +80,46 @@ impl Sinks {
     }
 
     /// Makes one delivery attempt on the notification's channel, given up (retryable, as a
-    /// timeout) once it has taken longer than the attempt timeout.
-    pub async fn deliver(&self, attempt: Attempt<'_>) -> Result<(), SinkError> {
-        match tokio::time::timeout(self.attempt_timeout, self.attempt(attempt)).await {
+    /// timeout) once it has taken longer than the attempt timeout. A webhook first waits for
+    /// its host's cap, if one is set, within that same timeout: the lease, which must outlast
+    /// an attempt, covers the wait too.
+    pub async fn deliver(&self, attempt: Attempt<'_>) -> Sent {
+        let deadline = Instant::now() + self.attempt_timeout;
+        let host = match attempt.notification.channel {
+            Channel::Webhook => Some(&attempt.customer.webhook_url),
+            _ => None,
+        };
+        let turn = match host {
+            Some(url) => tokio::time::timeout_at(deadline, self.webhook_hosts.acquire(url)).await,
+            None => Ok(None),
+        };
+        let Ok(_turn) = turn else {
+            return Sent {
+                result: Err(self.abandoned("waited for a connection to the webhook's host")),
+                rtt: None,
+            };
+        };
+        let started = Instant::now();
+        let result = match tokio::time::timeout_at(deadline, self.attempt(attempt)).await {
             Ok(result) => result,
-            Err(_) => Err(SinkError::Retryable {
-                reason: format!(
-                    "the attempt took longer than {:?} and was abandoned",
-                    self.attempt_timeout
-                ),
-                cause: RetryCause::Timeout,
-                retry_after: None,
-            }),
+            Err(_) => Err(self.abandoned("took")),
+        };
+        Sent {
+            result,
+            rtt: Some(started.elapsed()),
+        }
+    }
+
+    /// The error of an attempt that ran out of time while it `did` (so the retry policy treats
+    /// it as a timeout).
+    fn abandoned(&self, did: &str) -> SinkError {
+        SinkError::Retryable {
+            reason: format!(
+                "the attempt {did} longer than {:?} and was abandoned",
+                self.attempt_timeout
+            ),
+            cause: RetryCause::Timeout,
+            retry_after: None,
         }
     }
 

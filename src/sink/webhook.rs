@@ -32,6 +32,9 @@ pub struct WebhookSettings {
     pub target_policy: Arc<TargetPolicy>,
     /// Whether SMTP may authenticate over a plain-text connection.
     pub allow_plaintext_smtp_auth: bool,
+    /// At most this many webhook requests open to one host at once (see
+    /// [`HostLimit`](super::host_limit::HostLimit)); `None` for no cap.
+    pub max_connections_per_host: Option<std::num::NonZeroUsize>,
 }
 
 /// Could not build the HTTP client (for example, no TLS roots).

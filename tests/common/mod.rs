@@ -440,6 +440,8 @@ struct ReceiverState {
     rejected: AtomicU64,
     /// While true, every request waits before it is answered (see [`Receiver::hold`]).
     held: tokio::sync::watch::Sender<bool>,
+    /// Requests waiting in a hold now.
+    holding: AtomicU64,
 }
 
 /// A capacity model: `workers` requests served at once, each taking `service`; up to `queue`
@@ -505,6 +507,11 @@ impl Receiver {
         self.state.held.send_replace(false);
     }
 
+    /// How many requests are being held now: open at once, since none of them was answered.
+    pub fn holding(&self) -> u64 {
+        self.state.holding.load(Ordering::SeqCst)
+    }
+
     /// Serves like a system of fixed capacity: `workers` concurrent requests taking `service`
     /// each (capacity = workers / service per second), a wait queue of `queue`, 503 beyond.
     pub fn set_capacity(&self, workers: usize, service: Duration, queue: usize) {
@@ -560,7 +567,11 @@ async fn receive(
             .to_owned()
     };
     let mut held = state.held.subscribe();
-    let _ = held.wait_for(|held| !*held).await;
+    if *held.borrow() {
+        state.holding.fetch_add(1, Ordering::SeqCst);
+        let _ = held.wait_for(|held| !*held).await;
+        state.holding.fetch_sub(1, Ordering::SeqCst);
+    }
     let delay = state.delay_ms.load(Ordering::SeqCst);
     if delay > 0 {
         tokio::time::sleep(Duration::from_millis(delay)).await;

@@ -15,12 +15,12 @@ use crate::dispatch::DispatchSettings;
 use crate::dispatch::checkpoints::CheckpointWriter;
 use crate::dispatch::handoff::Handoffs;
 use crate::dispatch::policy::{Policy, PolicySettings};
-use crate::dispatch::ports::{Attempted, Attempts, ClaimStore, Io, OutcomeQueue};
+use crate::dispatch::ports::{Attempts, ClaimStore, Io, OutcomeQueue};
 use crate::dispatch::waiting::Waiting;
 use crate::model::LaneSet;
 use crate::model::OutcomeKind;
 use crate::model::{ClaimToken, CustomerId, NotificationId};
-use crate::sink::Attempt;
+use crate::sink::{Attempt, Sent};
 use crate::store;
 use crate::telemetry::metrics::Metrics;
 
@@ -104,14 +104,14 @@ impl Attempts for Arc<FakeSink> {
         id.0.to_string()
     }
 
-    fn attempt<'a>(&'a self, attempt: Attempt<'a>) -> Io<'a, Attempted> {
+    fn attempt<'a>(&'a self, attempt: Attempt<'a>) -> Io<'a, Sent> {
         Box::pin(async move {
             let now = self.in_flight.fetch_add(1, Ordering::SeqCst) + 1;
             self.most.fetch_max(now, Ordering::SeqCst);
             tokio::time::sleep(self.rtt).await;
             self.in_flight.fetch_sub(1, Ordering::SeqCst);
             lock(&self.sent).push(attempt.notification.id);
-            Attempted {
+            Sent {
                 result: Ok(()),
                 rtt: Some(self.rtt),
             }
