@@ -96,16 +96,10 @@ pub struct ServeConfig {
     /// Limit for one webhook attempt (connect, send, response headers).
     #[arg(long, env = "FLOODGATE_WEBHOOK_TIMEOUT", default_value = "10s", value_parser = humantime::parse_duration)]
     pub webhook_timeout: Duration,
-    /// At most this many webhook requests open at once to one host (scheme, host and port);
-    /// more wait their turn, and the wait is not counted in the customer system's round trip.
-    /// For many customer systems behind one endpoint, where each request would otherwise hold a
-    /// connection of its own. 0: no cap.
-    #[arg(
-        long,
-        env = "FLOODGATE_WEBHOOK_MAX_CONNECTIONS_PER_HOST",
-        default_value_t = 0
-    )]
-    pub webhook_max_connections_per_host: usize,
+    /// At most this many webhook requests open at once to one host; more wait their turn,
+    /// outside the round trip the controller sees [default: no cap].
+    #[arg(long, env = "FLOODGATE_WEBHOOK_MAX_CONNECTIONS_PER_HOST")]
+    pub webhook_max_connections_per_host: Option<std::num::NonZeroUsize>,
     /// Hard cap on any customer's concurrency limit (the controller moves below it).
     #[arg(
         long,

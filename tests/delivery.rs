@@ -453,7 +453,7 @@ on_both_backends!(only_a_notification_being_sent_is_in_flight);
 async fn a_host_cap_bounds_the_requests_open_to_one_host(backend: Backend) {
     let db = TestDb::new(backend).await;
     let mut cfg = test_config(&db);
-    cfg.webhook_max_connections_per_host = 2;
+    cfg.webhook_max_connections_per_host = std::num::NonZeroUsize::new(2);
     // The held requests must not time out while the test looks at them.
     cfg.webhook_timeout = WAIT;
     let server = TestServer::start(cfg).await;

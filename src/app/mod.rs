@@ -22,7 +22,6 @@ mod drain;
 mod tokens;
 
 use std::future::Future;
-use std::num::NonZeroUsize;
 use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
@@ -205,7 +204,7 @@ pub async fn run(
             connect_timeout: cfg.webhook_timeout.min(Duration::from_secs(5)),
             target_policy: target_policy.clone(),
             allow_plaintext_smtp_auth: cfg.allow_plaintext_smtp_auth,
-            max_connections_per_host: NonZeroUsize::new(cfg.webhook_max_connections_per_host),
+            max_connections_per_host: cfg.webhook_max_connections_per_host,
         },
         ids.clone(),
     )?;
