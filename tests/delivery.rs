@@ -460,14 +460,24 @@ async fn a_host_cap_bounds_the_requests_open_to_one_host(backend: Backend) {
     let receiver = Receiver::start().await;
     receiver.hold();
     let mut client = server.dispatcher().await;
+    let mut firsts = Vec::new();
     for customer in ["one", "two", "three"] {
         add_customer(&server.grpc_url, customer, &receiver.url).await;
         for key in ["a", "b"] {
-            client
+            let accepted = client
                 .submit(submit_request(customer, key, "user-1"))
                 .await
-                .unwrap();
+                .unwrap()
+                .into_inner();
+            if key == "a" {
+                firsts.push(accepted.notification_id);
+            }
         }
+    }
+    // Every customer system's first notification is taken for sending: without the cap, each
+    // would now have a request open at the receiver.
+    for id in &firsts {
+        wait_for_state(&mut client, id, State::InFlight, WAIT).await;
     }
     let deadline = tokio::time::Instant::now() + WAIT;
     while receiver.holding() < 2 {
@@ -477,8 +487,7 @@ async fn a_host_cap_bounds_the_requests_open_to_one_host(backend: Backend) {
         );
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
-    // Each customer system would have a request open by now if nothing held them back.
-    tokio::time::sleep(Duration::from_millis(500)).await;
+    tokio::time::sleep(Duration::from_millis(300)).await;
     assert_eq!(
         receiver.holding(),
         2,
