@@ -9,7 +9,7 @@ use std::time::Duration;
 
 use common::{
     Authed, Backend, Receiver, TestDb, TestServer, add_customer, submit_request, test_config,
-    wait_for_state,
+    wait_for_notification, wait_for_state,
 };
 use floodgate::api::convert::timestamp;
 use floodgate::api::proto::dispatcher_client::DispatcherClient;
@@ -498,3 +498,39 @@ async fn a_host_cap_bounds_the_requests_open_to_one_host(backend: Backend) {
     server.stop().await.unwrap();
 }
 on_both_backends!(a_host_cap_bounds_the_requests_open_to_one_host);
+
+/// Under a host's cap, a request that runs out of time (the one holding the host's only place,
+/// and the one that waited for it) is retried like any timeout: once the host answers, both
+/// notifications are delivered.
+async fn requests_that_time_out_under_a_host_cap_are_retried(backend: Backend) {
+    let db = TestDb::new(backend).await;
+    let mut cfg = test_config(&db);
+    cfg.webhook_max_connections_per_host = std::num::NonZeroUsize::new(1);
+    let server = TestServer::start(cfg).await;
+    let receiver = Receiver::start().await;
+    receiver.hold();
+    let mut client = server.dispatcher().await;
+    let mut ids = Vec::new();
+    for customer in ["one", "two"] {
+        add_customer(&server.grpc_url, customer, &receiver.url).await;
+        let accepted = client
+            .submit(submit_request(customer, "a", "user-1"))
+            .await
+            .unwrap()
+            .into_inner();
+        ids.push(accepted.notification_id);
+    }
+    // The test configuration's 2 s attempt timeout runs out while the receiver holds.
+    for id in &ids {
+        wait_for_notification(&mut client, id, "a second attempt", WAIT, |n| {
+            n.attempts >= 2
+        })
+        .await;
+    }
+    receiver.release();
+    for id in &ids {
+        wait_for_state(&mut client, id, State::Delivered, WAIT).await;
+    }
+    server.stop().await.unwrap();
+}
+on_both_backends!(requests_that_time_out_under_a_host_cap_are_retried);

@@ -103,7 +103,7 @@ pub struct Store {
     read: AnyPool,
     /// SQLite only: whose turn it is at the one write connection.
     gate: Option<Arc<WriteGate>>,
-    /// SQLite only: the mode the write connection was left in (see [`writer::LastMode`]).
+    /// SQLite only: the mode the write connection was left in (see [`last_mode::LastMode`]).
     last_mode: Arc<last_mode::LastMode>,
     /// Held (and locked) for as long as any clone of the store lives: the SQLite single-node guard.
     _lock: Option<Arc<File>>,
