@@ -27,6 +27,7 @@ mod customers;
 mod error;
 mod gate;
 mod id_key;
+mod insert;
 mod last_mode;
 mod notifications;
 mod preferences;
@@ -53,7 +54,7 @@ pub use checkpoints::CheckpointRow;
 pub use claims::ClaimRequest;
 pub use cluster::{HeldBucket, LeaseRow, NodeRow, Takeover};
 pub use error::Error;
-pub use notifications::Commit;
+pub use insert::Commit;
 
 /// Which database is behind the store. Private: callers ask what they mean instead
 /// ([`Store::is_single_node`], [`Store::intake_writers`]).

@@ -334,7 +334,7 @@ mod tests {
     async fn group_commit_beside_express(
         store: &Store,
         keys: [&str; 4],
-    ) -> (crate::store::notifications::Stored, i64, i64) {
+    ) -> (crate::store::insert::Stored, i64, i64) {
         async fn wait<T>(task: tokio::task::JoinHandle<T>) -> T {
             let joined = tokio::time::timeout(Duration::from_secs(10), task).await;
             joined.unwrap().unwrap()
