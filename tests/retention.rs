@@ -162,3 +162,54 @@ async fn old_notifications_are_archived_then_purged(backend: Backend) {
     server.stop().await.unwrap();
 }
 on_both_backends!(old_notifications_are_archived_then_purged);
+
+/// A notification id is never given twice, even once every notification before it has been
+/// archived. (SQLite gives a new row the largest id in its table plus one: were the newest row
+/// archived, the next notification would take its id again.)
+async fn ids_are_not_reused_after_the_newest_notifications_are_archived(backend: Backend) {
+    let db = TestDb::new(backend).await;
+    let mut cfg = test_config(&db);
+    cfg.retention_interval = Duration::from_millis(200);
+    let server = TestServer::start(cfg).await;
+    let receiver = Receiver::start().await;
+    add_customer(&server.grpc_url, "shop", &receiver.url).await;
+    let mut client = server.dispatcher().await;
+
+    let mut old_ids = BTreeSet::new();
+    for key in ["k0", "k1"] {
+        let id = client
+            .submit(submit_request("shop", key, "alice"))
+            .await
+            .unwrap()
+            .into_inner()
+            .notification_id;
+        wait_for_state(&mut client, &id, proto::State::Delivered, WAIT).await;
+        old_ids.insert(id);
+    }
+    db.execute(&format!(
+        "UPDATE notifications SET created_at = created_at - {}",
+        100 * DAY_MS
+    ))
+    .await;
+    let mut archive = ArchiveClient::new(connect(&server.grpc_url, Some(ADMIN_TOKEN)).await);
+    let deadline = tokio::time::Instant::now() + WAIT;
+    while !archived(&mut archive).await.contains("k0") {
+        assert!(tokio::time::Instant::now() < deadline, "k0 never archived");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+
+    let new_id = client
+        .submit(submit_request("shop", "k2", "alice"))
+        .await
+        .unwrap()
+        .into_inner()
+        .notification_id;
+    assert!(
+        !old_ids.contains(&new_id),
+        "{new_id} was given before: {old_ids:?}"
+    );
+    let stored = wait_for_state(&mut client, &new_id, proto::State::Delivered, WAIT).await;
+    assert_eq!(stored.idempotency_key, "k2");
+    server.stop().await.unwrap();
+}
+on_both_backends!(ids_are_not_reused_after_the_newest_notifications_are_archived);

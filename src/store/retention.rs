@@ -20,9 +20,16 @@ impl Store {
     /// the archive; returns how many moved.
     pub async fn archive_finished(&self, cutoff: EpochMillis, limit: usize) -> Result<u64, Error> {
         let limit = i64::try_from(limit).unwrap_or(i64::MAX);
+        // SQLite gives a new row the largest rowid in the table plus one, so were the newest
+        // row archived, the next notification would take its id (and its public id) again: the
+        // newest row stays until a newer one exists. PostgreSQL's ids come from a sequence.
+        let keep_newest = match self.backend {
+            Backend::Sqlite => "AND id < (SELECT max(id) FROM notifications) ",
+            Backend::Postgres => "",
+        };
         let oldest = format!(
             "SELECT id FROM notifications WHERE state IN ({finished}) AND created_at < $1 \
-             ORDER BY created_at, id LIMIT $2",
+             {keep_newest}ORDER BY created_at, id LIMIT $2",
             finished = FINISHED.codes()
         );
         match self.backend {
