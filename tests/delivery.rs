@@ -425,6 +425,19 @@ async fn only_a_notification_being_sent_is_in_flight(backend: Backend) {
         2,
         "{states:?}"
     );
+    // The actor claims the two waiting ones a moment after the first went out: wait until the
+    // store holds all three in flight (state 2), whatever the API reports for the waiting two.
+    while db
+        .count("SELECT COUNT(*) FROM notifications WHERE state = 2")
+        .await
+        < 3
+    {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "the waiting notifications were never claimed"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
     // Its worker has it, though it reads PENDING: too late to cancel, and the answer says why.
     let last = ids.last().unwrap().clone();
     let refused = client

@@ -109,10 +109,15 @@ impl TestDb {
 
     /// Counts rows of `notifications`, straight from the database.
     pub async fn notification_rows(&self) -> i64 {
+        self.count("SELECT COUNT(*) FROM notifications").await
+    }
+
+    /// Runs a `SELECT COUNT(*) …` straight on the database.
+    pub async fn count(&self, sql: &str) -> i64 {
         use sqlx::Connection as _;
         sqlx::any::install_default_drivers();
         let mut conn = sqlx::AnyConnection::connect(&self.url).await.unwrap();
-        sqlx::query_scalar::<_, i64>("SELECT COUNT(*) FROM notifications")
+        sqlx::query_scalar::<_, i64>(sql)
             .fetch_one(&mut conn)
             .await
             .unwrap()
