@@ -223,8 +223,8 @@ impl NewRows<'_> {
     /// Inserts the items at the indexes `unique` (each key once), in statements of at most
     /// [`STATEMENT_ROWS`], and records in `results` what became of each of them: the id of a new
     /// row, or for a key stored before, how the request compares with it (the repeats of a key
-    /// inside the call are left to the caller). Atomic only inside a transaction when it takes more than
-    /// one statement (more than one key).
+    /// inside the call are left to the caller). Atomic only inside a transaction when it takes
+    /// more than one statement (more than one key).
     async fn insert(
         &self,
         conn: &mut AnyConnection,
