@@ -231,7 +231,9 @@ impl NewRows<'_> {
         unique: &[usize],
         results: &mut [Option<Inserted>],
     ) -> Result<(), Error> {
-        let mut new_ids: HashMap<(String, String), i64> = HashMap::with_capacity(unique.len());
+        // The new ids by key, where they are not known by position (PostgreSQL, and SQLite
+        // when some keys were stored before).
+        let mut new_ids: HashMap<(String, String), i64> = HashMap::new();
         let mut first = 0;
         for size in chunk_sizes(unique.len(), STATEMENT_ROWS) {
             let chunk = &unique[first..first + size];
@@ -249,13 +251,16 @@ impl NewRows<'_> {
                     let rows = query.fetch_all(&mut *conn).await?;
                     let row = rows.last().ok_or(sqlx::Error::RowNotFound)?;
                     let answer = (row.try_get(0)?, row.try_get(1)?);
-                    self.sqlite_new_ids(conn, chunk, answer, &mut new_ids)
+                    self.sqlite_new_ids(conn, chunk, answer, results, &mut new_ids)
                         .await?;
                 }
             }
         }
 
         for &i in unique {
+            if results[i].is_some() {
+                continue; // a new row whose id SQLite's answer gave by position
+            }
             let n = &self.items[i];
             let key = (n.customer_id.to_string(), n.idempotency_key.clone());
             results[i] = Some(match new_ids.get(&key) {
@@ -273,20 +278,21 @@ impl NewRows<'_> {
     /// plus one (it picks at random only once the largest possible rowid is taken, which ids
     /// given one by one never reach), and a row skipped as a repeated key takes none. So the
     /// `inserted` new rows hold the ids up to `last`, in the order of the VALUES list, and no
-    /// row stored before has one of them. When every row was new, they are `chunk` in order;
-    /// otherwise the new rows are read back by that id range, which only those rows are in.
+    /// row stored before has one of them. When every row was new, they are `chunk` in order,
+    /// and go straight into `results`; otherwise the new rows are read back by that id range,
+    /// which only those rows are in, into `new_ids`.
     async fn sqlite_new_ids(
         &self,
         conn: &mut AnyConnection,
         chunk: &[usize],
         (last, inserted): (i64, i64),
+        results: &mut [Option<Inserted>],
         new_ids: &mut HashMap<(String, String), i64>,
     ) -> Result<(), Error> {
         let first = last - inserted + 1;
         if usize::try_from(inserted).is_ok_and(|n| n == chunk.len()) {
             for (&i, id) in chunk.iter().zip(first..) {
-                let n = &self.items[i];
-                new_ids.insert((n.customer_id.to_string(), n.idempotency_key.clone()), id);
+                results[i] = Some(Inserted::New(NotificationId(id)));
             }
         } else if inserted > 0 {
             let rows = sqlx::query(
