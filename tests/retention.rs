@@ -65,6 +65,18 @@ async fn archived(client: &mut ArchiveClient<Authed>) -> BTreeSet<String> {
     }
 }
 
+/// Submits `key` to alice of shop and waits until it is delivered; returns its id.
+async fn submit_delivered(client: &mut DispatcherClient<Authed>, key: &str) -> String {
+    let id = client
+        .submit(submit_request("shop", key, "alice"))
+        .await
+        .unwrap()
+        .into_inner()
+        .notification_id;
+    wait_for_state(client, &id, proto::State::Delivered, WAIT).await;
+    id
+}
+
 fn keys(list: &[&str]) -> BTreeSet<String> {
     list.iter().map(|k| (*k).to_owned()).collect()
 }
@@ -83,14 +95,7 @@ async fn old_notifications_are_archived_then_purged(backend: Backend) {
 
     let mut ids = Vec::new();
     for key in ["k0", "k1", "k2", "k3", "k4", "k5"] {
-        let id = client
-            .submit(submit_request("shop", key, "alice"))
-            .await
-            .unwrap()
-            .into_inner()
-            .notification_id;
-        wait_for_state(&mut client, &id, proto::State::Delivered, WAIT).await;
-        ids.push(id);
+        ids.push(submit_delivered(&mut client, key).await);
     }
     // Not finished (due in an hour): never archived, however old.
     let later = prost_types::Timestamp {
@@ -177,14 +182,7 @@ async fn ids_are_not_reused_after_the_newest_notifications_are_archived(backend:
 
     let mut old_ids = BTreeSet::new();
     for key in ["k0", "k1"] {
-        let id = client
-            .submit(submit_request("shop", key, "alice"))
-            .await
-            .unwrap()
-            .into_inner()
-            .notification_id;
-        wait_for_state(&mut client, &id, proto::State::Delivered, WAIT).await;
-        old_ids.insert(id);
+        old_ids.insert(submit_delivered(&mut client, key).await);
     }
     db.execute(&format!(
         "UPDATE notifications SET created_at = created_at - {}",
