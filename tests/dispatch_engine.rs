@@ -131,6 +131,77 @@ async fn one_claim_fills_each_window_and_lane_share(backend: Backend) {
 }
 on_both_backends!(one_claim_fills_each_window_and_lane_share);
 
+/// A drain's claim: one ask takes more rows than one lease statement carries (256 on SQLite, where
+/// the rows are leased in slices and read back afterwards). Every row is leased once, answered to
+/// the ask it belongs to, oldest first, and the store holds exactly those in flight.
+async fn a_claim_of_many_rows_leases_each_once(backend: Backend) {
+    let db = TestDb::new(backend).await;
+    let store = Store::connect(&db.url, &StoreOptions::default())
+        .await
+        .unwrap();
+    let stored = |customer: &str, lane: Lane, count: usize| {
+        (0..count)
+            .map(|i| common::stored_notification(customer, format!("{customer}-{i}"), lane))
+            .collect::<Vec<_>>()
+    };
+    let mut items = stored("big", Lane::Transactional, 600);
+    items.extend(stored("small", Lane::Bulk, 40));
+    store
+        .insert_notifications(Commit::Group, &items, &[], now_millis(), 0)
+        .await
+        .unwrap();
+    let requests = [
+        ask("big", Lane::Transactional, 550),
+        ask("small", Lane::Bulk, 50),
+        ask("big", Lane::Bulk, 10),
+    ];
+
+    let now = now_millis();
+    let first = store
+        .claim_many(&requests, now, now + 60_000)
+        .await
+        .unwrap();
+    let sizes: Vec<usize> = first.iter().map(Vec::len).collect();
+    assert_eq!(sizes, [550, 40, 0], "each ask filled from its own lane");
+    for (request, claimed) in requests.iter().zip(&first) {
+        for c in claimed {
+            assert_eq!(
+                (c.customer_id.as_str(), c.lane, c.claim, c.attempts),
+                (
+                    request.customer_id.as_str(),
+                    request.lane,
+                    ClaimToken::FIRST,
+                    1
+                )
+            );
+        }
+        let ids = ids(claimed);
+        assert!(ids.is_sorted(), "oldest first");
+    }
+    let in_flight = db
+        .count("SELECT count(*) FROM notifications WHERE state = 2")
+        .await;
+    assert_eq!(
+        in_flight, 590,
+        "every answered row is leased, and only those"
+    );
+
+    let second = store
+        .claim_many(&requests, now, now + 60_000)
+        .await
+        .unwrap();
+    let sizes: Vec<usize> = second.iter().map(Vec::len).collect();
+    assert_eq!(sizes, [50, 0, 0], "only what the first claim left");
+    let all: Vec<NotificationId> = first.iter().chain(&second).flat_map(|c| ids(c)).collect();
+    assert_eq!(
+        all.iter().collect::<HashSet<_>>().len(),
+        640,
+        "no row claimed twice"
+    );
+    store.close().await;
+}
+on_both_backends!(a_claim_of_many_rows_leases_each_once);
+
 /// Stores one transactional notification of `customer`, accepted at `accepted` and due at
 /// `due_at` (a `send_at` after `accepted`).
 async fn enqueue_due(

@@ -19,6 +19,7 @@ use floodgate::api::proto;
 use floodgate::api::proto::dispatcher_client::DispatcherClient;
 use floodgate::api::proto::submit_result::Outcome;
 use hdrhistogram::Histogram;
+use serde::Serialize;
 use tokio::task::JoinHandle;
 use tokio::time::{Instant, Interval, MissedTickBehavior};
 
@@ -49,6 +50,11 @@ pub(crate) fn positive_rate(value: &str) -> Result<f64, String> {
         _ => Err(format!("{value:?} is not a positive rate")),
     }
 }
+
+/// Callers sharing a probe's schedule (unary Submits timed beside a load). One would be a queue
+/// of its own: once a Submit took longer than the schedule's period, every later one would be
+/// measured late by the sum.
+pub(crate) const PROBE_CALLERS: usize = 16;
 
 /// Recipients cycled through, so the inbox index sees realistic fan-out rather than one hot key.
 const RECIPIENTS: u64 = 10_000;
@@ -122,6 +128,8 @@ pub(crate) struct Plan {
     payload: Payload,
     /// Notifications to send in all; `None` sends until the window closes.
     total: Option<u64>,
+    /// When every notification falls due; `None` for at once.
+    send_at: Option<prost_types::Timestamp>,
     /// The number of the next notification.
     next: AtomicU64,
 }
@@ -141,6 +149,7 @@ impl Plan {
             customers,
             payload: Payload::Fixed(json_payload(PLAIN_HEAD, payload_bytes)),
             total: None,
+            send_at: None,
             next: AtomicU64::new(0),
         }
     }
@@ -157,6 +166,13 @@ impl Plan {
     /// that fill the store with a fixed amount rather than load it for a time.
     pub(crate) fn limited(mut self, total: u64) -> Self {
         self.total = Some(total);
+        self
+    }
+
+    /// Schedules every notification for `at` (`send_at`), so the store holds them all until
+    /// then; for runs that build a backlog which then falls due at once.
+    pub(crate) fn due_at(mut self, at: std::time::SystemTime) -> Self {
+        self.send_at = Some(prost_types::Timestamp::from(at));
         self
     }
 
@@ -193,7 +209,7 @@ impl Plan {
             recipient: format!("user-{}", n % RECIPIENTS),
             lane: proto::Lane::Transactional as i32,
             payload,
-            send_at: None,
+            send_at: self.send_at,
             expires_at: None,
             ..Default::default()
         }
@@ -371,6 +387,97 @@ pub(crate) async fn run(
             tally.record(result, latency);
         }
     }
+}
+
+/// An upper bound on [`fill`], only to bound a run against a stalled server (each stalled call
+/// already fails after the client's call timeout).
+const FILL_LIMIT: Duration = Duration::from_secs(3600);
+
+/// What [`fill`] did.
+#[derive(Debug, Clone, Copy, Serialize)]
+pub(crate) struct Submitted {
+    pub(crate) accepted: u64,
+    pub(crate) secs: f64,
+    /// Failed calls and rejected items.
+    pub(crate) errors: u64,
+}
+
+/// Sends `plan` (limited to `total` notifications) closed loop from `callers` callers, as fast as
+/// floodgate takes them, printing progress every second with `extra` appended (say, the
+/// server's memory). For experiments that first fill the store with a fixed amount. Returns how
+/// many were accepted; errors are reported and counted, not fatal.
+pub(crate) async fn fill(
+    channel: &AuthedChannel,
+    plan: Arc<Plan>,
+    callers: usize,
+    total: u64,
+    extra: impl Fn() -> Result<String>,
+) -> Result<Submitted> {
+    let live = Arc::new(Live::default());
+    let start = Instant::now();
+    let window = Window {
+        from: start,
+        until: start + FILL_LIMIT,
+    };
+    let empty = crate::report::new_histogram()?;
+    let callers: Vec<_> = (0..callers)
+        .map(|_| {
+            tokio::spawn(run(
+                DispatcherClient::new(channel.clone()),
+                plan.clone(),
+                live.clone(),
+                window,
+                None,
+                Tally::new(empty.clone()),
+            ))
+        })
+        .collect();
+    let mut done = tokio::spawn(async move {
+        let mut total = Tally::new(empty);
+        for caller in callers {
+            total.merge(caller.await.context("a caller panicked")?)?;
+        }
+        anyhow::Ok(total)
+    });
+
+    let mut ticker =
+        tokio::time::interval_at(start + Duration::from_secs(1), Duration::from_secs(1));
+    let mut last = 0;
+    let tally = loop {
+        tokio::select! {
+            ended = &mut done => break ended.context("the submitting task panicked")??,
+            now = ticker.tick() => {
+                let accepted = live.accepted.load(Ordering::Relaxed);
+                eprintln!(
+                    "[{:>5.1}s] submit  accepted {accepted:>9} / {total}  {:>7}/s  {}  errors {}",
+                    (now - start).as_secs_f64(),
+                    accepted - last,
+                    extra()?,
+                    live.errors.load(Ordering::Relaxed),
+                );
+                last = accepted;
+            }
+        }
+    };
+    let secs = start.elapsed().as_secs_f64();
+    if !tally.errors.is_empty() {
+        let errors: Vec<String> = tally
+            .errors
+            .iter()
+            .map(|(k, n)| format!("{k} {n}"))
+            .collect();
+        eprintln!("warning: submit errors: {}", errors.join(", "));
+    }
+    eprintln!(
+        "submitted: {} of {total} accepted in {secs:.1}s ({:.0}/s)",
+        tally.accepted,
+        tally.accepted as f64 / secs
+    );
+    Ok(Submitted {
+        accepted: tally.accepted,
+        secs,
+        errors: tally.errors.values().sum(),
+    })
 }
 
 fn micros(latency: Duration) -> u64 {

@@ -73,6 +73,20 @@ pub(crate) async fn run(args: CeilingArgs) -> Result<()> {
     Ok(())
 }
 
+/// [`measure`], printing its line, unless `duration` is zero (`--ceiling 0s` skips it).
+pub(crate) async fn measure_unless_zero(
+    receivers: &ReceiverProcess,
+    load: &CeilingLoad,
+    duration: Duration,
+) -> Result<Option<Ceiling>> {
+    if duration.is_zero() {
+        return Ok(None);
+    }
+    let ceiling = measure(receivers, load, duration).await?;
+    eprintln!("{}", ceiling.describe());
+    Ok(Some(ceiling))
+}
+
 /// Sends as fast as `load` allows to the receiver process for `duration`.
 pub(crate) async fn measure(
     receivers: &ReceiverProcess,

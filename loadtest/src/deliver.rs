@@ -33,7 +33,7 @@ use clap::builder::RangedU64ValueParser;
 use floodgate::api::proto::dispatcher_client::DispatcherClient;
 use tokio::time::Instant;
 
-use crate::caller::{self, Live, Mode, Plan, Tally, Window, positive_rate};
+use crate::caller::{self, Live, Mode, PROBE_CALLERS, Plan, Tally, Window, positive_rate};
 use crate::ceiling::{self, CeilingLoad};
 use crate::client;
 use crate::cluster::Cluster;
@@ -42,10 +42,6 @@ use crate::process::Program;
 use crate::receiver_process::ReceiverProcess;
 use crate::report::{self, Latency};
 use summary::{Drain, Progress, Summary, WindowTotals};
-
-/// Callers sharing the probe's schedule. One would be a queue of its own: once a Submit took
-/// longer than the schedule's period, every later one would be measured late by the sum.
-const PROBE_CALLERS: usize = 16;
 
 /// How often the drain checks whether everything has arrived: the drain time's resolution.
 const DRAIN_POLL: Duration = Duration::from_millis(50);
@@ -126,14 +122,8 @@ pub(crate) async fn run(args: DeliverArgs) -> Result<()> {
     );
     crate::cluster::ensure_shareable(args.database_url.as_deref(), args.nodes)?;
     let receivers = ReceiverProcess::start(args.receivers).await?;
-    let ceiling = match args.ceiling.is_zero() {
-        true => None,
-        false => {
-            let ceiling = ceiling::measure(&receivers, &args.ceiling_load, args.ceiling).await?;
-            eprintln!("{}", ceiling.describe());
-            Some(ceiling)
-        }
-    };
+    let ceiling =
+        ceiling::measure_unless_zero(&receivers, &args.ceiling_load, args.ceiling).await?;
     let program = match &args.floodgate_bin {
         Some(path) => Program::Binary(path.clone()),
         None => Program::Harness,

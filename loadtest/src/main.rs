@@ -38,6 +38,7 @@ mod client;
 mod cluster;
 mod database;
 mod deliver;
+mod drain;
 mod intake;
 mod interrupt;
 mod memory;
@@ -75,6 +76,9 @@ enum Command {
     /// Measure end-to-end delivery: notifications/s accepted and delivered to always-200
     /// receivers in the same run, and the latency from submit to arrival.
     Deliver(Box<deliver::DeliverArgs>),
+    /// Measure how fast a backlog drains: notifications stored scheduled for one moment, which
+    /// then fall due at once, so every delivery is claimed from the store.
+    Drain(Box<drain::DrainArgs>),
     /// Measure the bare HTTP ceiling: POSTs/s from reqwest to an axum receiver in its own
     /// process, a fixed number in flight.
     Ceiling(Box<ceiling::CeilingArgs>),
@@ -116,6 +120,7 @@ async fn main() -> Result<()> {
         Command::Deliver(args) => deliver::run(*args).await,
         Command::Memory(args) => memory::run(*args).await,
         Command::Ceiling(args) => ceiling::run(*args).await,
+        Command::Drain(args) => drain::run(*args).await,
         Command::StoreCeiling(args) => store_ceiling::run(*args).await,
         Command::ReceiverProcess(args) => receiver_process::serve(args).await,
         Command::Run(args) => scenario::run(*args).await,

@@ -18,19 +18,16 @@ mod idle_actors;
 
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
-use std::sync::atomic::Ordering;
 use std::time::Duration;
 
-use anyhow::{Context as _, Result};
+use anyhow::Result;
 use clap::builder::RangedU64ValueParser;
 use clap::{Args, ValueEnum};
 use floodgate::api::proto;
-use floodgate::api::proto::dispatcher_client::DispatcherClient;
 use serde::Serialize;
-use tokio::time::Instant;
 
 use crate::arrivals::Arrivals;
-use crate::caller::{self, Live, Mode, Plan, Tally, Window};
+use crate::caller::{self, Mode, Plan, Submitted};
 use crate::client::AuthedChannel;
 use crate::interrupt::unless_interrupted;
 use crate::process::{Floodgate, Memory, Program};
@@ -40,9 +37,6 @@ use crate::report;
 /// How long to let floodgate settle (startup, a burst's tail, the outcome writer) before a
 /// reading that should show a steady state.
 const SETTLE: Duration = Duration::from_secs(2);
-/// An upper bound on submitting, only to bound a run against a stalled server (each stalled call
-/// already fails after the client's call timeout).
-const SUBMIT_LIMIT: Duration = Duration::from_secs(3600);
 
 /// Which situation to measure.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
@@ -208,8 +202,7 @@ fn finish<S: Serialize>(summary: &S, print: fn(&S), json: Option<&Path>) -> Resu
 }
 
 /// Submits `total` notifications round-robin over `customers` with SubmitBatch, closed loop from
-/// `--callers` callers (as fast as floodgate takes them), printing progress and floodgate's RSS
-/// every second. Returns how many were accepted; errors are reported and counted, not fatal.
+/// `--callers` callers (see [`caller::fill`]), showing floodgate's RSS on every progress line.
 async fn submit_all(
     args: &MemoryArgs,
     floodgate: &Floodgate,
@@ -217,86 +210,15 @@ async fn submit_all(
     total: u64,
 ) -> Result<Submitted> {
     let channel = floodgate.connect().await?;
-    let plan = Arc::new(
-        Plan::new(Mode::Batch, args.batch_size, customers, args.payload_bytes).limited(total),
-    );
-    let live = Arc::new(Live::default());
-    let start = Instant::now();
-    let window = Window {
-        from: start,
-        until: start + SUBMIT_LIMIT,
-    };
-    let empty = report::new_histogram()?;
-    let callers: Vec<_> = (0..args.callers)
-        .map(|_| {
-            tokio::spawn(caller::run(
-                DispatcherClient::new(channel.clone()),
-                plan.clone(),
-                live.clone(),
-                window,
-                None,
-                Tally::new(empty.clone()),
-            ))
-        })
-        .collect();
-    let mut done = tokio::spawn(async move {
-        let mut total = Tally::new(empty);
-        for caller in callers {
-            total.merge(caller.await.context("a caller panicked")?)?;
-        }
-        anyhow::Ok(total)
-    });
-
-    let mut ticker =
-        tokio::time::interval_at(start + Duration::from_secs(1), Duration::from_secs(1));
-    let mut last = 0;
-    let tally = loop {
-        tokio::select! {
-            ended = &mut done => break ended.context("the submitting task panicked")??,
-            now = ticker.tick() => {
-                let accepted = live.accepted.load(Ordering::Relaxed);
-                eprintln!(
-                    "[{:>5.1}s] submit  accepted {accepted:>9} / {total}  {:>7}/s  rss {:>7.1} MiB  errors {}",
-                    (now - start).as_secs_f64(),
-                    accepted - last,
-                    floodgate.memory()?.rss_mib(),
-                    live.errors.load(Ordering::Relaxed),
-                );
-                last = accepted;
-            }
-        }
-    };
-    let secs = start.elapsed().as_secs_f64();
-    if !tally.errors.is_empty() {
-        let errors: Vec<String> = tally
-            .errors
-            .iter()
-            .map(|(k, n)| format!("{k} {n}"))
-            .collect();
-        eprintln!("warning: submit errors: {}", errors.join(", "));
-    }
-    eprintln!(
-        "submitted: {} of {total} accepted in {secs:.1}s ({:.0}/s)",
-        tally.accepted,
-        tally.accepted as f64 / secs
-    );
-    Ok(Submitted {
-        accepted: tally.accepted,
-        secs,
-        errors: tally.errors.values().sum(),
+    let plan =
+        Plan::new(Mode::Batch, args.batch_size, customers, args.payload_bytes).limited(total);
+    caller::fill(&channel, Arc::new(plan), args.callers, total, || {
+        Ok(format!("rss {:>7.1} MiB", floodgate.memory()?.rss_mib()))
     })
+    .await
 }
 
 /// `TIER_SLOW` for a tier number, or the number if floodgate knows tiers this build does not.
 fn tier_name(tier: i32) -> String {
     proto::Tier::try_from(tier).map_or_else(|_| tier.to_string(), |t| t.as_str_name().to_owned())
-}
-
-/// What [`submit_all`] did.
-#[derive(Debug, Clone, Copy, Serialize)]
-struct Submitted {
-    accepted: u64,
-    secs: f64,
-    /// Failed calls and rejected items.
-    errors: u64,
 }

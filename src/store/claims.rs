@@ -57,47 +57,122 @@ impl Store {
         lease_until: EpochMillis,
     ) -> Result<Vec<Vec<Claimed>>, Error> {
         crate::failpoints::check(crate::failpoints::point::STORE_CLAIM)?;
-        let mut claimed: Vec<(usize, EpochMillis, Claimed)> = Vec::new();
-        let mut conn = self.writer(Durability::Relaxed).await?;
-        let mut first = 0;
-        for size in chunk_sizes(requests.len(), MAX_CHUNK) {
-            if first > 0 {
-                conn = self.let_express_through(conn).await?;
-            }
-            let chunk = &requests[first..first + size];
-            let sql = claim_sql(self.backend, size);
-            let mut query = sqlx::query(&sql).bind(lease_until).bind(now);
-            for request in chunk {
-                query = query
-                    .bind(request.customer_id.as_str())
-                    .bind(request.channel.code())
-                    .bind(request.lane.code());
-                if self.backend == Backend::Sqlite {
-                    query = query.bind(now);
-                }
-                query = query.bind(i64::try_from(request.limit).unwrap_or(i64::MAX));
-            }
-            for row in query.fetch_all(&mut *conn).await? {
-                let (key, due_at, notification) = claimed_from_row(&row)?;
-                let Some(at) = chunk.iter().position(|r| {
-                    (r.customer_id.as_str(), r.channel, r.lane)
-                        == (key.0.as_str(), key.1, notification.lane)
-                }) else {
-                    return Err(Error::Corrupt("a claim returned an unasked-for row".into()));
-                };
-                claimed.push((first + at, due_at, notification));
-            }
-            first += size;
-        }
-        conn.finished_cleanly();
-        drop(conn);
-        // RETURNING order is unspecified: oldest due first within each request.
+        let mut claimed = match self.backend {
+            Backend::Postgres => self.claim_returning(requests, now, lease_until).await?,
+            Backend::Sqlite => self.claim_then_read(requests, now, lease_until).await?,
+        };
+        // Row order is unspecified: oldest due first within each request.
         claimed.sort_by_key(|(request, due_at, n)| (*request, *due_at, n.id));
         let mut per_request: Vec<Vec<Claimed>> = vec![Vec::new(); requests.len()];
         for (request, _, notification) in claimed {
             per_request[request].push(notification);
         }
         Ok(per_request)
+    }
+
+    /// PostgreSQL: each statement leases its rows and returns them (`RETURNING`), streamed on
+    /// the connection as they come.
+    async fn claim_returning(
+        &self,
+        requests: &[ClaimRequest],
+        now: EpochMillis,
+        lease_until: EpochMillis,
+    ) -> Result<Vec<(usize, EpochMillis, Claimed)>, Error> {
+        let mut claimed = Vec::new();
+        let mut conn = self.writer(Durability::Relaxed).await?;
+        let mut first = 0;
+        for size in chunk_sizes(requests.len(), MAX_CHUNK) {
+            if first > 0 {
+                conn = self.let_express_through(conn).await?;
+            }
+            let sql = claim_sql(size);
+            let mut query = sqlx::query(&sql).bind(lease_until).bind(now);
+            for request in &requests[first..first + size] {
+                query = query
+                    .bind(request.customer_id.as_str())
+                    .bind(request.channel.code())
+                    .bind(request.lane.code())
+                    .bind(limit(request));
+            }
+            let rows = query.fetch_all(&mut *conn).await?;
+            assign(&requests[first..first + size], first, &rows, &mut claimed)?;
+            first += size;
+        }
+        conn.finished_cleanly();
+        Ok(claimed)
+    }
+
+    /// SQLite: on the write connection, each statement's rows are picked as one row of ids and
+    /// leased by id; after the turn, the leased rows are read on a read connection.
+    ///
+    /// sqlx's SQLite driver hands every returned row from the connection's thread to the task
+    /// through a channel of 50, so an `UPDATE … RETURNING` of a drain's thousands of rows made
+    /// thread and task wait for each other dozens of times per statement, each time for a core,
+    /// while the one write connection was held and every caller waited (turns of 60–150 ms in a
+    /// drain). The ids come back as one row instead, and the rows' contents cross on a reader,
+    /// beside the next writer. Nothing else can change a leased row before it is read: on SQLite
+    /// this node is the only claimer, a cancel refuses a notification in flight, and the lease
+    /// outlives the read.
+    async fn claim_then_read(
+        &self,
+        requests: &[ClaimRequest],
+        now: EpochMillis,
+        lease_until: EpochMillis,
+    ) -> Result<Vec<(usize, EpochMillis, Claimed)>, Error> {
+        let mut leased = Vec::new();
+        let mut conn = self.writer(Durability::Relaxed).await?;
+        let mut first = 0;
+        for size in chunk_sizes(requests.len(), MAX_CHUNK) {
+            if first > 0 {
+                conn = self.let_express_through(conn).await?;
+            }
+            let sql = pick_sql(size);
+            let mut pick = sqlx::query_scalar::<_, Option<String>>(&sql);
+            for request in &requests[first..first + size] {
+                pick = pick
+                    .bind(request.customer_id.as_str())
+                    .bind(request.channel.code())
+                    .bind(request.lane.code())
+                    .bind(now)
+                    .bind(limit(request));
+            }
+            // The one writer holds the turn, so nothing changes these rows before the lease.
+            let Some(ids) = pick.fetch_one(&mut *conn).await? else {
+                first += size;
+                continue;
+            };
+            let ids = ids
+                .split(',')
+                .map(str::parse::<i64>)
+                .collect::<Result<Vec<_>, _>>()
+                .map_err(|_| Error::Corrupt("a claim picked a non-numeric id".into()))?;
+            // A drain's statement picks thousands of rows; they are leased a bounded slice per
+            // statement, so an express commit waits for one slice, not all of them.
+            for (n, slice) in ids.chunks(MAX_CHUNK).enumerate() {
+                if n > 0 {
+                    conn = self.let_express_through(conn).await?;
+                }
+                sqlx::query(&lease_by_id_sql())
+                    .bind(lease_until)
+                    .bind(now)
+                    .bind(json_ids(slice))
+                    .execute(&mut *conn)
+                    .await?;
+            }
+            leased.push((first, size, json_ids(&ids)));
+            first += size;
+        }
+        conn.finished_cleanly();
+        drop(conn);
+        let mut claimed = Vec::new();
+        for (first, size, ids) in leased {
+            let rows = sqlx::query(&read_leased_sql())
+                .bind(ids)
+                .fetch_all(&self.read)
+                .await?;
+            assign(&requests[first..first + size], first, &rows, &mut claimed)?;
+        }
+        Ok(claimed)
     }
 
     /// Records a batch of attempt outcomes. Each applies only if the row is still in flight under
@@ -197,50 +272,107 @@ impl Store {
     }
 }
 
-/// The claim statement for `entries` requests. Parameters: `lease_until`, `now`, then per entry
-/// customer id, channel, lane (SQLite: `now` again) and limit.
+/// PostgreSQL's claim statement for `entries` requests. Parameters: `lease_until`, `now`, then
+/// per entry customer id, channel, lane and limit.
 ///
-/// PostgreSQL takes each entry's rows in a LATERAL subquery (an index range scan each),
-/// skipping rows locked by another node's claim. SQLite has no LATERAL; a UNION ALL of one
-/// limited subquery per entry does the same (one writer, so no locking either).
-fn claim_sql(backend: Backend, entries: usize) -> String {
+/// Each entry's rows are taken in a LATERAL subquery (an index range scan each), skipping rows
+/// locked by another node's claim. (SQLite has no LATERAL; there a UNION ALL of one limited
+/// subquery per entry does the same, see [`pick_sql`], and one writer needs no locking.)
+fn claim_sql(entries: usize) -> String {
     let in_flight = LEASED.code();
-    let ready = format!("state IN ({})", WAITING.codes());
-    match backend {
-        Backend::Postgres => format!(
-            "UPDATE notifications AS n \
-             SET state = {in_flight}, claim = n.claim + 1, attempts = n.attempts + 1, \
-                 lease_until = $1, updated_at = $2 \
-             FROM (SELECT p.id FROM (VALUES {wanted}) AS w(customer_id, channel, lane, n) \
-                   CROSS JOIN LATERAL (SELECT x.id FROM notifications x \
-                        WHERE x.customer_id = w.customer_id AND x.channel = w.channel \
-                          AND x.lane = w.lane AND x.{ready} AND x.due_at <= $2 \
-                        ORDER BY x.due_at LIMIT w.n FOR UPDATE SKIP LOCKED) p) AS picked \
-             WHERE n.id = picked.id \
-             RETURNING {returning}",
-            wanted = rows(backend, 3, entries, &["TEXT", "BIGINT", "BIGINT", "BIGINT"]),
-            returning = CLAIMED_COLUMNS
-                .split(", ")
-                .map(|c| format!("n.{c}"))
-                .collect::<Vec<_>>()
-                .join(", "),
+    format!(
+        "UPDATE notifications AS n \
+         SET state = {in_flight}, claim = n.claim + 1, attempts = n.attempts + 1, \
+             lease_until = $1, updated_at = $2 \
+         FROM (SELECT p.id FROM (VALUES {wanted}) AS w(customer_id, channel, lane, n) \
+               CROSS JOIN LATERAL (SELECT x.id FROM notifications x \
+                    WHERE x.customer_id = w.customer_id AND x.channel = w.channel \
+                      AND x.lane = w.lane AND x.state IN ({waiting}) AND x.due_at <= $2 \
+                    ORDER BY x.due_at LIMIT w.n FOR UPDATE SKIP LOCKED) p) AS picked \
+         WHERE n.id = picked.id \
+         RETURNING {returning}",
+        wanted = rows(
+            Backend::Postgres,
+            3,
+            entries,
+            &["TEXT", "BIGINT", "BIGINT", "BIGINT"]
         ),
-        Backend::Sqlite => {
-            let arm = format!(
-                "SELECT id FROM (SELECT id FROM notifications \
-                 WHERE customer_id = ? AND channel = ? AND lane = ? AND {ready} AND due_at <= ? \
-                 ORDER BY due_at LIMIT ?)"
-            );
-            format!(
-                "UPDATE notifications \
-                 SET state = {in_flight}, claim = claim + 1, attempts = attempts + 1, \
-                     lease_until = ?, updated_at = ? \
-                 WHERE id IN ({arms}) \
-                 RETURNING {CLAIMED_COLUMNS}",
-                arms = vec![arm; entries].join(" UNION ALL "),
-            )
-        }
+        waiting = WAITING.codes(),
+        returning = CLAIMED_COLUMNS
+            .split(", ")
+            .map(|c| format!("n.{c}"))
+            .collect::<Vec<_>>()
+            .join(", "),
+    )
+}
+
+/// SQLite: the ids of the rows `entries` requests would claim, as one comma-separated row
+/// (NULL when there are none). Parameters per entry: customer id, channel, lane, `now`, limit.
+fn pick_sql(entries: usize) -> String {
+    let arm = format!(
+        "SELECT id FROM (SELECT id FROM notifications \
+         WHERE customer_id = ? AND channel = ? AND lane = ? AND state IN ({waiting}) \
+           AND due_at <= ? ORDER BY due_at LIMIT ?)",
+        waiting = WAITING.codes()
+    );
+    format!(
+        "SELECT group_concat(id) FROM ({arms})",
+        arms = vec![arm; entries].join(" UNION ALL ")
+    )
+}
+
+/// SQLite: leases the rows whose ids are given as a JSON array. Parameters: `lease_until`,
+/// `now`, the ids.
+fn lease_by_id_sql() -> String {
+    format!(
+        "UPDATE notifications \
+         SET state = {in_flight}, claim = claim + 1, attempts = attempts + 1, \
+             lease_until = ?, updated_at = ? \
+         WHERE id IN (SELECT value FROM json_each(?)) AND state IN ({waiting})",
+        in_flight = LEASED.code(),
+        waiting = WAITING.codes()
+    )
+}
+
+/// SQLite: the leased rows whose ids are given as a JSON array, as a claim returns them.
+fn read_leased_sql() -> String {
+    format!(
+        "SELECT {CLAIMED_COLUMNS} FROM notifications \
+         WHERE id IN (SELECT value FROM json_each(?)) AND state = {in_flight}",
+        in_flight = LEASED.code()
+    )
+}
+
+/// `ids` as a JSON array, for `json_each`.
+fn json_ids(ids: &[i64]) -> String {
+    let list: Vec<String> = ids.iter().map(i64::to_string).collect();
+    format!("[{}]", list.join(","))
+}
+
+/// A request's limit as SQL binds it.
+fn limit(request: &ClaimRequest) -> i64 {
+    i64::try_from(request.limit).unwrap_or(i64::MAX)
+}
+
+/// Adds each claimed row to `claimed` under the index of the request it answers: its position
+/// in `chunk` (the requests of its statement) plus `first`.
+fn assign(
+    chunk: &[ClaimRequest],
+    first: usize,
+    rows: &[AnyRow],
+    claimed: &mut Vec<(usize, EpochMillis, Claimed)>,
+) -> Result<(), Error> {
+    for row in rows {
+        let (key, due_at, notification) = claimed_from_row(row)?;
+        let Some(at) = chunk.iter().position(|r| {
+            (r.customer_id.as_str(), r.channel, r.lane)
+                == (key.0.as_str(), key.1, notification.lane)
+        }) else {
+            return Err(Error::Corrupt("a claim returned an unasked-for row".into()));
+        };
+        claimed.push((first + at, due_at, notification));
     }
+    Ok(())
 }
 
 /// The outcome statement for `entries` outcomes. Parameters: `now` (SQLite: twice), then per
@@ -346,9 +478,10 @@ mod tests {
             rows(Backend::Sqlite, 2, 2, &["BIGINT", "TEXT"]),
             "(?, ?), (?, ?)"
         );
-        let sqlite = claim_sql(Backend::Sqlite, 3);
+        let sqlite = pick_sql(3);
         assert_eq!(sqlite.matches("UNION ALL").count(), 2);
-        let postgres = claim_sql(Backend::Postgres, 3);
+        assert_eq!(sqlite.matches('?').count(), 15);
+        let postgres = claim_sql(3);
         assert!(postgres.contains("$14::BIGINT") && !postgres.contains("$15"));
     }
 }

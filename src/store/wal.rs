@@ -38,16 +38,23 @@ pub(super) async fn checkpoint_loop(store: Store) {
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
         tick.tick().await;
-        if store.read.is_closed() {
+        if closed(&store) {
             return;
         }
         if let Err(err) = checkpoint(&store).await {
-            if store.read.is_closed() {
+            if closed(&store) {
                 return;
             }
             tracing::warn!(error = %err, "WAL checkpoint failed; retrying");
         }
     }
+}
+
+/// Whether the store was closed, so the loop ends instead of warning that its round failed. The
+/// write pool counts too: a round that finds it closed fails at the restart step, and at every
+/// shutdown that printed a warning about a closed pool.
+fn closed(store: &Store) -> bool {
+    store.read.is_closed() || store.caller_writes.is_closed()
 }
 
 /// One round of [`checkpoint_loop`].
