@@ -34,13 +34,11 @@ use floodgate::api::proto::dispatcher_client::DispatcherClient;
 use tokio::time::Instant;
 
 use crate::caller::{self, Live, Mode, PROBE_CALLERS, Plan, Tally, Window, positive_rate};
-use crate::ceiling::{self, CeilingLoad};
 use crate::client;
 use crate::cluster::Cluster;
-use crate::interrupt::unless_interrupted;
-use crate::process::Program;
 use crate::receiver_process::ReceiverProcess;
 use crate::report::{self, Latency};
+use crate::rig::EndToEnd;
 use summary::{Drain, Progress, Summary, WindowTotals};
 
 /// How often the drain checks whether everything has arrived: the drain time's resolution.
@@ -49,12 +47,11 @@ const DRAIN_POLL: Duration = Duration::from_millis(50);
 /// Options of `floodgate-loadtest deliver`.
 #[derive(Debug, Args)]
 pub(crate) struct DeliverArgs {
+    #[command(flatten)]
+    end_to_end: EndToEnd,
     /// Customers the notifications are spread over, round-robin: c-0 .. c-(N-1).
     #[arg(long, default_value_t = 1000, value_parser = RangedU64ValueParser::<usize>::new().range(1..=1_000_000))]
     customers: usize,
-    /// Always-200 webhook receivers; customer i is delivered to receiver i mod R.
-    #[arg(long, default_value_t = 1, value_parser = RangedU64ValueParser::<usize>::new().range(1..=1024))]
-    receivers: usize,
     /// Notifications/s offered, open loop, whatever floodgate answers.
     #[arg(long, default_value_t = 12_000.0, value_parser = positive_rate)]
     rate: f64,
@@ -78,30 +75,14 @@ pub(crate) struct DeliverArgs {
     /// Size of each notification's JSON payload, in bytes (at least the stamp's ~30).
     #[arg(long, default_value_t = 200)]
     payload_bytes: usize,
-    /// Database for floodgate. A PostgreSQL URL gets a fresh scratch database created beside
-    /// the one named and dropped afterwards; any other URL is used as given.
-    /// [default: SQLite in a fresh temporary directory]
-    #[arg(long)]
-    database_url: Option<String>,
     /// floodgate nodes of one cluster, all on the --database-url PostgreSQL database (more than
     /// one needs PostgreSQL); the callers are spread over them.
     #[arg(long, default_value_t = 1, value_parser = RangedU64ValueParser::<usize>::new().range(1..=8))]
     nodes: usize,
-    /// Run this floodgate binary (`<path> serve`) instead of the copy built into the harness.
-    #[arg(long)]
-    floodgate_bin: Option<PathBuf>,
-    /// An extra flag for `floodgate serve` (repeat it for more), e.g. `--server-arg=--lease=30s`.
-    #[arg(long = "server-arg", allow_hyphen_values = true)]
-    server_args: Vec<String>,
     /// Unary Submit calls/s sent beside the batches, to time what one caller waits while
     /// deliveries run flat out (0 for none).
     #[arg(long, default_value_t = 50.0)]
     probe_rate: f64,
-    /// First measure the bare HTTP ceiling against the same receivers for this long (0s to skip).
-    #[arg(long, default_value = "10s", value_parser = humantime::parse_duration)]
-    ceiling: Duration,
-    #[command(flatten)]
-    ceiling_load: CeilingLoad,
     /// After the offering stops, wait until everything accepted has arrived (at most
     /// --drain-timeout) and report how long that took.
     #[arg(long)]
@@ -120,37 +101,13 @@ pub(crate) async fn run(args: DeliverArgs) -> Result<()> {
         !args.duration.is_zero(),
         "--duration must be longer than 0s"
     );
-    crate::cluster::ensure_shareable(args.database_url.as_deref(), args.nodes)?;
-    let receivers = ReceiverProcess::start(args.receivers).await?;
-    let ceiling =
-        ceiling::measure_unless_zero(&receivers, &args.ceiling_load, args.ceiling).await?;
-    let program = match &args.floodgate_bin {
-        Some(path) => Program::Binary(path.clone()),
-        None => Program::Harness,
-    };
-    let server_args: Vec<&str> = args.server_args.iter().map(String::as_str).collect();
-    let started = Cluster::start(
-        &program,
-        args.database_url.as_deref(),
-        args.nodes,
-        &server_args,
-    )
-    .await;
-    let server = match started {
-        Ok(server) => server,
-        Err(err) => {
-            let _ = receivers.stop().await;
-            return Err(err);
-        }
-    };
-    let measured = unless_interrupted(measure(&args, &server, &receivers)).await;
-    // Stop everything even when the measurement failed: the scratch database must go. The
-    // receivers go last, because floodgate's shutdown waits for deliveries under way.
-    let stopped = server.stop().await;
-    let receivers_stopped = receivers.stop().await;
-    let mut summary = measured?;
-    stopped?;
-    receivers_stopped?;
+    crate::cluster::ensure_shareable(args.end_to_end.database_url.as_deref(), args.nodes)?;
+    let (mut summary, ceiling) = args
+        .end_to_end
+        .run(args.nodes, async |server, receivers| {
+            measure(&args, server, receivers).await
+        })
+        .await?;
     summary.ceiling = ceiling;
     summary::print(&summary);
     if let Some(path) = &args.json {
@@ -293,7 +250,7 @@ async fn measure(
         server: server.describe(),
         nodes: args.nodes,
         customers: args.customers,
-        receivers: args.receivers,
+        receivers: args.end_to_end.receivers,
         callers: args.callers,
         batch_size: args.batch_size,
         payload_bytes: plan.payload_bytes(),

@@ -29,14 +29,13 @@ use tokio::task::JoinHandle;
 use tokio::time::Instant;
 
 use crate::caller::{self, Live, Mode, PROBE_CALLERS, Plan, Submitted, Tally, Window};
-use crate::ceiling::{self, Ceiling, CeilingLoad};
+use crate::ceiling::Ceiling;
 use crate::client;
 use crate::client::AuthedChannel;
 use crate::cluster::Cluster;
-use crate::interrupt::unless_interrupted;
-use crate::process::Program;
 use crate::receiver_process::ReceiverProcess;
 use crate::report::{self, Latency};
+use crate::rig::EndToEnd;
 
 /// How often the drain looks at what has arrived: the resolution of its times.
 const POLL: Duration = Duration::from_millis(50);
@@ -44,12 +43,11 @@ const POLL: Duration = Duration::from_millis(50);
 /// Options of `floodgate-loadtest drain`.
 #[derive(Debug, Args)]
 pub(crate) struct DrainArgs {
+    #[command(flatten)]
+    end_to_end: EndToEnd,
     /// Customers the backlog is spread over, round-robin: c-0 .. c-(N-1).
     #[arg(long, default_value_t = 1000, value_parser = RangedU64ValueParser::<usize>::new().range(1..=1_000_000))]
     customers: usize,
-    /// Always-200 webhook receivers; customer i is delivered to receiver i mod R.
-    #[arg(long, default_value_t = 1, value_parser = RangedU64ValueParser::<usize>::new().range(1..=1024))]
-    receivers: usize,
     /// Notifications stored before they fall due.
     #[arg(long, default_value_t = 200_000, value_parser = RangedU64ValueParser::<u64>::new().range(1..))]
     backlog: u64,
@@ -62,22 +60,6 @@ pub(crate) struct DrainArgs {
     /// Size of each notification's JSON payload, in bytes (at least the stamp's ~30).
     #[arg(long, default_value_t = 200)]
     payload_bytes: usize,
-    /// Database for floodgate. A PostgreSQL URL gets a fresh scratch database created beside
-    /// the one named and dropped afterwards; any other URL is used as given.
-    /// [default: SQLite in a fresh temporary directory]
-    #[arg(long)]
-    database_url: Option<String>,
-    /// Run this floodgate binary (`<path> serve`) instead of the copy built into the harness.
-    #[arg(long)]
-    floodgate_bin: Option<PathBuf>,
-    /// An extra flag for `floodgate serve` (repeat it for more), e.g. `--server-arg=--lease=30s`.
-    #[arg(long = "server-arg", allow_hyphen_values = true)]
-    server_args: Vec<String>,
-    /// First measure the bare HTTP ceiling against the same receivers for this long (0s to skip).
-    #[arg(long, default_value = "10s", value_parser = humantime::parse_duration)]
-    ceiling: Duration,
-    #[command(flatten)]
-    ceiling_load: CeilingLoad,
     /// When the backlog falls due, counted from the start of storing it: storing must finish
     /// before then (the run says so if it does not).
     #[arg(long, default_value = "30s", value_parser = humantime::parse_duration)]
@@ -137,29 +119,12 @@ struct Summary {
 
 /// Runs the experiment and prints its summary.
 pub(crate) async fn run(args: DrainArgs) -> Result<()> {
-    let receivers = ReceiverProcess::start(args.receivers).await?;
-    let ceiling =
-        ceiling::measure_unless_zero(&receivers, &args.ceiling_load, args.ceiling).await?;
-    let program = match &args.floodgate_bin {
-        Some(path) => Program::Binary(path.clone()),
-        None => Program::Harness,
-    };
-    let server_args: Vec<&str> = args.server_args.iter().map(String::as_str).collect();
-    let started = Cluster::start(&program, args.database_url.as_deref(), 1, &server_args).await;
-    let server = match started {
-        Ok(server) => server,
-        Err(err) => {
-            let _ = receivers.stop().await;
-            return Err(err);
-        }
-    };
-    let measured = unless_interrupted(measure(&args, &server, &receivers)).await;
-    // The receivers go last: floodgate's shutdown waits for deliveries under way.
-    let stopped = server.stop().await;
-    let receivers_stopped = receivers.stop().await;
-    let mut summary = measured?;
-    stopped?;
-    receivers_stopped?;
+    let (mut summary, ceiling) = args
+        .end_to_end
+        .run(1, async |server, receivers| {
+            measure(&args, server, receivers).await
+        })
+        .await?;
     summary.ceiling = ceiling;
     print(&summary);
     if let Some(path) = &args.json {
@@ -227,7 +192,7 @@ async fn measure(
     Ok(Summary {
         server: server.describe(),
         customers: args.customers,
-        receivers: args.receivers,
+        receivers: args.end_to_end.receivers,
         payload_bytes,
         stored,
         drained: arrivals.delivered >= target,

@@ -46,6 +46,7 @@ mod process;
 mod receiver;
 mod receiver_process;
 mod report;
+mod rig;
 mod scenario;
 mod server;
 mod store_ceiling;
