@@ -142,11 +142,12 @@ impl Intake {
             ..writer.clone()
         };
         let express_rx = Arc::new(Mutex::new(express_rx));
+        let runtime = writer.store.writers_runtime().clone();
         let handles = (0..writers.max(1))
             .flat_map(|_| {
                 [
-                    tokio::spawn(writer.clone().run(rx.clone())),
-                    tokio::spawn(express_writer.clone().run(express_rx.clone())),
+                    runtime.spawn(writer.clone().run(rx.clone())),
+                    runtime.spawn(express_writer.clone().run(express_rx.clone())),
                 ]
             })
             .collect();

@@ -19,6 +19,7 @@
 
 mod cluster_node;
 mod drain;
+mod front_runtime;
 mod tokens;
 
 use std::future::Future;
@@ -105,6 +106,8 @@ pub enum AppError {
     Http(#[source] std::io::Error),
     #[error("a server task panicked: {0}")]
     Join(#[from] tokio::task::JoinError),
+    #[error("cannot start the front runtime's threads: {0}")]
+    FrontRuntime(#[source] std::io::Error),
 }
 
 /// Why `floodgate serve` failed: set-up problems the operator can fix, or the server's own error.
@@ -180,11 +183,14 @@ pub async fn run(
             .map(SecretsKey::load)
             .transpose()?,
     );
+    // Declared before everything that spawns on it, so it is dropped after all of them.
+    let front = front_runtime::FrontRuntime::start().map_err(AppError::FrontRuntime)?;
     let store = Store::connect(
         &cfg.database_url(),
         &StoreOptions {
             max_connections: cfg.db_max_connections,
             sealer: Some(Arc::new(sealer)),
+            writers_runtime: Some(front.handle()),
             ..StoreOptions::default()
         },
     )
@@ -287,7 +293,7 @@ pub async fn run(
     let mut tls_watcher = tls
         .clone()
         .map(|tls| tokio::spawn(tls.watch(crate::tls::RELOAD_INTERVAL, stop.clone())));
-    let mut grpc = tokio::spawn(api::serve(
+    let mut grpc = front.handle().spawn(api::serve(
         cut.accept(listeners.grpc, None, tls_for(Listener::Grpc)),
         cfg.grpc_limits(),
         state,

@@ -215,7 +215,7 @@ impl Dispatcher {
             stop: stop.clone(),
             ownership: placement.ownership.clone(),
         });
-        tasks.spawn(claiming);
+        tasks.spawn_on(claiming, store.writers_runtime());
         let shared = Arc::new(ActorContext {
             claims: Box::new(StoreClaims {
                 claimer,

@@ -53,7 +53,10 @@ impl OutcomeWriter {
         });
         let mut writers = JoinSet::new();
         for _ in 0..store.outcome_writers() {
-            writers.spawn(write_loop(store.clone(), metrics.clone(), queue.clone()));
+            writers.spawn_on(
+                write_loop(store.clone(), metrics.clone(), queue.clone()),
+                store.writers_runtime(),
+            );
         }
         let all = tokio::spawn(async move { while writers.join_next().await.is_some() {} });
         (Self { tx }, all)

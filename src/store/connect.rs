@@ -25,6 +25,17 @@ const POSTGRES_OUTCOME_WRITERS: u32 = 2;
 const POSTGRES_BACKGROUND_WRITERS: u32 = POSTGRES_OUTCOME_WRITERS + 3;
 
 impl Store {
+    /// The runtime for the tasks that hold the database's write connection while they work:
+    /// intake's writers, the outcome writers, the claimer and the checkpointer. On SQLite every
+    /// other writer waits for the one holding the connection, and a holder waiting to be polled
+    /// holds it all the same. On the runtime that runs the deliveries, those tasks queued behind
+    /// thousands of HTTP sends: in a backlog's drain a unary Submit's p99 was 185–520 ms, with
+    /// the holders on a runtime of their own 47–90 ms (BENCHMARKS.md, "Thirteenth pass"). The
+    /// server gives them one ([`StoreOptions::writers_runtime`]).
+    pub fn writers_runtime(&self) -> &tokio::runtime::Handle {
+        &self.writers_runtime
+    }
+
     /// Connects, takes the single-node lock on SQLite, and runs the migrations.
     pub async fn connect(url: &str, options: &StoreOptions) -> Result<Self, Error> {
         install_default_drivers();
@@ -43,7 +54,7 @@ impl Store {
         if store.backend == Backend::Sqlite {
             // Without the single-node lock: a closed store must free the file at once, not
             // when the checkpointer next wakes up.
-            tokio::spawn(checkpoint_loop(Self {
+            store.writers_runtime.spawn(checkpoint_loop(Self {
                 _lock: None,
                 ..store.clone()
             }));
@@ -110,6 +121,7 @@ impl Store {
             _lock: Some(Arc::new(lock)),
             probe_node: probe_node(),
             sealer: options.sealer.clone(),
+            writers_runtime: writers_runtime(options),
         })
     }
 
@@ -142,6 +154,7 @@ impl Store {
             _lock: None,
             probe_node: probe_node(),
             sealer: options.sealer.clone(),
+            writers_runtime: writers_runtime(options),
         })
     }
 
@@ -205,6 +218,14 @@ impl Store {
         self.background_writes.close().await;
         self.read.close().await;
     }
+}
+
+/// [`StoreOptions::writers_runtime`], or the runtime connecting.
+fn writers_runtime(options: &StoreOptions) -> tokio::runtime::Handle {
+    options
+        .writers_runtime
+        .clone()
+        .unwrap_or_else(tokio::runtime::Handle::current)
 }
 
 /// A random positive id for this process's `write_probe` row.

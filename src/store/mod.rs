@@ -76,6 +76,10 @@ pub struct StoreOptions {
     /// Seals customers' secrets before they are written (the server always has one). Without
     /// one (tests, tools) they are written in plain text, and a sealed one cannot be read.
     pub sealer: Option<Arc<crate::secrets_at_rest::Sealer>>,
+    /// Where the tasks that hold the database's write connection run: intake's writers, the
+    /// outcome writers, the claimer and the checkpointer (see [`Store::writers_runtime`]). `None`
+    /// (tests, tools): the runtime that calls [`Store::connect`].
+    pub writers_runtime: Option<tokio::runtime::Handle>,
 }
 
 impl Default for StoreOptions {
@@ -84,6 +88,7 @@ impl Default for StoreOptions {
             max_connections: 16,
             acquire_timeout: Duration::from_secs(5),
             sealer: None,
+            writers_runtime: None,
         }
     }
 }
@@ -112,4 +117,6 @@ pub struct Store {
     probe_node: i64,
     /// Seals customers' secrets (see [`StoreOptions::sealer`]).
     sealer: Option<Arc<crate::secrets_at_rest::Sealer>>,
+    /// See [`Store::writers_runtime`].
+    writers_runtime: tokio::runtime::Handle,
 }

@@ -1,0 +1,46 @@
+//! The front runtime: the gRPC server and the tasks that hold the database's write connection
+//! (see [`Store::writers_runtime`](crate::store::Store::writers_runtime)), beside the main
+//! runtime that runs the customer actors and their HTTP sends.
+//!
+//! Tokio polls the tasks of one runtime from shared queues, first come first served. With a
+//! backlog draining, thousands of delivery tasks are queued at any moment, and a Submit's
+//! handler, the writer committing it and, on SQLite, whichever task holds the one write
+//! connection all waited behind them: a unary Submit's p99 was 185–520 ms during a drain. On a
+//! runtime of their own (threads of their own, which the operating system schedules beside the
+//! main runtime's) it was 47–90 ms, with deliveries no slower (BENCHMARKS.md, "Thirteenth
+//! pass"). The writers alone were not enough: the handler on the main runtime still waited.
+
+use tokio::runtime::{Builder, Handle, Runtime};
+
+/// The runtime, shut down when dropped.
+pub(super) struct FrontRuntime(Option<Runtime>);
+
+impl FrontRuntime {
+    /// Starts as many worker threads as the main runtime has (one per core).
+    pub(super) fn start() -> std::io::Result<Self> {
+        let runtime = Builder::new_multi_thread()
+            .thread_name("floodgate-front")
+            .enable_all()
+            .build()?;
+        Ok(Self(Some(runtime)))
+    }
+
+    /// Where the gRPC server and the write-holding tasks are spawned.
+    pub(super) fn handle(&self) -> Handle {
+        match &self.0 {
+            Some(runtime) => runtime.handle().clone(),
+            // Only `drop` takes the runtime out.
+            None => Handle::current(),
+        }
+    }
+}
+
+impl Drop for FrontRuntime {
+    /// After the server has stopped: whatever is left on it is dropped without waiting (a
+    /// runtime cannot block its caller's async context to shut down).
+    fn drop(&mut self) {
+        if let Some(runtime) = self.0.take() {
+            runtime.shutdown_background();
+        }
+    }
+}
