@@ -13,7 +13,11 @@
 use tokio::runtime::{Builder, Handle, Runtime};
 
 /// The runtime, shut down when dropped.
-pub(super) struct FrontRuntime(Option<Runtime>);
+pub(super) struct FrontRuntime {
+    /// `None` only once dropped: shutting down takes the runtime by value.
+    runtime: Option<Runtime>,
+    handle: Handle,
+}
 
 impl FrontRuntime {
     /// Starts as many worker threads as the main runtime has (one per core).
@@ -22,16 +26,15 @@ impl FrontRuntime {
             .thread_name("floodgate-front")
             .enable_all()
             .build()?;
-        Ok(Self(Some(runtime)))
+        Ok(Self {
+            handle: runtime.handle().clone(),
+            runtime: Some(runtime),
+        })
     }
 
     /// Where the gRPC server and the write-holding tasks are spawned.
     pub(super) fn handle(&self) -> Handle {
-        match &self.0 {
-            Some(runtime) => runtime.handle().clone(),
-            // Only `drop` takes the runtime out.
-            None => Handle::current(),
-        }
+        self.handle.clone()
     }
 }
 
@@ -39,7 +42,7 @@ impl Drop for FrontRuntime {
     /// After the server has stopped: whatever is left on it is dropped without waiting (a
     /// runtime cannot block its caller's async context to shut down).
     fn drop(&mut self) {
-        if let Some(runtime) = self.0.take() {
+        if let Some(runtime) = self.runtime.take() {
             runtime.shutdown_background();
         }
     }

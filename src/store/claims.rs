@@ -137,11 +137,11 @@ impl Store {
                     .bind(limit(request));
             }
             // The one writer holds the turn, so nothing changes these rows before the lease.
-            let Some(ids) = pick.fetch_one(&mut *conn).await? else {
+            let Some(picked) = pick.fetch_one(&mut *conn).await? else {
                 first += size;
                 continue;
             };
-            let ids = ids
+            let ids = picked
                 .split(',')
                 .map(str::parse::<i64>)
                 .collect::<Result<Vec<_>, _>>()
@@ -159,11 +159,13 @@ impl Store {
                     .execute(&mut *conn)
                     .await?;
             }
-            leased.push((first, size, json_ids(&ids)));
+            leased.push((first, size, format!("[{picked}]")));
             first += size;
         }
         conn.finished_cleanly();
         drop(conn);
+        // Should a read fail, the leased rows wait out their lease and are claimed again, as
+        // when a node stops after claiming: delayed, not lost.
         let mut claimed = Vec::new();
         for (first, size, ids) in leased {
             let rows = sqlx::query(&read_leased_sql())
