@@ -36,17 +36,22 @@ const WAL_RESTART_FRAMES: i64 = 16_384;
 pub(super) async fn checkpoint_loop(store: Store) {
     let mut tick = tokio::time::interval(CHECKPOINT_INTERVAL);
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    let mut restarted = None;
     loop {
         tick.tick().await;
         if closed(&store) {
             return;
         }
-        if let Err(err) = checkpoint(&store).await {
-            if closed(&store) {
-                return;
+        restarted = match checkpoint(&store, restarted).await {
+            Ok(restarted) => restarted,
+            Err(err) => {
+                if closed(&store) {
+                    return;
+                }
+                tracing::warn!(error = %err, "WAL checkpoint failed; retrying");
+                None
             }
-            tracing::warn!(error = %err, "WAL checkpoint failed; retrying");
-        }
+        };
     }
 }
 
@@ -57,28 +62,68 @@ fn closed(store: &Store) -> bool {
     store.read.is_closed() || store.caller_writes.is_closed()
 }
 
-/// One round of [`checkpoint_loop`].
-async fn checkpoint(store: &Store) -> Result<(), Error> {
+/// One round of [`checkpoint_loop`]. `restarted_last_round` is the WAL's size in frames as the
+/// last round's restart found it, if that round restarted the WAL; returns the same for the
+/// next round (see [`restart_due`]).
+async fn checkpoint(
+    store: &Store,
+    restarted_last_round: Option<i64>,
+) -> Result<Option<i64>, Error> {
     // (busy, frames in the WAL, frames copied into the database)
     let (_, frames, _): (i64, i64, i64) = sqlx::query_as("PRAGMA wal_checkpoint(PASSIVE)")
         .fetch_one(&store.read)
         .await?;
-    if frames >= WAL_RESTART_FRAMES {
-        // The restart holds the write connection while it copies what the WAL gained since the
-        // last passive checkpoint and syncs the database file. A second passive pass first,
-        // still off the commit path, leaves it only what arrives meanwhile: background turns
-        // holding the connection 20-40 ms (mostly restarts) fell from 41-47 to 15-27 per 20 s
-        // run (BENCHMARKS.md, fourth pass).
-        sqlx::query("PRAGMA wal_checkpoint(PASSIVE)")
-            .execute(&store.read)
-            .await?;
-        // A restart waits for readers still on old WAL frames, holding the writer's turn
-        // meanwhile: give up after 50 ms (it answers busy) and try again next round.
-        let mut conn = store.writer(Durability::Relaxed).await?;
-        conn.execute("PRAGMA busy_timeout = 50").await?;
-        let restarted = conn.execute("PRAGMA wal_checkpoint(RESTART)").await;
-        conn.execute(SQLITE_BUSY_TIMEOUT).await?;
-        restarted?;
+    if !restart_due(frames, restarted_last_round) {
+        return Ok(None);
     }
-    Ok(())
+    // The restart holds the write connection while it copies what the WAL gained since the
+    // last passive checkpoint and syncs the database file. A second passive pass first, still
+    // off the commit path, leaves it only what arrives meanwhile: background turns holding the
+    // connection 20-40 ms (mostly restarts) fell from 41-47 to 15-27 per 20 s run
+    // (BENCHMARKS.md, fourth pass).
+    sqlx::query("PRAGMA wal_checkpoint(PASSIVE)")
+        .execute(&store.read)
+        .await?;
+    // A restart waits for readers still on old WAL frames, holding the writer's turn
+    // meanwhile: give up after 50 ms (it answers busy) and try again next round.
+    let mut conn = store.writer(Durability::Relaxed).await?;
+    let started = std::time::Instant::now();
+    conn.execute("PRAGMA busy_timeout = 50").await?;
+    let restart: Result<(i64, i64, i64), _> = sqlx::query_as("PRAGMA wal_checkpoint(RESTART)")
+        .fetch_one(&mut *conn)
+        .await;
+    conn.execute(SQLITE_BUSY_TIMEOUT).await?;
+    let (busy, frames, _) = restart?;
+    let held_ms = started.elapsed().as_millis() as u64;
+    tracing::debug!(frames, held_ms, gave_up = busy != 0, "WAL restart");
+    Ok((busy == 0).then_some(frames))
+}
+
+/// Whether a round whose first passive pass counted `frames` in the WAL restarts it.
+///
+/// Not in the round right after a restart when the pass answers with the very size that restart
+/// found. Measured in a drain (BENCHMARKS.md, "Fourteenth pass"): the round after a restart saw
+/// exactly that count again in both passive passes, on read connections, while the restart it
+/// then ran found a new WAL of 1,400–5,200 frames on the write connection. Every other restart
+/// was such a one, and each held the write connection as long as a real one (36–240 ms in a
+/// drain) while unary Submits waited. That count is skipped once only: should it still be
+/// there a round later, the WAL is restarted then.
+fn restart_due(frames: i64, restarted_last_round: Option<i64>) -> bool {
+    frames >= WAL_RESTART_FRAMES && restarted_last_round != Some(frames)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_full_wal_is_restarted_unless_the_count_is_the_last_restarts() {
+        let full = WAL_RESTART_FRAMES + 3_000;
+        assert!(restart_due(full, None));
+        assert!(!restart_due(WAL_RESTART_FRAMES - 1, None));
+        // The round after a restart, the same count again: skipped.
+        assert!(!restart_due(full, Some(full)));
+        // A different count after a restart is a WAL that filled again.
+        assert!(restart_due(full + 1, Some(full)));
+    }
 }
