@@ -221,7 +221,10 @@ async fn send_at_waits_and_expired_is_never_sent(backend: Backend) {
     add_customer(&server.grpc_url, "acme", &receiver.url).await;
     let mut client = server.dispatcher().await;
 
+    // Due later, so it is claimed from the store rather than handed to its actor at intake;
+    // non-ASCII text checks that the payload's bytes survive the claim's read-back.
     let mut later = submit_request("acme", "later", "u");
+    later.payload = r#"{"key":"later","text":"grüße ✓"}"#.as_bytes().to_vec();
     later.send_at = Some(timestamp(now_millis() + 1500));
     let later_id = client
         .submit(later)
@@ -233,6 +236,9 @@ async fn send_at_waits_and_expired_is_never_sent(backend: Backend) {
     tokio::time::sleep(Duration::from_millis(700)).await;
     assert!(receiver.received().is_empty(), "sent before send_at");
     wait_for_state(&mut client, &later_id, State::Delivered, WAIT).await;
+    let delivered = receiver.received();
+    assert_eq!(delivered[0].webhook_id, later_id);
+    assert_eq!(delivered[0].json()["payload"]["text"], "grüße ✓");
 
     // Due after it expires: ends EXPIRED and never reaches the receiver.
     let mut doomed = submit_request("acme", "doomed", "u");

@@ -15,25 +15,17 @@
 //! stale worker (its lease expired and the row was claimed again) can never overwrite a newer
 //! outcome.
 
-use sqlx::Row;
-use sqlx::any::AnyRow;
-
-use super::notifications::{stored_channel, stored_lane, template_ref};
+use super::claimed_row::{CLAIMED_COLUMNS, ClaimedRow, read_back_sql};
 use super::states::{LEASED, WAITING};
 use super::{Backend, Durability, Error, Store, chunk_sizes};
 use crate::model::{
-    Channel, ClaimToken, Claimed, CustomerId, EpochMillis, Lane, NotificationId, Outcome,
-    OutcomeKind, State,
+    Channel, ClaimToken, Claimed, EpochMillis, Lane, NotificationId, Outcome, OutcomeKind, State,
 };
 
 /// The most entries one claim or outcome statement carries. Claims: each entry is an index
 /// probe; 256 of them keep one statement (and so one turn at SQLite's write connection) to a few
 /// milliseconds.
 const MAX_CHUNK: usize = 256;
-
-/// Rows a claim statement returns, in order (shared by both dialects).
-const CLAIMED_COLUMNS: &str = "id, customer_id, channel, lane, claim, attempts, recipient, \
-                               payload, created_at, expires_at, due_at, template_id, template_version";
 
 /// One actor's ask: up to `limit` due notifications of one customer, on one channel, in one lane.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -95,7 +87,8 @@ impl Store {
                     .bind(limit(request));
             }
             let rows = query.fetch_all(&mut *conn).await?;
-            assign(&requests[first..first + size], first, &rows, &mut claimed)?;
+            let rows = rows.iter().map(ClaimedRow::from_any);
+            assign(&requests[first..first + size], first, rows, &mut claimed)?;
             first += size;
         }
         conn.finished_cleanly();
@@ -110,7 +103,7 @@ impl Store {
     /// thread and task wait for each other dozens of times per statement, each time for a core,
     /// while the one write connection was held and every caller waited (turns of 60–150 ms in a
     /// drain). The ids come back as one row instead, and the rows' contents cross on a reader,
-    /// beside the next writer. Nothing else can change a leased row before it is read: on SQLite
+    /// beside the next writer, also as one row ([`read_back_sql`]). Nothing else can change a leased row before it is read: on SQLite
     /// this node is the only claimer, a cancel refuses a notification in flight, and the lease
     /// outlives the read.
     async fn claim_then_read(
@@ -168,11 +161,12 @@ impl Store {
         // when a node stops after claiming: delayed, not lost.
         let mut claimed = Vec::new();
         for (first, size, ids) in leased {
-            let rows = sqlx::query(&read_leased_sql())
+            let rows: String = sqlx::query_scalar(&read_back_sql())
                 .bind(ids)
-                .fetch_all(&self.read)
+                .fetch_one(&self.read)
                 .await?;
-            assign(&requests[first..first + size], first, &rows, &mut claimed)?;
+            let rows = ClaimedRow::from_json(&rows)?.into_iter().map(Ok);
+            assign(&requests[first..first + size], first, rows, &mut claimed)?;
         }
         Ok(claimed)
     }
@@ -336,15 +330,6 @@ fn lease_by_id_sql() -> String {
     )
 }
 
-/// SQLite: the leased rows whose ids are given as a JSON array, as a claim returns them.
-fn read_leased_sql() -> String {
-    format!(
-        "SELECT {CLAIMED_COLUMNS} FROM notifications \
-         WHERE id IN (SELECT value FROM json_each(?)) AND state = {in_flight}",
-        in_flight = LEASED.code()
-    )
-}
-
 /// `ids` as a JSON array, for `json_each`.
 fn json_ids(ids: &[i64]) -> String {
     let list: Vec<String> = ids.iter().map(i64::to_string).collect();
@@ -361,11 +346,11 @@ fn limit(request: &ClaimRequest) -> i64 {
 fn assign(
     chunk: &[ClaimRequest],
     first: usize,
-    rows: &[AnyRow],
+    rows: impl Iterator<Item = Result<ClaimedRow, Error>>,
     claimed: &mut Vec<(usize, EpochMillis, Claimed)>,
 ) -> Result<(), Error> {
     for row in rows {
-        let (key, due_at, notification) = claimed_from_row(row)?;
+        let (key, due_at, notification) = row?.into_claimed()?;
         let Some(at) = chunk.iter().position(|r| {
             (r.customer_id.as_str(), r.channel, r.lane)
                 == (key.0.as_str(), key.1, notification.lane)
@@ -444,26 +429,6 @@ fn rows(backend: Backend, first: usize, entries: usize, types: &[&str]) -> Strin
         sql.push(')');
     }
     sql
-}
-
-/// One claimed row: whose it is (customer, channel), when it was due, and the notification.
-fn claimed_from_row(row: &AnyRow) -> Result<((String, Channel), EpochMillis, Claimed), Error> {
-    let customer_id: String = row.try_get(1)?;
-    let channel = stored_channel(row.try_get(2)?)?;
-    let notification = Claimed {
-        id: NotificationId(row.try_get(0)?),
-        claim: ClaimToken(row.try_get(4)?),
-        attempts: u32::try_from(row.try_get::<i64, _>(5)?).unwrap_or(u32::MAX),
-        customer_id: CustomerId::from_stored(customer_id.clone()),
-        recipient: row.try_get(6)?,
-        lane: stored_lane(row.try_get(3)?)?,
-        channel,
-        payload: row.try_get(7)?,
-        created_at: row.try_get(8)?,
-        expires_at: row.try_get(9)?,
-        template: template_ref(row.try_get(11)?, row.try_get(12)?),
-    };
-    Ok(((customer_id, channel), row.try_get(10)?, notification))
 }
 
 #[cfg(test)]

@@ -20,6 +20,7 @@
 //! Reads use a separate pool and never block writes (WAL mode on SQLite).
 
 mod checkpoints;
+mod claimed_row;
 mod claims;
 mod cluster;
 mod connect;

@@ -4,8 +4,9 @@
 use sqlx::Row;
 use sqlx::any::AnyRow;
 
+use super::sql::one_json_row;
 use super::states::WAITING;
-use super::{Durability, Error, Store};
+use super::{Backend, Durability, Error, Store};
 use crate::model::{Channel, EpochMillis, Lane, Notification, NotificationId, State, TemplateRef};
 
 pub(super) const SELECT_COLUMNS: &str = "id, customer_id, idempotency_key, recipient, lane, payload, state, \
@@ -91,8 +92,21 @@ impl Store {
             ready(Lane::Transactional),
             ready(Lane::Bulk)
         );
-        let rows = sqlx::query(&sql).bind(now).fetch_all(&self.read).await?;
-        rows.iter().map(|r| Ok(r.try_get(0)?)).collect()
+        match self.backend {
+            Backend::Postgres => {
+                let rows = sqlx::query(&sql).bind(now).fetch_all(&self.read).await?;
+                rows.iter().map(|r| Ok(r.try_get(0)?)).collect()
+            }
+            // As one row, so its read snapshot is short (see `one_json_row`).
+            Backend::Sqlite => {
+                let ids: String = sqlx::query_scalar(&one_json_row(&sql, "id"))
+                    .bind(now)
+                    .fetch_one(&self.read)
+                    .await?;
+                serde_json::from_str(&ids)
+                    .map_err(|err| Error::Corrupt(format!("customer ids did not read back: {err}")))
+            }
+        }
     }
 
     /// Cancels a notification that is not in flight yet (pending or retrying): it ends
