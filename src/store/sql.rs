@@ -52,8 +52,8 @@ pub(super) fn values_placeholders(backend: Backend, rows: usize, columns: usize)
 /// sqlx's SQLite driver hands each row from the connection's thread to the task through a
 /// channel of 50, and a statement's read snapshot stays open until its last row is taken. Under
 /// load the task waits for a core each time. In a drain, a claim's read-back of 1,300 rows held
-/// its snapshot 35 ms on average (up to 130 ms), the sweep's 500 customer ids 75 ms (up to
-/// 340 ms); and the WAL restart, which must wait for every reader on old frames, waited for them
+/// its snapshot 35 ms on average (up to 130 ms), the sweep's 500 customer ids 72–104 ms (up
+/// to 1.5 s); and the WAL restart, which must wait for every reader on old frames, waited for them
 /// while holding the write connection. As one row, a snapshot lasts only as long as SQLite takes
 /// to read the rows.
 pub(super) fn one_json_row(select: &str, row: &str) -> String {
