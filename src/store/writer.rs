@@ -35,9 +35,12 @@ impl Durability {
 /// A write connection, held for one transaction (and, on SQLite, the turn at the gate with it).
 /// Dropping it hands both on.
 pub(crate) struct WriteConn {
-    conn: PoolConnection<Any>,
-    /// Dropped after `conn` (fields drop in order): the next writer finds the connection back.
+    /// Taken only when the turn ends (see the `Drop` impl).
+    conn: Option<PoolConnection<Any>>,
+    /// Dropped after `conn`: the next writer finds the connection back.
     _turn: Option<Turn>,
+    /// Where the connection goes back to its pool (see the `Drop` impl).
+    writers_runtime: tokio::runtime::Handle,
     /// For the slow-write warning: the class, how long it waited for its turn, when it got it.
     class: Priority,
     /// What the connection's `synchronous` mode was set for.
@@ -94,19 +97,29 @@ impl Drop for WriteConn {
         } else if longest >= NOTABLE_WRITE {
             tracing::debug!(?class, waited_ms, held_ms, "write turn");
         }
+        // sqlx puts a connection back in its pool in a task it spawns on the current runtime.
+        // A turn that ends on the main runtime (the sweep, checkpoints, hand-backs) would leave
+        // the connection waiting behind thousands of delivery tasks, and the next writer with
+        // it, however short the turn was; so the task goes to the writers' runtime.
+        let _writers = self.writers_runtime.enter();
+        drop(self.conn.take());
+        drop(self._turn.take());
     }
 }
+
+/// The connection is only taken out of a [`WriteConn`] as it is dropped.
+const TAKEN_AT_DROP: &str = "a write connection is taken only when its turn ends";
 
 impl Deref for WriteConn {
     type Target = AnyConnection;
     fn deref(&self) -> &AnyConnection {
-        &self.conn
+        self.conn.as_deref().expect(TAKEN_AT_DROP)
     }
 }
 
 impl DerefMut for WriteConn {
     fn deref_mut(&mut self) -> &mut AnyConnection {
-        &mut self.conn
+        self.conn.as_deref_mut().expect(TAKEN_AT_DROP)
     }
 }
 
@@ -196,8 +209,9 @@ impl Store {
             Backend::Postgres => None,
         };
         Ok(WriteConn {
-            conn,
+            conn: Some(conn),
             _turn: turn,
+            writers_runtime: self.writers_runtime.clone(),
             class,
             durability,
             waited: asked.elapsed(),
@@ -368,6 +382,48 @@ mod tests {
         Store::connect(&url, &StoreOptions::default())
             .await
             .unwrap()
+    }
+
+    /// A turn ended on a runtime that is not running (as the main runtime is not, for the
+    /// connection's sake, when thousands of deliveries are queued on it) still puts the
+    /// connection back: the next writer, on the writers' runtime, gets it at once. Fails if
+    /// the connection's return is spawned on the runtime that ended the turn.
+    #[test]
+    fn a_turn_ended_on_another_runtime_hands_the_connection_back_on_the_writers_runtime() {
+        let runtime = |threads| {
+            tokio::runtime::Builder::new_multi_thread()
+                .worker_threads(threads)
+                .enable_all()
+                .build()
+                .unwrap()
+        };
+        let (writers, main) = (runtime(1), runtime(1));
+        let dir = tempfile::tempdir().unwrap();
+        let url = format!("sqlite://{}", dir.path().join("floodgate.db").display());
+        let options = StoreOptions {
+            writers_runtime: Some(writers.handle().clone()),
+            ..StoreOptions::default()
+        };
+        let store = writers.block_on(Store::connect(&url, &options)).unwrap();
+        // The main runtime's one worker thread is kept busy while its turn ends.
+        let (busy, released) = std::sync::mpsc::channel::<()>();
+        main.block_on({
+            let store = store.clone();
+            async move {
+                let conn = store.writer(Durability::Relaxed).await.unwrap();
+                tokio::spawn(async move { released.recv().ok() });
+                tokio::task::yield_now().await;
+                drop(conn);
+            }
+        });
+        let next = writers.block_on(async {
+            tokio::time::timeout(Duration::from_secs(2), store.writer(Durability::Relaxed)).await
+        });
+        busy.send(()).unwrap();
+        assert!(
+            matches!(next, Ok(Ok(_))),
+            "the next writer waited for a runtime that was not running"
+        );
     }
 
     #[tokio::test]
