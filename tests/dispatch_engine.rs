@@ -305,6 +305,53 @@ async fn claims_take_due_ready_rows_in_due_order(backend: Backend) {
 }
 on_both_backends!(claims_take_due_ready_rows_in_due_order);
 
+/// Registers `id`, paused or not.
+async fn register(store: &Store, id: &str, paused: bool) {
+    let customer = floodgate::model::Customer {
+        id: id.into(),
+        webhook_url: "http://127.0.0.1:9/hook".into(),
+        signing_secret: floodgate::sink::signature::generate_secret(),
+        previous_secret: None,
+        max_rate_per_sec: 0,
+        paused,
+        start_tier: None,
+        channels: Default::default(),
+    };
+    store
+        .upsert_customer(&customer, now_millis())
+        .await
+        .unwrap();
+}
+
+/// The sweep that wakes actors finds exactly the unpaused customers with work due by `now`, in
+/// either lane (on SQLite its ids come back as one JSON row).
+async fn the_sweep_finds_the_unpaused_customers_with_due_work(backend: Backend) {
+    let db = TestDb::new(backend).await;
+    let store = Store::connect(&db.url, &StoreOptions::default())
+        .await
+        .unwrap();
+    for (id, paused) in [
+        ("acme", false),
+        ("beta.x_1", false),
+        ("gamma", true),
+        ("delta", false),
+        ("idle", false),
+    ] {
+        register(&store, id, paused).await;
+    }
+    enqueue(&store, "acme", Lane::Transactional, 1).await;
+    enqueue(&store, "beta.x_1", Lane::Bulk, 2).await;
+    enqueue(&store, "gamma", Lane::Transactional, 1).await;
+    let now = now_millis();
+    enqueue_due(&store, "delta", "later", now, now + 60_000).await;
+
+    let mut found = store.customers_with_due_work(now + 1).await.unwrap();
+    found.sort();
+    assert_eq!(found, ["acme", "beta.x_1"]);
+    store.close().await;
+}
+on_both_backends!(the_sweep_finds_the_unpaused_customers_with_due_work);
+
 /// An outcome is a compare-and-set on the claim token: once a lease ran out and the row was
 /// claimed again, the first worker's outcome is refused and changes nothing, while the current
 /// claim's outcome (in the same statement) applies.
