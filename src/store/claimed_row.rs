@@ -8,7 +8,7 @@ use sqlx::any::AnyRow;
 
 use super::Error;
 use super::notifications::{stored_channel, stored_lane, template_ref};
-use super::sql::one_json_row;
+use super::sql::{from_json_row, one_json_row};
 use super::states::LEASED;
 use crate::model::{Channel, ClaimToken, Claimed, CustomerId, EpochMillis, NotificationId};
 
@@ -63,8 +63,7 @@ impl ClaimedRow {
 
     /// The rows of SQLite's read-back: the one JSON array [`read_back_sql`] answers with.
     pub(super) fn from_json(json: &str) -> Result<Vec<Self>, Error> {
-        serde_json::from_str(json)
-            .map_err(|err| Error::Corrupt(format!("a claim's rows did not read back: {err}")))
+        from_json_row(json, "a claim's rows")
     }
 
     /// The notification, checked: a channel or lane this build does not know is corruption.

@@ -4,7 +4,7 @@
 use sqlx::Row;
 use sqlx::any::AnyRow;
 
-use super::sql::one_json_row;
+use super::sql::{from_json_row, one_json_row};
 use super::states::WAITING;
 use super::{Backend, Durability, Error, Store};
 use crate::model::{Channel, EpochMillis, Lane, Notification, NotificationId, State, TemplateRef};
@@ -103,8 +103,7 @@ impl Store {
                     .bind(now)
                     .fetch_one(&self.read)
                     .await?;
-                serde_json::from_str(&ids)
-                    .map_err(|err| Error::Corrupt(format!("customer ids did not read back: {err}")))
+                from_json_row(&ids, "customer ids")
             }
         }
     }

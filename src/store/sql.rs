@@ -1,6 +1,8 @@
 //! Building statements: batches split into a few reusable shapes, and their placeholders.
 
-use super::Backend;
+use serde::de::DeserializeOwned;
+
+use super::{Backend, Error};
 
 /// Splits `n` rows into statements of at most `max` rows, each a power of two: the few
 /// statement shapes the databases then prepare once and reuse, however batch sizes vary.
@@ -58,6 +60,13 @@ pub(super) fn values_placeholders(backend: Backend, rows: usize, columns: usize)
 /// to read the rows.
 pub(super) fn one_json_row(select: &str, row: &str) -> String {
     format!("SELECT json_group_array({row}) FROM ({select})")
+}
+
+/// Decodes the JSON array a [`one_json_row`] statement answered with; `what` names its rows in
+/// the error (a row that does not decode is corruption).
+pub(super) fn from_json_row<T: DeserializeOwned>(json: &str, what: &str) -> Result<T, Error> {
+    serde_json::from_str(json)
+        .map_err(|err| Error::Corrupt(format!("{what} did not read back: {err}")))
 }
 
 #[cfg(test)]
