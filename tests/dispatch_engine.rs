@@ -305,24 +305,6 @@ async fn claims_take_due_ready_rows_in_due_order(backend: Backend) {
 }
 on_both_backends!(claims_take_due_ready_rows_in_due_order);
 
-/// Registers `id`, paused or not.
-async fn register(store: &Store, id: &str, paused: bool) {
-    let customer = floodgate::model::Customer {
-        id: id.into(),
-        webhook_url: "http://127.0.0.1:9/hook".into(),
-        signing_secret: floodgate::sink::signature::generate_secret(),
-        previous_secret: None,
-        max_rate_per_sec: 0,
-        paused,
-        start_tier: None,
-        channels: Default::default(),
-    };
-    store
-        .upsert_customer(&customer, now_millis())
-        .await
-        .unwrap();
-}
-
 /// The sweep that wakes actors finds exactly the unpaused customers with work due by `now`, in
 /// either lane (on SQLite its ids come back as one JSON row).
 async fn the_sweep_finds_the_unpaused_customers_with_due_work(backend: Backend) {
@@ -337,7 +319,7 @@ async fn the_sweep_finds_the_unpaused_customers_with_due_work(backend: Backend) 
         ("delta", false),
         ("idle", false),
     ] {
-        register(&store, id, paused).await;
+        common::register_in_store(&store, id, "http://127.0.0.1:9/hook", paused).await;
     }
     enqueue(&store, "acme", Lane::Transactional, 1).await;
     enqueue(&store, "beta.x_1", Lane::Bulk, 2).await;

@@ -13,31 +13,13 @@ use common::{Backend, Receiver, TestDb};
 use floodgate::directory::CustomerDirectory;
 use floodgate::dispatch::outcomes::OutcomeWriter;
 use floodgate::dispatch::{DispatchSettings, Dispatcher};
-use floodgate::model::{Customer, Inserted, Lane, now_millis};
+use floodgate::model::{Inserted, Lane, now_millis};
 use floodgate::public_id::{KEY_LEN, PublicIds};
 use floodgate::sink::Sinks;
-use floodgate::sink::signature::generate_secret;
 use floodgate::sink::webhook::WebhookSettings;
 use floodgate::store::{Commit, Store, StoreOptions};
 use floodgate::templates::Templates;
 use tokio::time::Instant;
-
-async fn register(store: &Store, id: &str, url: &str) {
-    let customer = Customer {
-        id: id.into(),
-        webhook_url: url.into(),
-        signing_secret: generate_secret(),
-        previous_secret: None,
-        max_rate_per_sec: 0,
-        paused: false,
-        start_tier: None,
-        channels: Default::default(),
-    };
-    store
-        .upsert_customer(&customer, now_millis())
-        .await
-        .unwrap();
-}
 
 /// Stores `count` notifications for `customer`; the webhook ids they will arrive under.
 async fn enqueue(store: &Store, ids: &PublicIds, customer: &str, count: usize) -> HashSet<String> {
@@ -180,8 +162,8 @@ async fn a_panicking_actor_is_restarted_and_loses_nothing() {
     crashing.set_delay(Duration::from_millis(20));
     let neighbour = Receiver::start().await;
     neighbour.set_delay(Duration::from_millis(20));
-    register(&store, "crashing", &crashing.url).await;
-    register(&store, "neighbour", &neighbour.url).await;
+    common::register_in_store(&store, "crashing", &crashing.url, false).await;
+    common::register_in_store(&store, "neighbour", &neighbour.url, false).await;
 
     let directory = Arc::new(CustomerDirectory::new(
         store.clone(),

@@ -163,6 +163,30 @@ impl Drop for TestDb {
     }
 }
 
+/// Registers customer `id` straight in `store` (tests that run the dispatcher without a
+/// server), sending to `webhook_url`, paused or not.
+pub async fn register_in_store(
+    store: &floodgate::store::Store,
+    id: &str,
+    webhook_url: &str,
+    paused: bool,
+) {
+    let customer = floodgate::model::Customer {
+        id: id.into(),
+        webhook_url: webhook_url.into(),
+        signing_secret: floodgate::sink::signature::generate_secret(),
+        previous_secret: None,
+        max_rate_per_sec: 0,
+        paused,
+        start_tier: None,
+        channels: Default::default(),
+    };
+    store
+        .upsert_customer(&customer, floodgate::model::now_millis())
+        .await
+        .unwrap();
+}
+
 /// A due webhook notification of `customer` in `lane` with an empty JSON payload, for tests that
 /// write to the store directly.
 pub fn stored_notification(
