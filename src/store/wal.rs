@@ -13,13 +13,18 @@ use super::{Error, SQLITE_BUSY_TIMEOUT, Store};
 const CHECKPOINT_INTERVAL: Duration = Duration::from_millis(250);
 
 /// WAL frames (pages) after which the checkpointer starts the WAL over (see [`checkpoint_loop`]):
-/// 16,384 pages are 64 MiB at SQLite's default page size, about a second of writes at full speed.
-/// A restart holds the write connection for what the WAL gained since the last passive pass,
-/// whatever the threshold (16-20 ms at the median under saturated intake and delivery), so the
-/// threshold sets how often the connection is held that long: with 4,096 pages it was every
-/// checkpoint round (four times a second, 6% of the time), and delivered/s was 7% lower on
-/// average over six alternating pairs (BENCHMARKS.md, "Seventh pass").
-const WAL_RESTART_FRAMES: i64 = 16_384;
+/// 65,536 pages are 256 MiB at SQLite's default page size, two to three seconds of writes at full
+/// speed. A restart holds the write connection for what the WAL gained since the last passive
+/// pass, whatever the threshold (up to 30-60 ms beside saturated intake and deliveries), so the
+/// threshold sets how often the connection is held that long, and every unary Submit that
+/// arrives meanwhile waits for it. At 4,096 pages that was every checkpoint round; at 16,384,
+/// 43 restarts per 27 s run, and each unary Submit that waited over 15 ms for the connection had
+/// waited for one. At 65,536, a third as many restarts: delivered/s 7.6% higher on average and the
+/// unary Submit's p99 lower in three of four alternating pairs (BENCHMARKS.md, "Sixteenth pass").
+/// Larger thresholds had made the tail worse while readers could hold old frames for hundreds of
+/// milliseconds; since reads answer in one row ("Fifteenth pass"), a restart no longer waits for
+/// them.
+const WAL_RESTART_FRAMES: i64 = 65_536;
 
 /// Checkpoints SQLite's WAL every [`CHECKPOINT_INTERVAL`], until the store is closed, in two
 /// steps:
