@@ -15,13 +15,14 @@ const CHECKPOINT_INTERVAL: Duration = Duration::from_millis(250);
 /// WAL frames (pages) after which the checkpointer starts the WAL over (see [`checkpoint_loop`]):
 /// 65,536 pages are 256 MiB at SQLite's default page size, two to three seconds of writes at full
 /// speed. A restart holds the write connection for what the WAL gained since the last passive
-/// pass, whatever the threshold (up to 30-60 ms beside saturated intake and deliveries), so the
-/// threshold sets how often the connection is held that long, and every unary Submit that
-/// arrives meanwhile waits for it. At 4,096 pages that was every checkpoint round; at 16,384,
-/// 43 restarts per 27 s run, and each unary Submit that waited over 15 ms for the connection had
-/// waited for one. At 65,536, a third as many restarts: delivered/s 7.6% higher on average and the
-/// unary Submit's p99 lower in three of four alternating pairs (BENCHMARKS.md, "Sixteenth pass").
-/// Larger thresholds had made the tail worse while readers could hold old frames for hundreds of
+/// pass, whatever the threshold (about 20 ms at the median and up to 60 ms beside saturated
+/// intake and deliveries: two syncs and the copy), so the threshold sets how often the
+/// connection is held that long, and a unary Submit that arrives meanwhile waits for it. At
+/// 4,096 pages that was every checkpoint round. At 16,384 there were 43 restarts in a 27 s run,
+/// and all 17 unary Submits that waited 15 ms or more for the connection had waited for one. At
+/// 65,536 there are a third as many: delivered/s 7.3% higher on average and the unary Submit's
+/// p99 lower in six of eight alternating pairs (BENCHMARKS.md, "Sixteenth pass"). Larger
+/// thresholds had made the tail worse while readers could hold old frames for hundreds of
 /// milliseconds; since reads answer in one row ("Fifteenth pass"), a restart no longer waits for
 /// them.
 const WAL_RESTART_FRAMES: i64 = 65_536;
