@@ -186,6 +186,7 @@ async fn metrics(State(state): State<Arc<HttpState>>, _: Authorized) -> Response
         actors: state.dispatcher.all_stats().await,
         backlog,
         cluster: state.dispatcher.placement().view(),
+        outcomes_queued: state.dispatcher.outcomes_queued(),
     };
     (
         [(

@@ -176,6 +176,12 @@ async fn metrics_follow_deliveries(backend: Backend) {
             &[("op", "claim")]
         ) >= 1.0
     );
+    // Every outcome above is written, so none waits in the queue.
+    assert!(
+        after.iter().any(|s| s.name == "floodgate_outcomes_queued"),
+        "the outcome queue's gauge is exported"
+    );
+    assert_eq!(value(&after, "floodgate_outcomes_queued", &[]), 0.0);
     // Gauges of the running actor, and the (now empty) backlog.
     assert!(
         value(

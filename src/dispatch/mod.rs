@@ -261,6 +261,11 @@ impl Dispatcher {
         self.ctx.shared.waiting.contains(id)
     }
 
+    /// Delivery outcomes waiting for the outcome writer (see [`OutcomeWriter::queued`]).
+    pub fn outcomes_queued(&self) -> usize {
+        self.ctx.outcomes.queued()
+    }
+
     /// Where this node stands in the cluster.
     pub fn placement(&self) -> &Placement {
         &self.ctx.placement

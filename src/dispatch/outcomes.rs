@@ -69,6 +69,13 @@ impl OutcomeWriter {
         }
     }
 
+    /// Outcomes waiting in the queue for a writer to take them. At [`QUEUE`] a finished delivery
+    /// waits for room and keeps its customer's in-flight slot meanwhile, so this gauge tells an
+    /// SRE when the store's writes, not the customer systems, are what holds deliveries back.
+    pub fn queued(&self) -> usize {
+        self.tx.max_capacity() - self.tx.capacity()
+    }
+
     /// Returns once every outcome recorded before the call has been written (or given up on):
     /// a handover releases a bucket only after its last outcomes are in the store.
     pub async fn flush(&self) {
@@ -163,5 +170,34 @@ async fn write_with_retries(store: &Store, metrics: &Metrics, batch: &[Outcome])
                 );
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::model::{ClaimToken, NotificationId, OutcomeKind};
+
+    fn delivered(id: i64) -> Outcome {
+        Outcome {
+            id: NotificationId(id),
+            claim: ClaimToken::FIRST,
+            kind: OutcomeKind::Delivered,
+        }
+    }
+
+    #[tokio::test]
+    async fn queued_counts_what_no_writer_has_taken_yet() {
+        let (tx, mut rx) = mpsc::channel(QUEUE);
+        let writer = OutcomeWriter { tx };
+        assert_eq!(writer.queued(), 0);
+        for id in 1..=3 {
+            writer.record(delivered(id)).await;
+        }
+        writer.try_record(delivered(4)).unwrap();
+        assert_eq!(writer.queued(), 4);
+        let mut taken = Vec::new();
+        assert_eq!(rx.recv_many(&mut taken, 3).await, 3);
+        assert_eq!(writer.queued(), 1);
     }
 }

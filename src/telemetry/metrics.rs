@@ -9,7 +9,8 @@
 //!   Prometheus sees one monotonic series;
 //! - the retention job's rows archived and purged, and whether a pass is running;
 //! - **read at scrape time**: each running actor's controller state (limit, pacing rate, tier,
-//!   circuit, in flight), handed to [`Metrics::render`] by the caller;
+//!   circuit, in flight) and the outcome queue's depth, handed to [`Metrics::render`] by the
+//!   caller;
 //! - **read from the store at scrape time**: the backlog per customer and lane.
 //!
 //! Label cardinality is bounded: customer ids, lanes, results, tiers, gRPC codes and store
@@ -115,6 +116,8 @@ pub struct Scrape {
     pub backlog: Vec<(String, u64, u64)>,
     /// This node's place in a cluster (`None` on a single node).
     pub cluster: Option<ClusterView>,
+    /// Delivery outcomes waiting for the outcome writer.
+    pub outcomes_queued: usize,
 }
 
 impl Metrics {
@@ -180,6 +183,7 @@ impl Metrics {
         let mut page = Exposition::default();
         self.render_intake(&mut page);
         self.render_store(&mut page);
+        render_outcomes_queued(&mut page, scrape.outcomes_queued);
         self.retention.render(&mut page);
         render_counters(&mut page, &self.customer_counters());
         render_actors(&mut page, &scrape.actors);
@@ -283,6 +287,18 @@ impl Metrics {
     }
 }
 
+/// The outcome queue's depth: at its limit, finished deliveries hold their customers' in-flight
+/// slots until the store has written what is ahead of them, so a full queue means the store's
+/// writes, not the customer systems, pace delivery.
+fn render_outcomes_queued(page: &mut Exposition, queued: usize) {
+    page.family(
+        "floodgate_outcomes_queued",
+        Kind::Gauge,
+        "Delivery outcomes waiting to be written to the store; at the queue's limit, finished deliveries keep their in-flight slots until there is room.",
+    );
+    page.sample("floodgate_outcomes_queued", &[], queued as f64);
+}
+
 fn render_backlog(page: &mut Exposition, backlog: &[(String, u64, u64)]) {
     page.family(
         "floodgate_customer_backlog",
@@ -353,6 +369,7 @@ mod tests {
                 buckets_owned: 3,
                 fenced: false,
             }),
+            outcomes_queued: 12,
         });
         for line in [
             "floodgate_customer_attempts_total{customer=\"acme\",lane=\"bulk\",result=\"retried\"} 1",
@@ -365,6 +382,7 @@ mod tests {
             "floodgate_intake_duplicates_total 1",
             "floodgate_intake_rejected_total{code=\"INVALID_ARGUMENT\"} 2",
             "floodgate_customer_backlog{customer=\"acme\",lane=\"bulk\"} 4",
+            "floodgate_outcomes_queued 12",
         ] {
             assert!(page.lines().any(|l| l == line), "missing {line} in\n{page}");
         }
