@@ -100,6 +100,11 @@ pub struct ServeConfig {
     /// outside the round trip the controller sees [default: no cap].
     #[arg(long, env = "FLOODGATE_WEBHOOK_MAX_CONNECTIONS_PER_HOST")]
     pub webhook_max_connections_per_host: Option<std::num::NonZeroUsize>,
+    /// Worker threads of the runtime that runs the customer actors and their sends; the gRPC
+    /// API and the database's writers run beside it on a thread per core of their own. Fewer
+    /// threads than cores leave room for those [default: half the cores, at least 1].
+    #[arg(long, env = "FLOODGATE_DELIVERY_THREADS")]
+    pub delivery_threads: Option<std::num::NonZeroUsize>,
     /// Hard cap on any customer's concurrency limit (the controller moves below it).
     #[arg(
         long,
@@ -296,6 +301,12 @@ impl ServeConfig {
         }
         // Every field has a default, so parsing no arguments cannot fail.
         Wrapper::parse_from(std::iter::once("floodgate".to_owned()).chain(args)).config
+    }
+
+    /// The delivery runtime's worker threads: --delivery-threads, or half of `cores`, at least 1.
+    pub fn delivery_threads(&self, cores: usize) -> usize {
+        self.delivery_threads
+            .map_or((cores / 2).max(1), std::num::NonZeroUsize::get)
     }
 
     /// Checks the settings against each other before anything is bound or opened.
@@ -518,82 +529,4 @@ impl ServeConfig {
 }
 
 #[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn defaults_are_valid_and_sqlite() {
-        let config = ServeConfig::defaults();
-        config.validate().unwrap();
-        assert_eq!(
-            config.database_url(),
-            "sqlite://floodgate-data/floodgate.db"
-        );
-        assert_eq!(config.dispatch_settings().retry.max_attempts, 12);
-        assert!(config.allow_target_cidr.is_empty());
-    }
-
-    #[test]
-    fn allow_target_cidrs_repeat() {
-        let config = ServeConfig::parse_from_args(
-            [
-                "--allow-target-cidr",
-                "127.0.0.0/8",
-                "--allow-target-cidr",
-                "fd00::/8",
-            ]
-            .map(String::from),
-        );
-        let shown: Vec<String> = config
-            .allow_target_cidr
-            .iter()
-            .map(ToString::to_string)
-            .collect();
-        assert_eq!(shown, ["127.0.0.0/8", "fd00::/8"]);
-    }
-
-    #[test]
-    fn a_cluster_lease_must_outlast_an_attempt_on_postgres_only() {
-        let args = |url: &str| {
-            ServeConfig::parse_from_args(
-                [
-                    "--database-url",
-                    url,
-                    "--webhook-timeout",
-                    "30s",
-                    "--lease",
-                    "60s",
-                ]
-                .map(String::from),
-            )
-        };
-        assert!(matches!(
-            args("postgres://db/floodgate").validate(),
-            Err(ConfigError::LeaseTtlTooShort { .. })
-        ));
-        args("sqlite://x.db").validate().unwrap();
-        let mut longer = args("postgres://db/floodgate");
-        longer.cluster_lease_ttl = Duration::from_secs(40);
-        longer.validate().unwrap();
-    }
-
-    #[test]
-    fn contradictions_are_rejected() {
-        let config = ServeConfig::parse_from_args(["--lease".into(), "5s".into()]);
-        assert!(matches!(
-            config.validate(),
-            Err(ConfigError::LeaseTooShort { .. })
-        ));
-        let config = ServeConfig::parse_from_args(["--admin-token".into(), " ".into()]);
-        assert!(matches!(
-            config.validate(),
-            Err(ConfigError::EmptyToken("admin-token"))
-        ));
-        let mut config = ServeConfig::defaults();
-        config.tls_cert = Some("cert.pem".into());
-        assert!(matches!(config.validate(), Err(ConfigError::TlsIncomplete)));
-        config.tls_key = Some("key.pem".into());
-        config.validate().unwrap();
-        assert!(config.tls_files().is_some());
-    }
-}
+mod tests;

@@ -20,9 +20,12 @@ pub(super) struct FrontRuntime {
 }
 
 impl FrontRuntime {
-    /// Starts as many worker threads as the main runtime has (one per core).
+    /// Starts a worker thread per core. The main runtime has fewer (`--delivery-threads`), so
+    /// the cores are not all taken by ready sends when a Submit or a writer needs one.
     pub(super) fn start() -> std::io::Result<Self> {
+        let threads = std::thread::available_parallelism().map_or(1, usize::from);
         let runtime = Builder::new_multi_thread()
+            .worker_threads(threads)
             .thread_name("floodgate-front")
             .enable_all()
             .build()?;

@@ -300,7 +300,8 @@ pub async fn run(
         health_service,
         stop.clone().cancelled_owned(),
     ));
-    let mut retention = tokio::spawn(crate::retention::run(
+    // Its batches take turns at the write connection: on the writers' runtime, like the rest.
+    let mut retention = front.handle().spawn(crate::retention::run(
         store.clone(),
         cfg.retention(),
         metrics.clone(),

@@ -248,10 +248,16 @@ impl Dispatcher {
             ctx,
             stop,
         };
+        // Both take turns at the write connection: on the writers' runtime, a turn is not held
+        // while its task waits behind the main runtime's delivery tasks.
         let tasks = &dispatcher.ctx.shared.tasks;
-        tasks.spawn(dispatcher.clone().sweep_loop());
+        let writers = dispatcher.ctx.store.writers_runtime();
+        tasks.spawn_on(dispatcher.clone().sweep_loop(), writers);
         let (ctx, stop) = (dispatcher.ctx.clone(), dispatcher.stop.clone());
-        tasks.spawn(async move { ctx.shared.checkpoints.run(&ctx.store, stop).await });
+        tasks.spawn_on(
+            async move { ctx.shared.checkpoints.run(&ctx.store, stop).await },
+            writers,
+        );
         Ok(dispatcher)
     }
 

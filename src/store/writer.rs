@@ -98,7 +98,7 @@ impl Drop for WriteConn {
             tracing::debug!(?class, waited_ms, held_ms, "write turn");
         }
         // sqlx puts a connection back in its pool in a task it spawns on the current runtime.
-        // A turn that ends on the main runtime (the sweep, checkpoints, hand-backs) would leave
+        // A turn that ends on the main runtime (an actor's hand-back, for one) would leave
         // the connection waiting behind thousands of delivery tasks, and the next writer with
         // it, however short the turn was; so the task goes to the writers' runtime.
         let _writers = self.writers_runtime.enter();

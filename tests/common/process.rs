@@ -83,6 +83,11 @@ impl Floodgate {
         panic!("floodgate exited before it was ready, three times");
     }
 
+    /// The running process's id.
+    pub fn pid(&self) -> u32 {
+        self.child.as_ref().expect("running").id()
+    }
+
     /// The gRPC URL.
     pub fn url(&self) -> String {
         format!("http://{}", self.grpc)
