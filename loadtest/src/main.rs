@@ -101,13 +101,20 @@ enum Command {
 #[global_allocator]
 static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
-#[tokio::main]
-async fn main() -> Result<()> {
+fn main() -> Result<()> {
     let cli = Cli::parse();
     if let Command::FloodgateServe(cfg) = cli.command {
-        // floodgate sets up its own logging.
-        return Ok(floodgate::app::serve(*cfg).await?);
+        // The runtime `floodgate serve` would start, and floodgate sets up its own logging.
+        let runtime =
+            floodgate::app::main_runtime(&cfg).context("cannot start floodgate's runtime")?;
+        return Ok(runtime.block_on(floodgate::app::serve(*cfg))?);
     }
+    let runtime = tokio::runtime::Runtime::new().context("cannot start the async runtime")?;
+    runtime.block_on(harness(cli))
+}
+
+/// Every subcommand but the built-in server, on a runtime with a thread per core.
+async fn harness(cli: Cli) -> Result<()> {
     // Only warnings by default: an in-process floodgate's info lines would bury the progress
     // lines, but its warnings (failed group commits, stalls) are exactly what a load test is for.
     tracing_subscriber::fmt()

@@ -12,6 +12,27 @@
 
 use tokio::runtime::{Builder, Handle, Runtime};
 
+use crate::config::ServeConfig;
+
+/// The runtime `floodgate serve` starts on, which runs the customer actors and their sends: on
+/// `--delivery-threads` worker threads named `floodgate-main`, by default half the cores. With
+/// a thread per core, ready sends took the cores the front runtime's threads and SQLite's write
+/// connection needed; on two cores one delivery thread delivered more, for less CPU per
+/// notification, and let a Submit through sooner at the same load (BENCHMARKS.md, "Seventeenth
+/// pass"). Both binaries that serve (`floodgate` and the load-test harness's built-in copy)
+/// build it here, so they measure the same server.
+pub fn main_runtime(cfg: &ServeConfig) -> std::io::Result<Runtime> {
+    Builder::new_multi_thread()
+        .worker_threads(cfg.delivery_threads(cores()))
+        .thread_name("floodgate-main")
+        .enable_all()
+        .build()
+}
+
+fn cores() -> usize {
+    std::thread::available_parallelism().map_or(1, usize::from)
+}
+
 /// The runtime, shut down when dropped.
 pub(super) struct FrontRuntime {
     /// `None` only once dropped: shutting down takes the runtime by value.
@@ -23,9 +44,8 @@ impl FrontRuntime {
     /// Starts a worker thread per core. The main runtime has fewer (`--delivery-threads`), so
     /// the cores are not all taken by ready sends when a Submit or a writer needs one.
     pub(super) fn start() -> std::io::Result<Self> {
-        let threads = std::thread::available_parallelism().map_or(1, usize::from);
         let runtime = Builder::new_multi_thread()
-            .worker_threads(threads)
+            .worker_threads(cores())
             .thread_name("floodgate-front")
             .enable_all()
             .build()?;

@@ -22,6 +22,8 @@ mod drain;
 mod front_runtime;
 mod tokens;
 
+pub use front_runtime::main_runtime;
+
 use std::future::Future;
 use std::path::PathBuf;
 use std::sync::Arc;

@@ -40,19 +40,13 @@ fn main() -> ExitCode {
     code
 }
 
-/// The runtime everything starts on. For `serve` it runs the customer actors and their sends
-/// (the gRPC API and the database's writers get a runtime of their own), on
-/// `--delivery-threads` threads: with one per core they took the cores the writers needed, and
-/// on two cores one thread delivered more for less CPU per notification.
+/// The runtime everything starts on; `serve`'s is sized by its configuration (see
+/// [`app::main_runtime`]).
 fn main_runtime(cli: &Cli) -> std::io::Result<tokio::runtime::Runtime> {
-    let mut builder = tokio::runtime::Builder::new_multi_thread();
-    if let Command::Serve(cfg) = &cli.command {
-        let cores = std::thread::available_parallelism().map_or(1, usize::from);
-        builder
-            .worker_threads(cfg.delivery_threads(cores))
-            .thread_name("floodgate-main");
+    match &cli.command {
+        Command::Serve(cfg) => app::main_runtime(cfg),
+        _ => tokio::runtime::Runtime::new(),
     }
-    builder.enable_all().build()
 }
 
 async fn run(cli: Cli) -> ExitCode {
