@@ -69,7 +69,7 @@ impl OutcomeWriter {
         }
     }
 
-    /// Outcomes waiting in the queue for a writer to take them. At [`QUEUE`] a finished delivery
+    /// Outcomes waiting in the queue for a writer to take them. At its limit a finished delivery
     /// waits for room and keeps its customer's in-flight slot meanwhile, so this gauge tells an
     /// SRE when the store's writes, not the customer systems, are what holds deliveries back.
     pub fn queued(&self) -> usize {
