@@ -1,9 +1,11 @@
 //! The real `floodgate` binary as a child process, for tests about signals, exits and the
 //! process as a whole.
 
+use std::collections::HashSet;
 use std::net::SocketAddr;
 use std::path::Path;
 use std::process::{Child, Command, ExitStatus, Stdio};
+use std::sync::{Mutex, PoisonError};
 use std::time::{Duration, Instant};
 
 use super::{ADMIN_TOKEN, TestDb};
@@ -163,9 +165,19 @@ impl Drop for Floodgate {
     }
 }
 
-/// A free local port (bound and released: the child binds it a moment later).
+/// A free local port (bound and released: the child binds it a moment later), never one this
+/// test binary was given before. The kernel may hand a released port out again at once, and two
+/// tests starting children at the same time then got the same one: the child that lost the race
+/// exited, and the other's `/readyz` answered for it.
 pub fn free_addr() -> SocketAddr {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .and_then(|listener| listener.local_addr())
-        .expect("a free port")
+    static GIVEN: Mutex<Option<HashSet<u16>>> = Mutex::new(None);
+    loop {
+        let addr = std::net::TcpListener::bind("127.0.0.1:0")
+            .and_then(|listener| listener.local_addr())
+            .expect("a free port");
+        let mut given = GIVEN.lock().unwrap_or_else(PoisonError::into_inner);
+        if given.get_or_insert_with(HashSet::new).insert(addr.port()) {
+            return addr;
+        }
+    }
 }
