@@ -1,6 +1,6 @@
-//! The front runtime: the gRPC server and the tasks that hold the database's write connection
-//! (see [`Store::writers_runtime`](crate::store::Store::writers_runtime)), beside the main
-//! runtime that runs the customer actors and their HTTP sends.
+//! The front runtime: the gRPC and HTTP servers and every task that takes turns at the database's
+//! write connection (see [`Store::writers_runtime`](crate::store::Store::writers_runtime)),
+//! beside the main runtime that runs the customer actors and their HTTP sends.
 //!
 //! Tokio polls the tasks of one runtime from shared queues, first come first served. With a
 //! backlog draining, thousands of delivery tasks are queued at any moment, and a Submit's

@@ -302,14 +302,16 @@ pub async fn run(
         health_service,
         stop.clone().cancelled_owned(),
     ));
-    // Its batches take turns at the write connection: on the writers' runtime, like the rest.
+    // The retention job, the token reloader (last uses) and the HTTP server (`/readyz` probes a
+    // write) take turns at the write connection: on the writers' runtime, like every writer, so
+    // no turn is held by a task waiting behind the main runtime's sends.
     let mut retention = front.handle().spawn(crate::retention::run(
         store.clone(),
         cfg.retention(),
         metrics.clone(),
         stop.clone(),
     ));
-    let mut scoped_reloader = tokio::spawn(scoped_tokens.run(stop.clone()));
+    let mut scoped_reloader = front.handle().spawn(scoped_tokens.run(stop.clone()));
     let history = Arc::new(History::default());
     let mut sampler = tokio::spawn({
         let (history, dispatcher, stop) = (history.clone(), dispatcher.clone(), stop.clone());
@@ -322,7 +324,7 @@ pub async fn run(
         history,
         tokens,
     };
-    let mut http = tokio::spawn(crate::http::serve(
+    let mut http = front.handle().spawn(crate::http::serve(
         cut.accept(
             listeners.http,
             Some(cfg.http_max_connections),

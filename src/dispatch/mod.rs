@@ -144,6 +144,10 @@ struct ActorContext {
     checkpoints: CheckpointWriter,
     /// Claimed notifications waiting in a window here, not being sent yet.
     waiting: Waiting,
+    /// The store's writers' runtime ([`Store::writers_runtime`]), where hand-backs run: a write
+    /// turn held by a task waiting behind the main runtime's sends holds the connection all the
+    /// same.
+    writers: tokio::runtime::Handle,
 }
 
 impl ActorContext {
@@ -152,12 +156,13 @@ impl ActorContext {
     fn hand_back(&self, unsent: Vec<Claimed>, then: impl FnOnce(Vec<Claimed>) + Send + 'static) {
         let held: Vec<_> = unsent.iter().map(|n| (n.id, n.claim)).collect();
         let release = self.claims.release(held);
-        self.tasks.spawn(async move {
+        let handing_back = async move {
             if let Err(err) = release.await {
                 tracing::warn!(error = %err, "could not hand back claimed notifications; their leases will");
             }
             then(unsent);
-        });
+        };
+        self.tasks.spawn_on(handing_back, &self.writers);
     }
 }
 
@@ -233,6 +238,7 @@ impl Dispatcher {
             ownership: placement.ownership.clone(),
             checkpoints: CheckpointWriter::default(),
             waiting: Waiting::default(),
+            writers: store.writers_runtime().clone(),
         });
         let ctx = Arc::new(Context {
             store,
@@ -251,7 +257,7 @@ impl Dispatcher {
         // Both take turns at the write connection: on the writers' runtime, a turn is not held
         // while its task waits behind the main runtime's delivery tasks.
         let tasks = &dispatcher.ctx.shared.tasks;
-        let writers = dispatcher.ctx.store.writers_runtime();
+        let writers = &dispatcher.ctx.shared.writers;
         tasks.spawn_on(dispatcher.clone().sweep_loop(), writers);
         let (ctx, stop) = (dispatcher.ctx.clone(), dispatcher.stop.clone());
         tasks.spawn_on(

@@ -98,8 +98,9 @@ impl Drop for WriteConn {
             tracing::debug!(?class, waited_ms, held_ms, "write turn");
         }
         // sqlx puts a connection back in its pool in a task it spawns on the current runtime.
-        // A turn that ends on the main runtime (an actor's hand-back, for one) would leave
-        // the connection waiting behind thousands of delivery tasks, and the next writer with
+        // A turn that ends on another runtime (the server keeps its writers on the writers'
+        // runtime, but a library caller or a test need not) would leave the connection waiting
+        // there, behind thousands of delivery tasks on the main one, and the next writer with
         // it, however short the turn was; so the task goes to the writers' runtime.
         let _writers = self.writers_runtime.enter();
         drop(self.conn.take());

@@ -193,6 +193,7 @@ impl Harness {
             ownership: Arc::new(Ownership::everything()),
             checkpoints: CheckpointWriter::default(),
             waiting: Waiting::default(),
+            writers: tokio::runtime::Handle::current(),
         });
         let (supervisor, _) = Actor::spawn(None, NoSupervisor, ()).await.unwrap();
         let args = CustomerArgs {
