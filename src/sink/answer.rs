@@ -9,7 +9,7 @@ use reqwest::header::{HeaderMap, RETRY_AFTER};
 use super::{RetryCause, SinkError};
 
 /// How much of any response body is read (and then discarded) so the connection can be reused.
-const DRAIN_LIMIT: usize = 64 * 1024;
+pub(super) const DRAIN_LIMIT: usize = 64 * 1024;
 
 /// How many characters of a far end's own words (a provider's error message) `last_error` keeps.
 pub(crate) const REASON_LIMIT: usize = 100;
@@ -18,31 +18,41 @@ pub(crate) const REASON_LIMIT: usize = 100;
 /// retrying; a request that could not even be built, or whose target the outbound policy
 /// refused, is not. `what` names the far end in reasons.
 pub(crate) fn transport_error(what: &str, err: &reqwest::Error) -> SinkError {
+    if err.is_timeout() && super::target_policy::refusal_in(err).is_none() {
+        return SinkError::Retryable {
+            reason: format!("timed out waiting for {what}"),
+            cause: RetryCause::Timeout,
+            retry_after: None,
+        };
+    }
+    if err.is_builder() {
+        return SinkError::Permanent {
+            reason: format!("invalid request to {what}: {}", root_cause(err)),
+        };
+    }
+    unreachable(what, err.is_connect(), err)
+}
+
+/// A request that got no answer from a far end it never reached (`connecting`) or that dropped
+/// it on the way: permanent if the outbound policy refused the target, else retryable.
+pub(crate) fn unreachable(
+    what: &str,
+    connecting: bool,
+    err: &(dyn std::error::Error + 'static),
+) -> SinkError {
     if let Some(refused) = super::target_policy::refusal_in(err) {
         return SinkError::Permanent {
             reason: format!("{what}: {refused}"),
         };
     }
-    let (cause, reason) = if err.is_timeout() {
-        (RetryCause::Timeout, format!("timed out waiting for {what}"))
-    } else if err.is_connect() {
-        (
-            RetryCause::Connection,
-            format!("cannot connect to {what}: {}", root_cause(err)),
-        )
-    } else if err.is_builder() {
-        return SinkError::Permanent {
-            reason: format!("invalid request to {what}: {}", root_cause(err)),
-        };
+    let reason = if connecting {
+        format!("cannot connect to {what}: {}", root_cause(err))
     } else {
-        (
-            RetryCause::Connection,
-            format!("request to {what} failed: {}", root_cause(err)),
-        )
+        format!("request to {what} failed: {}", root_cause(err))
     };
     SinkError::Retryable {
         reason,
-        cause,
+        cause: RetryCause::Connection,
         retry_after: None,
     }
 }

@@ -18,6 +18,7 @@ pub mod signature;
 pub mod sms;
 pub mod target_policy;
 pub mod webhook;
+pub mod webhook_client;
 
 use std::time::Duration;
 
@@ -28,6 +29,7 @@ use crate::public_id::PublicIds;
 use host_limit::HostLimit;
 use outbound::Outbound;
 use webhook::{ClientError, WebhookSettings, WebhookSink};
+use webhook_client::WebhookClient;
 
 /// Every sink, and the one choice between them: the notification's channel.
 #[derive(Debug)]
@@ -63,7 +65,7 @@ impl Sinks {
     pub fn new(settings: &WebhookSettings, ids: PublicIds) -> Result<Self, ClientError> {
         let client = Outbound::new(settings, false)?;
         Ok(Self {
-            webhook: WebhookSink::new(client.clone()),
+            webhook: WebhookSink::new(WebhookClient::new(settings)?),
             fcm: fcm::FcmSink::new(client.clone()),
             apns: apns::ApnsSink::new(client.clone(), Outbound::new(settings, true)?),
             email: email::EmailSink::new(settings),

@@ -211,7 +211,11 @@ impl TargetPolicy {
     /// Checks a URL whose host is an IP address. Names pass here: their addresses are checked
     /// when they are resolved, at every connection.
     pub fn check_url(&self, url: &reqwest::Url) -> Result<(), Refused> {
-        let host = url.host_str().unwrap_or_default();
+        self.check_host(url.host_str().unwrap_or_default())
+    }
+
+    /// Checks a URL's host if it is an IP address; names pass (see [`TargetPolicy::check_url`]).
+    pub fn check_host(&self, host: &str) -> Result<(), Refused> {
         // IPv6 hosts come in brackets.
         let literal = host.trim_start_matches('[').trim_end_matches(']');
         match literal.parse::<IpAddr>() {

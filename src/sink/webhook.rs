@@ -10,12 +10,12 @@ use std::time::Duration;
 use base64::Engine as _;
 use base64::engine::general_purpose::STANDARD;
 use reqwest::StatusCode;
-use reqwest::header::CONTENT_TYPE;
+use reqwest::header::{CONTENT_TYPE, HeaderName, HeaderValue};
 use serde::Serialize;
 use serde_json::value::RawValue;
 
-use super::outbound::Outbound;
 use super::target_policy::TargetPolicy;
+use super::webhook_client::{self, WebhookClient};
 use super::{Attempt, SinkError};
 use super::{answer, signature};
 use crate::model::Claimed;
@@ -37,16 +37,25 @@ pub struct WebhookSettings {
     pub max_connections_per_host: Option<std::num::NonZeroUsize>,
 }
 
-/// Could not build the HTTP client (for example, no TLS roots).
+/// Could not build an HTTP client (for example, no TLS roots).
 #[derive(Debug, thiserror::Error)]
-#[error("cannot build the webhook HTTP client: {0}")]
-pub struct ClientError(#[from] reqwest::Error);
+pub enum ClientError {
+    #[error("cannot build the providers' HTTP client: {0}")]
+    Providers(#[from] reqwest::Error),
+    #[error("cannot set up TLS for the webhook HTTP client: {0}")]
+    Tls(#[from] rustls::Error),
+}
 
 /// Delivers notifications as Standard Webhooks.
 #[derive(Debug, Clone)]
 pub struct WebhookSink {
-    client: Outbound,
+    client: WebhookClient,
 }
+
+/// The Standard Webhooks headers, named once (a name given as text is parsed on every request).
+const WEBHOOK_ID: HeaderName = HeaderName::from_static("webhook-id");
+const WEBHOOK_TIMESTAMP: HeaderName = HeaderName::from_static("webhook-timestamp");
+const WEBHOOK_SIGNATURE: HeaderName = HeaderName::from_static("webhook-signature");
 
 /// The JSON body every webhook carries.
 #[derive(Serialize)]
@@ -71,8 +80,8 @@ enum Payload<'a> {
 }
 
 impl WebhookSink {
-    /// Uses the shared client, which follows no redirect: a webhook goes where it was registered.
-    pub fn new(client: Outbound) -> Self {
+    /// Uses `client`, which follows no redirect: a webhook goes where it was registered.
+    pub fn new(client: WebhookClient) -> Self {
         Self { client }
     }
 
@@ -109,22 +118,30 @@ impl WebhookSink {
             signatures.push(' ');
             signatures.push_str(&signature::sign(&old_key, msg_id, timestamp, &body));
         }
-        let request = self
+        let headers = [
+            (CONTENT_TYPE, HeaderValue::from_static("application/json")),
+            (WEBHOOK_ID, header_value(msg_id)?),
+            (WEBHOOK_TIMESTAMP, HeaderValue::from(timestamp)),
+            (WEBHOOK_SIGNATURE, header_value(&signatures)?),
+        ];
+        let response = self
             .client
-            .post(&customer.webhook_url)
-            .header(CONTENT_TYPE, "application/json")
-            .header("webhook-id", msg_id)
-            .header("webhook-timestamp", timestamp.to_string())
-            .header("webhook-signature", signatures)
-            .body(body);
-        let response = self.client.send("the webhook", request).await?;
+            .post(&customer.webhook_url, headers, body)
+            .await?;
         let status = response.status();
         let retry_after = answer::retry_after(response.headers());
         // The body is read only to reuse the connection: whatever the target answers stays out
         // of `last_error`, which submit-token holders read.
-        answer::read_bounded(response, 0).await;
+        webhook_client::drain(response.into_body()).await;
         classify_status(status, retry_after)
     }
+}
+
+/// A header value made of text floodgate wrote (an id, signatures): always valid, but checked.
+fn header_value(text: &str) -> Result<HeaderValue, SinkError> {
+    HeaderValue::from_str(text).map_err(|e| SinkError::Permanent {
+        reason: format!("invalid webhook header: {e}"),
+    })
 }
 
 /// The webhook body for one notification, under its public `id`.

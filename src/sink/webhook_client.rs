@@ -1,0 +1,163 @@
+//! The webhook's HTTP client: hyper's pooled client, driven directly.
+//!
+//! A webhook is one POST of a ready body to a registered URL, answered by a status. reqwest,
+//! which the provider sinks use, wraps each request in layers a webhook never needs: a redirect
+//! follower that parses the URL again, a retry policy that copies every request in case of an
+//! HTTP/2 refusal, and further copies of the headers. Under load those layers were 12% of the
+//! server's CPU per delivered notification (docs/dispatch-engine.md, "The webhook client"), so
+//! webhooks go straight to the same connection pool underneath.
+//!
+//! What the shared client guarantees holds here too: the target policy resolves every named host
+//! at every new connection and checks IP-literal URLs before each request, redirects are never
+//! followed (hyper does not follow them), proxies are never used, HTTPS is verified against the
+//! Mozilla roots, and HTTP/2 is used where the receiver offers it by ALPN.
+
+use std::future::Future;
+use std::net::SocketAddr;
+use std::pin::Pin;
+use std::sync::Arc;
+use std::task::{Context, Poll};
+use std::time::Duration;
+
+use http_body_util::{BodyExt as _, Full};
+use hyper::body::{Bytes, Incoming};
+use hyper::header::{HeaderName, HeaderValue, USER_AGENT};
+use hyper::{Request, Response, Uri};
+use hyper_rustls::{HttpsConnector, HttpsConnectorBuilder};
+use hyper_util::client::legacy::Client;
+use hyper_util::client::legacy::connect::HttpConnector;
+use hyper_util::client::legacy::connect::dns::Name;
+use hyper_util::rt::{TokioExecutor, TokioTimer};
+use rustls::RootCertStore;
+
+use super::target_policy::TargetPolicy;
+use super::webhook::{ClientError, WebhookSettings};
+use super::{SinkError, answer};
+
+/// How the far end is named in reasons (`last_error`).
+const WHAT: &str = "the webhook";
+
+/// The user agent every delivery carries, the same as the provider sinks'.
+const AGENT: &str = concat!("floodgate/", env!("CARGO_PKG_VERSION"));
+
+type Connector = HttpsConnector<HttpConnector<PolicyDns>>;
+
+/// A pooled HTTP/1.1 and HTTP/2 client that reaches only what the target policy allows.
+#[derive(Debug, Clone)]
+pub struct WebhookClient {
+    client: Client<Connector, Full<Bytes>>,
+    policy: Arc<TargetPolicy>,
+}
+
+impl WebhookClient {
+    /// A client that trusts the Mozilla root certificates (webpki-roots), as the provider sinks'
+    /// client does.
+    pub fn new(settings: &WebhookSettings) -> Result<Self, ClientError> {
+        let roots = RootCertStore {
+            roots: webpki_roots::TLS_SERVER_ROOTS.to_vec(),
+        };
+        Self::with_roots(settings, roots)
+    }
+
+    /// A client that trusts `roots` (tests bring their own certificate authority).
+    fn with_roots(settings: &WebhookSettings, roots: RootCertStore) -> Result<Self, ClientError> {
+        let policy = settings.target_policy.clone();
+        let mut http = HttpConnector::new_with_resolver(PolicyDns(policy.clone()));
+        http.enforce_http(false);
+        http.set_nodelay(true);
+        http.set_connect_timeout(Some(settings.connect_timeout));
+        let tls = rustls::ClientConfig::builder_with_provider(Arc::new(
+            rustls::crypto::ring::default_provider(),
+        ))
+        .with_safe_default_protocol_versions()?
+        .with_root_certificates(roots)
+        .with_no_client_auth();
+        let connector = HttpsConnectorBuilder::new()
+            .with_tls_config(tls)
+            .https_or_http()
+            .enable_http1()
+            .enable_http2()
+            .wrap_connector(http);
+        let client = Client::builder(TokioExecutor::new())
+            .pool_idle_timeout(Duration::from_secs(60))
+            .pool_timer(TokioTimer::new())
+            .build(connector);
+        Ok(Self { client, policy })
+    }
+
+    /// POSTs `body` to `url` with `headers` (plus the user agent; hyper adds `Host` and
+    /// `Content-Length`) and returns the answer's head; read its body with [`drain`]. Errors
+    /// are classified for the retry policy: an invalid URL or a refused target is permanent,
+    /// anything on the way (connect, TLS, a closed connection) retryable. The attempt's time
+    /// limit is the caller's.
+    pub async fn post(
+        &self,
+        url: &str,
+        headers: [(HeaderName, HeaderValue); 4],
+        body: Vec<u8>,
+    ) -> Result<Response<Incoming>, SinkError> {
+        let invalid = |why: &dyn std::fmt::Display| SinkError::Permanent {
+            reason: format!("invalid request to {WHAT}: {why}"),
+        };
+        let uri: Uri = url.parse().map_err(|e| invalid(&e))?;
+        let (Some("http" | "https"), Some(host)) = (uri.scheme_str(), uri.host()) else {
+            return Err(invalid(&"not an absolute http or https URL"));
+        };
+        self.policy
+            .check_host(host)
+            .map_err(|refused| SinkError::Permanent {
+                reason: format!("{WHAT}: {refused}"),
+            })?;
+        let mut request = Request::post(uri);
+        if let Some(map) = request.headers_mut() {
+            map.reserve(headers.len() + 1);
+            map.extend(headers);
+            map.insert(USER_AGENT, HeaderValue::from_static(AGENT));
+        }
+        let request = request
+            .body(Full::new(Bytes::from(body)))
+            .map_err(|e| invalid(&e))?;
+        self.client
+            .request(request)
+            .await
+            .map_err(|e| answer::unreachable(WHAT, e.is_connect(), &e))
+    }
+}
+
+/// Reads up to the drain limit of an answer's body and drops it, so the connection goes back to
+/// the pool (the body is never reported: what a target answers stays out of `last_error`).
+pub async fn drain(mut body: Incoming) {
+    let mut read = 0;
+    while let Some(Ok(frame)) = body.frame().await {
+        read += frame.data_ref().map_or(0, Bytes::len);
+        if read >= answer::DRAIN_LIMIT {
+            return;
+        }
+    }
+}
+
+/// The connector's resolver: the system's, filtered by the target policy, at every new
+/// connection to a named host (the same check as the provider sinks' resolver).
+#[derive(Debug, Clone)]
+struct PolicyDns(Arc<TargetPolicy>);
+
+type Resolved = Result<std::vec::IntoIter<SocketAddr>, Box<dyn std::error::Error + Send + Sync>>;
+
+impl tower_service::Service<Name> for PolicyDns {
+    type Response = std::vec::IntoIter<SocketAddr>;
+    type Error = Box<dyn std::error::Error + Send + Sync>;
+    type Future = Pin<Box<dyn Future<Output = Resolved> + Send>>;
+
+    fn poll_ready(&mut self, _: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
+        Poll::Ready(Ok(()))
+    }
+
+    fn call(&mut self, name: Name) -> Self::Future {
+        let policy = self.0.clone();
+        // Port 0: the connector puts the URL's port on every address.
+        Box::pin(async move { Ok(policy.resolve(name.as_str(), 0).await?.into_iter()) })
+    }
+}
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,190 @@
+//! The webhook client against real local receivers: HTTPS verified against a root the test
+//! trusts, refused on an untrusted certificate, and the target policy before anything is sent.
+
+use std::convert::Infallible;
+use std::sync::Arc;
+use std::time::Duration;
+
+use hyper::body::Incoming;
+use hyper::header::{CONTENT_TYPE, HeaderMap, HeaderName, HeaderValue};
+use hyper::service::service_fn;
+use hyper::{Request, Response};
+use hyper_util::rt::TokioIo;
+use rustls::RootCertStore;
+use rustls::pki_types::{CertificateDer, PrivateKeyDer, PrivatePkcs8KeyDer};
+use tokio::net::TcpListener;
+use tokio::sync::mpsc;
+
+use super::*;
+use crate::sink::target_policy::{Cidr, TargetPolicy};
+
+fn settings(allow: &[&str]) -> WebhookSettings {
+    let allow = allow.iter().map(|c| c.parse::<Cidr>().unwrap()).collect();
+    WebhookSettings {
+        timeout: Duration::from_secs(5),
+        connect_timeout: Duration::from_secs(5),
+        target_policy: Arc::new(TargetPolicy::new(allow)),
+        allow_plaintext_smtp_auth: false,
+        max_connections_per_host: None,
+    }
+}
+
+fn headers() -> [(HeaderName, HeaderValue); 4] {
+    [
+        (CONTENT_TYPE, HeaderValue::from_static("application/json")),
+        (
+            HeaderName::from_static("webhook-id"),
+            HeaderValue::from_static("msg_1"),
+        ),
+        (
+            HeaderName::from_static("webhook-timestamp"),
+            HeaderValue::from(1_700_000_000_i64),
+        ),
+        (
+            HeaderName::from_static("webhook-signature"),
+            HeaderValue::from_static("v1,c2ln"),
+        ),
+    ]
+}
+
+/// A certificate for `localhost`, signed by itself.
+struct ServerCert {
+    cert: CertificateDer<'static>,
+    key: PrivateKeyDer<'static>,
+}
+
+fn server_cert() -> ServerCert {
+    let certified = rcgen::generate_simple_self_signed(vec!["localhost".to_owned()]).unwrap();
+    ServerCert {
+        cert: certified.cert.der().clone(),
+        key: PrivateKeyDer::Pkcs8(PrivatePkcs8KeyDer::from(
+            certified.signing_key.serialize_der(),
+        )),
+    }
+}
+
+/// An HTTPS receiver on a free port that answers 200 and passes each request's headers and
+/// body on.
+async fn https_receiver(cert: &ServerCert) -> (u16, mpsc::UnboundedReceiver<(HeaderMap, Bytes)>) {
+    let config = rustls::ServerConfig::builder_with_provider(Arc::new(
+        rustls::crypto::ring::default_provider(),
+    ))
+    .with_safe_default_protocol_versions()
+    .unwrap()
+    .with_no_client_auth()
+    .with_single_cert(vec![cert.cert.clone()], cert.key.clone_key())
+    .unwrap();
+    let acceptor = tokio_rustls::TlsAcceptor::from(Arc::new(config));
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let port = listener.local_addr().unwrap().port();
+    let (tx, rx) = mpsc::unbounded_channel();
+    tokio::spawn(async move {
+        while let Ok((tcp, _)) = listener.accept().await {
+            let (acceptor, tx) = (acceptor.clone(), tx.clone());
+            tokio::spawn(async move {
+                let Ok(tls) = acceptor.accept(tcp).await else {
+                    return;
+                };
+                let service = service_fn(move |request: Request<Incoming>| {
+                    let tx = tx.clone();
+                    async move {
+                        let (head, body) = request.into_parts();
+                        let body = body
+                            .collect()
+                            .await
+                            .map(|b| b.to_bytes())
+                            .unwrap_or_default();
+                        let _ = tx.send((head.headers, body));
+                        Ok::<_, Infallible>(Response::new(Full::new(Bytes::from_static(b"ok"))))
+                    }
+                });
+                let _ = hyper::server::conn::http1::Builder::new()
+                    .serve_connection(TokioIo::new(tls), service)
+                    .await;
+            });
+        }
+    });
+    (port, rx)
+}
+
+#[tokio::test]
+async fn https_is_verified_against_the_trusted_roots_and_carries_the_headers() {
+    let cert = server_cert();
+    let (port, mut received) = https_receiver(&cert).await;
+    let mut roots = RootCertStore::empty();
+    roots.add(cert.cert.clone()).unwrap();
+    let client = WebhookClient::with_roots(&settings(&["127.0.0.0/8"]), roots).unwrap();
+
+    let url = format!("https://localhost:{port}/hook");
+    let response = client
+        .post(&url, headers(), b"{\"a\":1}".to_vec())
+        .await
+        .unwrap();
+    assert_eq!(response.status(), 200);
+    drain(response.into_body()).await;
+
+    let (seen, body) = received.recv().await.unwrap();
+    assert_eq!(body.as_ref(), b"{\"a\":1}");
+    assert_eq!(seen["webhook-id"], "msg_1");
+    assert_eq!(seen["webhook-timestamp"], "1700000000");
+    assert_eq!(seen["content-type"], "application/json");
+    assert_eq!(seen["user-agent"], AGENT);
+    assert_eq!(seen["host"], format!("localhost:{port}").as_str());
+
+    // The connection went back to the pool: a second webhook reuses it.
+    let response = client.post(&url, headers(), b"{}".to_vec()).await.unwrap();
+    assert_eq!(response.status(), 200);
+}
+
+#[tokio::test]
+async fn an_untrusted_certificate_is_a_retryable_connection_failure() {
+    let cert = server_cert();
+    let (port, mut received) = https_receiver(&cert).await;
+    let client = WebhookClient::new(&settings(&["127.0.0.0/8"])).unwrap();
+
+    let url = format!("https://localhost:{port}/hook");
+    let err = client.post(&url, headers(), Vec::new()).await.unwrap_err();
+    match err {
+        SinkError::Retryable { reason, .. } => {
+            assert!(
+                reason.starts_with("cannot connect to the webhook"),
+                "{reason}"
+            );
+            assert!(reason.contains("UnknownIssuer"), "{reason}");
+        }
+        other => panic!("expected a retryable failure, got {other:?}"),
+    }
+    assert!(received.try_recv().is_err(), "nothing may be sent");
+}
+
+#[tokio::test]
+async fn refused_targets_are_permanent_and_nothing_is_sent() {
+    let client = WebhookClient::new(&settings(&[])).unwrap();
+    // An IP literal is checked before the request; a name when it is resolved.
+    for url in [
+        "http://10.1.2.3/hook",
+        "http://[::1]:9/hook",
+        "http://localhost:9/hook",
+    ] {
+        let err = client.post(url, headers(), Vec::new()).await.unwrap_err();
+        match err {
+            SinkError::Permanent { reason } => {
+                assert!(reason.starts_with("the webhook: target"), "{url}: {reason}");
+                assert!(reason.contains("is refused"), "{url}: {reason}");
+            }
+            other => panic!("{url}: expected a permanent refusal, got {other:?}"),
+        }
+    }
+}
+
+#[tokio::test]
+async fn a_url_that_is_not_one_is_permanent() {
+    let client = WebhookClient::new(&settings(&[])).unwrap();
+    for url in ["not a url", "/relative", "ftp://example.com/hook"] {
+        let err = client.post(url, headers(), Vec::new()).await.unwrap_err();
+        assert!(
+            matches!(&err, SinkError::Permanent { reason } if reason.starts_with("invalid request to the webhook")),
+            "{url}: {err:?}"
+        );
+    }
+}
