@@ -1,6 +1,8 @@
-//! The HTTP client every HTTP sink sends through, with the outbound target policy built in:
-//! named hosts are resolved through the policy at every new connection, IP-literal URLs are
-//! checked before each request, and redirects are never followed.
+//! The HTTP client the provider sinks (FCM, APNs, SMS) send through, with the outbound target
+//! policy built in: named hosts are resolved through the policy at every new connection,
+//! IP-literal URLs are checked before each request, and redirects are never followed. Webhooks,
+//! sent by the thousand per second, have their own leaner client with the same guarantees
+//! ([`WebhookClient`](super::webhook_client::WebhookClient)).
 
 use std::sync::Arc;
 use std::time::Duration;

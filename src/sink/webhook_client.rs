@@ -3,9 +3,9 @@
 //! A webhook is one POST of a ready body to a registered URL, answered by a status. reqwest,
 //! which the provider sinks use, wraps each request in layers a webhook never needs: a redirect
 //! follower that parses the URL again, a retry policy that copies every request in case of an
-//! HTTP/2 refusal, and further copies of the headers. Under load those layers were 12% of the
-//! server's CPU per delivered notification (docs/dispatch-engine.md, "The webhook client"), so
-//! webhooks go straight to the same connection pool underneath.
+//! HTTP/2 refusal, and further copies of the headers. Under load those layers were about 15% of
+//! the server's CPU per delivered notification (docs/dispatch-engine.md, "The webhook client"),
+//! so webhooks go straight to the same kind of connection pool underneath.
 //!
 //! What the shared client guarantees holds here too: the target policy resolves every named host
 //! at every new connection and checks IP-literal URLs before each request, redirects are never
