@@ -8,8 +8,8 @@ use std::time::Duration;
 use hyper::body::Incoming;
 use hyper::header::{CONTENT_TYPE, HeaderMap, HeaderName, HeaderValue};
 use hyper::service::service_fn;
-use hyper::{Request, Response};
-use hyper_util::rt::TokioIo;
+use hyper::{Request, Response, Version};
+use hyper_util::rt::{TokioExecutor, TokioIo};
 use rustls::RootCertStore;
 use rustls::pki_types::{CertificateDer, PrivateKeyDer, PrivatePkcs8KeyDer};
 use tokio::net::TcpListener;
@@ -63,10 +63,13 @@ fn server_cert() -> ServerCert {
     }
 }
 
-/// An HTTPS receiver on a free port that answers 200 and passes each request's headers and
-/// body on.
-async fn https_receiver(cert: &ServerCert) -> (u16, mpsc::UnboundedReceiver<(HeaderMap, Bytes)>) {
-    let config = rustls::ServerConfig::builder_with_provider(Arc::new(
+/// What a receiver saw of one request.
+type Seen = (Version, HeaderMap, Bytes);
+
+/// An HTTPS receiver on a free port that offers `alpn` (HTTP/2 if it offers `h2` and the client
+/// takes it, else HTTP/1.1), answers 200 and passes each request on.
+async fn https_receiver(cert: &ServerCert, alpn: &[&[u8]]) -> (u16, mpsc::UnboundedReceiver<Seen>) {
+    let mut config = rustls::ServerConfig::builder_with_provider(Arc::new(
         rustls::crypto::ring::default_provider(),
     ))
     .with_safe_default_protocol_versions()
@@ -74,6 +77,7 @@ async fn https_receiver(cert: &ServerCert) -> (u16, mpsc::UnboundedReceiver<(Hea
     .with_no_client_auth()
     .with_single_cert(vec![cert.cert.clone()], cert.key.clone_key())
     .unwrap();
+    config.alpn_protocols = alpn.iter().map(|p| p.to_vec()).collect();
     let acceptor = tokio_rustls::TlsAcceptor::from(Arc::new(config));
     let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
     let port = listener.local_addr().unwrap().port();
@@ -85,6 +89,7 @@ async fn https_receiver(cert: &ServerCert) -> (u16, mpsc::UnboundedReceiver<(Hea
                 let Ok(tls) = acceptor.accept(tcp).await else {
                     return;
                 };
+                let h2 = tls.get_ref().1.alpn_protocol() == Some(b"h2");
                 let service = service_fn(move |request: Request<Incoming>| {
                     let tx = tx.clone();
                     async move {
@@ -94,26 +99,38 @@ async fn https_receiver(cert: &ServerCert) -> (u16, mpsc::UnboundedReceiver<(Hea
                             .await
                             .map(|b| b.to_bytes())
                             .unwrap_or_default();
-                        let _ = tx.send((head.headers, body));
+                        let _ = tx.send((head.version, head.headers, body));
                         Ok::<_, Infallible>(Response::new(Full::new(Bytes::from_static(b"ok"))))
                     }
                 });
-                let _ = hyper::server::conn::http1::Builder::new()
-                    .serve_connection(TokioIo::new(tls), service)
-                    .await;
+                let io = TokioIo::new(tls);
+                let _ = if h2 {
+                    hyper::server::conn::http2::Builder::new(TokioExecutor::new())
+                        .serve_connection(io, service)
+                        .await
+                } else {
+                    hyper::server::conn::http1::Builder::new()
+                        .serve_connection(io, service)
+                        .await
+                };
             });
         }
     });
     (port, rx)
 }
 
+/// A client that trusts `cert` alone.
+fn trusting(cert: &ServerCert) -> WebhookClient {
+    let mut roots = RootCertStore::empty();
+    roots.add(cert.cert.clone()).unwrap();
+    WebhookClient::with_roots(&settings(&["127.0.0.0/8"]), roots).unwrap()
+}
+
 #[tokio::test]
 async fn https_is_verified_against_the_trusted_roots_and_carries_the_headers() {
     let cert = server_cert();
-    let (port, mut received) = https_receiver(&cert).await;
-    let mut roots = RootCertStore::empty();
-    roots.add(cert.cert.clone()).unwrap();
-    let client = WebhookClient::with_roots(&settings(&["127.0.0.0/8"]), roots).unwrap();
+    let (port, mut received) = https_receiver(&cert, &[]).await;
+    let client = trusting(&cert);
 
     let url = format!("https://localhost:{port}/hook");
     let response = client
@@ -123,7 +140,8 @@ async fn https_is_verified_against_the_trusted_roots_and_carries_the_headers() {
     assert_eq!(response.status(), 200);
     drain(response.into_body()).await;
 
-    let (seen, body) = received.recv().await.unwrap();
+    let (version, seen, body) = received.recv().await.unwrap();
+    assert_eq!(version, Version::HTTP_11);
     assert_eq!(body.as_ref(), b"{\"a\":1}");
     assert_eq!(seen["webhook-id"], "msg_1");
     assert_eq!(seen["webhook-timestamp"], "1700000000");
@@ -137,9 +155,24 @@ async fn https_is_verified_against_the_trusted_roots_and_carries_the_headers() {
 }
 
 #[tokio::test]
+async fn https_takes_http2_when_the_receiver_offers_it() {
+    let cert = server_cert();
+    let (port, mut received) = https_receiver(&cert, &[b"h2"]).await;
+    let url = format!("https://localhost:{port}/hook");
+    let response = trusting(&cert)
+        .post(&url, headers(), b"{}".to_vec())
+        .await
+        .unwrap();
+    assert_eq!(response.status(), 200);
+    let (version, seen, _) = received.recv().await.unwrap();
+    assert_eq!(version, Version::HTTP_2);
+    assert_eq!(seen["webhook-id"], "msg_1");
+}
+
+#[tokio::test]
 async fn an_untrusted_certificate_is_a_retryable_connection_failure() {
     let cert = server_cert();
-    let (port, mut received) = https_receiver(&cert).await;
+    let (port, mut received) = https_receiver(&cert, &[]).await;
     let client = WebhookClient::new(&settings(&["127.0.0.0/8"])).unwrap();
 
     let url = format!("https://localhost:{port}/hook");
