@@ -64,7 +64,7 @@ fn server_cert() -> ServerCert {
 }
 
 /// What a receiver saw of one request.
-type Seen = (Version, HeaderMap, Bytes);
+type Seen = (Version, HeaderMap, Bytes, String);
 
 /// An HTTPS receiver on a free port that offers `alpn` (HTTP/2 if it offers `h2` and the client
 /// takes it, else HTTP/1.1), answers 200 and passes each request on.
@@ -99,7 +99,7 @@ async fn https_receiver(cert: &ServerCert, alpn: &[&[u8]]) -> (u16, mpsc::Unboun
                             .await
                             .map(|b| b.to_bytes())
                             .unwrap_or_default();
-                        let _ = tx.send((head.version, head.headers, body));
+                        let _ = tx.send((head.version, head.headers, body, head.uri.to_string()));
                         Ok::<_, Infallible>(Response::new(Full::new(Bytes::from_static(b"ok"))))
                     }
                 });
@@ -140,8 +140,10 @@ async fn https_is_verified_against_the_trusted_roots_and_carries_the_headers() {
     assert_eq!(response.status(), 200);
     drain(response.into_body()).await;
 
-    let (version, seen, body) = received.recv().await.unwrap();
+    let (version, seen, body, target) = received.recv().await.unwrap();
     assert_eq!(version, Version::HTTP_11);
+    assert_eq!(target, "/hook");
+    assert!(!seen.contains_key("authorization"));
     assert_eq!(body.as_ref(), b"{\"a\":1}");
     assert_eq!(seen["webhook-id"], "msg_1");
     assert_eq!(seen["webhook-timestamp"], "1700000000");
@@ -164,9 +166,28 @@ async fn https_takes_http2_when_the_receiver_offers_it() {
         .await
         .unwrap();
     assert_eq!(response.status(), 200);
-    let (version, seen, _) = received.recv().await.unwrap();
+    let (version, seen, _, _) = received.recv().await.unwrap();
     assert_eq!(version, Version::HTTP_2);
     assert_eq!(seen["webhook-id"], "msg_1");
+}
+
+#[tokio::test]
+async fn urls_are_read_as_the_api_validated_them_and_credentials_become_basic_auth() {
+    let cert = server_cert();
+    let (port, mut received) = https_receiver(&cert, &[]).await;
+    // Percent-encoded credentials, a space and a tab: the WHATWG parser encodes the space and
+    // drops the tab; `http::Uri` alone would refuse both.
+    let url = format!("https://us%65r:p%40ss@localhost:{port}/ho\tok?x=a b");
+    let response = trusting(&cert)
+        .post(&url, headers(), b"{}".to_vec())
+        .await
+        .unwrap();
+    assert_eq!(response.status(), 200);
+    let (_, seen, _, target) = received.recv().await.unwrap();
+    assert_eq!(target, "/hook?x=a%20b");
+    // "user:p@ss"
+    assert_eq!(seen["authorization"], "Basic dXNlcjpwQHNz");
+    assert_eq!(seen["host"], format!("localhost:{port}").as_str());
 }
 
 #[tokio::test]
