@@ -156,34 +156,33 @@ async fn https_is_verified_against_the_trusted_roots_and_carries_the_headers() {
     assert_eq!(response.status(), 200);
 }
 
-#[tokio::test]
-async fn https_takes_http2_when_the_receiver_offers_it() {
+/// Sends one webhook to `https://<userinfo>localhost:<port><rest>` on a receiver offering
+/// `alpn`, through a client that trusts it; expects a 200 and returns the port and what the
+/// receiver saw.
+async fn one_webhook(alpn: &[&[u8]], userinfo: &str, rest: &str) -> (u16, Seen) {
     let cert = server_cert();
-    let (port, mut received) = https_receiver(&cert, &[b"h2"]).await;
-    let url = format!("https://localhost:{port}/hook");
+    let (port, mut received) = https_receiver(&cert, alpn).await;
+    let url = format!("https://{userinfo}localhost:{port}{rest}");
     let response = trusting(&cert)
         .post(&url, headers(), b"{}".to_vec())
         .await
         .unwrap();
     assert_eq!(response.status(), 200);
-    let (version, seen, _, _) = received.recv().await.unwrap();
+    (port, received.recv().await.unwrap())
+}
+
+#[tokio::test]
+async fn https_takes_http2_when_the_receiver_offers_it() {
+    let (_, (version, seen, _, _)) = one_webhook(&[b"h2"], "", "/hook").await;
     assert_eq!(version, Version::HTTP_2);
     assert_eq!(seen["webhook-id"], "msg_1");
 }
 
 #[tokio::test]
 async fn urls_are_read_as_the_api_validated_them_and_credentials_become_basic_auth() {
-    let cert = server_cert();
-    let (port, mut received) = https_receiver(&cert, &[]).await;
     // Percent-encoded credentials, a space and a tab: the WHATWG parser encodes the space and
     // drops the tab; `http::Uri` alone would refuse both.
-    let url = format!("https://us%65r:p%40ss@localhost:{port}/ho\tok?x=a b");
-    let response = trusting(&cert)
-        .post(&url, headers(), b"{}".to_vec())
-        .await
-        .unwrap();
-    assert_eq!(response.status(), 200);
-    let (_, seen, _, target) = received.recv().await.unwrap();
+    let (port, (_, seen, _, target)) = one_webhook(&[], "us%65r:p%40ss@", "/ho\tok?x=a b").await;
     assert_eq!(target, "/hook?x=a%20b");
     // "user:p@ss"
     assert_eq!(seen["authorization"], "Basic dXNlcjpwQHNz");
