@@ -6,10 +6,12 @@ use std::time::Duration;
 use reqwest::StatusCode;
 use reqwest::header::{HeaderMap, RETRY_AFTER};
 
+use http_body_util::BodyExt as _;
+
 use super::{RetryCause, SinkError};
 
 /// How much of any response body is read (and then discarded) so the connection can be reused.
-pub(super) const DRAIN_LIMIT: usize = 64 * 1024;
+const DRAIN_LIMIT: usize = 64 * 1024;
 
 /// How many characters of a far end's own words (a provider's error message) `last_error` keeps.
 pub(crate) const REASON_LIMIT: usize = 100;
@@ -94,10 +96,21 @@ pub(crate) fn retry_after(headers: &HeaderMap) -> Option<Duration> {
 
 /// Reads up to [`DRAIN_LIMIT`] bytes of the body (so the connection returns to the pool) and
 /// keeps the first `keep` bytes, as text, for classifying and for error messages.
-pub(crate) async fn read_bounded(mut response: reqwest::Response, keep: usize) -> String {
+pub(crate) async fn read_bounded(response: reqwest::Response, keep: usize) -> String {
+    read_body(hyper::Response::from(response).into_body(), keep).await
+}
+
+/// [`read_bounded`] for any HTTP body: the provider sinks' (reqwest) and the webhook's (hyper).
+pub(crate) async fn read_body<B>(mut body: B, keep: usize) -> String
+where
+    B: hyper::body::Body<Data = hyper::body::Bytes> + Unpin,
+{
     let mut kept = Vec::new();
     let mut read = 0;
-    while let Ok(Some(chunk)) = response.chunk().await {
+    while let Some(Ok(frame)) = body.frame().await {
+        let Some(chunk) = frame.data_ref() else {
+            continue;
+        };
         if kept.len() < keep {
             kept.extend_from_slice(&chunk[..chunk.len().min(keep - kept.len())]);
         }

@@ -15,7 +15,7 @@ use serde::Serialize;
 use serde_json::value::RawValue;
 
 use super::target_policy::TargetPolicy;
-use super::webhook_client::{self, WebhookClient};
+use super::webhook_client::WebhookClient;
 use super::{Attempt, SinkError};
 use super::{answer, signature};
 use crate::model::Claimed;
@@ -132,7 +132,7 @@ impl WebhookSink {
         let retry_after = answer::retry_after(response.headers());
         // The body is read only to reuse the connection: whatever the target answers stays out
         // of `last_error`, which submit-token holders read.
-        webhook_client::drain(response.into_body()).await;
+        answer::read_body(response.into_body(), 0).await;
         classify_status(status, retry_after)
     }
 }

@@ -22,7 +22,7 @@ use std::time::Duration;
 
 use base64::Engine as _;
 use base64::engine::general_purpose::STANDARD;
-use http_body_util::{BodyExt as _, Full};
+use http_body_util::Full;
 use hyper::body::{Bytes, Incoming};
 use hyper::header::{AUTHORIZATION, HeaderName, HeaderValue, USER_AGENT};
 use hyper::http::uri::InvalidUri;
@@ -91,7 +91,7 @@ impl WebhookClient {
     }
 
     /// POSTs `body` to `url` with `headers` (plus the user agent; hyper adds `Host` and
-    /// `Content-Length`) and returns the answer's head; read its body with [`drain`]. Errors
+    /// `Content-Length`) and returns the answer; read its body with `answer::read_body`. Errors
     /// are classified for the retry policy: an invalid URL or a refused target is permanent,
     /// anything on the way (connect, TLS, a closed connection) retryable. The attempt's time
     /// limit is the caller's.
@@ -175,18 +175,6 @@ fn basic_auth(url: &mut reqwest::Url) -> Option<HeaderValue> {
     let mut value = HeaderValue::from_str(&format!("Basic {credentials}")).ok()?;
     value.set_sensitive(true);
     Some(value)
-}
-
-/// Reads up to the drain limit of an answer's body and drops it, so the connection goes back to
-/// the pool (the body is never reported: what a target answers stays out of `last_error`).
-pub async fn drain(mut body: Incoming) {
-    let mut read = 0;
-    while let Some(Ok(frame)) = body.frame().await {
-        read += frame.data_ref().map_or(0, Bytes::len);
-        if read >= answer::DRAIN_LIMIT {
-            return;
-        }
-    }
 }
 
 /// The connector's resolver: the system's, filtered by the target policy, at every new

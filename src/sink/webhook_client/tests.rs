@@ -15,6 +15,8 @@ use rustls::pki_types::{CertificateDer, PrivateKeyDer, PrivatePkcs8KeyDer};
 use tokio::net::TcpListener;
 use tokio::sync::mpsc;
 
+use http_body_util::BodyExt as _;
+
 use super::*;
 use crate::sink::target_policy::{Cidr, TargetPolicy};
 
@@ -138,7 +140,7 @@ async fn https_is_verified_against_the_trusted_roots_and_carries_the_headers() {
         .await
         .unwrap();
     assert_eq!(response.status(), 200);
-    drain(response.into_body()).await;
+    crate::sink::answer::read_body(response.into_body(), 0).await;
 
     let (version, seen, body, target) = received.recv().await.unwrap();
     assert_eq!(version, Version::HTTP_11);
