@@ -77,6 +77,9 @@ impl Store {
             source,
         })?;
         let url = with_create_mode(url);
+        super::wal_appends::register()?;
+        // The write connection gathers its WAL appends (see `wal_appends`).
+        let write_url = format!("{url}&vfs={}", super::wal_appends::NAME);
         let pool = |max, autocheckpoint: bool| {
             AnyPoolOptions::new()
                 .max_connections(max)
@@ -107,7 +110,7 @@ impl Store {
                         Ok(())
                     })
                 })
-                .connect(&url)
+                .connect(if autocheckpoint { &url } else { &write_url })
         };
         let write = pool(1, false).await?;
         let read = pool(options.max_connections.max(1), true).await?;

@@ -20,6 +20,8 @@ pub enum Error {
     Corrupt(String),
     #[error(transparent)]
     Sealed(#[from] crate::secrets_at_rest::SealError),
+    #[error(transparent)]
+    WalAppends(#[from] super::wal_appends::RegisterError),
     #[error("unsupported database URL {0:?}: it must start with sqlite:// or postgres://")]
     UnsupportedUrl(String),
     #[error("cannot create the SQLite directory {path}: {source}")]

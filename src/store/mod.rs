@@ -39,6 +39,7 @@ mod states;
 mod templates;
 mod tokens;
 mod wal;
+mod wal_appends;
 mod writer;
 
 use std::fs::File;
