@@ -8,8 +8,8 @@
 //! connection, a tenth of the whole process's CPU.
 //!
 //! This module registers a VFS, [`NAME`], that the write connection opens its database with.
-//! It is SQLite's default VFS with one difference: appends to a `-wal` file are collected in
-//! memory and written with one `pwrite` when the commit is complete. Every other file, and
+//! It is SQLite's default VFS with one difference: appends to a `-wal` file are collected in a
+//! 64 KiB buffer and written when it is full or the commit is complete. Every other file, and
 //! every other operation, is the default VFS's own.
 //!
 //! # Why nothing is lost
@@ -57,13 +57,11 @@ const C_NAME: &CStr = c"floodgate-wal";
 /// only in a commit's last frame), then salts and checksums.
 const FRAME_HEADER: usize = 24;
 
-/// A buffer this large is written out even in the middle of a commit, so a transaction of many
-/// pages holds at most this much memory.
-const FLUSH_AT: usize = 1 << 20;
-
-/// The most the default VFS writes in one call: it takes a page at a time (64 KiB at most) and
-/// cuts anything over 128 KiB short, so a flush hands it the buffer in pieces this large.
-const MAX_WRITE: usize = 64 << 10;
+/// The buffer's size, allocated once per WAL file: a full buffer is written out even in the
+/// middle of a commit. The default VFS is built to write a page at a time (64 KiB at most) and
+/// cuts a write over 128 KiB short, so this is also the most one write may hand it; a larger
+/// buffer would not save a system call.
+const BUFFER: usize = 64 << 10;
 
 /// Registers the VFS once per process. Only the connections that name it use it.
 pub(super) fn register() -> Result<(), RegisterError> {
@@ -121,7 +119,6 @@ struct WalFile {
 }
 
 /// Bytes appended since the last write, starting at `offset` in the file.
-#[derive(Default)]
 struct Pending {
     offset: i64,
     bytes: Vec<u8>,
@@ -186,7 +183,11 @@ unsafe extern "C" fn open(
             return code;
         }
         (*wal).inner = inner;
-        (*wal).pending = Box::into_raw(Box::default());
+        (*wal).pending = Box::into_raw(Box::new(Pending {
+            offset: 0,
+            bytes: Vec::with_capacity(BUFFER),
+            commit_page_next: false,
+        }));
         (*wal).base.pMethods = &WAL_METHODS;
         ffi::SQLITE_OK
     }
@@ -223,19 +224,13 @@ unsafe fn flush(pending: &mut Pending, inner: *mut ffi::sqlite3_file) -> c_int {
     if pending.bytes.is_empty() {
         return ffi::SQLITE_OK;
     }
-    let mut offset = pending.offset;
-    let mut code = ffi::SQLITE_OK;
-    for piece in pending.bytes.chunks(MAX_WRITE) {
-        // SAFETY: `piece` is at most `MAX_WRITE` initialised bytes; `inner` is open.
-        code = unsafe {
-            let write = inner_method!(inner, xWrite);
-            write(inner, piece.as_ptr().cast(), piece.len() as c_int, offset)
-        };
-        if code != ffi::SQLITE_OK {
-            break;
-        }
-        offset += piece.len() as i64;
-    }
+    // At most `BUFFER` bytes (see `write`), so the length fits.
+    let amount = pending.bytes.len() as c_int;
+    // SAFETY: the buffer holds `amount` initialised bytes; `inner` is open.
+    let code = unsafe {
+        let write = inner_method!(inner, xWrite);
+        write(inner, pending.bytes.as_ptr().cast(), amount, pending.offset)
+    };
     pending.bytes.clear();
     code
 }
@@ -253,15 +248,16 @@ unsafe extern "C" fn write(
             return ffi::SQLITE_IOERR_WRITE;
         };
         let bytes = std::slice::from_raw_parts(data.cast::<u8>(), len);
-        let appends = pending.bytes.is_empty() || offset == pending.end();
-        if !appends || pending.bytes.len() + len > FLUSH_AT {
+        let appends = (pending.bytes.is_empty() || offset == pending.end()) && len <= BUFFER;
+        if !appends || pending.bytes.len() + len > BUFFER {
             let code = flush(pending, inner);
             if code != ffi::SQLITE_OK {
                 return code;
             }
         }
         if !appends {
-            // Rewrites go straight to the file, in SQLite's order.
+            // Rewrites (and writes too large to gather) go straight to the file, in SQLite's
+            // order.
             let write = inner_method!(inner, xWrite);
             return write(inner, data, amount, offset);
         }
