@@ -34,6 +34,24 @@ async fn schema(conn: &mut SqliteConnection) {
     conn.execute("CREATE INDEX t_k ON t (k)").await.unwrap();
 }
 
+/// A fresh database in `dir` with the schema, and its writer on this module's VFS with
+/// `synchronous = NORMAL` (no sync at commit, so only the VFS's own flushes put a commit in the
+/// file).
+async fn new_writer(dir: &Path) -> (PathBuf, SqliteConnection) {
+    let db = dir.join("db");
+    let mut writer = connect(&db, true, SqliteSynchronous::Normal).await;
+    schema(&mut writer).await;
+    (db, writer)
+}
+
+/// Opens, on the default VFS, a copy of `db` as a killed process would leave it (see
+/// [`crash_copy`]), made in a new directory `name` of `dir`.
+async fn recover(db: &Path, dir: &Path, name: &str) -> SqliteConnection {
+    let into = dir.join(name);
+    std::fs::create_dir(&into).unwrap();
+    connect(&crash_copy(db, &into), false, SqliteSynchronous::Normal).await
+}
+
 /// Inserts `rows` rows with ids from `first`, in one transaction.
 async fn insert(conn: &mut SqliteConnection, first: i64, rows: i64) {
     let mut tx = conn.begin().await.unwrap();
@@ -69,8 +87,9 @@ async fn gathers_appends(conn: &mut SqliteConnection) -> bool {
     !wal.is_null() && unsafe { std::ptr::eq((*wal).pMethods, &WAL_METHODS) }
 }
 
-async fn count(conn: &mut SqliteConnection) -> i64 {
-    sqlx::query("SELECT count(*) FROM t")
+/// Rows of `t` that meet `condition` (SQL).
+async fn rows_where(conn: &mut SqliteConnection, condition: &str) -> i64 {
+    sqlx::query(&format!("SELECT count(*) FROM t WHERE {condition}"))
         .fetch_one(conn)
         .await
         .unwrap()
@@ -113,7 +132,11 @@ async fn every_commit_is_visible_to_readers_on_the_default_vfs() {
         for rows in [1, 100, 1, 3_000, 7] {
             insert(&mut writer, total, rows).await;
             total += rows;
-            assert_eq!(count(&mut reader).await, total, "{synchronous:?}");
+            assert_eq!(
+                rows_where(&mut reader, "true").await,
+                total,
+                "{synchronous:?}"
+            );
         }
         assert_eq!(integrity(&mut reader).await, "ok");
         writer.close().await.unwrap();
@@ -124,19 +147,18 @@ async fn every_commit_is_visible_to_readers_on_the_default_vfs() {
 #[tokio::test]
 async fn a_crash_after_a_commit_keeps_every_committed_row() {
     let dir = tempfile::tempdir().unwrap();
-    let db = dir.path().join("db");
-    let mut writer = connect(&db, true, SqliteSynchronous::Normal).await;
-    schema(&mut writer).await;
+    let (db, mut writer) = new_writer(dir.path()).await;
     let mut total = 0;
     for (round, rows) in [1, 250, 2, 4_000].into_iter().enumerate() {
         insert(&mut writer, total, rows).await;
         total += rows;
         // The writer stays open: the copy is what a killed process leaves on disk.
-        let into = dir.path().join(format!("crash-{round}"));
-        std::fs::create_dir(&into).unwrap();
-        let mut recovered =
-            connect(&crash_copy(&db, &into), false, SqliteSynchronous::Normal).await;
-        assert_eq!(count(&mut recovered).await, total, "after round {round}");
+        let mut recovered = recover(&db, dir.path(), &format!("crash-{round}")).await;
+        assert_eq!(
+            rows_where(&mut recovered, "true").await,
+            total,
+            "after round {round}"
+        );
         assert_eq!(integrity(&mut recovered).await, "ok");
         recovered.close().await.unwrap();
     }
@@ -148,10 +170,8 @@ async fn pages_rewritten_inside_a_spilling_transaction_reach_the_file() {
     // then write some of the same pages again (rewritten in place, their checksums redone at
     // the commit): the paths that are not plain appends.
     let dir = tempfile::tempdir().unwrap();
-    let db = dir.path().join("db");
-    let mut writer = connect(&db, true, SqliteSynchronous::Normal).await;
+    let (db, mut writer) = new_writer(dir.path()).await;
     writer.execute("PRAGMA cache_size = 20").await.unwrap();
-    schema(&mut writer).await;
     insert(&mut writer, 0, 5_000).await;
     let mut tx = writer.begin().await.unwrap();
     tx.execute("UPDATE t SET v = zeroblob(310) WHERE id % 3 = 0")
@@ -162,44 +182,28 @@ async fn pages_rewritten_inside_a_spilling_transaction_reach_the_file() {
         .unwrap();
     tx.commit().await.unwrap();
     let mut reader = connect(&db, false, SqliteSynchronous::Normal).await;
-    let changed: i64 = sqlx::query("SELECT count(*) FROM t WHERE length(v) = 310")
-        .fetch_one(&mut reader)
-        .await
-        .unwrap()
-        .get(0);
-    assert_eq!(changed, 1_667);
+    assert_eq!(rows_where(&mut reader, "length(v) = 310").await, 1_667);
     assert_eq!(integrity(&mut reader).await, "ok");
-    let into = dir.path().join("crash");
-    std::fs::create_dir(&into).unwrap();
-    let mut recovered = connect(&crash_copy(&db, &into), false, SqliteSynchronous::Normal).await;
-    assert_eq!(count(&mut recovered).await, 5_000);
-    let suffixed: i64 = sqlx::query("SELECT count(*) FROM t WHERE k LIKE '%x'")
-        .fetch_one(&mut recovered)
-        .await
-        .unwrap()
-        .get(0);
-    assert_eq!(suffixed, 1_000);
+    let mut recovered = recover(&db, dir.path(), "crash").await;
+    assert_eq!(rows_where(&mut recovered, "true").await, 5_000);
+    assert_eq!(rows_where(&mut recovered, "k LIKE '%x'").await, 1_000);
     assert_eq!(integrity(&mut recovered).await, "ok");
 }
 
 #[tokio::test]
 async fn an_uncommitted_transaction_is_not_in_the_files() {
     let dir = tempfile::tempdir().unwrap();
-    let db = dir.path().join("db");
-    let mut writer = connect(&db, true, SqliteSynchronous::Normal).await;
-    schema(&mut writer).await;
+    let (db, mut writer) = new_writer(dir.path()).await;
     insert(&mut writer, 0, 10).await;
     let mut tx = writer.begin().await.unwrap();
     sqlx::query("INSERT INTO t (id, k, v) VALUES (100, 'open', zeroblob(10))")
         .execute(&mut *tx)
         .await
         .unwrap();
-    let into = dir.path().join("crash");
-    std::fs::create_dir(&into).unwrap();
-    let mut recovered = connect(&crash_copy(&db, &into), false, SqliteSynchronous::Normal).await;
-    assert_eq!(count(&mut recovered).await, 10);
+    let mut recovered = recover(&db, dir.path(), "crash").await;
+    assert_eq!(rows_where(&mut recovered, "true").await, 10);
     tx.rollback().await.unwrap();
     insert(&mut writer, 10, 5).await;
     let mut reader = connect(&db, false, SqliteSynchronous::Normal).await;
-    assert_eq!(count(&mut reader).await, 15);
+    assert_eq!(rows_where(&mut reader, "true").await, 15);
 }
