@@ -78,8 +78,7 @@ impl Store {
         })?;
         let url = with_create_mode(url);
         super::wal_appends::register()?;
-        // The write connection gathers its WAL appends (see `wal_appends`).
-        let write_url = format!("{url}&vfs={}", super::wal_appends::NAME);
+        let write_url = write_connection_url(&url);
         let pool = |max, autocheckpoint: bool| {
             AnyPoolOptions::new()
                 .max_connections(max)
@@ -246,6 +245,18 @@ fn sqlite_path(url: &str) -> Option<PathBuf> {
     Some(PathBuf::from(path))
 }
 
+/// The write connection's URL (`url` already has a query, see [`with_create_mode`]): through
+/// the VFS that gathers its WAL appends (see `wal_appends`), unless the URL names a VFS of its
+/// own. Then every connection uses that one: connections of one database must agree on how
+/// they lock it, and `wal_appends` only knows the default VFS's way.
+fn write_connection_url(url: &str) -> String {
+    if url.contains("vfs=") {
+        url.to_owned()
+    } else {
+        format!("{url}&vfs={}", super::wal_appends::NAME)
+    }
+}
+
 /// Adds `mode=rwc` (create the file if missing) unless the URL chose a mode itself.
 fn with_create_mode(url: &str) -> String {
     if url.contains("mode=") {
@@ -281,6 +292,18 @@ mod tests {
         assert_eq!(sqlite_path("sqlite:f.db"), Some(PathBuf::from("f.db")));
         assert_eq!(sqlite_path("postgres://localhost/test"), None);
         assert_eq!(with_create_mode("sqlite://f.db"), "sqlite://f.db?mode=rwc");
+    }
+
+    #[test]
+    fn the_write_connection_gathers_wal_appends_unless_the_url_names_a_vfs() {
+        assert_eq!(
+            write_connection_url("sqlite://f.db?mode=rwc"),
+            "sqlite://f.db?mode=rwc&vfs=floodgate-wal"
+        );
+        assert_eq!(
+            write_connection_url("sqlite://f.db?vfs=unix-excl&mode=rwc"),
+            "sqlite://f.db?vfs=unix-excl&mode=rwc"
+        );
         assert_eq!(
             with_create_mode("sqlite://f.db?mode=ro"),
             "sqlite://f.db?mode=ro"
