@@ -1,4 +1,4 @@
-//! SQLite's WAL appends gathered into one write per commit, for the write connection.
+//! SQLite's WAL appends gathered into a few large writes per commit, for the write connection.
 //!
 //! SQLite appends each page of a commit to the WAL with two `pwrite` calls, a 24-byte frame
 //! header and the page, and each call goes through the kernel's write path for every page
