@@ -65,8 +65,7 @@ const BUFFER: usize = 64 << 10;
 
 /// Registers the VFS once per process. Only the connections that name it use it.
 pub(super) fn register() -> Result<(), RegisterError> {
-    static REGISTERED: OnceLock<Result<(), RegisterError>> = OnceLock::new();
-    *REGISTERED.get_or_init(|| {
+    let registered = DEFAULT.get_or_init(|| {
         // SAFETY: `sqlite3_vfs_find` and `sqlite3_vfs_register` are thread-safe; the VFS built
         // here is leaked, so it outlives every connection that uses it.
         unsafe {
@@ -74,7 +73,6 @@ pub(super) fn register() -> Result<(), RegisterError> {
             if default.is_null() {
                 return Err(RegisterError(ffi::SQLITE_ERROR));
             }
-            let _ = DEFAULT.set(VfsPtr(default));
             let mut vfs = *default;
             vfs.zName = C_NAME.as_ptr();
             vfs.pNext = std::ptr::null_mut();
@@ -85,11 +83,12 @@ pub(super) fn register() -> Result<(), RegisterError> {
             vfs.xOpen = Some(open);
             let vfs = Box::leak(Box::new(vfs));
             match ffi::sqlite3_vfs_register(vfs, 0) {
-                ffi::SQLITE_OK => Ok(()),
+                ffi::SQLITE_OK => Ok(VfsPtr(default)),
                 code => Err(RegisterError(code)),
             }
         }
-    })
+    });
+    registered.as_ref().map(|_| ()).map_err(|refused| *refused)
 }
 
 /// SQLite refused to register the VFS (its result code).
@@ -97,8 +96,8 @@ pub(super) fn register() -> Result<(), RegisterError> {
 #[error("SQLite could not register the {NAME} VFS (result code {0})")]
 pub struct RegisterError(c_int);
 
-/// The default VFS, whose files this one opens.
-static DEFAULT: OnceLock<VfsPtr> = OnceLock::new();
+/// The default VFS, whose files this one opens, once [`register`] has registered this one.
+static DEFAULT: OnceLock<Result<VfsPtr, RegisterError>> = OnceLock::new();
 
 /// A pointer to a VFS that SQLite keeps for the life of the process.
 struct VfsPtr(*mut ffi::sqlite3_vfs);
@@ -163,7 +162,7 @@ unsafe extern "C" fn open(
     flags: c_int,
     out_flags: *mut c_int,
 ) -> c_int {
-    let Some(VfsPtr(default)) = DEFAULT.get() else {
+    let Some(Ok(VfsPtr(default))) = DEFAULT.get() else {
         return ffi::SQLITE_ERROR;
     };
     // SAFETY: SQLite gives `file` `szOsFile` bytes, this struct's size plus the default VFS's.
@@ -299,7 +298,6 @@ unsafe extern "C" fn close(file: *mut ffi::sqlite3_file) -> c_int {
         let (pending, inner) = parts(file);
         let flushed = flush(pending, inner);
         drop(Box::from_raw((*file.cast::<WalFile>()).pending));
-        (*file.cast::<WalFile>()).pending = std::ptr::null_mut();
         let closed = inner_method!(inner, xClose)(inner);
         if flushed != ffi::SQLITE_OK {
             flushed
