@@ -8,15 +8,17 @@
 //! so webhooks go straight to the same kind of connection pool underneath.
 //!
 //! What the shared client guarantees holds here too: the target policy resolves every named host
-//! at every new connection and checks IP-literal URLs before each request, redirects are never
+//! at every new connection and no request goes to an IP-literal URL it refuses (checked when the
+//! client first reads the URL, see `Targets`), redirects are never
 //! followed (hyper does not follow them), proxies are never used, HTTPS is verified against the
 //! Mozilla roots, and HTTP/2 is used where the receiver offers it by ALPN. URLs are read as
 //! reqwest read them, credentials in a URL included (see `Target`).
 
+use std::collections::HashMap;
 use std::future::Future;
 use std::net::SocketAddr;
 use std::pin::Pin;
-use std::sync::Arc;
+use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 use std::task::{Context, Poll};
 use std::time::Duration;
 
@@ -45,6 +47,10 @@ const WHAT: &str = "the webhook";
 /// The user agent every delivery carries, the same as the provider sinks'.
 const AGENT: &str = concat!("floodgate/", env!("CARGO_PKG_VERSION"));
 
+/// The most URLs a client keeps read (see [`Targets`]). Past it the client starts over, so a
+/// deployment with more customers than this reads some URLs again, as every send once did.
+const MAX_TARGETS: usize = 4096;
+
 type Connector = HttpsConnector<HttpConnector<PolicyDns>>;
 
 /// A pooled HTTP/1.1 and HTTP/2 client that reaches only what the target policy allows.
@@ -52,6 +58,7 @@ type Connector = HttpsConnector<HttpConnector<PolicyDns>>;
 pub struct WebhookClient {
     client: Client<Connector, Full<Bytes>>,
     policy: Arc<TargetPolicy>,
+    targets: Arc<Targets>,
 }
 
 impl WebhookClient {
@@ -87,7 +94,11 @@ impl WebhookClient {
             .pool_idle_timeout(Duration::from_secs(60))
             .pool_timer(TokioTimer::new())
             .build(connector);
-        Ok(Self { client, policy })
+        Ok(Self {
+            client,
+            policy,
+            targets: Arc::default(),
+        })
     }
 
     /// POSTs `body` to `url` with `headers` (plus the user agent; hyper adds `Host` and
@@ -101,14 +112,7 @@ impl WebhookClient {
         headers: [(HeaderName, HeaderValue); 4],
         body: Vec<u8>,
     ) -> Result<Response<Incoming>, SinkError> {
-        let Target { uri, auth } = Target::parse(url).map_err(|e| invalid(&e))?;
-        if let Some(host) = uri.host() {
-            self.policy
-                .check_host(host)
-                .map_err(|refused| SinkError::Permanent {
-                    reason: format!("{WHAT}: {refused}"),
-                })?;
-        }
+        let Target { uri, auth } = self.targets.get(url, &self.policy)?;
         let mut request = Request::post(uri);
         if let Some(map) = request.headers_mut() {
             map.reserve(headers.len() + 2);
@@ -135,10 +139,49 @@ fn invalid(why: &dyn std::fmt::Display) -> SinkError {
     }
 }
 
+/// Webhook URLs as read and checked, by URL, so that a customer's URL is read once rather than
+/// at every send: reading it (the WHATWG parser, then `http::Uri`) was 4% of the delivery
+/// thread's time under load (docs/dispatch-engine.md, "The webhook client"). Only URLs the
+/// target policy allowed are kept; the policy does not change while the client lives, and a named
+/// host is still resolved and checked at every new connection. A URL that is refused or does
+/// not parse is read again at its next send, and answered the same.
+#[derive(Debug, Default)]
+struct Targets(Mutex<HashMap<Box<str>, Target>>);
+
+impl Targets {
+    /// The target `url` names, if it is one and the policy allows an IP-literal host.
+    fn get(&self, url: &str, policy: &TargetPolicy) -> Result<Target, SinkError> {
+        if let Some(target) = self.kept().get(url) {
+            return Ok(target.clone());
+        }
+        let target = Target::parse(url).map_err(|e| invalid(&e))?;
+        if let Some(host) = target.uri.host() {
+            policy
+                .check_host(host)
+                .map_err(|refused| SinkError::Permanent {
+                    reason: format!("{WHAT}: {refused}"),
+                })?;
+        }
+        let mut kept = self.kept();
+        if kept.len() >= MAX_TARGETS {
+            kept.clear();
+        }
+        kept.insert(url.into(), target.clone());
+        Ok(target)
+    }
+
+    /// The kept targets. A panic elsewhere cannot leave the map half-written (every change is
+    /// one `insert` or `clear`), so a poisoned lock is used as it is.
+    fn kept(&self) -> MutexGuard<'_, HashMap<Box<str>, Target>> {
+        self.0.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+}
+
 /// Where a webhook goes, read from its registered URL as the API validated it and as reqwest
 /// read it before: the WHATWG parser (which percent-encodes spaces, punycodes names and drops
 /// tabs and newlines that `http::Uri` would refuse), then credentials in the URL moved into an
 /// `Authorization: Basic` header, marked sensitive.
+#[derive(Debug, Clone)]
 struct Target {
     uri: Uri,
     auth: Option<HeaderValue>,

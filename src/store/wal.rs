@@ -8,12 +8,17 @@ use sqlx::Executor;
 use super::writer::Durability;
 use super::{Error, SQLITE_BUSY_TIMEOUT, Store};
 
-/// How often the SQLite checkpointer copies the WAL back into the database file. Often enough
-/// that little is left for the restart step, rarely enough to cost nothing when idle.
-const CHECKPOINT_INTERVAL: Duration = Duration::from_millis(250);
+/// How often the SQLite checkpointer copies the WAL back into the database file. A passive
+/// checkpoint copies each page once, in its newest version, however many commits rewrote it
+/// since the last one, and the hot pages of the notifications table's indexes are rewritten by
+/// many commits a second. Every 250 ms, the checkpointer copied 3.3–3.4 KiB per delivered
+/// notification and took 3.3 CPU-µs of it; every second, 1.3–1.4 KiB and 1.7–1.9 µs; every two
+/// seconds copied less again (0.9 KiB) for no less CPU (BENCHMARKS.md, "Twentieth pass"). The
+/// restart step is unaffected: it comes after a second passive pass either way.
+const CHECKPOINT_INTERVAL: Duration = Duration::from_secs(1);
 
 /// WAL frames (pages) after which the checkpointer starts the WAL over (see [`checkpoint_loop`]):
-/// 65,536 pages are 256 MiB at SQLite's default page size, two to three seconds of writes at full
+/// 65,536 pages are 256 MiB at SQLite's default page size, one to three seconds of writes at full
 /// speed. A restart holds the write connection for what the WAL gained since the last passive
 /// pass, whatever the threshold (about 20 ms at the median and up to 60 ms beside saturated
 /// intake and deliveries: two syncs and the copy), so the threshold sets how often the

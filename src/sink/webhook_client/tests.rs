@@ -243,3 +243,36 @@ async fn a_url_that_is_not_one_is_permanent() {
         );
     }
 }
+
+#[test]
+fn a_url_is_read_once_and_a_refused_one_is_not_kept() {
+    let policy = TargetPolicy::new(vec!["127.0.0.0/8".parse::<Cidr>().unwrap()]);
+    let targets = Targets::default();
+    let allowed = "http://u:p@127.0.0.1:9/hook";
+    let first = targets.get(allowed, &policy).unwrap();
+    let again = targets.get(allowed, &policy).unwrap();
+    assert_eq!(again.uri, first.uri);
+    assert_eq!(again.auth, first.auth);
+    assert_eq!(first.uri, "http://127.0.0.1:9/hook");
+    assert_eq!(targets.kept().len(), 1);
+
+    for refused in ["http://10.1.2.3/hook", "not a url"] {
+        for _ in 0..2 {
+            let err = targets.get(refused, &policy).unwrap_err();
+            assert!(matches!(err, SinkError::Permanent { .. }), "{refused}");
+        }
+    }
+    assert_eq!(targets.kept().len(), 1, "refusals are not kept");
+}
+
+#[test]
+fn the_kept_urls_are_bounded() {
+    let policy = TargetPolicy::new(vec!["127.0.0.0/8".parse::<Cidr>().unwrap()]);
+    let targets = Targets::default();
+    for i in 0..MAX_TARGETS + 10 {
+        let url = format!("http://127.0.0.1:9/hook/{i}");
+        let target = targets.get(&url, &policy).unwrap();
+        assert_eq!(target.uri.path(), format!("/hook/{i}"));
+        assert!(targets.kept().len() <= MAX_TARGETS);
+    }
+}
