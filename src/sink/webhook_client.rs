@@ -145,8 +145,15 @@ fn invalid(why: &dyn std::fmt::Display) -> SinkError {
 /// target policy allowed are kept; the policy does not change while the client lives, and a named
 /// host is still resolved and checked at every new connection. A URL that is refused or does
 /// not parse is read again at its next send, and answered the same.
-#[derive(Debug, Default)]
+#[derive(Default)]
 struct Targets(Mutex<HashMap<Box<str>, Target>>);
+
+impl std::fmt::Debug for Targets {
+    /// Without the URLs: a URL may carry a user name and password.
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Targets").finish_non_exhaustive()
+    }
+}
 
 impl Targets {
     /// The target `url` names, if it is one and the policy allows an IP-literal host.

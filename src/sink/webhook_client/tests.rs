@@ -255,6 +255,10 @@ fn a_url_is_read_once_and_a_refused_one_is_not_kept() {
     assert_eq!(again.auth, first.auth);
     assert_eq!(first.uri, "http://127.0.0.1:9/hook");
     assert_eq!(targets.kept().len(), 1);
+    assert!(
+        !format!("{targets:?}").contains("u:p@"),
+        "credentials stay out of logs"
+    );
 
     for refused in ["http://10.1.2.3/hook", "not a url"] {
         for _ in 0..2 {
