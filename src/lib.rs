@@ -26,6 +26,7 @@
 //! - [`public_id`]: notification ids as callers see them, unguessable.
 //! - `secrets_at_rest`: signing secrets and provider secrets sealed in the database.
 //! - `redact`: the redacting `Debug` every secret goes through.
+//! - `bounded_cache`: the in-memory caches' map, started over when full.
 //! - [`model`]: the domain words (customer, notification, lane, state).
 //!
 //! Modules named without a link are private: nothing outside the crate (the binary, `tests/`,
@@ -33,6 +34,7 @@
 
 pub mod api;
 pub mod app;
+mod bounded_cache;
 pub mod cluster;
 pub mod config;
 mod connections;

@@ -6,18 +6,18 @@
 //! by `SetPreference` on this, the only node): a customer whose recipients never set anything —
 //! most of them — costs intake no lookup.
 
-use std::collections::{HashMap, HashSet};
-use std::sync::{Mutex, MutexGuard, PoisonError};
+use std::collections::HashSet;
+use std::sync::{Mutex, PoisonError};
 
+use crate::bounded_cache::BoundedCache;
 use crate::model::RecipientPreferences;
 
 /// Recipients kept before the cache starts over (a few hundred bytes each).
 const CAPACITY: usize = 200_000;
 
-#[derive(Debug, Default)]
+#[derive(Debug)]
 pub(super) struct LocalCache {
-    /// std Mutex: held only for map operations, never across an `.await`.
-    sets: Mutex<HashMap<(String, String), RecipientPreferences>>,
+    sets: BoundedCache<(String, String), RecipientPreferences>,
     /// Customers with at least one preference row.
     customers: Mutex<HashSet<String>>,
 }
@@ -26,7 +26,7 @@ impl LocalCache {
     /// A cache that knows which customers have preferences.
     pub(super) fn new(customers: HashSet<String>) -> Self {
         Self {
-            sets: Mutex::default(),
+            sets: BoundedCache::new(CAPACITY),
             customers: Mutex::new(customers),
         }
     }
@@ -47,29 +47,20 @@ impl LocalCache {
             .insert(customer_id.to_owned());
     }
 
-    fn sets(&self) -> MutexGuard<'_, HashMap<(String, String), RecipientPreferences>> {
-        self.sets.lock().unwrap_or_else(PoisonError::into_inner)
-    }
-
     /// The cached set of one recipient.
     pub(super) fn get(&self, customer_id: &str, recipient: &str) -> Option<RecipientPreferences> {
-        self.sets()
+        self.sets
             .get(&(customer_id.to_owned(), recipient.to_owned()))
-            .cloned()
     }
 
     /// Keeps `set` unless a newer version is already cached.
     pub(super) fn offer(&self, customer_id: &str, recipient: &str, set: &RecipientPreferences) {
-        let mut sets = self.sets();
-        if sets.len() >= CAPACITY {
-            sets.clear();
-        }
-        let entry = sets
-            .entry((customer_id.to_owned(), recipient.to_owned()))
-            .or_default();
-        if set.version >= entry.version {
-            *entry = set.clone();
-        }
+        self.sets
+            .update((customer_id.to_owned(), recipient.to_owned()), |kept| {
+                if set.version >= kept.version {
+                    *kept = set.clone();
+                }
+            });
     }
 }
 

@@ -14,11 +14,10 @@
 //! Mozilla roots, and HTTP/2 is used where the receiver offers it by ALPN. URLs are read as
 //! reqwest read them, credentials in a URL included (see `Target`).
 
-use std::collections::HashMap;
 use std::future::Future;
 use std::net::SocketAddr;
 use std::pin::Pin;
-use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
+use std::sync::Arc;
 use std::task::{Context, Poll};
 use std::time::Duration;
 
@@ -40,6 +39,7 @@ use rustls::RootCertStore;
 use super::target_policy::TargetPolicy;
 use super::webhook::{ClientError, WebhookSettings};
 use super::{SinkError, answer};
+use crate::bounded_cache::BoundedCache;
 
 /// How the far end is named in reasons (`last_error`).
 const WHAT: &str = "the webhook";
@@ -144,22 +144,22 @@ fn invalid(why: &dyn std::fmt::Display) -> SinkError {
 /// thread's time under load (docs/dispatch-engine.md, "The webhook client"). Only URLs the
 /// target policy allowed are kept; the policy does not change while the client lives, and a named
 /// host is still resolved and checked at every new connection. A URL that is refused or does
-/// not parse is read again at its next send, and answered the same.
-#[derive(Default)]
-struct Targets(Mutex<HashMap<Box<str>, Target>>);
+/// not parse is read again at its next send, and answered the same. Its `Debug` shows no URLs
+/// (see [`BoundedCache`]): a URL may carry a user name and password.
+#[derive(Debug)]
+struct Targets(BoundedCache<Box<str>, Target>);
 
-impl std::fmt::Debug for Targets {
-    /// Without the URLs: a URL may carry a user name and password.
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Targets").finish_non_exhaustive()
+impl Default for Targets {
+    fn default() -> Self {
+        Self(BoundedCache::new(MAX_TARGETS))
     }
 }
 
 impl Targets {
     /// The target `url` names, if it is one and the policy allows an IP-literal host.
     fn get(&self, url: &str, policy: &TargetPolicy) -> Result<Target, SinkError> {
-        if let Some(target) = self.kept().get(url) {
-            return Ok(target.clone());
+        if let Some(target) = self.0.get(url) {
+            return Ok(target);
         }
         let target = Target::parse(url).map_err(|e| invalid(&e))?;
         if let Some(host) = target.uri.host() {
@@ -169,18 +169,8 @@ impl Targets {
                     reason: format!("{WHAT}: {refused}"),
                 })?;
         }
-        let mut kept = self.kept();
-        if kept.len() >= MAX_TARGETS {
-            kept.clear();
-        }
-        kept.insert(url.into(), target.clone());
+        self.0.insert(url.into(), target.clone());
         Ok(target)
-    }
-
-    /// The kept targets. A panic elsewhere cannot leave the map half-written (every change is
-    /// one `insert` or `clear`), so a poisoned lock is used as it is.
-    fn kept(&self) -> MutexGuard<'_, HashMap<Box<str>, Target>> {
-        self.0.lock().unwrap_or_else(PoisonError::into_inner)
     }
 }
 

@@ -8,12 +8,12 @@
 
 pub mod csv;
 
-use std::collections::HashMap;
-use std::sync::{Arc, Mutex, PoisonError};
+use std::sync::Arc;
 use std::time::Duration;
 
 use minijinja::{Environment, UndefinedBehavior};
 
+use crate::bounded_cache::BoundedCache;
 use crate::model::{Channel, TemplateRef, now_millis};
 pub use crate::model::{Content, Template};
 use crate::store::{self, Store};
@@ -70,8 +70,7 @@ pub enum Error {
 #[derive(Debug)]
 pub struct Templates {
     store: Store,
-    /// std Mutex: held only for map operations, never across an `.await`.
-    versions: Mutex<HashMap<(String, TemplateRef), Arc<Template>>>,
+    versions: BoundedCache<(String, TemplateRef), Arc<Template>>,
     limits: RenderLimits,
 }
 
@@ -79,7 +78,7 @@ impl Templates {
     pub fn new(store: Store) -> Self {
         Self {
             store,
-            versions: Mutex::default(),
+            versions: BoundedCache::new(CACHE_CAPACITY),
             limits: RenderLimits::default(),
         }
     }
@@ -163,8 +162,8 @@ impl Templates {
         reference: &TemplateRef,
     ) -> Result<Arc<Template>, Error> {
         let key = (customer_id.to_owned(), reference.clone());
-        if let Some(found) = self.cache().get(&key) {
-            return Ok(found.clone());
+        if let Some(found) = self.versions.get(&key) {
+            return Ok(found);
         }
         let template = self
             .store
@@ -177,16 +176,8 @@ impl Templates {
                 ))
             })?;
         let template = Arc::new(template);
-        let mut cache = self.cache();
-        if cache.len() >= CACHE_CAPACITY {
-            cache.clear();
-        }
-        cache.insert(key, template.clone());
+        self.versions.insert(key, template.clone());
         Ok(template)
-    }
-
-    fn cache(&self) -> std::sync::MutexGuard<'_, HashMap<(String, TemplateRef), Arc<Template>>> {
-        self.versions.lock().unwrap_or_else(PoisonError::into_inner)
     }
 }
 
