@@ -20,6 +20,10 @@
 //! (which the dispatch code keeps short) and an express one; and background work behind at most
 //! one group commit (which takes everything queued, up to a few hundred rows) and an express one. Every class
 //! always makes progress, and with only one class waiting it goes at once.
+//!
+//! One exception: while SQLite's checkpointer prepares a WAL restart it makes the gate express
+//! only ([`WriteGate::express_only`]) for a passive checkpoint or two, so that unary Submits go
+//! on while group commits and background writes wait.
 
 use std::collections::VecDeque;
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
@@ -56,6 +60,8 @@ struct GateState {
     /// A holder that lent its turn to an express commit (see [`WriteGate::lend_to_express`]),
     /// with its class: it gets the turn back before anyone else.
     lender: Option<(Priority, oneshot::Sender<Turn>)>,
+    /// Only express commits get the turn (see [`WriteGate::express_only`]).
+    express_only: bool,
 }
 
 /// The right to use the write connection; the next waiter gets it when this is dropped.
@@ -77,7 +83,7 @@ impl WriteGate {
     pub(super) async fn turn(self: &Arc<Self>, priority: Priority) -> Turn {
         let waiting = {
             let mut state = self.lock();
-            if !state.busy {
+            if !state.busy && state.may_go(priority) {
                 state.busy = true;
                 state.took(priority);
                 return Turn {
@@ -90,6 +96,16 @@ impl WriteGate {
         };
         // The sender is only dropped after a `Turn` was sent, or with the gate itself.
         waiting.await.unwrap_or(Turn { gate: None })
+    }
+
+    /// Holds back group commits and background writes until the guard is dropped: only express
+    /// commits get the turn meanwhile, and a write already under way finishes. SQLite's
+    /// checkpointer uses it to copy the WAL into the database file with only unary Submits
+    /// writing, so that the WAL restart after it has almost nothing left to copy and holds the
+    /// connection for milliseconds (see `store::wal`).
+    pub(super) fn express_only(self: &Arc<Self>) -> ExpressOnly {
+        self.lock().express_only = true;
+        ExpressOnly { gate: self.clone() }
     }
 
     /// Whether an express commit is waiting for the turn.
@@ -148,7 +164,7 @@ impl WriteGate {
             let next = state
                 .order()
                 .into_iter()
-                .find(|p| !state.waiting[index(*p)].is_empty());
+                .find(|p| state.may_go(*p) && !state.waiting[index(*p)].is_empty());
             let Some(priority) = next else {
                 state.busy = false;
                 return;
@@ -185,7 +201,36 @@ impl WriteGate {
     }
 }
 
+/// Group commits and background writes are held back while this lives (see
+/// [`WriteGate::express_only`]).
+#[derive(Debug)]
+pub(super) struct ExpressOnly {
+    gate: Arc<WriteGate>,
+}
+
+impl Drop for ExpressOnly {
+    fn drop(&mut self) {
+        let idle = {
+            let mut state = self.gate.lock();
+            state.express_only = false;
+            // Whoever holds the turn passes it on to the writes held back. If nobody does, take
+            // the turn here to pass it on.
+            let idle = !state.busy;
+            state.busy = true;
+            idle
+        };
+        if idle {
+            WriteGate::pass_on(&self.gate);
+        }
+    }
+}
+
 impl GateState {
+    /// Whether `priority` may have the turn now: every class, unless the gate is express only.
+    fn may_go(&self, priority: Priority) -> bool {
+        !self.express_only || priority == Priority::Express
+    }
+
     /// Records who has the turn now.
     fn took(&mut self, priority: Priority) {
         self.last = Some(priority);
@@ -314,6 +359,43 @@ mod tests {
         let seen = reported(tasks, report, reports).await;
         // After the lender's (background) turn: the waiting express commit, then the caller.
         assert_eq!(seen, [E, B, E, C]);
+    }
+
+    #[tokio::test]
+    async fn express_only_holds_back_the_rest_until_dropped() {
+        use Priority::{Background as B, Caller as C, Express as E};
+        let gate = Arc::new(WriteGate::default());
+        let held = gate.turn(B).await;
+        let only = gate.express_only();
+        let (report, mut reports) = tokio::sync::mpsc::unbounded_channel();
+        let tasks = queue(&gate, &[C, B, E, E], &report).await;
+        // The write under way ends: the express commits go, the others wait.
+        drop(held);
+        assert_eq!(reports.recv().await, Some(E));
+        assert_eq!(reports.recv().await, Some(E));
+        for _ in 0..10 {
+            tokio::task::yield_now().await;
+        }
+        assert_eq!((gate.queued(C), gate.queued(B)), (1, 1));
+        // The gate is idle now; dropping the guard hands the turn on, callers first (the last
+        // of the two classes to go was background).
+        drop(only);
+        assert_eq!(reported(tasks, report, reports).await, [C, B]);
+    }
+
+    #[tokio::test]
+    async fn an_idle_express_only_gate_still_makes_the_rest_wait() {
+        let gate = Arc::new(WriteGate::default());
+        let only = gate.express_only();
+        let (report, reports) = tokio::sync::mpsc::unbounded_channel();
+        let tasks = queue(&gate, &[Priority::Caller], &report).await;
+        tokio::task::yield_now().await;
+        assert_eq!(gate.queued(Priority::Caller), 1);
+        // An express commit still goes at once.
+        drop(gate.turn(Priority::Express).await);
+        assert_eq!(gate.queued(Priority::Caller), 1);
+        drop(only);
+        assert_eq!(reported(tasks, report, reports).await, [Priority::Caller]);
     }
 
     #[tokio::test]
