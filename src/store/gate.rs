@@ -102,7 +102,8 @@ impl WriteGate {
     /// commits get the turn meanwhile, and a write already under way finishes. SQLite's
     /// checkpointer uses it to copy the WAL into the database file with only unary Submits
     /// writing, so that the WAL restart after it has almost nothing left to copy and holds the
-    /// connection for milliseconds (see `store::wal`).
+    /// connection for milliseconds (see `store::wal`). One guard at a time: the checkpointer is
+    /// its only user, and the first guard dropped ends the mode.
     pub(super) fn express_only(self: &Arc<Self>) -> ExpressOnly {
         self.lock().express_only = true;
         ExpressOnly { gate: self.clone() }

@@ -415,28 +415,14 @@ fn repeat_of(item: &NewNotification, first: &NewNotification, first_result: Inse
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::model::{Channel, CustomerId, Lane, now_millis};
-    use crate::store::StoreOptions;
-
-    async fn sqlite_store(dir: &tempfile::TempDir) -> Store {
-        let url = format!("sqlite://{}", dir.path().join("floodgate.db").display());
-        Store::connect(&url, &StoreOptions::default())
-            .await
-            .unwrap()
-    }
+    use crate::model::{Lane, now_millis};
+    use crate::store::test_support::{notification, sqlite_store};
 
     fn item(key: &str, payload: &str) -> NewNotification {
         NewNotification {
-            customer_id: CustomerId::parse("acme").unwrap(),
-            idempotency_key: key.into(),
-            recipient: "u".into(),
             lane: Lane::Bulk,
             payload: payload.as_bytes().to_vec(),
-            send_at: None,
-            expires_at: None,
-            channel: Channel::Webhook,
-            suppressed: None,
-            template: None,
+            ..notification(key)
         }
     }
 

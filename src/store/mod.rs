@@ -37,6 +37,8 @@ mod retention;
 mod sql;
 mod states;
 mod templates;
+#[cfg(test)]
+mod test_support;
 mod tokens;
 mod wal;
 mod wal_appends;

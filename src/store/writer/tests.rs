@@ -1,25 +1,11 @@
 use std::time::Duration;
 
 use super::*;
-use crate::model::{Channel, CustomerId, Inserted, Lane, NewNotification, now_millis};
+use crate::model::{Inserted, now_millis};
 use sqlx::Row;
 
+use crate::store::test_support::{notification, sqlite_store};
 use crate::store::{Commit, StoreOptions};
-
-fn notification(key: &str) -> Vec<NewNotification> {
-    vec![NewNotification {
-        customer_id: CustomerId::parse("acme").unwrap(),
-        idempotency_key: key.into(),
-        recipient: "u".into(),
-        lane: Lane::Transactional,
-        payload: b"{}".to_vec(),
-        send_at: None,
-        expires_at: None,
-        channel: Channel::Webhook,
-        suppressed: None,
-        template: None,
-    }]
-}
 
 /// Inserts one notification, keyed by its commit class, in a commit of that class.
 fn insert(
@@ -28,7 +14,7 @@ fn insert(
 ) -> impl std::future::Future<Output = Result<Vec<Inserted>, Error>> + use<> {
     let store = store.clone();
     async move {
-        let items = notification(&format!("{commit:?}"));
+        let items = vec![notification(&format!("{commit:?}"))];
         store
             .insert_notifications(commit, &items, &[], now_millis(), 0)
             .await
@@ -52,11 +38,6 @@ async fn queued(store: &Store, class: Priority, count: usize) {
     }
 }
 
-/// A notification of `acme` under `key`.
-fn keyed(key: &str) -> NewNotification {
-    notification(key).remove(0)
-}
-
 /// The row id an insert of one notification got.
 fn id_of(results: &[Inserted]) -> i64 {
     match results {
@@ -67,7 +48,7 @@ fn id_of(results: &[Inserted]) -> i64 {
 
 /// Stores `key` in an express commit of its own.
 fn express(store: &Store, key: &str) -> tokio::task::JoinHandle<Result<Vec<Inserted>, Error>> {
-    let (store, items) = (store.clone(), vec![keyed(key)]);
+    let (store, items) = (store.clone(), vec![notification(key)]);
     tokio::spawn(async move {
         store
             .insert_notifications(Commit::Express, &items, &[], now_millis(), 0)
@@ -91,7 +72,7 @@ async fn group_commit_beside_express(
     let background = store.writer(Durability::Relaxed).await.unwrap();
     let group = {
         let store = store.clone();
-        let items: Vec<_> = keys.into_iter().map(keyed).collect();
+        let items: Vec<_> = keys.into_iter().map(notification).collect();
         tokio::spawn(async move {
             store
                 .insert_calls(Commit::Group, &items, &[2, 2], &[], now_millis(), 0)
@@ -111,13 +92,6 @@ async fn group_commit_beside_express(
 }
 
 const GROUP_KEYS: [&str; 4] = ["group-0", "group-1", "group-2", "group-3"];
-
-async fn sqlite_store(dir: &tempfile::TempDir) -> Store {
-    let url = format!("sqlite://{}", dir.path().join("floodgate.db").display());
-    Store::connect(&url, &StoreOptions::default())
-        .await
-        .unwrap()
-}
 
 /// A turn ended on a runtime that is not running (as the main runtime is not, for the
 /// connection's sake, when thousands of deliveries are queued on it) still puts the
@@ -314,7 +288,9 @@ async fn a_cut_group_commit_keeps_the_calls_committed_before_a_failure() {
         .unwrap();
 
     // Not cut (nothing waits): the second call's failure undoes the first call too.
-    let items: Vec<_> = (0..4).map(|i| keyed(&format!("group-{i}"))).collect();
+    let items: Vec<_> = (0..4)
+        .map(|i| notification(&format!("group-{i}")))
+        .collect();
     let alone = store
         .insert_calls(Commit::Group, &items, &[2, 2], &[], now_millis(), 0)
         .await;
